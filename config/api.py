@@ -1,0 +1,112 @@
+"""What every API endpoint shares: one error shape, body size limit, client-app throttling.
+
+Every error leaves the API as
+``{"type": "client_error"|"validation_error"|"server_error", "code": str, "detail": str,
+"attr": str | null, "errors": [{"code", "detail", "attr"}, ...]}``.
+"""
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+    def __init__(self, limit: int):
+        super().__init__(f"Request body is larger than the {limit // (1024 * 1024)} MB limit; "
+                         "split it into smaller batches.")
+
+
+class SizeLimitedJSONParser(JSONParser):
+    """JSON parser that refuses bodies over INGEST_MAX_BODY_BYTES before reading them whole."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.INGEST_MAX_BODY_BYTES
+        request = (parser_context or {}).get("request")
+        declared = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
+        if declared > limit:
+            raise RequestTooLarge(limit)
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise RequestTooLarge(limit)
+        try:
+            return super().parse(_BytesStream(raw), media_type, parser_context)
+        except exceptions.ParseError as error:
+            raise exceptions.ParseError(f"Malformed JSON: {error.detail}") from error
+
+
+class _BytesStream:
+    def __init__(self, raw: bytes):
+        self._raw = raw
+
+    def read(self, *args):
+        return self._raw
+
+
+class ClientAppRateThrottle(SimpleRateThrottle):
+    """Per-API-key rate limit; session users (dashboards) are not throttled."""
+
+    scope = "client_app"
+
+    def get_cache_key(self, request, view):
+        api_key = getattr(request, "auth", None)
+        if api_key is None or not hasattr(api_key, "prefix"):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": api_key.prefix}
+
+
+def _flatten(detail, attr=None) -> list[dict]:
+    if isinstance(detail, dict):
+        return [e for key, value in detail.items()
+                for e in _flatten(value, key if attr is None else f"{attr}.{key}")]
+    if isinstance(detail, list):
+        return [e for item in detail for e in _flatten(item, attr)]
+    attr = None if attr == "non_field_errors" else attr
+    return [{"code": getattr(detail, "code", "invalid"), "detail": str(detail), "attr": attr}]
+
+
+def error_response(*, status_code: int, code: str, detail: str, attr: str | None = None,
+                   headers: dict | None = None) -> Response:
+    error_type = "server_error" if status_code >= 500 else "client_error"
+    body = {"type": error_type, "code": code, "detail": detail, "attr": attr,
+            "errors": [{"code": code, "detail": detail, "attr": attr}]}
+    return Response(body, status=status_code, headers=headers)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.exception("Unhandled API error", exc_info=exc)
+        return error_response(status_code=500, code="server_error",
+                              detail="Internal server error.")
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        first = errors[0] if errors else {"code": "invalid", "detail": "Invalid input.", "attr": None}
+        response.data = {"type": "validation_error", **first, "errors": errors}
+        return response
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    if isinstance(code, (list, dict)):
+        errors = _flatten(detail)
+        first = errors[0]
+    else:
+        errors = [{"code": code, "detail": str(detail), "attr": None}]
+        first = errors[0]
+    response.data = {"type": "server_error" if response.status_code >= 500 else "client_error",
+                     **first, "errors": errors}
+    return response

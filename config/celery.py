@@ -1,0 +1,31 @@
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+app = Celery("lodestar")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_default_queue="default",
+    task_queues=(Queue("default"), Queue("training")),
+    task_routes={
+        "recommender.tasks.train_recommender": {"queue": "training"},
+        "recommender.tasks.train_sentiment": {"queue": "training"},
+    },
+    # A task is acknowledged only once it finished, so a worker that dies mid-task
+    # hands it back to the broker instead of losing it.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_time_limit=int(os.environ.get("CELERY_DEFAULT_TIME_LIMIT", "600")),
+    task_soft_time_limit=int(os.environ.get("CELERY_DEFAULT_TIME_LIMIT", "600")) - 30,
+    broker_connection_retry_on_startup=True,
+    beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
+    timezone="UTC",
+)
+app.autodiscover_tasks()

@@ -1,0 +1,68 @@
+import uuid
+
+from django.db import models
+
+ITEM_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "review")
+TEXT_EVENT_TYPES = ("review", "rating")
+
+
+class Item(models.Model):
+    item_id = models.CharField(max_length=255, unique=True)
+    title = models.CharField(max_length=500, blank=True, default="")
+    category = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    tags = models.JSONField(default=list, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.title or self.item_id
+
+
+class EndUser(models.Model):
+    """A user of the client app (not a Lodestar login)."""
+
+    user_id = models.CharField(max_length=255, unique=True)
+    traits = models.JSONField(default=dict, blank=True)
+    first_seen = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "end user"
+
+    def __str__(self) -> str:
+        return self.user_id
+
+
+class Event(models.Model):
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=64)
+    user = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="events")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="events",
+                             null=True, blank=True)
+    timestamp = models.DateTimeField()
+    received_at = models.DateTimeField()
+    value = models.FloatField(null=True, blank=True,
+                              help_text="Rating 1-5 for ratings and reviews, amount for purchases")
+    text = models.TextField(blank=True, default="")
+    properties = models.JSONField(default=dict, blank=True)
+    rec_id = models.UUIDField(null=True, blank=True,
+                              help_text="The recommendation response this event came from")
+    sentiment_score = models.FloatField(null=True, blank=True,
+                                        help_text="Probability that the text is positive")
+    sentiment_label = models.CharField(max_length=16, blank=True, default="")
+    sentiment_model = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "timestamp"], name="event_user_time"),
+            models.Index(fields=["item", "timestamp"], name="event_item_time"),
+            models.Index(fields=["type", "timestamp"], name="event_type_time"),
+            models.Index(fields=["timestamp"], name="event_time"),
+            models.Index(fields=["rec_id"], name="event_rec",
+                         condition=models.Q(rec_id__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
