@@ -33,3 +33,11 @@ class IsStaff(BasePermission):
     def has_permission(self, request, view):
         user = request.user
         return bool(user and user.is_authenticated and user.is_staff)
+
+
+class IsSignedInOrClientApp(BasePermission):
+    """API schema and docs: any logged-in user or a client app."""
+
+    def has_permission(self, request, view):
+        return isinstance(request.auth, APIKey) or bool(
+            request.user and request.user.is_authenticated)

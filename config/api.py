@@ -5,10 +5,11 @@ Every error leaves the API as
 "attr": str | null, "errors": [{"code", "detail", "attr"}, ...]}``.
 """
 
+import io
 import logging
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
@@ -41,17 +42,9 @@ class SizeLimitedJSONParser(JSONParser):
         if len(raw) > limit:
             raise RequestTooLarge(limit)
         try:
-            return super().parse(_BytesStream(raw), media_type, parser_context)
+            return super().parse(io.BytesIO(raw), media_type, parser_context)
         except exceptions.ParseError as error:
             raise exceptions.ParseError(f"Malformed JSON: {error.detail}") from error
-
-
-class _BytesStream:
-    def __init__(self, raw: bytes):
-        self._raw = raw
-
-    def read(self, *args):
-        return self._raw
 
 
 class ClientAppRateThrottle(SimpleRateThrottle):
@@ -85,7 +78,9 @@ def error_response(*, status_code: int, code: str, detail: str, attr: str | None
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, Http404):
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge(settings.INGEST_MAX_BODY_BYTES)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()

@@ -5,6 +5,7 @@ Events are validated in plain Python (a DRF serializer per event is too slow for
 so a retried event is stored once and counted as a duplicate even when two retries race.
 """
 
+import json
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ingestion.models import ITEM_EVENT_TYPES, EndUser, Event, Item
+from ingestion.signals import events_with_text_stored
 
 MAX_TEXT_CHARS = 5000
 MAX_PROPERTIES_BYTES = 8 * 1024
@@ -140,8 +142,6 @@ def _properties(raw: Any) -> dict:
         return {}
     if not isinstance(raw, dict):
         raise RowRejected("properties", "Must be a JSON object.")
-    import json
-
     if len(json.dumps(raw, separators=(",", ":"))) > MAX_PROPERTIES_BYTES:
         raise RowRejected("properties", "Must be at most 8 KB as JSON.")
     return raw
@@ -216,23 +216,18 @@ def store_events(*, events: Sequence[EventInput], received_at: datetime) -> list
         inserted.extend(_insert_new_events(rows[start:start + settings.INGEST_MAX_BATCH]))
     text_event_pks = [pk for pk, has_text in inserted if has_text]
     if text_event_pks:
-        from ingestion.signals import events_with_text_stored
-
         transaction.on_commit(lambda: events_with_text_stored.send(
             sender=Event, event_pks=text_event_pks))
     return [pk for pk, _ in inserted]
 
 
-_INSERT_COLUMNS = ("event_id", "type", "user_id", "item_id", "timestamp", "received_at",
-                   "value", "text", "properties", "rec_id")
+# Row tuple order in store_events, then the columns whose database default is an empty string.
+_INSERTED_FIELDS = ("event_id", "type", "user", "item", "timestamp", "received_at", "value",
+                    "text", "properties", "rec_id", "sentiment_label", "sentiment_model")
 
 
 def _insert_new_events(rows: list[tuple]) -> list[tuple[int, bool]]:
-    fields = [Event._meta.get_field(name) for name in
-              ("event_id", "type", "user", "item", "timestamp", "received_at", "value", "text",
-               "properties", "rec_id")]
-    for empty_default in ("sentiment_label", "sentiment_model"):
-        fields.append(Event._meta.get_field(empty_default))
+    fields = [Event._meta.get_field(name) for name in _INSERTED_FIELDS]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"

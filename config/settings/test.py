@@ -1,7 +1,7 @@
 import secrets
 
 from .base import *  # noqa: F401,F403
-from .base import REST_FRAMEWORK, env
+from .base import DATABASES, REST_FRAMEWORK, VAR_DIR, env
 
 SECRET_KEY = secrets.token_urlsafe(50)
 DEBUG = False
@@ -13,3 +13,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not shared-cache memory: concurrency tests need SQLite's real locking.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-lodestar.sqlite3")}
+MODEL_STORE = VAR_DIR / "test-models"

@@ -1,0 +1,124 @@
+"""Sentiment benchmark: the trained text CNN next to VADER on one shop's reviews.
+
+    python -m benchmarks.sentiment --reviews reviews.csv [--json result.json]
+
+The CSV needs ``text`` and ``rating`` (1-5) columns; rows without text are dropped.
+A stratified 80/20 split with a fixed seed; the CNN trains on the 80% (its thresholds
+come from a slice of that 80%), and both models are scored on the 20% with rating 3
+left out of the binary figures. Throughput is measured on the saved-and-reloaded model,
+as serving would use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recommender.ml.sentiment import (
+    SentimentModel,
+    SentimentScorer,
+    VaderBaseline,
+    evaluate_sentiment,
+    stratified_split,
+    train_sentiment,
+)
+
+SPLIT_SEED = 42
+TEST_FRACTION = 0.2
+THROUGHPUT_TEXTS = 5_000
+TARGETS = {"cnn_macro_f1_min": 0.86, "cnn_texts_per_second_min": 2_000}
+
+
+def load_reviews(path: Path) -> tuple[list[str], list[int]]:
+    frame = pd.read_csv(path, usecols=["text", "rating"])
+    frame = frame[frame["text"].notna() & (frame["text"].astype(str).str.strip() != "")]
+    frame = frame[frame["rating"].notna()]
+    return frame["text"].astype(str).tolist(), frame["rating"].astype(int).tolist()
+
+
+def texts_per_second(model: SentimentScorer, texts: list[str]) -> float:
+    model.predict_positive_proba(texts[:256])  # warm-up: tracing and lazy loading
+    started = time.perf_counter()
+    model.predict_positive_proba(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def throughput_sample(texts: list[str]) -> list[str]:
+    repeats = math.ceil(THROUGHPUT_TEXTS / max(len(texts), 1))
+    return (texts * repeats)[:THROUGHPUT_TEXTS]
+
+
+def run(reviews: Path) -> dict[str, Any]:
+    texts, ratings = load_reviews(reviews)
+    train_texts, test_texts, train_ratings, test_ratings = stratified_split(
+        texts, ratings, TEST_FRACTION, SPLIT_SEED)
+    sample = throughput_sample(test_texts.tolist())
+
+    cnn, training_report = train_sentiment(train_texts, train_ratings)
+    with tempfile.TemporaryDirectory() as artifact_directory:
+        cnn.save(Path(artifact_directory))
+        served_cnn = SentimentModel.load(Path(artifact_directory))
+        cnn_result = evaluate_sentiment(served_cnn, test_texts, test_ratings)
+        cnn_result["train_seconds"] = training_report["train_seconds"]
+        cnn_result["texts_per_second"] = texts_per_second(served_cnn, sample)
+    cnn_result["training"] = {key: training_report[key] for key in (
+        "epochs_run", "best_epoch", "batch_size", "sequence_length", "vocabulary_size",
+        "decision_threshold", "negative_threshold", "positive_threshold", "device")}
+
+    vader = VaderBaseline()
+    vader_result = evaluate_sentiment(vader, test_texts, test_ratings)
+    vader_result["train_seconds"] = 0.0
+    vader_result["texts_per_second"] = texts_per_second(vader, sample)
+
+    return {
+        "dataset": {"path": str(reviews), "reviews": len(texts), "train": len(train_texts),
+                    "test": len(test_texts),
+                    "test_binary": sum(sum(row) for row in cnn_result["confusion_matrix"]),
+                    "split_seed": SPLIT_SEED},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count(), "device": training_report["device"]},
+        "models": {"cnn": cnn_result, "vader": vader_result},
+        "targets": {**TARGETS,
+                    "cnn_macro_f1_met": cnn_result["macro_f1"] >= TARGETS["cnn_macro_f1_min"],
+                    "cnn_texts_per_second_met":
+                        cnn_result["texts_per_second"] >= TARGETS["cnn_texts_per_second_min"]},
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [f"{'model':<8}{'accuracy':>10}{'macro-F1':>10}{'ROC AUC':>10}{'train s':>10}{'texts/s':>10}"]
+    for name, figures in result["models"].items():
+        lines.append(f"{name:<8}{figures['accuracy']:>10.4f}{figures['macro_f1']:>10.4f}"
+                     f"{figures['roc_auc']:>10.4f}{figures['train_seconds']:>10.1f}"
+                     f"{figures['texts_per_second']:>10.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reviews", type=Path, required=True, help="CSV with text and rating columns")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args(argv)
+    result = run(args.reviews)
+    print(format_table(result))
+    for name, figures in result["models"].items():
+        print(f"{name} confusion matrix [[neg->neg, neg->pos], [pos->neg, pos->pos]]: "
+              f"{figures['confusion_matrix']}")
+    print(f"targets: {result['targets']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

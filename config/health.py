@@ -1,0 +1,43 @@
+"""Liveness and readiness for load balancers and orchestrators; open without authentication."""
+
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+from kombu import Connection
+
+from recommender.serving import loaded_versions
+
+
+@require_GET
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+def _database_ready() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def _broker_ready() -> bool:
+    try:
+        with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as broker:
+            broker.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+@require_GET
+def readyz(request):
+    """503 until the database and broker answer and every model kind has something to
+    serve (a trained version, or the documented fallback)."""
+    checks = {"database": _database_ready(), "broker": _broker_ready()}
+    models = loaded_versions() if checks["database"] else {}
+    ready = all(checks.values()) and all(entry["loaded"] for entry in models.values())
+    return JsonResponse({"ready": ready, "checks": checks, "models": models},
+                        status=200 if ready else 503)

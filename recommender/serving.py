@@ -1,0 +1,2 @@
+def loaded_versions() -> dict:
+    return {}

@@ -1,0 +1,212 @@
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+
+from ingestion.models import EndUser, Event, Item
+
+URL = "/api/v1/events"
+
+
+def event(**overrides) -> dict:
+    return {"event_id": str(uuid.uuid4()), "type": "view", "user_id": "u1", "item_id": "sku-1",
+            "timestamp": "2026-01-31T12:00:00+00:00", **overrides}
+
+
+def post(client, body, **extra):
+    return client.post(URL, data=json.dumps(body), content_type="application/json", **extra)
+
+
+@pytest.mark.django_db
+class TestEventIngest:
+    def test_single_event_is_stored_with_unknown_user_and_item_created(self, client_app):
+        response = post(client_app, event(type="purchase", value=19.5,
+                                          properties={"coupon": "X"}))
+        assert response.status_code == 200
+        assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": 0, "errors": []}
+        stored = Event.objects.get()
+        assert (stored.type, stored.value, stored.properties) == ("purchase", 19.5,
+                                                                  {"coupon": "X"})
+        assert stored.user.user_id == "u1" and stored.item.item_id == "sku-1"
+
+    def test_batch_stores_valid_events_and_reports_each_invalid_one(self, client_app):
+        batch = [event(), event(type="rating", value=7), event(user_id=None),
+                 event(type="signup", item_id=None), event(type="click", item_id="")]
+        body = post(client_app, {"batch": batch}).json()
+        assert (body["accepted"], body["rejected"]) == (2, 3)
+        assert [(e["index"], e["field"]) for e in body["errors"]] == [
+            (1, "value"), (2, "user_id"), (4, "item_id")]
+        assert set(Event.objects.values_list("type", flat=True)) == {"view", "signup"}
+
+    def test_retry_with_same_event_id_stores_nothing_new(self, client_app):
+        batch = [event(), event()]
+        post(client_app, {"batch": batch})
+        again = post(client_app, {"batch": batch + [event()]}).json()
+        assert (again["accepted"], again["duplicates"]) == (1, 2)
+        assert Event.objects.count() == 3
+
+    def test_same_event_twice_in_one_batch_counts_once(self, client_app):
+        same = event()
+        body = post(client_app, {"batch": [same, same]}).json()
+        assert (body["accepted"], body["duplicates"]) == (1, 1)
+
+    def test_missing_event_id_gets_one_generated(self, client_app):
+        payload = event()
+        del payload["event_id"]
+        post(client_app, {"batch": [payload, payload]})
+        assert Event.objects.count() == 2
+
+    def test_timestamps_keep_their_instant_across_time_zones(self, client_app):
+        post(client_app, {"batch": [event(timestamp="2026-03-01T09:30:00+05:30"),
+                                    event(timestamp="2026-03-01T04:00:00Z")]})
+        stamps = sorted(Event.objects.values_list("timestamp", flat=True))
+        assert stamps == [datetime(2026, 3, 1, 4, 0, tzinfo=UTC)] * 2
+
+    def test_naive_and_far_future_timestamps_are_rejected(self, client_app):
+        future = (datetime.now(UTC) + timedelta(hours=25)).isoformat()
+        soon = (datetime.now(UTC) + timedelta(hours=23)).isoformat()
+        body = post(client_app, {"batch": [event(timestamp="2026-03-01T09:30:00"),
+                                           event(timestamp=future), event(timestamp=soon)]}).json()
+        assert body["accepted"] == 1
+        assert [e["field"] for e in body["errors"]] == ["timestamp", "timestamp"]
+        assert "offset" in body["errors"][0]["message"]
+
+    def test_limits_on_text_properties_and_unknown_fields(self, client_app):
+        body = post(client_app, {"batch": [
+            event(type="review", text="x" * 5001),
+            event(properties={"blob": "y" * 9000}),
+            event(properties=["not", "an", "object"]),
+            event(colour="red"),
+            event(event_id="not-a-uuid"),
+        ]}).json()
+        assert body["rejected"] == 5
+        assert [e["field"] for e in body["errors"]] == ["text", "properties", "properties",
+                                                         "colour", "event_id"]
+
+    def test_review_text_is_stored(self, client_app):
+        post(client_app, event(type="review", value=2, text="Fell apart after a week"))
+        assert Event.objects.get().text == "Fell apart after a week"
+
+    def test_user_first_and_last_seen_follow_event_times(self, client_app):
+        post(client_app, {"batch": [event(timestamp="2026-01-02T00:00:00Z"),
+                                    event(timestamp="2026-01-05T00:00:00Z")]})
+        post(client_app, event(timestamp="2026-01-01T00:00:00Z"))
+        user = EndUser.objects.get(user_id="u1")
+        assert user.first_seen == datetime(2026, 1, 1, tzinfo=UTC)
+        assert user.last_seen == datetime(2026, 1, 5, tzinfo=UTC)
+
+
+@pytest.mark.django_db
+class TestEventIngestRequestErrors:
+    def test_malformed_json_is_400_in_the_error_shape_and_stores_nothing(self, client_app):
+        response = client_app.post(URL, data='{"batch": [', content_type="application/json")
+        assert response.status_code == 400
+        body = response.json()
+        assert body["type"] == "client_error" and body["code"] == "parse_error"
+        assert "Malformed JSON" in body["detail"]
+        assert Event.objects.count() == 0
+
+    @pytest.mark.parametrize("body", [[1, 2], "text", {"batch": {"a": 1}}, {"batch": []}])
+    def test_body_of_the_wrong_shape_is_400(self, client_app, body):
+        response = post(client_app, body)
+        assert response.status_code == 400
+        assert response.json()["type"] == "validation_error"
+
+    def test_more_than_1000_events_is_400(self, client_app):
+        response = post(client_app, {"batch": [event() for _ in range(1001)]})
+        assert response.status_code == 400
+        assert "1000" in response.json()["detail"]
+        assert Event.objects.count() == 0
+
+    def test_body_over_5_mb_is_413_with_a_clear_message(self, client_app):
+        big = [event(text="z" * 5000, type="review", properties={"note": "p" * 1500})
+               for _ in range(1000)]
+        response = post(client_app, {"batch": big})
+        assert response.status_code == 413
+        assert "5 MB" in response.json()["detail"]
+        assert Event.objects.count() == 0
+
+    def test_no_key_is_401(self, anonymous):
+        response = post(anonymous, event())
+        assert response.status_code == 401
+        assert response.json()["code"] == "not_authenticated"
+        assert response["WWW-Authenticate"] == "Api-Key"
+
+    def test_wrong_key_is_401(self, anonymous, api_key):
+        response = post(anonymous, event(), HTTP_AUTHORIZATION=f"Api-Key {api_key[:-2]}xx")
+        assert response.status_code == 401
+        assert response.json()["code"] == "authentication_failed"
+        assert Event.objects.count() == 0
+
+    def test_logged_in_dashboard_user_cannot_ingest(self, pm_client):
+        assert post(pm_client, event()).status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_of_one_batch_store_each_event_once(api_key):
+    from rest_framework.test import APIClient
+
+    batch = [event(user_id=f"u{n}", item_id=f"i{n % 7}") for n in range(200)]
+    results: list[dict] = []
+    errors: list[BaseException] = []
+
+    def send():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+        try:
+            results.append(post(client, {"batch": batch}).json())
+        except BaseException as error:  # surfaced below; a thread can't fail the test itself
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sum(r["accepted"] for r in results) == 200
+    assert sum(r["duplicates"] for r in results) == 600
+    assert Event.objects.count() == 200
+    assert Item.objects.count() == 7
+
+
+@pytest.mark.django_db
+class TestCatalogUpserts:
+    def test_items_are_created_then_updated_keeping_unsent_fields(self, client_app):
+        client_app.post("/api/v1/items", {"items": [
+            {"item_id": "a", "title": "Lamp", "category": "home", "tags": ["light"]},
+            {"item_id": "b", "title": "Mug"},
+            {"title": "no id"},
+        ]}, format="json")
+        body = client_app.post("/api/v1/items", {"items": [
+            {"item_id": "a", "is_active": False}]}, format="json").json()
+        assert body == {"accepted": 1, "rejected": 0, "errors": []}
+        lamp = Item.objects.get(item_id="a")
+        assert (lamp.title, lamp.category, lamp.tags, lamp.is_active) == (
+            "Lamp", "home", ["light"], False)
+        assert Item.objects.count() == 2
+
+    def test_item_row_errors_name_the_row_and_field(self, client_app):
+        body = client_app.post("/api/v1/items", {"items": [
+            {"item_id": "a", "tags": "not-a-list"}, {"item_id": "b", "is_active": "yes"}]},
+            format="json").json()
+        assert body["errors"] == [
+            {"index": 0, "field": "tags", "message": "Must be a list of strings."},
+            {"index": 1, "field": "is_active", "message": "Must be true or false."}]
+
+    def test_user_traits_are_merged(self, client_app):
+        client_app.post("/api/v1/users", {"users": [{"user_id": "u", "traits": {"plan": "free",
+                                                                                 "country": "DE"}}]},
+                        format="json")
+        client_app.post("/api/v1/users", {"users": [{"user_id": "u", "traits": {"plan": "pro"}}]},
+                        format="json")
+        assert EndUser.objects.get(user_id="u").traits == {"plan": "pro", "country": "DE"}
+
+    def test_items_body_must_be_a_batch(self, client_app):
+        response = client_app.post("/api/v1/items", {"item_id": "a"}, format="json")
+        assert response.status_code == 400
