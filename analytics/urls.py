@@ -1,5 +1,21 @@
 from django.urls import path
 
+from analytics.apis import (
+    FunnelApi,
+    ItemsApi,
+    OverviewApi,
+    RecommendationsApi,
+    RetentionApi,
+    SentimentApi,
+)
+
 app_name = "analytics"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("overview", OverviewApi.as_view(), name="overview"),
+    path("funnel", FunnelApi.as_view(), name="funnel"),
+    path("retention", RetentionApi.as_view(), name="retention"),
+    path("items", ItemsApi.as_view(), name="items"),
+    path("sentiment", SentimentApi.as_view(), name="sentiment"),
+    path("recommendations", RecommendationsApi.as_view(), name="recommendations"),
+]

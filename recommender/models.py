@@ -42,6 +42,11 @@ class TrainingJob(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["kind", "status"], name="job_kind_status")]
+        constraints = [
+            # The database, not a check-then-insert race, keeps one active job per kind.
+            models.UniqueConstraint(fields=["kind"], condition=models.Q(
+                status__in=["queued", "running"]), name="one_active_job_per_kind"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} job #{self.pk} ({self.status})"

@@ -1,2 +1,150 @@
-def loaded_versions() -> dict:
-    return {}
+"""The models a web process serves, loaded once and swapped when a version is promoted.
+
+Each process keeps an immutable snapshot {kind: ServingState}; a request takes the
+snapshot once, so a swap never changes a model under a request in flight. Every
+MODEL_REFRESH_SECONDS the first request to notice asks the database which versions
+should serve; a changed version is loaded (checksum verified) before it replaces the
+old one, and a refused artifact is logged while the previous version keeps serving.
+"""
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from recommender.artifacts import ArtifactRefused, artifact_directory, verify_artifact
+from recommender.models import ModelKind, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    version_id: int
+    name: str
+    model: Any
+
+
+@dataclass(frozen=True)
+class ServingState:
+    active: LoadedVersion | None = None
+    candidate: LoadedVersion | None = None
+    candidate_percent: int = 0
+    # An active version exists in the registry but its artifact could not be loaded.
+    load_failed: str = ""
+
+
+def _load_model(kind: str, directory):
+    if kind == ModelKind.RECOMMENDER:
+        from recommender.ml.two_tower import TwoTowerModel
+
+        return TwoTowerModel.load(directory)
+    from recommender.ml.sentiment import SentimentModel
+
+    return SentimentModel.load(directory)
+
+
+def ab_bucket(*, kind: str, user_id: str) -> int:
+    """A user's sticky bucket 0-99 for A/B splits (stable across processes and restarts)."""
+    digest = hashlib.sha256(f"{kind}:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100
+
+
+@dataclass
+class _Registry:
+    states: dict[str, ServingState] = field(default_factory=dict)
+    checked_at: float = float("-inf")
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def state(self, kind: str) -> ServingState:
+        if time.monotonic() - self.checked_at >= settings.MODEL_REFRESH_SECONDS:
+            self.refresh()
+        return self.states.get(kind, ServingState())
+
+    def refresh(self) -> None:
+        if not self.lock.acquire(blocking=False):
+            return  # another thread is refreshing; serve the current snapshot meanwhile
+        try:
+            wanted = {kind: {"active": None, "candidate": None, "percent": 0}
+                      for kind in ModelKind.values}
+            for version in ModelVersion.objects.filter(status__in=["active", "candidate"]):
+                if version.status == ModelVersion.Status.ACTIVE:
+                    wanted[version.kind]["active"] = version
+                elif version.traffic_percent > 0:
+                    wanted[version.kind]["candidate"] = version
+                    wanted[version.kind]["percent"] = version.traffic_percent
+            states = dict(self.states)
+            for kind, want in wanted.items():
+                states[kind] = self._next_state(kind, states.get(kind, ServingState()), want)
+            self.states = states
+            self.checked_at = time.monotonic()
+        finally:
+            self.lock.release()
+
+    def _next_state(self, kind: str, current: ServingState, want: dict) -> ServingState:
+        active, failure = self._resolve(kind, current.active, want["active"])
+        candidate, _ = self._resolve(kind, current.candidate, want["candidate"])
+        return ServingState(active=active, candidate=candidate,
+                            candidate_percent=want["percent"] if candidate else 0,
+                            load_failed=failure)
+
+    def _resolve(self, kind: str, loaded: LoadedVersion | None,
+                 version: ModelVersion | None) -> tuple[LoadedVersion | None, str]:
+        if version is None:
+            return None, ""
+        if loaded is not None and loaded.version_id == version.pk:
+            return loaded, ""
+        for state in self.states.values():
+            for existing in (state.active, state.candidate):
+                if existing is not None and existing.version_id == version.pk:
+                    return existing, ""
+        directory = artifact_directory(kind=kind, name=version.name)
+        try:
+            verify_artifact(directory=directory, checksum=version.checksum)
+            model = _load_model(kind, directory)
+        except (ArtifactRefused, OSError, ValueError) as error:
+            logger.error("Refusing %s version %s: %s; %s keeps serving", kind, version.name,
+                         error, loaded.name if loaded else "the fallback")
+            return loaded, f"{version.name}: {error}"
+        logger.info("Loaded %s version %s", kind, version.name)
+        return LoadedVersion(version_id=version.pk, name=version.name, model=model), ""
+
+    def reset(self) -> None:
+        with self.lock:
+            self.states = {}
+            self.checked_at = float("-inf")
+
+
+registry = _Registry()
+
+
+def serving_version(*, kind: str, user_id: str | None = None) -> LoadedVersion | None:
+    """The version that serves this user: the A/B candidate for users in its bucket,
+    else the active version; None means the fallback (popular items, VADER) serves."""
+    state = registry.state(kind)
+    if state.candidate is not None and user_id is not None and \
+            ab_bucket(kind=kind, user_id=user_id) < state.candidate_percent:
+        return state.candidate
+    return state.active
+
+
+def loaded_versions() -> dict[str, dict]:
+    """For /readyz: what each kind serves. A kind with no trained version is ready on its
+    fallback; one whose active artifact was refused is not."""
+    fallbacks = {ModelKind.RECOMMENDER: "popular", ModelKind.SENTIMENT: "vader"}
+    report = {}
+    for kind in ModelKind.values:
+        state = registry.state(kind)
+        report[kind] = {
+            "version": state.active.name if state.active else None,
+            "serving": state.active.name if state.active else fallbacks[kind],
+            "candidate": state.candidate.name if state.candidate else None,
+            "candidate_percent": state.candidate_percent,
+            "loaded": not state.load_failed,
+            "error": state.load_failed or None,
+        }
+    return report

@@ -170,3 +170,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# A running job without a heartbeat for this long is taken to have lost its worker.
+TRAINING_HEARTBEAT_TIMEOUT = env.int("TRAINING_HEARTBEAT_TIMEOUT", default=600)
+TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=2)
+# How often a web process looks for a newly promoted model version (hot swap).
+MODEL_REFRESH_SECONDS = env.float("MODEL_REFRESH_SECONDS", default=5.0)

@@ -1,4 +1,5 @@
-"""Review sentiment: a TensorFlow text CNN trained on a shop's own reviews, and VADER.
+"""Review sentiment: a TensorFlow n-gram text classifier trained on a shop's own reviews,
+and VADER behind the same interface.
 
 Labels come from star ratings (4-5 positive, 1-2 negative, 3 neutral) or from explicit
 "positive"/"negative"/"neutral" labels; ``sentiment_labels`` turns either into labels.
@@ -20,6 +21,16 @@ on p(positive), all chosen on an internal validation slice of the *training* dat
 ``predict`` says positive when p >= positive_threshold, negative when
 p <= negative_threshold, and neutral in between; ``VaderBaseline`` shares that interface
 with VADER's documented compound cut-offs (+-0.05) mapped onto [0, 1].
+
+Decision on architecture: an embedding bag of unigrams *and bigrams* (fastText style:
+each n-gram gets a small learned vector, the review is their masked mean, then dropout and
+a sigmoid). Bigrams keep the local word order that carries sentiment ("not good", "runs
+small") which a plain bag-of-words loses. A 1D CNN with 2/3/4-word kernels over learned
+embeddings was built and measured on the women's clothing reviews (23k): it overfitted
+within two or three epochs and scored lower (macro-F1 0.82, ROC AUC 0.94-0.95, ~80 s)
+than this model (macro-F1 ~0.87, ROC AUC ~0.97, ~30 s), and a CNN + n-gram ensemble did
+not beat the n-gram model alone; without pretrained embeddings, a few thousand negative
+reviews are too few for the CNN.
 
 The saved artifact is a Keras model whose first layer is ``TextVectorization``, so it
 takes raw strings; the thresholds sit beside it in a JSON file. Sizes that depend on
@@ -66,16 +77,16 @@ VADER_COMPOUND_CUTOFF = 0.05
 class SentimentConfig:
     """Training settings. ``None`` means "derive from the size of the training data"."""
 
-    max_vocabulary: int = 30_000
-    # Texts are cut to this percentile of training lengths: long outliers would
-    # otherwise set the padded length (and the scoring cost) of every text.
+    # Unigrams and bigrams together; the most frequent are kept, the rest map to one
+    # out-of-vocabulary id, which bounds memory on large shops.
+    max_vocabulary: int = 50_000
+    # Texts are cut to this percentile of training lengths (in words): long outliers
+    # would otherwise set the padded length, and so the scoring cost, of every text.
     sequence_length_percentile: float = 95.0
-    max_sequence_length: int = 256
-    embedding_dim: int = 64
-    filters_per_kernel: int = 64
-    kernel_sizes: tuple[int, ...] = (2, 3, 4)
-    dropout: float = 0.5
-    learning_rate: float = 2e-3
+    max_words: int = 256
+    embedding_dim: int = 16
+    dropout: float = 0.3
+    learning_rate: float = 5e-3
     validation_fraction: float = 0.15
     batch_size: int | None = None
     max_epochs: int | None = None
@@ -263,7 +274,7 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
                     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     ) -> tuple[SentimentModel, dict[str, Any]]:
-    """Train the text CNN on ratings or explicit labels; see the module docstring.
+    """Train the n-gram classifier on ratings or explicit labels; see the module docstring.
 
     ``on_epoch_end(epoch, logs)`` gets the 1-based number of the finished epoch and its
     Keras metrics; ``should_stop()`` is polled before every batch and ends training with
@@ -302,8 +313,7 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     steps_per_epoch = math.ceil(len(binary_texts) / batch_size)
     max_epochs = config.max_epochs or _derived_max_epochs(steps_per_epoch)
 
-    vectorizer = tf.keras.layers.TextVectorization(
-        max_tokens=config.max_vocabulary, output_sequence_length=sequence_length)
+    vectorizer = _ngram_vectorizer(config, sequence_length)
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(fit_texts).batch(1024))
     vocabulary = vectorizer.get_vocabulary()
 
@@ -450,10 +460,20 @@ def _f1(true_positive: np.ndarray, false_positive: np.ndarray, false_negative: n
 
 
 def _sequence_length(texts: np.ndarray, config: SentimentConfig) -> int:
-    sample = texts[:50_000]
-    token_counts = [len(text.split()) for text in sample] or [0]
-    length = int(math.ceil(np.percentile(token_counts, config.sequence_length_percentile)))
-    return int(np.clip(length, max(config.kernel_sizes), config.max_sequence_length))
+    """Number of n-gram ids per text: a text of n words has n unigrams and n - 1
+    bigrams, and the vectorizer emits all unigrams first, so truncation drops the
+    bigrams at the end of long texts before any word."""
+    word_counts = [len(text.split()) for text in texts[:50_000]] or [0]
+    words = int(math.ceil(np.percentile(word_counts, config.sequence_length_percentile)))
+    words = int(np.clip(words, 2, config.max_words))
+    return 2 * words - 1
+
+
+def _ngram_vectorizer(config: SentimentConfig, sequence_length: int,
+                      vocabulary: list[str] | None = None) -> tf.keras.layers.TextVectorization:
+    return tf.keras.layers.TextVectorization(
+        max_tokens=config.max_vocabulary, ngrams=2, output_mode="int",
+        output_sequence_length=sequence_length, vocabulary=vocabulary, name="vectorizer")
 
 
 def _derived_batch_size(train_count: int) -> int:
@@ -494,28 +514,24 @@ def _token_dataset(texts: np.ndarray, targets: np.ndarray,
 
 def _build_classifier(vocabulary_size: int, sequence_length: int,
                       config: SentimentConfig) -> tf.keras.Model:
-    """Token ids -> p(positive): embedding, parallel convolutions over 2-4 word windows
-    (so "not good" and "runs small" are features, unlike bag-of-words), max-pooled."""
-    token_ids = tf.keras.Input(shape=(sequence_length,), dtype="int64", name="token_ids")
-    embedded = tf.keras.layers.Embedding(vocabulary_size, config.embedding_dim)(token_ids)
-    embedded = tf.keras.layers.SpatialDropout1D(0.2)(embedded)
-    pooled = [tf.keras.layers.GlobalMaxPooling1D()(
-        tf.keras.layers.Conv1D(config.filters_per_kernel, kernel_size, activation="relu")(embedded))
-        for kernel_size in config.kernel_sizes]
-    features = pooled[0] if len(pooled) == 1 else tf.keras.layers.Concatenate()(pooled)
+    """N-gram ids -> p(positive): the masked mean of the n-grams' embeddings, so the
+    length of a review does not change the scale of its features."""
+    ngram_ids = tf.keras.Input(shape=(sequence_length,), dtype="int64", name="ngram_ids")
+    embedded = tf.keras.layers.Embedding(vocabulary_size, config.embedding_dim,
+                                         mask_zero=True)(ngram_ids)
+    features = tf.keras.layers.GlobalAveragePooling1D()(embedded)
     features = tf.keras.layers.Dropout(config.dropout)(features)
     # float32 output even under mixed precision, so the sigmoid and loss stay stable.
     probability = tf.keras.layers.Dense(1, activation="sigmoid", dtype="float32")(features)
-    return tf.keras.Model(token_ids, probability, name="classifier")
+    return tf.keras.Model(ngram_ids, probability, name="classifier")
 
 
 def _build_end_to_end(vocabulary: list[str], sequence_length: int,
                       config: SentimentConfig) -> tf.keras.Model:
     """Raw strings -> p(positive), the form that is saved and served."""
     texts = tf.keras.Input(shape=(1,), dtype=tf.string, name="text")
-    vectorizer = tf.keras.layers.TextVectorization(
-        max_tokens=config.max_vocabulary, output_sequence_length=sequence_length,
-        vocabulary=vocabulary[2:], name="vectorizer")  # [2:]: padding and OOV are re-added
+    # [2:]: the padding and out-of-vocabulary entries are added back by the layer.
+    vectorizer = _ngram_vectorizer(config, sequence_length, vocabulary[2:])
     classifier = _build_classifier(len(vocabulary), sequence_length, config)
     return tf.keras.Model(texts, classifier(vectorizer(texts)), name="sentiment")
 

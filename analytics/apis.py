@@ -1,0 +1,197 @@
+"""Read-only analytics endpoints for product managers and admins (session login only:
+API keys belong to client apps and never open analytics)."""
+
+from datetime import timedelta
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import IsProductManagerOrStaff
+from analytics import selectors
+from analytics.selectors import DEFAULT_FUNNEL_STEPS, DEFAULT_RANGE_DAYS, MAX_RANGE_DAYS, DateRange
+
+MAX_FUNNEL_STEPS = 8
+MAX_WINDOW_DAYS = 90
+
+
+class FiltersInputSerializer(serializers.Serializer):
+    """Query parameters shared by every analytics endpoint and dashboard. Validated data
+    holds `date_range` (a selectors.DateRange) and `category` (None for all)."""
+
+    start = serializers.DateField(required=False, help_text="First day, YYYY-MM-DD; "
+                                                            "default 29 days before end")
+    end = serializers.DateField(required=False, help_text="Last day (included), YYYY-MM-DD; "
+                                                          "default today")
+    category = serializers.CharField(required=False, allow_blank=True,
+                                     help_text="Only events on items of this category")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        end = attrs.pop("end", None) or selectors.default_date_range().end
+        start = attrs.pop("start", None) or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        if start > end:
+            raise serializers.ValidationError({"start": "start must be on or before end."},
+                                              code="invalid_range")
+        date_range = DateRange(start=start, end=end)
+        if date_range.days > MAX_RANGE_DAYS:
+            raise serializers.ValidationError(
+                {"end": f"The range may cover at most {MAX_RANGE_DAYS} days (2 years)."},
+                code="range_too_long")
+        return {**attrs, "date_range": date_range, "category": attrs.get("category") or None}
+
+
+class PeriodInputSerializer(FiltersInputSerializer):
+    period = serializers.ChoiceField(choices=["day", "week"], required=False)
+
+
+class AnalyticsApi(APIView):
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsProductManagerOrStaff]
+    InputSerializer: type[serializers.Serializer] = FiltersInputSerializer
+
+    def filters(self, request) -> dict[str, Any]:
+        serializer = self.InputSerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+class OverviewApi(AnalyticsApi):
+    class InputSerializer(FiltersInputSerializer):
+        pass
+
+    @extend_schema(
+        operation_id="analytics_overview", parameters=[InputSerializer],
+        responses={200: OpenApiTypes.OBJECT},
+        description="DAU/WAU/MAU, stickiness (average DAU / MAU), and per day: active, new "
+                    "and returning users, events by type, purchases and revenue.")
+    def get(self, request):
+        return Response(selectors.overview(**self.filters(request)))
+
+
+class FunnelApi(AnalyticsApi):
+    class InputSerializer(FiltersInputSerializer):
+        steps = serializers.CharField(
+            required=False, default=",".join(DEFAULT_FUNNEL_STEPS),
+            help_text="Comma-separated event types in order, e.g. view,add_to_cart,purchase")
+        window_days = serializers.IntegerField(
+            required=False, default=7, min_value=1, max_value=MAX_WINDOW_DAYS,
+            help_text="Every later step must happen within this many days of the first")
+
+        def validate_steps(self, value: str) -> list[str]:
+            steps = [step.strip() for step in value.split(",") if step.strip()]
+            if not 2 <= len(steps) <= MAX_FUNNEL_STEPS:
+                raise serializers.ValidationError(
+                    f"Give between 2 and {MAX_FUNNEL_STEPS} comma-separated steps.")
+            unknown = [step for step in steps
+                       if step not in selectors.event_types_known(candidates=steps)]
+            if unknown:
+                raise serializers.ValidationError(
+                    f"Unknown event type(s): {', '.join(unknown)}.", code="unknown_step")
+            return steps
+
+    @extend_schema(
+        operation_id="analytics_funnel", parameters=[InputSerializer],
+        responses={200: inline_serializer("Funnel", fields={
+            "steps": inline_serializer("FunnelStep", fields={
+                "name": serializers.CharField(),
+                "users": serializers.IntegerField(),
+                "conversion": serializers.FloatField(allow_null=True,
+                                                     help_text="From the previous step"),
+                "overall_conversion": serializers.FloatField(allow_null=True),
+                "median_seconds_from_previous": serializers.FloatField(allow_null=True),
+            }, many=True),
+            "window_days": serializers.IntegerField(),
+            "overall_conversion": serializers.FloatField(allow_null=True),
+            "breakdown": serializers.ListField(child=serializers.DictField()),
+        })},
+        description="Users who did the steps in order: step 1 is a user's first event of "
+                    "that type in the range; each later step counts when it happens after "
+                    "the user's previous step and within `window_days` of their first step. "
+                    "`breakdown` repeats the funnel per item category.")
+    def get(self, request):
+        return Response(selectors.funnel(**self.filters(request)))
+
+
+class RetentionApi(AnalyticsApi):
+    class InputSerializer(PeriodInputSerializer):
+        pass
+
+    @extend_schema(
+        operation_id="analytics_retention", parameters=[InputSerializer],
+        responses={200: OpenApiTypes.OBJECT},
+        description="Cohorts by first-seen week (default, Monday-based) or day; `retention[n]` "
+                    "is the share of the cohort active n periods later.")
+    def get(self, request):
+        return Response(selectors.retention(**self.filters(request)))
+
+
+class ItemsApi(AnalyticsApi):
+    class InputSerializer(FiltersInputSerializer):
+        order_by = serializers.ChoiceField(
+            choices=["views", "revenue", "conversion", "average_rating"], required=False,
+            default="views")
+        limit = serializers.IntegerField(required=False, default=20, min_value=1,
+                                         max_value=200)
+
+    @extend_schema(
+        operation_id="analytics_items", parameters=[InputSerializer],
+        responses={200: OpenApiTypes.OBJECT},
+        description="Top items and categories (views, conversion = purchasers / viewers, "
+                    "revenue, average rating, review sentiment shares) and trending items "
+                    "(view growth against the previous period of equal length).")
+    def get(self, request):
+        filters = self.filters(request)
+        scope = {"date_range": filters["date_range"], "category": filters["category"]}
+        return Response({
+            "items": selectors.item_performance(**filters),
+            "categories": selectors.category_performance(**filters),
+            "trending": selectors.trending_items(**scope),
+        })
+
+
+class SentimentApi(AnalyticsApi):
+    class InputSerializer(PeriodInputSerializer):
+        limit = serializers.IntegerField(required=False, default=10, min_value=1,
+                                         max_value=100)
+
+    @extend_schema(
+        operation_id="analytics_sentiment", parameters=[InputSerializer],
+        responses={200: OpenApiTypes.OBJECT},
+        description="Share of negative/neutral/positive reviews over time and per category, "
+                    "and the items with the highest negative share (at least 3 reviews) with "
+                    "their worst recent reviews.")
+    def get(self, request):
+        filters = self.filters(request)
+        filters.setdefault("period", "day")
+        return Response(selectors.sentiment_summary(**filters))
+
+
+class RecommendationsApi(AnalyticsApi):
+    class InputSerializer(FiltersInputSerializer):
+        compare = serializers.CharField(
+            required=False, help_text="Two model version names, `versionA,versionB`; default "
+                                      "the two with most impressions")
+
+        def validate_compare(self, value: str) -> tuple[str, str]:
+            names = [name.strip() for name in value.split(",")]
+            if len(names) != 2 or not all(names) or names[0] == names[1]:
+                raise serializers.ValidationError("Give two different model version names: "
+                                                  "versionA,versionB.")
+            unknown = [name for name in names if name not in selectors.model_version_names()]
+            if unknown:
+                raise serializers.ValidationError(
+                    f"Unknown model version(s): {', '.join(unknown)}.", code="unknown_version")
+            return names[0], names[1]
+
+    @extend_schema(
+        operation_id="analytics_recommendations", parameters=[InputSerializer],
+        responses={200: OpenApiTypes.OBJECT},
+        description="Impressions, CTR (impressions followed by a click carrying their rec_id) "
+                    "and purchase conversion per model version and strategy, with a 95% "
+                    "confidence interval on the CTR difference of two versions.")
+    def get(self, request):
+        return Response(selectors.recommendation_performance(**self.filters(request)))

@@ -1,0 +1,650 @@
+"""Product analytics read from the event log.
+
+Every aggregate runs in the database (ORM annotations, or portable SQL where the ORM cannot
+express a per-user ordered funnel); Python only reshapes the small aggregated rows, so the
+cost grows with the number of days, items and steps shown, never with the number of events.
+
+Dates are calendar days in the project's TIME_ZONE; a ``DateRange`` covers whole days,
+both ends included.
+"""
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
+
+from django.db import connection
+from django.db.models import (
+    Avg,
+    Count,
+    DateField,
+    Exists,
+    F,
+    FloatField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Window,
+)
+from django.db.models.functions import Cast, Coalesce, Greatest, NullIf, RowNumber, Trunc, TruncDate
+from django.utils import timezone
+
+from ingestion.models import ITEM_EVENT_TYPES, EndUser, Event, Item
+from recommender.models import Impression, ModelVersion
+
+DEFAULT_RANGE_DAYS = 30
+MAX_RANGE_DAYS = 731
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+RATED_EVENT_TYPES = ("rating", "review")
+DEFAULT_FUNNEL_STEPS = ("view", "add_to_cart", "purchase")
+Z_95 = 1.959963984540054
+
+Period = Literal["day", "week"]
+
+
+@dataclass(frozen=True)
+class DateRange:
+    start: date
+    end: date
+
+    @property
+    def start_at(self) -> datetime:
+        return timezone.make_aware(datetime.combine(self.start, time.min))
+
+    @property
+    def end_before(self) -> datetime:
+        """Midnight after the last day: ranges are half-open on timestamps."""
+        return timezone.make_aware(datetime.combine(self.end + timedelta(days=1), time.min))
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def dates(self) -> list[date]:
+        return [self.start + timedelta(days=offset) for offset in range(self.days)]
+
+    def previous(self) -> "DateRange":
+        """The period of equal length that ends the day before this one starts."""
+        return DateRange(start=self.start - timedelta(days=self.days),
+                         end=self.start - timedelta(days=1))
+
+
+def default_date_range(*, today: date | None = None) -> DateRange:
+    last_day = today or timezone.localdate()
+    return DateRange(start=last_day - timedelta(days=DEFAULT_RANGE_DAYS - 1), end=last_day)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if not denominator:
+        return None
+    return (numerator or 0) / denominator
+
+
+def _events(*, date_range: DateRange, category: str | None = None) -> QuerySet[Event]:
+    events = Event.objects.filter(timestamp__gte=date_range.start_at,
+                                  timestamp__lt=date_range.end_before)
+    if category:
+        events = events.filter(item__category=category)
+    return events
+
+
+def has_events() -> bool:
+    return Event.objects.exists()
+
+
+def event_types_known(*, candidates: list[str]) -> set[str]:
+    """The subset of candidates that are standard item event types or occur in the events."""
+    standard = set(ITEM_EVENT_TYPES)
+    seen = set(Event.objects.filter(type__in=set(candidates) - standard)
+               .values_list("type", flat=True).distinct())
+    return {name for name in candidates if name in standard or name in seen}
+
+
+def category_list() -> list[str]:
+    return list(Item.objects.exclude(category="").values_list("category", flat=True)
+                .distinct().order_by("category"))
+
+
+# Overview -------------------------------------------------------------------------------
+
+
+def overview(*, date_range: DateRange, category: str | None = None) -> dict[str, Any]:
+    """Active users (DAU per day; WAU and MAU over the 7 and 30 days ending on the last day),
+    new vs returning users per day (new = first seen that day, from EndUser.first_seen),
+    events by type per day, purchases and revenue per day, and stickiness: the average DAU
+    over the range divided by MAU."""
+    events = _events(date_range=date_range, category=category)
+    daily_users = {
+        row["day"]: row for row in events.annotate(day=TruncDate("timestamp"))
+        .values("day")
+        .annotate(active_users=Count("user", distinct=True),
+                  new_users=Count("user", distinct=True,
+                                  filter=Q(user__first_seen__date=F("day"))))
+    }
+    daily_types: dict[date, dict[str, int]] = defaultdict(dict)
+    daily_revenue: dict[date, float] = defaultdict(float)
+    type_totals: dict[str, int] = defaultdict(int)
+    for row in (events.annotate(day=TruncDate("timestamp")).values("day", "type")
+                .annotate(events=Count("id"), value_sum=Sum("value"))):
+        daily_types[row["day"]][row["type"]] = row["events"]
+        type_totals[row["type"]] += row["events"]
+        if row["type"] == "purchase":
+            daily_revenue[row["day"]] += row["value_sum"] or 0.0
+
+    last_day = DateRange(start=date_range.end, end=date_range.end)
+    month = DateRange(start=date_range.end - timedelta(days=29), end=date_range.end)
+    active = _events(date_range=month, category=category).aggregate(
+        mau=Count("user", distinct=True),
+        wau=Count("user", distinct=True,
+                  filter=Q(timestamp__gte=date_range.end_before - timedelta(days=7))),
+        dau=Count("user", distinct=True, filter=Q(timestamp__gte=last_day.start_at)),
+    )
+    range_totals = events.aggregate(active_users=Count("user", distinct=True))
+
+    days = []
+    for day in date_range.dates():
+        users = daily_users.get(day, {})
+        active_users = users.get("active_users", 0)
+        new_users = users.get("new_users", 0)
+        by_type = daily_types.get(day, {})
+        days.append({
+            "date": day,
+            "active_users": active_users,
+            "new_users": new_users,
+            "returning_users": active_users - new_users,
+            "events": sum(by_type.values()),
+            "events_by_type": by_type,
+            "purchases": by_type.get("purchase", 0),
+            "revenue": round(daily_revenue.get(day, 0.0), 2),
+        })
+    average_dau = sum(day["active_users"] for day in days) / len(days)
+    return {
+        "dau": active["dau"],
+        "wau": active["wau"],
+        "mau": active["mau"],
+        "average_dau": round(average_dau, 2),
+        "stickiness": _ratio(average_dau, active["mau"]),
+        "active_users": range_totals["active_users"],
+        "events": sum(type_totals.values()),
+        "events_by_type": dict(sorted(type_totals.items(), key=lambda kv: -kv[1])),
+        "purchases": type_totals.get("purchase", 0),
+        "revenue": round(sum(daily_revenue.values()), 2),
+        "days": days,
+    }
+
+
+# Funnels --------------------------------------------------------------------------------
+
+
+def _sql_add_days(column: str) -> str:
+    """SQL for `column + N days` with N as the next query parameter."""
+    if connection.vendor == "postgresql":
+        return f"({column} + %s * INTERVAL '1 day')"
+    # SQLite stores datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text; this keeps that shape
+    # so comparisons with stored values stay text comparisons in time order.
+    return f"strftime('%%Y-%%m-%%d %%H:%%M:%%f', {column}, %s)"
+
+
+def _days_param(days: int) -> Any:
+    return days if connection.vendor == "postgresql" else f"+{days} days"
+
+
+def _sql_seconds_between(earlier: str, later: str) -> str:
+    if connection.vendor == "postgresql":
+        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+
+
+def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
+                 category: str | None, by_category: bool) -> list[tuple]:
+    """One query: for each (category, step) the users who reached the step and the median
+    seconds from the previous step.
+
+    Step 1 is each user's first event of that type in the range. Step k is the user's
+    earliest event of type k strictly after their step k-1 time and no later than the
+    first step time + window_days. With by_category every step must happen on an item of
+    the same category, and a user can count in several categories."""
+    event_table = connection.ops.quote_name(Event._meta.db_table)
+    item_table = connection.ops.quote_name(Item._meta.db_table)
+    join_items = by_category or bool(category)
+    params: list[Any] = []
+
+    first_filters = ["e.type = %s", "e.timestamp >= %s", "e.timestamp < %s"]
+    params += [steps[0], connection.ops.adapt_datetimefield_value(date_range.start_at),
+               connection.ops.adapt_datetimefield_value(date_range.end_before)]
+    if category:
+        first_filters.append("i.category = %s")
+        params.append(category)
+    category_column = "i.category" if by_category else "''"
+    item_join = f"JOIN {item_table} i ON i.id = e.item_id" if join_items else ""
+    ctes = [
+        f"step0 AS (SELECT user_id, category, reached_at, {_sql_add_days('reached_at')} "
+        f"AS deadline FROM (SELECT e.user_id AS user_id, {category_column} AS category, "
+        f"MIN(e.timestamp) AS reached_at FROM {event_table} e {item_join} "
+        f"WHERE {' AND '.join(first_filters)} GROUP BY e.user_id, {category_column}) firsts)"
+    ]
+    params.append(_days_param(window_days))
+    # Bounds the later steps' scan to the (type, timestamp) index range they can fall in.
+    latest_possible = date_range.end_before + timedelta(days=window_days)
+    for index, step in enumerate(steps[1:], start=1):
+        same_category = ""
+        if join_items:
+            same_category = (f"JOIN {item_table} i ON i.id = e.item_id AND "
+                             + ("i.category = p.category" if by_category else "i.category = %s"))
+        ctes.append(
+            f"step{index} AS (SELECT p.user_id, p.category, MIN(e.timestamp) AS reached_at, "
+            f"p.deadline FROM step{index - 1} p JOIN {event_table} e ON e.user_id = p.user_id "
+            f"AND e.type = %s AND e.timestamp > p.reached_at AND e.timestamp <= p.deadline "
+            f"AND e.timestamp >= %s AND e.timestamp < %s "
+            f"{same_category} GROUP BY p.user_id, p.category, p.deadline)")
+        params += [step, connection.ops.adapt_datetimefield_value(date_range.start_at),
+                   connection.ops.adapt_datetimefield_value(latest_possible)]
+        if join_items and not by_category:
+            params.append(category)
+
+    counts = [f"SELECT 'users' AS metric, {index} AS step, category, COUNT(*) AS amount "
+              f"FROM step{index} GROUP BY category" for index in range(len(steps))]
+    gaps = [f"SELECT {index} AS step, b.category AS category, "
+            f"{_sql_seconds_between('a.reached_at', 'b.reached_at')} AS seconds "
+            f"FROM step{index - 1} a JOIN step{index} b "
+            f"ON b.user_id = a.user_id AND b.category = a.category"
+            for index in range(1, len(steps))]
+    medians = ""
+    if gaps:
+        medians = (
+            " UNION ALL SELECT 'median_seconds', step, category, AVG(seconds) FROM ("
+            "SELECT step, category, seconds, ROW_NUMBER() OVER (PARTITION BY step, category "
+            "ORDER BY seconds) AS position, COUNT(*) OVER (PARTITION BY step, category) AS n "
+            f"FROM ({' UNION ALL '.join(gaps)}) gaps) ranked "
+            "WHERE position IN ((n + 1) / 2, (n + 2) / 2) GROUP BY step, category")
+    sql = f"WITH {', '.join(ctes)} {' UNION ALL '.join(counts)}{medians}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _funnel_steps(*, steps: list[str], users: dict[int, int],
+                  medians: dict[int, float]) -> list[dict[str, Any]]:
+    first = users.get(0, 0)
+    result = []
+    for index, name in enumerate(steps):
+        reached = users.get(index, 0)
+        previous = users.get(index - 1, 0) if index else reached
+        median = medians.get(index)
+        result.append({
+            "name": name,
+            "users": reached,
+            "conversion": _ratio(reached, previous) if index else (1.0 if reached else None),
+            "overall_conversion": _ratio(reached, first),
+            "median_seconds_from_previous": round(median, 1) if median is not None else None,
+        })
+    return result
+
+
+def funnel(*, date_range: DateRange, steps: list[str], window_days: int = 7,
+           category: str | None = None, breakdown_limit: int = 20) -> dict[str, Any]:
+    """Users per ordered step with step conversion (from the previous step), overall
+    conversion (from the first step) and the median time between consecutive steps; plus the
+    same funnel per item category (the largest `breakdown_limit` categories by step 1)."""
+    totals: dict[int, int] = {}
+    total_medians: dict[int, float] = {}
+    for metric, step, _, amount in _funnel_rows(date_range=date_range, steps=steps,
+                                                window_days=window_days, category=category,
+                                                by_category=False):
+        (totals if metric == "users" else total_medians)[int(step)] = amount
+
+    category_users: dict[str, dict[int, int]] = defaultdict(dict)
+    category_medians: dict[str, dict[int, float]] = defaultdict(dict)
+    for metric, step, category_name, amount in _funnel_rows(
+            date_range=date_range, steps=steps, window_days=window_days, category=category,
+            by_category=True):
+        target = category_users if metric == "users" else category_medians
+        target[category_name][int(step)] = amount
+    largest = sorted(category_users, key=lambda name: (-category_users[name].get(0, 0), name))
+    breakdown = [
+        {"category": name,
+         "steps": _funnel_steps(steps=steps, users=category_users[name],
+                                medians=category_medians[name])}
+        for name in largest[:breakdown_limit]
+    ]
+    step_rows = _funnel_steps(steps=steps, users=totals, medians=total_medians)
+    return {
+        "steps": step_rows,
+        "window_days": window_days,
+        "overall_conversion": step_rows[-1]["overall_conversion"],
+        "breakdown": breakdown,
+    }
+
+
+# Retention ------------------------------------------------------------------------------
+
+
+def retention(*, date_range: DateRange, period: Period = "week",
+              category: str | None = None) -> dict[str, Any]:
+    """Cohorts of users by the period of their first event ever (EndUser.first_seen) within
+    the range; for each cohort the share active 0, 1, 2... periods later, up to the end of the
+    range. Weeks start on Monday. With a category, activity means events on its items and a
+    cohort's size counts only users with such activity in the range."""
+    events = _events(date_range=date_range, category=category).filter(
+        user__first_seen__gte=date_range.start_at, user__first_seen__lt=date_range.end_before)
+    cohort = Trunc("user__first_seen", period, output_field=DateField())
+    active_period = Trunc("timestamp", period, output_field=DateField())
+    if category:
+        sizes = dict(events.annotate(cohort=cohort).values("cohort")
+                     .annotate(users=Count("user", distinct=True))
+                     .values_list("cohort", "users"))
+    else:
+        sizes = dict(EndUser.objects.filter(first_seen__gte=date_range.start_at,
+                                            first_seen__lt=date_range.end_before)
+                     .annotate(cohort=cohort).values("cohort")
+                     .annotate(users=Count("id")).values_list("cohort", "users"))
+    active: dict[date, dict[int, int]] = defaultdict(dict)
+    step_days = 7 if period == "week" else 1
+    for row in (events.annotate(cohort=cohort, active_period=active_period)
+                .values("cohort", "active_period")
+                .annotate(users=Count("user", distinct=True))):
+        offset = (row["active_period"] - row["cohort"]).days // step_days
+        active[row["cohort"]][offset] = row["users"]
+
+    last_period = date_range.end - timedelta(
+        days=date_range.end.weekday() if period == "week" else 0)
+    cohorts = []
+    for cohort_start in sorted(sizes):
+        size = sizes[cohort_start]
+        observable = (last_period - cohort_start).days // step_days + 1
+        counts = [active[cohort_start].get(offset, 0) for offset in range(observable)]
+        cohorts.append({
+            "cohort": cohort_start,
+            "users": size,
+            "active": counts,
+            "retention": [_ratio(count, size) for count in counts],
+        })
+    periods = max((len(row["active"]) for row in cohorts), default=0)
+    return {"period": period, "periods": periods, "cohorts": cohorts}
+
+
+# Items ----------------------------------------------------------------------------------
+
+
+def _performance_annotations() -> dict[str, Any]:
+    return {
+        "views": Count("id", filter=Q(type="view")),
+        "viewers": Count("user", distinct=True, filter=Q(type="view")),
+        "purchases": Count("id", filter=Q(type="purchase")),
+        "purchasers": Count("user", distinct=True, filter=Q(type="purchase")),
+        "revenue": Coalesce(Sum("value", filter=Q(type="purchase")), 0.0),
+        "average_rating": Avg("value", filter=Q(type__in=RATED_EVENT_TYPES,
+                                                value__isnull=False)),
+        **_sentiment_annotations(),
+    }
+
+
+def _sentiment_annotations() -> dict[str, Any]:
+    return {
+        "reviews": Count("id", filter=Q(sentiment_label__in=SENTIMENT_LABELS)),
+        **{label: Count("id", filter=Q(sentiment_label=label)) for label in SENTIMENT_LABELS},
+    }
+
+
+def _with_shares(row: dict[str, Any]) -> dict[str, Any]:
+    """Adds conversion and sentiment shares to an aggregated row."""
+    if "viewers" in row:
+        row["conversion"] = _ratio(row["purchasers"], row["viewers"])
+        row["revenue"] = round(row["revenue"] or 0.0, 2)
+        if row.get("average_rating") is not None:
+            row["average_rating"] = round(row["average_rating"], 2)
+    row["sentiment_shares"] = {label: _ratio(row[label], row["reviews"])
+                               for label in SENTIMENT_LABELS}
+    return row
+
+
+ItemOrder = Literal["views", "revenue", "conversion", "average_rating"]
+ITEM_FIELDS = {"item_id": "item__item_id", "title": "item__title", "category": "item__category"}
+
+
+def _ordering(order_by: ItemOrder) -> list[Any]:
+    return [F(order_by).desc(nulls_last=True), F("views").desc()]
+
+
+def _conversion_expression() -> Any:
+    return Cast("purchasers", FloatField()) / NullIf(Cast("viewers", FloatField()), 0.0)
+
+
+def item_performance(*, date_range: DateRange, category: str | None = None,
+                     order_by: ItemOrder = "views", limit: int = 20) -> list[dict[str, Any]]:
+    """Top items: views, unique viewers, purchases, conversion (purchasers / viewers),
+    revenue, average rating and review sentiment shares."""
+    rows = (_events(date_range=date_range, category=category).filter(item__isnull=False)
+            .values(**ITEM_FIELDS).annotate(**_performance_annotations())
+            .annotate(conversion=_conversion_expression())
+            .order_by(*_ordering(order_by))[:limit])
+    return [_with_shares(row) for row in rows]
+
+
+def category_performance(*, date_range: DateRange, category: str | None = None,
+                         order_by: ItemOrder = "views", limit: int = 20) -> list[dict[str, Any]]:
+    rows = (_events(date_range=date_range, category=category).filter(item__isnull=False)
+            .values(category=F("item__category")).annotate(**_performance_annotations())
+            .annotate(conversion=_conversion_expression())
+            .order_by(*_ordering(order_by))[:limit])
+    return [_with_shares(row) for row in rows]
+
+
+def trending_items(*, date_range: DateRange, category: str | None = None, limit: int = 10,
+                   min_views: int = 3) -> list[dict[str, Any]]:
+    """Items whose views grew most against the previous period of equal length; growth is
+    (current - previous) / previous, or the current count when there were no views before."""
+    both_periods = DateRange(start=date_range.previous().start, end=date_range.end)
+    current = Q(timestamp__gte=date_range.start_at)
+    rows = (_events(date_range=both_periods, category=category)
+            .filter(type="view", item__isnull=False)
+            .values(**ITEM_FIELDS)
+            .annotate(current_views=Count("id", filter=current),
+                      previous_views=Count("id", filter=~current))
+            .filter(current_views__gte=min_views)
+            .annotate(growth=Cast(F("current_views") - F("previous_views"), FloatField())
+                      / Cast(Greatest("previous_views", 1), FloatField()))
+            .order_by("-growth", "-current_views", "item__item_id")[:limit])
+    return [{**row, "growth": round(row["growth"], 4)} for row in rows]
+
+
+# Sentiment ------------------------------------------------------------------------------
+
+
+def sentiment_trend(*, date_range: DateRange, category: str | None = None,
+                    period: Period = "day") -> list[dict[str, Any]]:
+    """Per day (or week) the number of scored reviews and the share of each label."""
+    counts: dict[date, dict[str, int]] = defaultdict(dict)
+    for row in (_events(date_range=date_range, category=category)
+                .filter(sentiment_label__in=SENTIMENT_LABELS)
+                .annotate(bucket=Trunc("timestamp", period, output_field=DateField()))
+                .values("bucket", "sentiment_label").annotate(reviews=Count("id"))):
+        counts[row["bucket"]][row["sentiment_label"]] = row["reviews"]
+    buckets = date_range.dates() if period == "day" else sorted(counts)
+    trend = []
+    for bucket in buckets:
+        by_label = counts.get(bucket, {})
+        total = sum(by_label.values())
+        trend.append({"date": bucket, "reviews": total,
+                      **{label: by_label.get(label, 0) for label in SENTIMENT_LABELS},
+                      "shares": {label: _ratio(by_label.get(label, 0), total)
+                                 for label in SENTIMENT_LABELS}})
+    return trend
+
+
+def sentiment_by_item(*, date_range: DateRange, category: str | None = None,
+                      item_ids: list[str] | None = None, min_reviews: int = 1,
+                      order: Literal["negative_share", "reviews"] = "reviews",
+                      limit: int | None = None) -> list[dict[str, Any]]:
+    """Per item: scored reviews, count and share of each sentiment label in the range.
+    `item_ids` are external item ids; `order="negative_share"` lists the most negative first."""
+    rows = (_events(date_range=date_range, category=category)
+            .filter(sentiment_label__in=SENTIMENT_LABELS, item__isnull=False))
+    if item_ids is not None:
+        rows = rows.filter(item__item_id__in=item_ids)
+    rows = (rows.values(**ITEM_FIELDS).annotate(**_sentiment_annotations())
+            .filter(reviews__gte=min_reviews)
+            .annotate(negative_share=Cast("negative", FloatField())
+                      / Cast("reviews", FloatField())))
+    if order == "negative_share":
+        rows = rows.order_by("-negative_share", "-reviews", "item__item_id")
+    else:
+        rows = rows.order_by("-reviews", "item__item_id")
+    if limit is not None:
+        rows = rows[:limit]
+    return [_with_shares(row) for row in rows]
+
+
+def sentiment_by_category(*, date_range: DateRange, categories: list[str] | None = None
+                          ) -> list[dict[str, Any]]:
+    """Per item category: scored reviews, count and share of each sentiment label."""
+    rows = (_events(date_range=date_range)
+            .filter(sentiment_label__in=SENTIMENT_LABELS, item__isnull=False))
+    if categories is not None:
+        rows = rows.filter(item__category__in=categories)
+    rows = (rows.values(category=F("item__category")).annotate(**_sentiment_annotations())
+            .order_by("-reviews", "category"))
+    return [_with_shares(row) for row in rows]
+
+
+def negative_reviews_by_item(*, item_ids: list[str], date_range: DateRange | None = None,
+                             per_item: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """The most negative recent reviews of each item (external ids): negative-labelled events
+    ordered by sentiment score, lowest first, newer first among equal scores."""
+    reviews = Event.objects.filter(item__item_id__in=item_ids, sentiment_label="negative")
+    if date_range is not None:
+        reviews = reviews.filter(timestamp__gte=date_range.start_at,
+                                 timestamp__lt=date_range.end_before)
+    ranked = (reviews.annotate(
+        rank=Window(RowNumber(), partition_by=[F("item_id")],
+                    order_by=[F("sentiment_score").asc(nulls_last=True),
+                              F("timestamp").desc(), F("id").desc()]))
+        .filter(rank__lte=per_item)
+        .values("item__item_id", "user__user_id", "timestamp", "value", "text",
+                "sentiment_score")
+        .order_by("item__item_id", "rank"))
+    result: dict[str, list[dict[str, Any]]] = {item_id: [] for item_id in item_ids}
+    for row in ranked:
+        result[row["item__item_id"]].append({
+            "user_id": row["user__user_id"], "timestamp": row["timestamp"],
+            "rating": row["value"], "text": row["text"],
+            "sentiment_score": row["sentiment_score"]})
+    return result
+
+
+def sentiment_summary(*, date_range: DateRange, category: str | None = None,
+                      period: Period = "day", limit: int = 10,
+                      min_reviews: int = 3) -> dict[str, Any]:
+    trend = sentiment_trend(date_range=date_range, category=category, period=period)
+    totals = {label: sum(row[label] for row in trend) for label in SENTIMENT_LABELS}
+    reviews = sum(totals.values())
+    worst = sentiment_by_item(date_range=date_range, category=category,
+                              min_reviews=min_reviews, order="negative_share", limit=limit)
+    worst_reviews = negative_reviews_by_item(item_ids=[row["item_id"] for row in worst],
+                                             date_range=date_range)
+    categories = sentiment_by_category(date_range=date_range,
+                                       categories=[category] if category else None)
+    return {
+        "reviews": reviews,
+        **totals,
+        "shares": {label: _ratio(totals[label], reviews) for label in SENTIMENT_LABELS},
+        "trend": trend,
+        "categories": categories,
+        "most_negative_items": [{**row, "worst_reviews": worst_reviews[row["item_id"]]}
+                                for row in worst],
+    }
+
+
+# Recommendations ------------------------------------------------------------------------
+
+
+def _attributed(event_type: str, category: str | None) -> QuerySet[Event]:
+    events = Event.objects.filter(rec_id=OuterRef("rec_id"), type=event_type)
+    if category:
+        events = events.filter(item__category=category)
+    return events
+
+
+def _recommendation_rows(*, date_range: DateRange, category: str | None,
+                         group_by: str) -> list[dict[str, Any]]:
+    revenue = (_attributed("purchase", category).values("rec_id")
+               .annotate(total=Sum("value")).values("total"))
+    rows = (Impression.objects.filter(created_at__gte=date_range.start_at,
+                                      created_at__lt=date_range.end_before)
+            .annotate(clicked=Exists(_attributed("click", category)),
+                      purchased=Exists(_attributed("purchase", category)),
+                      attributed_revenue=Subquery(revenue, output_field=FloatField()))
+            .values(group_by)
+            .annotate(impressions=Count("id"),
+                      clicks=Count("id", filter=Q(clicked=True)),
+                      purchases=Count("id", filter=Q(purchased=True)),
+                      revenue=Coalesce(Sum("attributed_revenue"), 0.0))
+            .order_by("-impressions", group_by))
+    return [{"impressions": row["impressions"], "clicks": row["clicks"],
+             "purchases": row["purchases"], "revenue": round(row["revenue"], 2),
+             "ctr": _ratio(row["clicks"], row["impressions"]),
+             "purchase_rate": _ratio(row["purchases"], row["impressions"]),
+             "key": row[group_by]} for row in rows]
+
+
+def ctr_difference(*, clicks_a: int, impressions_a: int, clicks_b: int,
+                   impressions_b: int) -> dict[str, Any]:
+    """CTR of A minus CTR of B with a 95% confidence interval from the two-proportion normal
+    approximation (unpooled standard error)."""
+    if not impressions_a or not impressions_b:
+        return {"difference": None, "ci_low": None, "ci_high": None, "significant": None}
+    ctr_a = clicks_a / impressions_a
+    ctr_b = clicks_b / impressions_b
+    difference = ctr_a - ctr_b
+    standard_error = math.sqrt(ctr_a * (1 - ctr_a) / impressions_a
+                               + ctr_b * (1 - ctr_b) / impressions_b)
+    margin = Z_95 * standard_error
+    return {"difference": difference, "ci_low": difference - margin,
+            "ci_high": difference + margin,
+            "significant": bool(standard_error) and abs(difference) > margin}
+
+
+def recommendation_performance(*, date_range: DateRange, category: str | None = None,
+                               compare: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Impressions (recommendation responses) in the range, and how many of them led to a
+    click or a purchase carrying their rec_id (at any later time), per model version and per
+    strategy. CTR = impressions with a click / impressions. With a category only clicks and
+    purchases of its items count. `compare` names two model versions; by default the two
+    with most impressions are compared."""
+    by_version = [{"model_version": row.pop("key"), **row} for row in _recommendation_rows(
+        date_range=date_range, category=category, group_by="model_version__name")]
+    by_strategy = [{"strategy": row.pop("key"), **row} for row in _recommendation_rows(
+        date_range=date_range, category=category, group_by="strategy")]
+    versions = {row["model_version"]: row for row in by_version if row["model_version"]}
+    if compare is None and len(versions) >= 2:
+        compare = tuple(list(versions)[:2])
+    comparison = None
+    if compare is not None:
+        empty = {"impressions": 0, "clicks": 0, "ctr": None}
+        row_a, row_b = versions.get(compare[0], empty), versions.get(compare[1], empty)
+        comparison = {
+            "version_a": compare[0], "version_b": compare[1],
+            "ctr_a": row_a["ctr"], "ctr_b": row_b["ctr"],
+            "impressions_a": row_a["impressions"], "impressions_b": row_b["impressions"],
+            "confidence": 0.95,
+            **ctr_difference(clicks_a=row_a["clicks"], impressions_a=row_a["impressions"],
+                             clicks_b=row_b["clicks"], impressions_b=row_b["impressions"]),
+        }
+    totals = {key: sum(row[key] for row in by_strategy)
+              for key in ("impressions", "clicks", "purchases")}
+    return {
+        **totals,
+        "revenue": round(sum(row["revenue"] for row in by_strategy), 2),
+        "ctr": _ratio(totals["clicks"], totals["impressions"]),
+        "purchase_rate": _ratio(totals["purchases"], totals["impressions"]),
+        "by_model_version": by_version,
+        "by_strategy": by_strategy,
+        "comparison": comparison,
+    }
+
+
+def model_version_names() -> set[str]:
+    return set(ModelVersion.objects.values_list("name", flat=True))

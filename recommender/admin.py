@@ -1,0 +1,63 @@
+from django.contrib import admin, messages
+
+from recommender import services
+from recommender.models import Impression, ModelAuditEntry, ModelVersion, TrainingJob
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "status", "started_by", "created_at", "started_at",
+                    "finished_at", "model_version")
+    list_filter = ("kind", "status")
+    readonly_fields = [f.name for f in TrainingJob._meta.fields]
+    actions = ["cancel_jobs"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request, queryset):
+        for job in queryset:
+            services.request_cancel(job_id=job.pk, actor=f"admin:{request.user.username}")
+        self.message_user(request, f"Cancel requested for {queryset.count()} job(s).")
+
+
+class AuditInline(admin.TabularInline):
+    model = ModelAuditEntry
+    extra = 0
+    can_delete = False
+    readonly_fields = ("action", "actor", "note", "created_at")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "status", "traffic_percent", "created_at", "activated_at")
+    list_filter = ("kind", "status")
+    readonly_fields = ("name", "kind", "status", "metrics", "baseline_metrics", "params",
+                       "data_window_start", "data_window_end", "data_counts", "artifact_path",
+                       "checksum", "traffic_percent", "created_at", "activated_at")
+    inlines = [AuditInline]
+    actions = ["promote"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Promote the selected version to active")
+    def promote(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return
+        version = services.promote_version(version_id=queryset.get().pk,
+                                           actor=f"admin:{request.user.username}")
+        self.message_user(request, f"{version.name} is now active.")
+
+
+@admin.register(Impression)
+class ImpressionAdmin(admin.ModelAdmin):
+    list_display = ("rec_id", "user_id", "strategy", "model_version", "endpoint", "created_at")
+    list_filter = ("strategy", "endpoint")
+    readonly_fields = [f.name for f in Impression._meta.fields]
+    show_full_result_count = False

@@ -1,0 +1,43 @@
+"""Model artifacts on disk under MODEL_STORE, each covered by a sha256 checksum."""
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class ArtifactRefused(Exception):
+    """The artifact is missing or does not match its recorded checksum."""
+
+
+def artifact_directory(*, kind: str, name: str) -> Path:
+    return Path(settings.MODEL_STORE) / kind / name
+
+
+def directory_checksum(directory: Path) -> str:
+    """sha256 over every file's relative path and bytes, in a stable order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(directory)).encode())
+        digest.update(b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_artifact(*, directory: Path, checksum: str) -> None:
+    if not directory.is_dir() or not any(directory.iterdir()):
+        raise ArtifactRefused(f"artifact directory {directory} is missing or empty")
+    actual = directory_checksum(directory)
+    if actual != checksum:
+        raise ArtifactRefused(f"artifact {directory} has checksum {actual[:12]}..., "
+                              f"expected {checksum[:12]}...: refusing to load it")
+
+
+def remove_artifact(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,188 @@
+"""Answering "what should this user see next?" and "what is like this item?".
+
+The query tower runs on the user's history as stored right now, so a click changes the
+next answer without retraining. Every answer is logged as an Impression whose rec_id
+client apps send back with clicks and purchases for attribution.
+"""
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from ingestion.models import Item
+from recommender import selectors
+from recommender.models import Impression, ModelKind
+from recommender.serving import LoadedVersion, serving_version
+
+POPULAR_CACHE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    rec_id: uuid.UUID
+    items: list[dict]
+    model_version: str | None
+    strategy: str
+
+
+@dataclass
+class _CatalogView:
+    """Category and availability of each row of one model's item matrix."""
+
+    categories: np.ndarray
+    unavailable: np.ndarray
+    row_by_item: dict[str, int]
+    fingerprint: tuple
+
+
+@dataclass
+class _Caches:
+    catalogs: dict[int, _CatalogView] = field(default_factory=dict)
+    popular: tuple[float, list] = (float("-inf"), [])
+    fingerprint: tuple[float, tuple] = (float("-inf"), ())
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_caches = _Caches()
+
+
+def _catalog_fingerprint() -> tuple:
+    """Changes whenever an item is added or edited; read at most every refresh interval."""
+    checked_at, value = _caches.fingerprint
+    if time.monotonic() - checked_at >= settings.MODEL_REFRESH_SECONDS:
+        stats = Item.objects.aggregate(n=Count("id"), changed=Max("updated_at"))
+        value = (stats["n"], stats["changed"])
+        _caches.fingerprint = (time.monotonic(), value)
+    return value
+
+
+def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
+    fingerprint = _catalog_fingerprint()
+    view = _caches.catalogs.get(loaded.version_id)
+    if view is not None and view.fingerprint == fingerprint:
+        return view
+    item_ids = loaded.model.item_ids
+    stored = {item_id: (category, active) for item_id, category, active in
+              Item.objects.values_list("item_id", "category", "is_active").iterator(
+                  chunk_size=20_000)}
+    categories = np.array([stored.get(i, ("", False))[0] for i in item_ids.tolist()],
+                          dtype=object)
+    unavailable = np.array([not stored.get(i, ("", False))[1] for i in item_ids.tolist()])
+    view = _CatalogView(categories=categories, unavailable=unavailable,
+                        row_by_item={i: row for row, i in enumerate(item_ids.tolist())},
+                        fingerprint=fingerprint)
+    with _caches.lock:
+        # Views of the active and the A/B candidate version, plus one just swapped out.
+        recent = dict(list(_caches.catalogs.items())[-2:])
+        _caches.catalogs = {**recent, loaded.version_id: view}
+    return view
+
+
+def _popular() -> list[tuple[str, str, float]]:
+    fetched_at, items = _caches.popular
+    if time.monotonic() - fetched_at >= POPULAR_CACHE_SECONDS:
+        items = selectors.popular_items()
+        _caches.popular = (time.monotonic(), items)
+    return items
+
+
+def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    finite = np.flatnonzero(np.isfinite(scores))
+    if len(finite) <= k:
+        return finite[np.argsort(-scores[finite], kind="stable")]
+    top = finite[np.argpartition(-scores[finite], k - 1)[:k]]
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
+def _still_active(item_ids: list[str]) -> dict[str, dict]:
+    """Title and category of the items that are active right now (a deactivation since
+    the catalog view was built must still never be served)."""
+    return {row["item_id"]: row for row in Item.objects.filter(
+        item_id__in=item_ids, is_active=True).values("item_id", "title", "category")}
+
+
+def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
+            loaded: LoadedVersion | None, strategy: str, endpoint: str) -> Recommendation:
+    details = _still_active([item for item, _ in ranked])
+    items = [{"item_id": item, "score": round(float(score), 6),
+              "title": details[item]["title"], "category": details[item]["category"]}
+             for item, score in ranked if item in details][:k]
+    impression = Impression.objects.create(
+        user_id=user_id, item_ids=[i["item_id"] for i in items],
+        model_version_id=loaded.version_id if loaded else None, strategy=strategy,
+        endpoint=endpoint, created_at=timezone.now())
+    return Recommendation(rec_id=impression.rec_id, items=items,
+                          model_version=loaded.name if loaded else None, strategy=strategy)
+
+
+def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None,
+                       exclude: frozenset[str] = frozenset(),
+                       exclude_interacted: bool = True) -> Recommendation:
+    """Two-tower over the user's current history; popular items for a user without one
+    (or while no model is trained). Inactive items never appear."""
+    loaded = serving_version(kind=ModelKind.RECOMMENDER, user_id=user_id)
+    history_length = loaded.model.config.history_length if loaded else 0
+    recent = selectors.recent_interactions(user_id=user_id,
+                                           limit=max(history_length, 500))
+    excluded = set(exclude) | (set(recent) if exclude_interacted else set())
+    margin = k + 20  # room for items deactivated since the catalog view was built
+    if loaded is None or not recent:
+        ranked = [(item, score) for item, item_category, score in _popular()
+                  if item not in excluded and (category is None or item_category == category)]
+        return _answer(user_id=user_id, ranked=ranked[:margin], k=k, loaded=None,
+                       strategy="popular", endpoint="recommendations")
+
+    model = loaded.model
+    view = _catalog_view(loaded)
+    scores = model.score_items(model.query_embeddings([user_id], [recent[-history_length:]]))[0]
+    scores[view.unavailable] = -np.inf
+    if category is not None:
+        scores[view.categories != category] = -np.inf
+    rows = [view.row_by_item[item] for item in excluded if item in view.row_by_item]
+    scores[rows] = -np.inf
+    top = _top_rows(scores, margin)
+    ranked = [(str(model.item_ids[row]), float(scores[row])) for row in top]
+    return _answer(user_id=user_id, ranked=ranked, k=k, loaded=loaded, strategy="two_tower",
+                   endpoint="recommendations")
+
+
+class UnknownItem(Exception):
+    pass
+
+
+def similar_to_item(*, item_id: str, k: int = 10) -> Recommendation:
+    """Nearest items in the candidate tower's space; items of the same category by
+    popularity while no model is trained or for an item the model has not seen."""
+    category = Item.objects.filter(item_id=item_id).values_list("category", flat=True).first()
+    if category is None:
+        raise UnknownItem(item_id)
+    loaded = serving_version(kind=ModelKind.RECOMMENDER)
+    margin = k + 20
+    if loaded is not None:
+        view = _catalog_view(loaded)
+        row = view.row_by_item.get(item_id)
+        if row is not None:
+            embeddings = loaded.model.item_embeddings
+            scores = embeddings @ embeddings[row]
+            scores[row] = -np.inf
+            scores[view.unavailable] = -np.inf
+            top = _top_rows(scores, margin)
+            ranked = [(str(loaded.model.item_ids[r]), float(scores[r])) for r in top]
+            return _answer(user_id="", ranked=ranked, k=k, loaded=loaded, strategy="two_tower",
+                           endpoint="similar")
+    ranked = [(item, score) for item, item_category, score in _popular()
+              if item != item_id and item_category == category]
+    return _answer(user_id="", ranked=ranked[:margin], k=k, loaded=None, strategy="popular",
+                   endpoint="similar")
+
+
+def reset_caches() -> None:
+    """Forget cached catalog views and popular items (tests, and after bulk imports)."""
+    global _caches
+    _caches = _Caches()

@@ -1,0 +1,124 @@
+"""Reads for training and serving: interactions as arrays, user histories, popular items."""
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.db.models import Case, FloatField, Max, Min, Sum, Value, When
+from django.utils import timezone
+
+from ingestion.models import EndUser, Event, Item
+from recommender.models import ModelVersion
+
+CHUNK_ROWS = 50_000
+
+
+def _chunks(queryset, fields: tuple[str, ...]) -> Iterator[list[tuple]]:
+    rows: list[tuple] = []
+    for row in queryset.values_list(*fields).iterator(chunk_size=CHUNK_ROWS):
+        rows.append(row)
+        if len(rows) == CHUNK_ROWS:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+
+
+def interaction_frame(*, weights: dict[str, float] | None = None) -> pd.DataFrame:
+    """Every item interaction as user_id, item_id, timestamp (epoch seconds), weight,
+    in time order (ties by arrival), built chunk by chunk into columnar arrays."""
+    weights = weights or settings.RECOMMENDER_EVENT_WEIGHTS
+    queryset = (Event.objects.filter(type__in=list(weights), item__isnull=False)
+                .order_by("timestamp", "id"))
+    frames = []
+    for rows in _chunks(queryset, ("user__user_id", "item__item_id", "timestamp", "type")):
+        users, items, stamps, types = zip(*rows)
+        frames.append(pd.DataFrame({
+            "user_id": pd.Categorical(users),
+            "item_id": pd.Categorical(items),
+            "timestamp": np.fromiter((t.timestamp() for t in stamps), dtype=np.float64,
+                                     count=len(stamps)),
+            "weight": pd.Series(types).map(weights).to_numpy(dtype=np.float32),
+        }))
+    if not frames:
+        return pd.DataFrame({"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object),
+                             "timestamp": pd.Series(dtype=np.float64),
+                             "weight": pd.Series(dtype=np.float32)})
+    frame = pd.concat(frames, ignore_index=True)
+    frame["user_id"] = frame["user_id"].astype(str)
+    frame["item_id"] = frame["item_id"].astype(str)
+    return frame
+
+
+def item_feature_frame() -> pd.DataFrame:
+    rows = list(Item.objects.values_list("item_id", "category", "title"))
+    return pd.DataFrame(rows, columns=["item_id", "category", "title"])
+
+
+def user_trait_map() -> dict[str, dict[str, str]]:
+    return {user_id: {str(k): str(v) for k, v in traits.items()}
+            for user_id, traits in EndUser.objects.exclude(traits={}).values_list(
+                "user_id", "traits")}
+
+
+def labelled_review_frame() -> pd.DataFrame:
+    """Review and rating texts with their label source: an explicit `label` property
+    when the import carried one, else the rating."""
+    rows = (Event.objects.filter(type__in=("review", "rating")).exclude(text="")
+            .order_by("id").values_list("text", "value", "properties"))
+    texts, labels = [], []
+    for text, value, properties in rows.iterator(chunk_size=CHUNK_ROWS):
+        label = (properties or {}).get("label") if isinstance(properties, dict) else None
+        if label in ("positive", "negative", "neutral"):
+            labels.append(label)
+        elif value is not None and float(value).is_integer():
+            labels.append(int(value))
+        else:
+            continue
+        texts.append(text)
+    return pd.DataFrame({"text": pd.Series(texts, dtype=object),
+                         "label": pd.Series(labels, dtype=object)})
+
+
+def recent_interactions(*, user_id: str, limit: int) -> list[str]:
+    """The user's latest item interactions, oldest to newest (duplicates kept)."""
+    weights = settings.RECOMMENDER_EVENT_WEIGHTS
+    items = list(Event.objects.filter(user__user_id=user_id, item__isnull=False,
+                                      type__in=list(weights))
+                 .order_by("-timestamp", "-id").values_list("item__item_id", flat=True)[:limit])
+    items.reverse()
+    return items
+
+
+def popular_items(*, days: int = 30, limit: int = 500,
+                  now: datetime | None = None) -> list[tuple[str, str, float]]:
+    """(item_id, category, score) of active items by type-weighted interactions in the last
+    `days`, falling back to all time, then to the newest items, for a quiet shop."""
+    now = now or timezone.now()
+    weights = settings.RECOMMENDER_EVENT_WEIGHTS
+    weighted = Sum(Case(*(When(type=name, then=Value(weight)) for name, weight in weights.items()),
+                        default=Value(0.0), output_field=FloatField()))
+    for since in (now - timedelta(days=days), None):
+        queryset = Event.objects.filter(item__isnull=False, item__is_active=True,
+                                        type__in=list(weights))
+        if since is not None:
+            queryset = queryset.filter(timestamp__gte=since)
+        ranked = list(queryset.values("item__item_id", "item__category")
+                      .annotate(score=weighted).order_by("-score", "item__item_id")
+                      .values_list("item__item_id", "item__category", "score")[:limit])
+        if ranked:
+            return ranked
+    return [(item, category, 0.0) for item, category in
+            Item.objects.filter(is_active=True).order_by("-created_at")
+            .values_list("item_id", "category")[:limit]]
+
+
+def active_version(*, kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
+
+
+def data_window() -> tuple[datetime, datetime] | None:
+    bounds = Event.objects.aggregate(first=Min("timestamp"), last=Max("timestamp"))
+    return (bounds["first"], bounds["last"]) if bounds["first"] else None

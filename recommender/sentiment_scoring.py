@@ -1,0 +1,73 @@
+"""Scoring review text with whatever serves sentiment: the active trained model, an A/B
+candidate, or VADER while no trained model has beaten it."""
+
+import functools
+from collections.abc import Callable, Sequence
+
+from django.db import transaction
+
+from ingestion.models import Event
+from recommender.models import ModelKind
+from recommender.serving import serving_version
+
+VADER_NAME = "vader"
+SCORE_BATCH = 512
+
+
+@functools.cache
+def _vader():
+    from recommender.ml.sentiment import VaderBaseline
+
+    return VaderBaseline()
+
+
+def current_scorer(*, user_id: str | None = None):
+    """(scorer, version name) that serves sentiment now."""
+    loaded = serving_version(kind=ModelKind.SENTIMENT, user_id=user_id)
+    if loaded is None:
+        return _vader(), VADER_NAME
+    return loaded.model, loaded.name
+
+
+def score_texts(*, texts: Sequence[str]) -> tuple[list[tuple[str, float]], str]:
+    scorer, name = current_scorer()
+    return scorer.predict(list(texts)), name
+
+
+@transaction.atomic
+def score_events(*, event_pks: Sequence[int]) -> int:
+    """Stores label, probability positive and version on the given events with text."""
+    events = list(Event.objects.filter(pk__in=event_pks).exclude(text="").only("id", "text"))
+    if not events:
+        return 0
+    scorer, name = current_scorer()
+    for start in range(0, len(events), SCORE_BATCH):
+        batch = events[start:start + SCORE_BATCH]
+        for event, (label, score) in zip(batch, scorer.predict([e.text for e in batch])):
+            event.sentiment_label, event.sentiment_score, event.sentiment_model = label, score, name
+    Event.objects.bulk_update(events, ["sentiment_label", "sentiment_score", "sentiment_model"],
+                              batch_size=SCORE_BATCH)
+    return len(events)
+
+
+def backfill_missing_scores(*, batch_size: int = 2000,
+                            on_batch: Callable[[int], None] | None = None) -> int:
+    """Scores every event with text and no score yet, in primary-key order; re-running
+    finds nothing left to do."""
+    missing = Event.objects.exclude(text="").filter(sentiment_model="")
+    scored = 0
+    last_pk = 0
+    while True:
+        pks = list(missing.filter(pk__gt=last_pk).order_by("pk")
+                   .values_list("pk", flat=True)[:batch_size])
+        if not pks:
+            return scored
+        done = score_events(event_pks=pks)
+        scored += done
+        last_pk = pks[-1]
+        if on_batch is not None:
+            on_batch(done)
+
+
+def count_missing_scores() -> int:
+    return Event.objects.exclude(text="").filter(sentiment_model="").count()

@@ -1,0 +1,271 @@
+"""Writes for training jobs and the model registry: start, run, cancel and recover jobs;
+register, promote, roll back and A/B-split model versions."""
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from recommender.models import ModelAuditEntry, ModelKind, ModelVersion, TrainingJob
+from recommender.ml.cancellation import TrainingCancelled
+
+logger = logging.getLogger(__name__)
+
+Status = TrainingJob.Status
+ACTIVE_JOB_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+
+class JobAlreadyActive(Exception):
+    def __init__(self, job: TrainingJob):
+        super().__init__(f"A {job.kind} job (#{job.pk}) is already {job.status}.")
+        self.job = job
+
+
+class NotEnoughData(Exception):
+    """The shop has too little data to train this kind of model yet."""
+
+
+def start_training_job(*, kind: str, started_by: str, enqueue: bool = True) -> TrainingJob:
+    """Queues a job and, unless the caller runs it itself (`enqueue=False`), enqueues its
+    task after commit. One active job per kind."""
+    if kind not in ModelKind.values:
+        raise ValueError(f"Unknown model kind {kind!r}")
+    try:
+        with transaction.atomic():
+            job = TrainingJob.objects.create(kind=kind, started_by=started_by)
+            if enqueue:
+                transaction.on_commit(lambda: _enqueue(job))
+    except IntegrityError:
+        raise JobAlreadyActive(TrainingJob.objects.filter(
+            kind=kind, status__in=ACTIVE_JOB_STATUSES).first()) from None
+    return job
+
+
+def _enqueue(job: TrainingJob) -> None:
+    from recommender import tasks
+
+    task = {ModelKind.RECOMMENDER: tasks.train_recommender,
+            ModelKind.SENTIMENT: tasks.train_sentiment}[job.kind]
+    result = task.delay(job.pk)
+    TrainingJob.objects.filter(pk=job.pk, celery_task_id="").update(celery_task_id=result.id or "")
+
+
+@transaction.atomic
+def request_cancel(*, job_id: int, actor: str) -> TrainingJob:
+    """A queued job is cancelled at once; a running one stops at its next batch."""
+    job = TrainingJob.objects.select_for_update().get(pk=job_id)
+    if job.status == Status.QUEUED:
+        job.status = Status.CANCELLED
+        job.finished_at = timezone.now()
+        job.log += f"Cancelled by {actor} before it started.\n"
+        job.save(update_fields=["status", "finished_at", "log"])
+    elif job.status == Status.RUNNING:
+        job.cancel_requested = True
+        job.log += f"Cancel requested by {actor}.\n"
+        job.save(update_fields=["cancel_requested", "log"])
+    return job
+
+
+def _claim(job_id: int) -> TrainingJob | None:
+    """Marks the job running, unless it finished, was cancelled, or another live worker
+    holds it (a redelivered task after a crash finds a stale heartbeat and takes over)."""
+    stale_before = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if job.status in TrainingJob.FINISHED:
+            return None
+        if job.status == Status.RUNNING and job.heartbeat_at and job.heartbeat_at > stale_before:
+            return None
+        now = timezone.now()
+        job.status = Status.RUNNING
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
+        job.attempts = F("attempts") + 1
+        job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Started (attempt).\n"
+        job.save(update_fields=["status", "started_at", "heartbeat_at", "attempts", "log"])
+    job.refresh_from_db()
+    return job
+
+
+class JobReporter:
+    """Progress, log lines, heartbeats and the cancel check for one running job.
+
+    The database is touched at most every few seconds from the per-batch check, so the
+    cancel flag costs nothing measurable in training throughput."""
+
+    CHECK_EVERY_SECONDS = 2.0
+
+    def __init__(self, job: TrainingJob):
+        self.job = job
+        self._last_check = 0.0
+        self._cancelled = False
+
+    def log(self, line: str) -> None:
+        stamped = f"[{timezone.now():%Y-%m-%d %H:%M:%S}] {line}\n"
+        TrainingJob.objects.filter(pk=self.job.pk).update(
+            log=F("log") + stamped, heartbeat_at=timezone.now())
+        logger.info("job %s: %s", self.job.pk, line)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        entry = {"epoch": epoch, **{k: round(float(v), 6) for k, v in logs.items()}}
+        self.job.progress = [*self.job.progress, entry]
+        self.job.heartbeat_at = timezone.now()
+        TrainingJob.objects.filter(pk=self.job.pk).update(
+            progress=self.job.progress, heartbeat_at=self.job.heartbeat_at)
+        self.log("epoch " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "epoch")
+                 + f" ({entry['epoch']})")
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_check >= self.CHECK_EVERY_SECONDS:
+            self._last_check = now
+            TrainingJob.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now())
+            self._cancelled = TrainingJob.objects.filter(
+                pk=self.job.pk, cancel_requested=True).exists()
+        return self._cancelled
+
+    def record(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(self.job, name, value)
+        TrainingJob.objects.filter(pk=self.job.pk).update(**fields)
+
+
+Pipeline = Callable[[JobReporter], ModelVersion]
+
+
+def run_training_job(*, job_id: int) -> TrainingJob | None:
+    """Runs a claimed job to its end: succeeded (a version registered, promoted when it
+    wins), cancelled, or failed with the error. The active model keeps serving throughout."""
+    job = _claim(job_id)
+    if job is None:
+        return None
+    from recommender.training import PIPELINES
+
+    reporter = JobReporter(job)
+    try:
+        version = PIPELINES[job.kind](reporter)
+    except TrainingCancelled:
+        _finish(job, status=Status.CANCELLED, log="Cancelled at the next batch.")
+    except NotEnoughData as error:
+        _finish(job, status=Status.FAILED, error=str(error), log=f"Not enough data: {error}")
+    except Exception as error:
+        logger.exception("Training job %s failed", job.pk)
+        _finish(job, status=Status.FAILED, error="".join(
+            traceback.format_exception_only(type(error), error)).strip() + "\n\n"
+            + traceback.format_exc(), log=f"Failed: {error}")
+    else:
+        _finish(job, status=Status.SUCCEEDED, model_version=version,
+                log=f"Registered {version.name} ({version.status}).")
+    job.refresh_from_db()
+    return job
+
+
+def _finish(job: TrainingJob, *, status: str, log: str, error: str = "",
+            model_version: ModelVersion | None = None) -> None:
+    now = timezone.now()
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=status, error=error, finished_at=now, heartbeat_at=now, model_version=model_version,
+        log=F("log") + f"[{now:%Y-%m-%d %H:%M:%S}] {log}\n")
+
+
+def recover_stale_jobs() -> list[int]:
+    """A running job whose worker stopped sending heartbeats is re-queued once, then failed;
+    a queued job whose task never started is re-enqueued. Nothing stays "running" forever."""
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
+    recovered = []
+    for job in TrainingJob.objects.filter(status=Status.RUNNING, heartbeat_at__lt=stale_before):
+        with transaction.atomic():
+            job = TrainingJob.objects.select_for_update().get(pk=job.pk)
+            if job.status != Status.RUNNING or job.heartbeat_at >= stale_before:
+                continue
+            if job.attempts < settings.TRAINING_MAX_ATTEMPTS:
+                job.status = Status.QUEUED
+                job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Worker stopped responding; re-queued.\n"
+                job.save(update_fields=["status", "log"])
+                transaction.on_commit(lambda job=job: _enqueue(job))
+            else:
+                job.status = Status.FAILED
+                job.finished_at = now
+                job.error = "The worker running this job stopped responding."
+                job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Worker stopped responding; failed.\n"
+                job.save(update_fields=["status", "finished_at", "error", "log"])
+        recovered.append(job.pk)
+    return recovered
+
+
+@transaction.atomic
+def register_version(*, kind: str, name: str, artifact_path: str, checksum: str,
+                     metrics: dict, baseline_metrics: dict, params: dict, data_counts: dict,
+                     data_window: tuple | None, promote_if: bool, reason: str) -> ModelVersion:
+    """Records a trained version; it becomes active only when `promote_if` (it beat the
+    active version and the baseline on the same holdout), otherwise it stays a candidate."""
+    version = ModelVersion.objects.create(
+        kind=kind, name=name, artifact_path=artifact_path, checksum=checksum, metrics=metrics,
+        baseline_metrics=baseline_metrics, params=params, data_counts=data_counts,
+        data_window_start=data_window[0] if data_window else None,
+        data_window_end=data_window[1] if data_window else None)
+    if promote_if:
+        _activate(version, actor="training", action="auto-promote", note=reason)
+    else:
+        ModelAuditEntry.objects.create(version=version, action="kept-candidate",
+                                       actor="training", note=reason[:500])
+    return version
+
+
+def _activate(version: ModelVersion, *, actor: str, action: str, note: str = "") -> None:
+    now = timezone.now()
+    ModelVersion.objects.filter(kind=version.kind, status=ModelVersion.Status.ACTIVE).exclude(
+        pk=version.pk).update(status=ModelVersion.Status.RETIRED)
+    version.status = ModelVersion.Status.ACTIVE
+    version.activated_at = now
+    version.traffic_percent = 0
+    version.save(update_fields=["status", "activated_at", "traffic_percent"])
+    ModelAuditEntry.objects.create(version=version, action=action, actor=actor, note=note[:500])
+
+
+@transaction.atomic
+def promote_version(*, version_id: int, actor: str) -> ModelVersion:
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    _activate(version, actor=actor, action="promote")
+    return version
+
+
+@transaction.atomic
+def roll_back(*, kind: str, actor: str) -> ModelVersion:
+    """Re-activates the version that was active before the current one."""
+    current = ModelVersion.objects.select_for_update().filter(
+        kind=kind, status=ModelVersion.Status.ACTIVE).first()
+    previous = ModelVersion.objects.filter(kind=kind, activated_at__isnull=False).exclude(
+        pk=getattr(current, "pk", None)).order_by("-activated_at").first()
+    if previous is None:
+        raise ValueError(f"No earlier {kind} version to roll back to.")
+    _activate(previous, actor=actor, action="rollback",
+              note=f"rolled back from {current.name}" if current else "")
+    return previous
+
+
+@transaction.atomic
+def set_traffic_split(*, version_id: int, percent: int, actor: str) -> ModelVersion:
+    """Sends `percent` of users (sticky per user) to a candidate; 0 ends the test."""
+    if not 0 <= percent <= 100:
+        raise ValueError("percent must be between 0 and 100")
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    if version.status == ModelVersion.Status.ACTIVE:
+        raise ValueError("The active version already serves everyone else's traffic.")
+    ModelVersion.objects.filter(kind=version.kind, traffic_percent__gt=0).exclude(
+        pk=version.pk).update(traffic_percent=0)
+    version.traffic_percent = percent
+    if percent and version.status == ModelVersion.Status.RETIRED:
+        version.status = ModelVersion.Status.CANDIDATE
+    version.save(update_fields=["traffic_percent", "status"])
+    ModelAuditEntry.objects.create(version=version, action="traffic-split", actor=actor,
+                                   note=f"{percent}% of users")
+    return version

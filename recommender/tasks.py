@@ -1,0 +1,46 @@
+"""Thin Celery wrappers: take ids, call a service, retry what is transient."""
+
+from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from recommender import services
+
+TRANSIENT = (OperationalError, InterfaceError, ConnectionError)
+
+
+@shared_task(bind=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3,
+             time_limit=settings.CELERY_TRAINING_TIME_LIMIT,
+             soft_time_limit=settings.CELERY_TRAINING_TIME_LIMIT - 60)
+def train_recommender(self, job_id: int) -> str | None:
+    job = services.run_training_job(job_id=job_id)
+    return job.status if job else None
+
+
+@shared_task(bind=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3,
+             time_limit=settings.CELERY_TRAINING_TIME_LIMIT,
+             soft_time_limit=settings.CELERY_TRAINING_TIME_LIMIT - 60)
+def train_sentiment(self, job_id: int) -> str | None:
+    job = services.run_training_job(job_id=job_id)
+    return job.status if job else None
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def score_event_sentiment(event_pks: list[int]) -> int:
+    from recommender.sentiment_scoring import score_events
+
+    return score_events(event_pks=event_pks)
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)
+def start_scheduled_training(kind: str) -> int | None:
+    """Beat's entry point: queue a job unless one of the kind is already active."""
+    try:
+        return services.start_training_job(kind=kind, started_by="schedule").pk
+    except services.JobAlreadyActive:
+        return None
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)
+def recover_stale_training_jobs() -> list[int]:
+    return services.recover_stale_jobs()

@@ -1,0 +1,163 @@
+"""Training pipelines run by jobs: read the shop's data, call the plain ML functions in
+recommender.ml (the same ones `benchmarks/` calls), evaluate against the baseline and the
+active version on one holdout, store the artifact and register the version."""
+
+import logging
+import math
+from dataclasses import asdict
+
+import numpy as np
+from django.utils import timezone
+
+from recommender import selectors
+from recommender.artifacts import (
+    ArtifactRefused,
+    artifact_directory,
+    directory_checksum,
+    verify_artifact,
+)
+from recommender.models import ModelKind, ModelVersion
+from recommender.services import JobReporter, NotEnoughData, register_version
+
+logger = logging.getLogger(__name__)
+
+MIN_RECOMMENDER_TEST_USERS = 5
+MIN_SENTIMENT_TEXTS = 20
+
+
+def _version_name(kind: str, job_id: int) -> str:
+    return f"{kind}-{timezone.now():%Y%m%d-%H%M%S}-j{job_id}"
+
+
+def _load_active(kind: str, loader):
+    """The active version's model for a same-holdout comparison, or None when there is
+    none or its artifact is refused (then the new version only has to beat the baseline)."""
+    active = selectors.active_version(kind=kind)
+    if active is None:
+        return None, None
+    try:
+        verify_artifact(directory=artifact_directory(kind=kind, name=active.name),
+                        checksum=active.checksum)
+        return active, loader(artifact_directory(kind=kind, name=active.name))
+    except (ArtifactRefused, OSError, ValueError) as error:
+        logger.error("Active %s version %s not compared: %s", kind, active.name, error)
+        return active, None
+
+
+def train_recommender_version(reporter: JobReporter) -> ModelVersion:
+    from recommender.ml.evaluation import evaluate, leave_last_out_split, popularity_scorer
+    from recommender.ml.two_tower import TwoTowerConfig, TwoTowerModel, train_two_tower
+
+    interactions = selectors.interaction_frame()
+    items = selectors.item_feature_frame()
+    traits = selectors.user_trait_map()
+    train, test = leave_last_out_split(interactions)
+    counts = {"interactions": int(len(interactions)),
+              "users": int(interactions["user_id"].nunique()) if len(interactions) else 0,
+              "items": int(len(items)), "test_users": int(len(test))}
+    reporter.record(data_counts=counts)
+    reporter.log(f"Data: {counts}")
+    if counts["test_users"] < MIN_RECOMMENDER_TEST_USERS:
+        raise NotEnoughData(f"{counts['test_users']} users have two or more interactions; "
+                            f"at least {MIN_RECOMMENDER_TEST_USERS} are needed to train and "
+                            "evaluate.")
+
+    config = TwoTowerConfig()
+    model, report = train_two_tower(train, items=items, user_traits=traits, config=config,
+                                    on_epoch_end=reporter.on_epoch_end,
+                                    should_stop=reporter.should_stop)
+    catalog = np.asarray(items["item_id"].tolist(), dtype=object)
+    metrics = evaluate(model.scorer(catalog), train, test, catalog)
+    baseline = evaluate(popularity_scorer(train, catalog), train, test, catalog)
+    active, active_model = _load_active(ModelKind.RECOMMENDER, TwoTowerModel.load)
+    active_metrics = (evaluate(active_model.scorer(catalog), train, test, catalog)
+                      if active_model is not None else None)
+    reporter.log(f"Holdout: model {metrics}, popularity {baseline}, active {active_metrics}")
+    return _store_version(
+        reporter, kind=ModelKind.RECOMMENDER, model=model, metric="ndcg@10",
+        metrics={**metrics, "training": _json_safe(report)}, baseline={"popularity": baseline},
+        baseline_score=baseline["ndcg@10"], active=active, active_metrics=active_metrics,
+        params=asdict(config), counts=counts)
+
+
+def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
+    from recommender.ml.sentiment import (
+        SentimentConfig,
+        SentimentModel,
+        VaderBaseline,
+        evaluate_sentiment,
+        sentiment_labels,
+        stratified_split,
+        train_sentiment,
+    )
+
+    reviews = selectors.labelled_review_frame()
+    texts = np.asarray(reviews["text"].tolist(), dtype=object)
+    labels = sentiment_labels(reviews["label"].tolist())
+    counts = {label: int((labels == label).sum()) for label in ("negative", "neutral",
+                                                                "positive")}
+    counts["texts"] = int(len(texts))
+    reporter.record(data_counts=counts)
+    reporter.log(f"Data: {counts}")
+    if len(texts) < MIN_SENTIMENT_TEXTS or counts["negative"] < 2 or counts["positive"] < 2:
+        raise NotEnoughData(f"{len(texts)} labelled texts ({counts['negative']} negative, "
+                            f"{counts['positive']} positive); at least {MIN_SENTIMENT_TEXTS} "
+                            "with both sides present are needed. VADER keeps serving.")
+    train_texts, test_texts, train_labels, test_labels = stratified_split(texts, labels)
+    config = SentimentConfig()
+    model, report = train_sentiment(train_texts, train_labels, config=config,
+                                    on_epoch_end=reporter.on_epoch_end,
+                                    should_stop=reporter.should_stop)
+    metrics = evaluate_sentiment(model, test_texts, test_labels)
+    vader = evaluate_sentiment(VaderBaseline(), test_texts, test_labels)
+    active, active_model = _load_active(ModelKind.SENTIMENT, SentimentModel.load)
+    active_metrics = (evaluate_sentiment(active_model, test_texts, test_labels)
+                      if active_model is not None else None)
+    reporter.log(f"Holdout: model {metrics}, VADER {vader}, active {active_metrics}")
+    return _store_version(
+        reporter, kind=ModelKind.SENTIMENT, model=model, metric="macro_f1",
+        metrics={**metrics, "training": _json_safe(report)}, baseline={"vader": vader},
+        baseline_score=vader["macro_f1"], active=active, active_metrics=active_metrics,
+        params=asdict(config), counts=counts)
+
+
+def _store_version(reporter: JobReporter, *, kind: str, model, metric: str, metrics: dict,
+                   baseline: dict, baseline_score: float, active: ModelVersion | None,
+                   active_metrics: dict | None, params: dict, counts: dict) -> ModelVersion:
+    name = _version_name(kind, reporter.job.pk)
+    directory = artifact_directory(kind=kind, name=name)
+    model.save(directory)
+    score = metrics[metric]
+    beats_baseline = score > baseline_score
+    beats_active = active_metrics is None or score > active_metrics[metric]
+    reason = (f"{metric} {score:.4f} vs baseline {baseline_score:.4f}"
+              + (f", active {active.name} {active_metrics[metric]:.4f}"
+                 if active_metrics is not None else ", no active version to beat"))
+    if active is not None and active_metrics is not None:
+        baseline = {**baseline, "active": {"version": active.name, **_json_safe(active_metrics)}}
+    version = register_version(
+        kind=kind, name=name, artifact_path=str(directory), checksum=directory_checksum(directory),
+        metrics=_json_safe(metrics), baseline_metrics=_json_safe(baseline),
+        params=_json_safe(params), data_counts=counts, data_window=selectors.data_window(),
+        promote_if=beats_baseline and beats_active, reason=reason)
+    reporter.record(metrics=version.metrics)
+    return version
+
+
+def _json_safe(value):
+    """Metrics as JSON: NumPy scalars to Python, NaN (e.g. ROC AUC with one class) to None."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+PIPELINES = {
+    ModelKind.RECOMMENDER: train_recommender_version,
+    ModelKind.SENTIMENT: train_sentiment_version,
+}

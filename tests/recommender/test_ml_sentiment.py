@@ -1,0 +1,166 @@
+"""Sentiment model on a small planted corpus; no Django, no database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from recommender.ml.cancellation import TrainingCancelled
+from recommender.ml.sentiment import (
+    NEGATIVE,
+    NEUTRAL,
+    POSITIVE,
+    SentimentModel,
+    SentimentScorer,
+    VaderBaseline,
+    best_binary_threshold,
+    evaluate_sentiment,
+    fit_neutral_band,
+    sentiment_labels,
+    stratified_split,
+    train_sentiment,
+)
+
+POSITIVE_WORDS = ["lovely", "perfect", "gorgeous", "comfortable", "flattering", "soft", "great", "beautiful"]
+NEGATIVE_WORDS = ["awful", "scratchy", "cheap", "ripped", "faded", "terrible", "itchy", "disappointing"]
+FILLER_WORDS = ["the", "dress", "shirt", "fabric", "color", "size", "i", "ordered", "it", "was", "and", "fit"]
+
+
+def planted_reviews(count: int, seed: int) -> tuple[list[str], list[int]]:
+    """Filler words plus two words from the rating's side: separable only by vocabulary.
+    One review in five is negative, as in real shops."""
+    rng = np.random.default_rng(seed)
+    texts, ratings = [], []
+    for index in range(count):
+        negative = index % 5 == 0
+        words = list(rng.choice(FILLER_WORDS, size=8)) + list(
+            rng.choice(NEGATIVE_WORDS if negative else POSITIVE_WORDS, size=2))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        ratings.append(int(rng.choice([1, 2])) if negative else int(rng.choice([4, 5])))
+    return texts, ratings
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[SentimentModel, dict]:
+    texts, ratings = planted_reviews(200, seed=1)
+    return train_sentiment(texts, ratings)
+
+
+def test_trained_model_separates_held_out_planted_reviews(trained):
+    model, report = trained
+    texts, ratings = planted_reviews(100, seed=2)
+    is_positive = [rating >= 4 for rating in ratings]
+    scores = model.predict_positive_proba(texts)
+    assert roc_auc_score(is_positive, scores) > 0.9
+    assert report["threshold_source"] == "validation"
+    assert report["negative_threshold"] <= report["decision_threshold"] <= report["positive_threshold"]
+
+
+def test_predict_gives_a_label_and_score_per_text(trained):
+    model, _ = trained
+    predictions = model.predict(["lovely soft dress", "awful itchy fabric"])
+    assert [label for label, _ in predictions] == [POSITIVE, NEGATIVE]
+    assert all(0.0 <= score <= 1.0 for _, score in predictions)
+
+
+def test_save_and_load_give_the_same_probabilities(trained, tmp_path: Path):
+    model, _ = trained
+    texts, _ = planted_reviews(20, seed=3)
+    model.save(tmp_path / "sentiment")
+    loaded = SentimentModel.load(tmp_path / "sentiment")
+    np.testing.assert_allclose(loaded.predict_positive_proba(texts),
+                               model.predict_positive_proba(texts), atol=1e-6)
+    assert loaded.decision_threshold == model.decision_threshold
+    assert loaded.negative_threshold == model.negative_threshold
+
+
+def test_should_stop_cancels_training():
+    texts, ratings = planted_reviews(60, seed=4)
+    with pytest.raises(TrainingCancelled):
+        train_sentiment(texts, ratings, should_stop=lambda: True)
+
+
+def test_on_epoch_end_is_called_with_epoch_numbers_from_one():
+    texts, ratings = planted_reviews(60, seed=5)
+    epochs: list[int] = []
+    train_sentiment(texts, ratings, on_epoch_end=lambda epoch, logs: epochs.append(epoch))
+    assert epochs[:2] == [1, 2]
+
+
+def test_one_sided_data_is_refused():
+    with pytest.raises(ValueError, match="negative and positive"):
+        train_sentiment(["great", "lovely", "perfect"], [5, 4, 5])
+
+
+def test_vader_labels_an_obviously_negative_text_negative():
+    vader = VaderBaseline()
+    [(label, score)] = vader.predict(["This is terrible, awful quality and I hate it."])
+    assert label == NEGATIVE
+    assert score < vader.negative_threshold
+    [(label, _)] = vader.predict(["I love it, absolutely wonderful!"])
+    assert label == POSITIVE
+
+
+class FixedScores(SentimentScorer):
+    decision_threshold = 0.5
+    negative_threshold = 0.5
+    positive_threshold = 0.5
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+
+    def predict_positive_proba(self, texts: Iterable[str]) -> np.ndarray:
+        return np.asarray([self.scores[text] for text in texts])
+
+
+def test_evaluate_sentiment_on_a_hand_made_example():
+    scorer = FixedScores({"a": 0.9, "b": 0.8, "c": 0.3, "d": 0.6, "e": 0.2, "f": 0.5})
+    # f is rating 3 and left out. Truth (neg=0, pos=1): a1 b1 c1 d0 e0; predicted at
+    # 0.5: a1 b1 c0 d1 e0. Positive: tp=2 fp=1 fn=1 -> F1 = 4/6 = 2/3. Negative: tp=1
+    # (e) fp=1 (c) fn=1 (d) -> F1 = 2/4 = 1/2. Macro-F1 = (2/3 + 1/2) / 2 = 7/12.
+    # AUC: positive scores {0.9, 0.8, 0.3} vs negative {0.6, 0.2}: of the 6 pairs only
+    # (0.3, 0.6) is out of order, so 5/6.
+    result = evaluate_sentiment(scorer, ["a", "b", "c", "d", "e", "f"], [5, 4, 5, 1, 2, 3])
+    assert set(result) == {"accuracy", "macro_f1", "roc_auc", "confusion_matrix"}
+    assert result["macro_f1"] == pytest.approx(7 / 12)
+    assert result["accuracy"] == pytest.approx(3 / 5)
+    assert result["roc_auc"] == pytest.approx(5 / 6)
+    assert result["confusion_matrix"] == [[1, 1], [1, 2]]
+
+
+def test_sentiment_labels_accepts_ratings_and_explicit_labels():
+    labels = sentiment_labels([1, 2, 3, 4, 5, "5", 4.0, "Positive", " neutral ", "negative"])
+    assert labels.tolist() == [NEGATIVE, NEGATIVE, NEUTRAL, POSITIVE, POSITIVE, POSITIVE,
+                               POSITIVE, POSITIVE, NEUTRAL, NEGATIVE]
+    for bad in (0, 6, 3.5, "great", None):
+        with pytest.raises(ValueError):
+            sentiment_labels([bad])
+
+
+def test_stratified_split_keeps_proportions_and_tolerates_rare_values():
+    texts = [f"review {index}" for index in range(101)]
+    ratings = [5] * 80 + [1] * 20 + [3]
+    train_texts, test_texts, train_ratings, test_ratings = stratified_split(texts, ratings, 0.2, seed=7)
+    assert sorted(test_ratings.tolist()) == [1] * 4 + [5] * 16
+    assert len(train_texts) == 81 and set(train_texts) | set(test_texts) == set(texts)
+    again = stratified_split(texts, ratings, 0.2, seed=7)
+    assert again[1].tolist() == test_texts.tolist()
+
+
+def test_best_binary_threshold_separates_separable_scores():
+    threshold = best_binary_threshold(np.array([0.1, 0.2, 0.7, 0.9]), np.array([False, False, True, True]))
+    assert threshold == pytest.approx(0.45)
+
+
+def test_neutral_band_collapses_without_neutral_texts_and_opens_with_them():
+    scores = np.array([0.1, 0.2, 0.45, 0.5, 0.55, 0.8, 0.9])
+    binary_labels = np.array([NEGATIVE, NEGATIVE, POSITIVE, POSITIVE, POSITIVE, POSITIVE, POSITIVE])
+    assert fit_neutral_band(scores, binary_labels, 0.3) == (0.3, 0.3)
+    labels = np.array([NEGATIVE, NEGATIVE, NEUTRAL, NEUTRAL, NEUTRAL, POSITIVE, POSITIVE])
+    negative_threshold, positive_threshold = fit_neutral_band(scores, labels, 0.3)
+    assert 0.2 <= negative_threshold < 0.45 and 0.55 < positive_threshold <= 0.8
