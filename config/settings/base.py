@@ -125,13 +125,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization",
-                           "description": "`Api-Key <key>`"},
-        }
-    },
-    "SECURITY": [{"ApiKeyAuth": []}],
 }
 
 API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
