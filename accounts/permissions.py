@@ -1,5 +1,9 @@
 """The three roles: client apps (API key), product managers (read dashboards), admins (staff)."""
 
+from functools import wraps
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
 from rest_framework_api_key.models import APIKey
 
@@ -9,6 +13,25 @@ PRODUCT_MANAGER_GROUP = "product_manager"
 def is_product_manager_or_staff(user) -> bool:
     return bool(user and user.is_authenticated and user.is_active and (
         user.is_staff or user.groups.filter(name=PRODUCT_MANAGER_GROUP).exists()))
+
+
+def is_staff(user) -> bool:
+    return bool(user and user.is_authenticated and user.is_active and user.is_staff)
+
+
+def staff_required(view):
+    """Admin-only pages: visitors who are not logged in go to the login page; a logged-in
+    product manager gets 403, since sending them to log in again would only loop."""
+
+    @wraps(view)
+    def staff_only_view(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_staff(request.user):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return staff_only_view
 
 
 class IsClientApp(BasePermission):
@@ -31,8 +54,7 @@ class IsStaff(BasePermission):
     message = "Admins only."
 
     def has_permission(self, request, view):
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_staff)
+        return is_staff(request.user)
 
 
 class IsSignedInOrClientApp(BasePermission):

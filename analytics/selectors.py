@@ -95,6 +95,10 @@ def has_events() -> bool:
     return Event.objects.exists()
 
 
+def has_impressions() -> bool:
+    return Impression.objects.exists()
+
+
 def event_types_known(*, candidates: list[str]) -> set[str]:
     """The subset of candidates that are standard item event types or occur in the events."""
     standard = set(ITEM_EVENT_TYPES)
@@ -210,8 +214,8 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
     event_table = connection.ops.quote_name(Event._meta.db_table)
     item_table = connection.ops.quote_name(Item._meta.db_table)
     join_items = by_category or bool(category)
-    params: list[Any] = []
-
+    # The deadline placeholder comes first in the SQL text, before the WHERE clause.
+    params: list[Any] = [_days_param(window_days)]
     first_filters = ["e.type = %s", "e.timestamp >= %s", "e.timestamp < %s"]
     params += [steps[0], connection.ops.adapt_datetimefield_value(date_range.start_at),
                connection.ops.adapt_datetimefield_value(date_range.end_before)]
@@ -219,14 +223,14 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
         first_filters.append("i.category = %s")
         params.append(category)
     category_column = "i.category" if by_category else "''"
+    first_group_by = "e.user_id, i.category" if by_category else "e.user_id"
     item_join = f"JOIN {item_table} i ON i.id = e.item_id" if join_items else ""
     ctes = [
         f"step0 AS (SELECT user_id, category, reached_at, {_sql_add_days('reached_at')} "
         f"AS deadline FROM (SELECT e.user_id AS user_id, {category_column} AS category, "
         f"MIN(e.timestamp) AS reached_at FROM {event_table} e {item_join} "
-        f"WHERE {' AND '.join(first_filters)} GROUP BY e.user_id, {category_column}) firsts)"
+        f"WHERE {' AND '.join(first_filters)} GROUP BY {first_group_by}) firsts)"
     ]
-    params.append(_days_param(window_days))
     # Bounds the later steps' scan to the (type, timestamp) index range they can fall in.
     latest_possible = date_range.end_before + timedelta(days=window_days)
     for index, step in enumerate(steps[1:], start=1):
@@ -294,15 +298,20 @@ def funnel(*, date_range: DateRange, steps: list[str], window_days: int = 7,
     for metric, step, _, amount in _funnel_rows(date_range=date_range, steps=steps,
                                                 window_days=window_days, category=category,
                                                 by_category=False):
-        (totals if metric == "users" else total_medians)[int(step)] = amount
+        if metric == "users":
+            totals[int(step)] = int(amount)
+        else:
+            total_medians[int(step)] = float(amount)
 
     category_users: dict[str, dict[int, int]] = defaultdict(dict)
     category_medians: dict[str, dict[int, float]] = defaultdict(dict)
     for metric, step, category_name, amount in _funnel_rows(
             date_range=date_range, steps=steps, window_days=window_days, category=category,
             by_category=True):
-        target = category_users if metric == "users" else category_medians
-        target[category_name][int(step)] = amount
+        if metric == "users":
+            category_users[category_name][int(step)] = int(amount)
+        else:
+            category_medians[category_name][int(step)] = float(amount)
     largest = sorted(category_users, key=lambda name: (-category_users[name].get(0, 0), name))
     breakdown = [
         {"category": name,
@@ -339,8 +348,9 @@ def retention(*, date_range: DateRange, period: Period = "week",
     else:
         sizes = dict(EndUser.objects.filter(first_seen__gte=date_range.start_at,
                                             first_seen__lt=date_range.end_before)
-                     .annotate(cohort=cohort).values("cohort")
-                     .annotate(users=Count("id")).values_list("cohort", "users"))
+                     .annotate(cohort=Trunc("first_seen", period, output_field=DateField()))
+                     .values("cohort").annotate(users=Count("id"))
+                     .values_list("cohort", "users"))
     active: dict[date, dict[int, int]] = defaultdict(dict)
     step_days = 7 if period == "week" else 1
     for row in (events.annotate(cohort=cohort, active_period=active_period)
@@ -391,6 +401,7 @@ def _sentiment_annotations() -> dict[str, Any]:
 
 def _with_shares(row: dict[str, Any]) -> dict[str, Any]:
     """Adds conversion and sentiment shares to an aggregated row."""
+    row = _renamed_item_fields(row)
     if "viewers" in row:
         row["conversion"] = _ratio(row["purchasers"], row["viewers"])
         row["revenue"] = round(row["revenue"] or 0.0, 2)
@@ -402,7 +413,12 @@ def _with_shares(row: dict[str, Any]) -> dict[str, Any]:
 
 
 ItemOrder = Literal["views", "revenue", "conversion", "average_rating"]
-ITEM_FIELDS = {"item_id": "item__item_id", "title": "item__title", "category": "item__category"}
+ITEM_FIELDS = ("item__item_id", "item__title", "item__category")
+
+
+def _renamed_item_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """`item__item_id` -> `item_id` etc.; the ORM cannot alias them so (Event.item_id exists)."""
+    return {key.removeprefix("item__"): value for key, value in row.items()}
 
 
 def _ordering(order_by: ItemOrder) -> list[Any]:
@@ -418,7 +434,7 @@ def item_performance(*, date_range: DateRange, category: str | None = None,
     """Top items: views, unique viewers, purchases, conversion (purchasers / viewers),
     revenue, average rating and review sentiment shares."""
     rows = (_events(date_range=date_range, category=category).filter(item__isnull=False)
-            .values(**ITEM_FIELDS).annotate(**_performance_annotations())
+            .values(*ITEM_FIELDS).annotate(**_performance_annotations())
             .annotate(conversion=_conversion_expression())
             .order_by(*_ordering(order_by))[:limit])
     return [_with_shares(row) for row in rows]
@@ -441,14 +457,14 @@ def trending_items(*, date_range: DateRange, category: str | None = None, limit:
     current = Q(timestamp__gte=date_range.start_at)
     rows = (_events(date_range=both_periods, category=category)
             .filter(type="view", item__isnull=False)
-            .values(**ITEM_FIELDS)
+            .values(*ITEM_FIELDS)
             .annotate(current_views=Count("id", filter=current),
                       previous_views=Count("id", filter=~current))
             .filter(current_views__gte=min_views)
             .annotate(growth=Cast(F("current_views") - F("previous_views"), FloatField())
                       / Cast(Greatest("previous_views", 1), FloatField()))
             .order_by("-growth", "-current_views", "item__item_id")[:limit])
-    return [{**row, "growth": round(row["growth"], 4)} for row in rows]
+    return [{**_renamed_item_fields(row), "growth": round(row["growth"], 4)} for row in rows]
 
 
 # Sentiment ------------------------------------------------------------------------------
@@ -485,7 +501,7 @@ def sentiment_by_item(*, date_range: DateRange, category: str | None = None,
             .filter(sentiment_label__in=SENTIMENT_LABELS, item__isnull=False))
     if item_ids is not None:
         rows = rows.filter(item__item_id__in=item_ids)
-    rows = (rows.values(**ITEM_FIELDS).annotate(**_sentiment_annotations())
+    rows = (rows.values(*ITEM_FIELDS).annotate(**_sentiment_annotations())
             .filter(reviews__gte=min_reviews)
             .annotate(negative_share=Cast("negative", FloatField())
                       / Cast("reviews", FloatField())))

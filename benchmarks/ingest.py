@@ -249,15 +249,8 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User+system CPU of the master and its live workers."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for pid in [self.proc.pid, *self.worker_pids()] if self.proc else []:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / ticks
-        return total
+        pids = [self.proc.pid, *self.worker_pids()] if self.proc else []
+        return sum(_proc_cpu_seconds(pid) for pid in pids)
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -268,6 +261,24 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log_file.close()
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_backend_cpu(conn: psycopg.Connection) -> dict[int, float]:
+    """CPU seconds so far of every other backend connected to this database (the server's
+    connections), by pid; empty when PostgreSQL runs elsewhere."""
+    pids = [pid for (pid,) in conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()").fetchall()]
+    conn.commit()
+    return {pid: _proc_cpu_seconds(pid) for pid in pids}
 
 
 def machine_busy_seconds() -> tuple[float, float]:
@@ -377,8 +388,10 @@ def raw_rows(conn: psycopg.Connection, events: Sequence[dict]) -> list[tuple]:
     return rows
 
 
-def time_copy(conn: psycopg.Connection, rows: Sequence[tuple]) -> float:
+def time_copy(conn: psycopg.Connection, rows: Sequence[tuple]) -> tuple[float, float]:
+    """(seconds, CPU seconds of the PostgreSQL backend) for one COPY of `rows`."""
     truncate_ingestion(conn, events_only=True)
+    backend_cpu0 = _proc_cpu_seconds(conn.info.backend_pid)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(EVENT_TABLE), sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS)))
     began = time.perf_counter()
@@ -386,13 +399,15 @@ def time_copy(conn: psycopg.Connection, rows: Sequence[tuple]) -> float:
         for row in rows:
             copy.write_row(row)
     conn.commit()
-    return time.perf_counter() - began
+    return time.perf_counter() - began, _proc_cpu_seconds(conn.info.backend_pid) - backend_cpu0
 
 
-def time_multirow_insert(conn: psycopg.Connection, rows: Sequence[tuple], batch: int) -> float:
+def time_multirow_insert(conn: psycopg.Connection, rows: Sequence[tuple],
+                         batch: int) -> tuple[float, float]:
     """The statement ingestion.services._insert_new_events builds, one per batch, one
     transaction per batch, sent straight through psycopg."""
     truncate_ingestion(conn, events_only=True)
+    backend_cpu0 = _proc_cpu_seconds(conn.info.backend_pid)
     columns = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
     row_sql = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
     began = time.perf_counter()
@@ -405,7 +420,7 @@ def time_multirow_insert(conn: psycopg.Connection, rows: Sequence[tuple], batch:
             cursor.execute(statement, [value for row in chunk for value in row])
             cursor.fetchall()
             conn.commit()
-    return time.perf_counter() - began
+    return time.perf_counter() - began, _proc_cpu_seconds(conn.info.backend_pid) - backend_cpu0
 
 
 # --------------------------------------------------------------------------- run
@@ -460,12 +475,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 truncate_ingestion(conn, events_only=False)
 
                 log(f"POSTing {len(bodies)} batches from {args.clients} clients ...", flush=True)
+                pg0 = postgres_backend_cpu(conn)
                 busy0, total0 = machine_busy_seconds()
                 web0, client0 = server.cpu_seconds(), sum(os.times()[:2])
                 api_seconds, stats = post_batches(server.port, api_key, bodies,
                                                   clients=args.clients)
                 busy1, total1 = machine_busy_seconds()
                 web1, client1 = server.cpu_seconds(), sum(os.times()[:2])
+                pg1 = postgres_backend_cpu(conn)
+                # Backends that lived through the run count their delta; new ones all of it.
+                pg_cpu = sum(cpu - pg0.get(pid, 0.0) for pid, cpu in pg1.items())
 
             stored, distinct = count_events(conn)
             exact = stored == args.events and distinct == args.events
@@ -474,16 +493,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             log("Raw COPY of the same rows ...", flush=True)
             rows = raw_rows(conn, events)
-            copy_seconds = time_copy(conn, rows)
+            copy_seconds, copy_pg_cpu = time_copy(conn, rows)
             copy_count, _ = count_events(conn)
             log("Raw multi-row INSERT ... ON CONFLICT of the same rows ...", flush=True)
-            insert_seconds = time_multirow_insert(conn, rows, args.batch)
+            insert_seconds, insert_pg_cpu = time_multirow_insert(conn, rows, args.batch)
             insert_count, _ = count_events(conn)
 
     # Machine-wide CPU over the API run (cores busy on average), split by who used it.
     interval = api_seconds
     cpus = os.cpu_count() or 1
     machine_busy = (busy1 - busy0)
+    per_k = 1000 / args.events
     api_rate = args.events / api_seconds
     copy_rate = copy_count / copy_seconds
     insert_rate = insert_count / insert_seconds
@@ -513,9 +533,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine_cores_busy": round(machine_busy / interval, 2),
             "gunicorn_cores": round((web1 - web0) / interval, 2),
             "benchmark_client_cores": round((client1 - client0) / interval, 2),
-            "other_cores_incl_postgres": round(
-                (machine_busy - (web1 - web0) - (client1 - client0)) / interval, 2),
+            "postgres_backend_cores": round(pg_cpu / interval, 2),
+            "everything_else_cores": round(
+                (machine_busy - (web1 - web0) - (client1 - client0) - pg_cpu) / interval, 2),
             "machine_cores_total": round((total1 - total0) / interval, 2),
+        },
+        # CPU cost per 1,000 events, independent of what else the machine was running.
+        "cpu_ms_per_1000_events": {
+            "gunicorn": round((web1 - web0) * per_k * 1000, 1),
+            "postgres_backends": round(pg_cpu * per_k * 1000, 1),
+            "client": round((client1 - client0) * per_k * 1000, 1),
+            "raw_copy_postgres_backend": round(copy_pg_cpu * per_k * 1000, 1),
+            "raw_multirow_insert_postgres_backend": round(insert_pg_cpu * per_k * 1000, 1),
         },
         "targets": {"api_events_per_second": TARGET_EVENTS_PER_SECOND, "ratio": TARGET_RATIO,
                     "met": api_rate >= TARGET_EVENTS_PER_SECOND and api_rate / copy_rate
@@ -546,8 +575,12 @@ def format_table(r: dict[str, Any]) -> str:
         f"batch latency: p50 {r['latency_ms']['p50']} ms, p95 {r['latency_ms']['p95']} ms, "
         f"max {r['latency_ms']['max']} ms",
         "CPU during API run (cores): machine {machine_cores_busy} of {machine_cores_total}, "
-        "gunicorn {gunicorn_cores}, client {benchmark_client_cores}, "
-        "postgres+other {other_cores_incl_postgres}".format(**r["cpu_during_api_run"]),
+        "gunicorn {gunicorn_cores}, postgres backends {postgres_backend_cores}, client "
+        "{benchmark_client_cores}, everything else {everything_else_cores}".format(
+            **r["cpu_during_api_run"]),
+        "CPU ms per 1,000 events: gunicorn {gunicorn}, postgres backends {postgres_backends}, "
+        "client {client}; raw COPY postgres {raw_copy_postgres_backend}, raw multi-row INSERT "
+        "postgres {raw_multirow_insert_postgres_backend}".format(**r["cpu_ms_per_1000_events"]),
         f"targets (>= {TARGET_EVENTS_PER_SECOND:,}/s and >= {TARGET_RATIO:.0%} of raw): "
         f"{'met' if r['targets']['met'] else 'NOT met'}",
     ]

@@ -24,9 +24,11 @@ def _database_ready() -> bool:
 
 
 def _broker_ready() -> bool:
+    # One attempt with a short timeout: probes run every few seconds and must answer
+    # quickly, retrying is their job.
     try:
         with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as broker:
-            broker.ensure_connection(max_retries=1, timeout=2)
+            broker.ensure_connection(max_retries=0, timeout=2)
         return True
     except Exception:
         return False

@@ -77,8 +77,10 @@ class SentimentApi(APIView):
     MAX_CHARS = 5000
 
     class InputSerializer(serializers.Serializer):
-        texts = serializers.ListField(child=serializers.JSONField(), min_length=1,
-                                      max_length=100)
+        # Any JSON value per item (null included): a non-string is a per-item error,
+        # not a reason to refuse the other texts.
+        texts = serializers.ListField(child=serializers.JSONField(allow_null=True),
+                                      min_length=1, max_length=100)
 
     class OutputSerializer(serializers.Serializer):
         model_version = serializers.CharField()

@@ -1,13 +1,25 @@
 """Reacts to ingestion: new events with text are scored on the default queue."""
 
+import logging
+
 from django.dispatch import receiver
 
 from ingestion.signals import events_with_text_stored
 
+logger = logging.getLogger(__name__)
+
 
 @receiver(events_with_text_stored)
 def enqueue_sentiment_scoring(sender, event_pks: list[int], **kwargs) -> None:
-    # Sent after commit, so the worker always finds the rows.
+    # Sent after commit, so the worker always finds the rows. The events are stored
+    # whatever happens here: a broker that is down (or a failing eager run) must not turn
+    # the ingestion response into a 500 that makes clients retry committed events;
+    # `manage.py score_sentiment --backfill` scores whatever was missed.
     from recommender.tasks import score_event_sentiment
 
-    score_event_sentiment.delay(event_pks)
+    try:
+        score_event_sentiment.delay(event_pks)
+    except Exception:
+        logger.exception("Could not enqueue sentiment scoring of %d events; "
+                         "`manage.py score_sentiment --backfill` will score them",
+                         len(event_pks))

@@ -35,7 +35,8 @@ class Recommendation:
 class _CatalogView:
     """Category and availability of each row of one model's item matrix."""
 
-    categories: np.ndarray
+    categories: np.ndarray  # int32 code per row, into category_codes
+    category_codes: dict[str, int]
     unavailable: np.ndarray
     row_by_item: dict[str, int]
     fingerprint: tuple
@@ -71,10 +72,16 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
     stored = {item_id: (category, active) for item_id, category, active in
               Item.objects.values_list("item_id", "category", "is_active").iterator(
                   chunk_size=20_000)}
-    categories = np.array([stored.get(i, ("", False))[0] for i in item_ids.tolist()],
-                          dtype=object)
-    unavailable = np.array([not stored.get(i, ("", False))[1] for i in item_ids.tolist()])
-    view = _CatalogView(categories=categories, unavailable=unavailable,
+    ids = item_ids.tolist()
+    category_codes: dict[str, int] = {}
+    # Integer codes, so a category filter is one vectorised comparison per request.
+    categories = np.fromiter((category_codes.setdefault(stored.get(i, ("", False))[0],
+                                                        len(category_codes)) for i in ids),
+                             dtype=np.int32, count=len(ids))
+    unavailable = np.fromiter((not stored.get(i, ("", False))[1] for i in ids), dtype=bool,
+                              count=len(ids))
+    view = _CatalogView(categories=categories, category_codes=category_codes,
+                        unavailable=unavailable,
                         row_by_item={i: row for row, i in enumerate(item_ids.tolist())},
                         fingerprint=fingerprint)
     with _caches.lock:
@@ -143,7 +150,7 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
     scores = model.score_items(model.query_embeddings([user_id], [recent[-history_length:]]))[0]
     scores[view.unavailable] = -np.inf
     if category is not None:
-        scores[view.categories != category] = -np.inf
+        scores[view.categories != view.category_codes.get(category, -1)] = -np.inf
     rows = [view.row_by_item[item] for item in excluded if item in view.row_by_item]
     scores[rows] = -np.inf
     top = _top_rows(scores, margin)

@@ -1,10 +1,15 @@
 """Default periodic tasks, kept in django-celery-beat's tables so admins edit, pause or
-delete them in the Django admin."""
+delete them in the Django admin.
+
+Both the data migration (so `migrate` alone, as in Docker, installs them) and
+`manage.py setup_schedules` call ensure_default_schedules; it looks schedules up by their
+unique name, so running both never duplicates one nor undoes an admin's edit to it."""
 
 import json
 
+from django.apps import apps as installed_apps
 from django.db import transaction
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django.utils import timezone
 
 DEFAULT_SCHEDULES = (
     ("Nightly recommender retrain", "recommender.tasks.start_scheduled_training",
@@ -17,21 +22,29 @@ RECOVERY_SCHEDULE = ("Recover training jobs whose worker died",
 
 
 @transaction.atomic
-def ensure_default_schedules() -> list[str]:
-    """Creates the defaults that do not exist yet; never overwrites an admin's edits.
-    Returns the names created."""
+def ensure_default_schedules(*, apps=installed_apps) -> list[str]:
+    """Creates the defaults that do not exist yet and returns their names. `apps` is a
+    migration's historical registry when called from one."""
+    periodic_task = apps.get_model("django_celery_beat", "PeriodicTask")
+    crontab_schedule = apps.get_model("django_celery_beat", "CrontabSchedule")
+    interval_schedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     created = []
     for name, task, args, cron in DEFAULT_SCHEDULES:
-        if PeriodicTask.objects.filter(name=name).exists():
+        if periodic_task.objects.filter(name=name).exists():
             continue
-        crontab, _ = CrontabSchedule.objects.get_or_create(
+        crontab, _ = crontab_schedule.objects.get_or_create(
             day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC", **cron)
-        PeriodicTask.objects.create(name=name, task=task, crontab=crontab, args=json.dumps(args))
+        periodic_task.objects.create(name=name, task=task, crontab=crontab,
+                                     args=json.dumps(args))
         created.append(name)
     name, task, minutes = RECOVERY_SCHEDULE
-    if not PeriodicTask.objects.filter(name=name).exists():
-        interval, _ = IntervalSchedule.objects.get_or_create(
-            every=minutes, period=IntervalSchedule.MINUTES)
-        PeriodicTask.objects.create(name=name, task=task, interval=interval)
+    if not periodic_task.objects.filter(name=name).exists():
+        interval, _ = interval_schedule.objects.get_or_create(every=minutes, period="minutes")
+        periodic_task.objects.create(name=name, task=task, interval=interval)
         created.append(name)
+    if created:
+        # A running beat reloads its schedule only when this marker moves; the real
+        # models move it from a save signal, historical ones in a migration do not.
+        apps.get_model("django_celery_beat", "PeriodicTasks").objects.update_or_create(
+            ident=1, defaults={"last_update": timezone.now()})
     return created

@@ -10,11 +10,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
-from recommender.models import ModelAuditEntry, ModelKind, ModelVersion, TrainingJob
+from recommender.artifacts import ArtifactRefused, artifact_directory, verify_artifact
 from recommender.ml.cancellation import TrainingCancelled
+from recommender.models import ModelAuditEntry, ModelKind, ModelVersion, TrainingJob
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,11 @@ class NotEnoughData(Exception):
     """The shop has too little data to train this kind of model yet."""
 
 
+class RegistryActionRefused(ValueError):
+    """A promote, roll back or traffic split that would leave serving broken or makes no
+    sense; the message says why and is meant for the person who asked."""
+
+
 def start_training_job(*, kind: str, started_by: str, enqueue: bool = True) -> TrainingJob:
     """Queues a job and, unless the caller runs it itself (`enqueue=False`), enqueues its
     task after commit. One active job per kind."""
@@ -41,7 +48,9 @@ def start_training_job(*, kind: str, started_by: str, enqueue: bool = True) -> T
         with transaction.atomic():
             job = TrainingJob.objects.create(kind=kind, started_by=started_by)
             if enqueue:
-                transaction.on_commit(lambda: _enqueue(job))
+                # robust: a broker outage must not turn a committed job into an error page;
+                # the job stays queued without a task id and recover_stale_jobs enqueues it.
+                transaction.on_commit(lambda: _enqueue(job), robust=True)
     except IntegrityError:
         raise JobAlreadyActive(TrainingJob.objects.filter(
             kind=kind, status__in=ACTIVE_JOB_STATUSES).first()) from None
@@ -75,23 +84,33 @@ def request_cancel(*, job_id: int, actor: str) -> TrainingJob:
 
 def _claim(job_id: int) -> TrainingJob | None:
     """Marks the job running, unless it finished, was cancelled, or another live worker
-    holds it (a redelivered task after a crash finds a stale heartbeat and takes over)."""
-    stale_before = timezone.now() - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
+    holds it. A task the broker redelivers after a crash finds a stale heartbeat and takes
+    over, but only within TRAINING_MAX_ATTEMPTS: a job that kills its worker every time
+    (out of memory, say) must end as failed instead of crashing workers forever."""
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
         if job.status in TrainingJob.FINISHED:
             return None
         if job.status == Status.RUNNING and job.heartbeat_at and job.heartbeat_at > stale_before:
             return None
-        now = timezone.now()
+        if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+            _fail_lost_job(job, now=now)
+            return None
         job.status = Status.RUNNING
         job.started_at = job.started_at or now
         job.heartbeat_at = now
-        job.attempts = F("attempts") + 1
-        job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Started (attempt).\n"
+        job.attempts += 1
+        job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Started (attempt {job.attempts}).\n"
         job.save(update_fields=["status", "started_at", "heartbeat_at", "attempts", "log"])
-    job.refresh_from_db()
     return job
+
+
+def _appended_to_log(text: str) -> Concat:
+    # Appended in the database (`+` on text columns is arithmetic in SQLite, an error in
+    # PostgreSQL), so the cancel request's log line written meanwhile is kept.
+    return Concat(F("log"), Value(text))
 
 
 class JobReporter:
@@ -110,7 +129,7 @@ class JobReporter:
     def log(self, line: str) -> None:
         stamped = f"[{timezone.now():%Y-%m-%d %H:%M:%S}] {line}\n"
         TrainingJob.objects.filter(pk=self.job.pk).update(
-            log=F("log") + stamped, heartbeat_at=timezone.now())
+            log=_appended_to_log(stamped), heartbeat_at=timezone.now())
         logger.info("job %s: %s", self.job.pk, line)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
@@ -172,33 +191,55 @@ def _finish(job: TrainingJob, *, status: str, log: str, error: str = "",
     now = timezone.now()
     TrainingJob.objects.filter(pk=job.pk).update(
         status=status, error=error, finished_at=now, heartbeat_at=now, model_version=model_version,
-        log=F("log") + f"[{now:%Y-%m-%d %H:%M:%S}] {log}\n")
+        log=_appended_to_log(f"[{now:%Y-%m-%d %H:%M:%S}] {log}\n"))
 
 
 def recover_stale_jobs() -> list[int]:
-    """A running job whose worker stopped sending heartbeats is re-queued once, then failed;
-    a queued job whose task never started is re-enqueued. Nothing stays "running" forever."""
+    """A running job whose worker stopped sending heartbeats is re-queued while it has
+    attempts left, then failed; a queued job that never reached the broker (it was down
+    when the job was started) is enqueued. Nothing stays "running" forever.
+
+    Each job is handled in its own transaction so one bad row cannot hold up the rest."""
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
     recovered = []
-    for job in TrainingJob.objects.filter(status=Status.RUNNING, heartbeat_at__lt=stale_before):
+    stale = TrainingJob.objects.filter(status=Status.RUNNING, heartbeat_at__lt=stale_before)
+    for job_id in stale.values_list("pk", flat=True):
         with transaction.atomic():
-            job = TrainingJob.objects.select_for_update().get(pk=job.pk)
+            job = TrainingJob.objects.select_for_update().get(pk=job_id)
             if job.status != Status.RUNNING or job.heartbeat_at >= stale_before:
                 continue
             if job.attempts < settings.TRAINING_MAX_ATTEMPTS:
                 job.status = Status.QUEUED
+                job.celery_task_id = ""
                 job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Worker stopped responding; re-queued.\n"
-                job.save(update_fields=["status", "log"])
-                transaction.on_commit(lambda job=job: _enqueue(job))
+                job.save(update_fields=["status", "celery_task_id", "log"])
+                transaction.on_commit(lambda job=job: _enqueue(job), robust=True)
             else:
-                job.status = Status.FAILED
-                job.finished_at = now
-                job.error = "The worker running this job stopped responding."
-                job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Worker stopped responding; failed.\n"
-                job.save(update_fields=["status", "finished_at", "error", "log"])
+                _fail_lost_job(job, now=now)
+        recovered.append(job_id)
+    never_enqueued = TrainingJob.objects.filter(status=Status.QUEUED, celery_task_id="",
+                                                created_at__lt=stale_before)
+    for job in never_enqueued:
+        _enqueue_robustly(job)
         recovered.append(job.pk)
     return recovered
+
+
+def _enqueue_robustly(job: TrainingJob) -> None:
+    try:
+        _enqueue(job)
+    except Exception:
+        logger.exception("Could not enqueue training job %s; the next recovery retries", job.pk)
+
+
+def _fail_lost_job(job: TrainingJob, *, now) -> None:
+    job.status = Status.FAILED
+    job.finished_at = now
+    job.error = (f"The worker running this job stopped responding "
+                 f"({job.attempts} attempt(s) of {settings.TRAINING_MAX_ATTEMPTS}).")
+    job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Worker stopped responding; failed.\n"
+    job.save(update_fields=["status", "finished_at", "error", "log"])
 
 
 @transaction.atomic
@@ -231,11 +272,30 @@ def _activate(version: ModelVersion, *, actor: str, action: str, note: str = "")
     ModelAuditEntry.objects.create(version=version, action=action, actor=actor, note=note[:500])
 
 
+def _require_loadable(version: ModelVersion) -> None:
+    """Web processes refuse an artifact that fails its checksum and keep serving the old
+    version, so activating such a version would only make /readyz fail: refuse up front."""
+    try:
+        verify_artifact(directory=artifact_directory(kind=version.kind, name=version.name),
+                        checksum=version.checksum)
+    except ArtifactRefused as error:
+        raise RegistryActionRefused(f"{version.name} cannot serve: {error}") from None
+
+
 @transaction.atomic
 def promote_version(*, version_id: int, actor: str) -> ModelVersion:
     version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    if version.status == ModelVersion.Status.ACTIVE:
+        raise RegistryActionRefused(f"{version.name} is already active.")
+    _require_loadable(version)
     _activate(version, actor=actor, action="promote")
     return version
+
+
+def version_to_roll_back_to(*, kind: str) -> ModelVersion | None:
+    """The most recently activated version of the kind other than the active one."""
+    return (ModelVersion.objects.filter(kind=kind, activated_at__isnull=False)
+            .exclude(status=ModelVersion.Status.ACTIVE).order_by("-activated_at").first())
 
 
 @transaction.atomic
@@ -243,10 +303,10 @@ def roll_back(*, kind: str, actor: str) -> ModelVersion:
     """Re-activates the version that was active before the current one."""
     current = ModelVersion.objects.select_for_update().filter(
         kind=kind, status=ModelVersion.Status.ACTIVE).first()
-    previous = ModelVersion.objects.filter(kind=kind, activated_at__isnull=False).exclude(
-        pk=getattr(current, "pk", None)).order_by("-activated_at").first()
+    previous = version_to_roll_back_to(kind=kind)
     if previous is None:
-        raise ValueError(f"No earlier {kind} version to roll back to.")
+        raise RegistryActionRefused(f"No earlier {kind} version to roll back to.")
+    _require_loadable(previous)
     _activate(previous, actor=actor, action="rollback",
               note=f"rolled back from {current.name}" if current else "")
     return previous
@@ -254,12 +314,16 @@ def roll_back(*, kind: str, actor: str) -> ModelVersion:
 
 @transaction.atomic
 def set_traffic_split(*, version_id: int, percent: int, actor: str) -> ModelVersion:
-    """Sends `percent` of users (sticky per user) to a candidate; 0 ends the test."""
+    """Sends `percent` of users (sticky per user, see serving.ab_bucket) to a candidate
+    while the active version serves the rest; 0 ends the test. One split per kind."""
     if not 0 <= percent <= 100:
-        raise ValueError("percent must be between 0 and 100")
+        raise RegistryActionRefused("The share of users must be between 0 and 100 percent.")
     version = ModelVersion.objects.select_for_update().get(pk=version_id)
     if version.status == ModelVersion.Status.ACTIVE:
-        raise ValueError("The active version already serves everyone else's traffic.")
+        raise RegistryActionRefused(
+            f"{version.name} is active and already serves everyone outside the test.")
+    if percent:
+        _require_loadable(version)
     ModelVersion.objects.filter(kind=version.kind, traffic_percent__gt=0).exclude(
         pk=version.pk).update(traffic_percent=0)
     version.traffic_percent = percent

@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from recommender.artifacts import ArtifactRefused, artifact_directory, verify_artifact
 from recommender.models import ModelKind, ModelVersion
 
 logger = logging.getLogger(__name__)
+
+# A refused artifact is not re-read (and re-checksummed, which is slow for a large
+# catalog) on every refresh; it is retried after this long, in case it was repaired.
+REFUSED_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class _Registry:
     states: dict[str, ServingState] = field(default_factory=dict)
     checked_at: float = float("-inf")
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # (version pk, checksum) -> (when refused, why) for artifacts that failed to load.
+    refused: dict[tuple[int, str], tuple[float, str]] = field(default_factory=dict)
 
     def state(self, kind: str) -> ServingState:
         if time.monotonic() - self.checked_at >= settings.MODEL_REFRESH_SECONDS:
@@ -66,12 +73,27 @@ class _Registry:
         return self.states.get(kind, ServingState())
 
     def refresh(self) -> None:
-        if not self.lock.acquire(blocking=False):
-            return  # another thread is refreshing; serve the current snapshot meanwhile
+        # Another thread refreshing: serve the current snapshot meanwhile, unless there is
+        # none yet (the first requests of a process wait for the first load rather than
+        # answering from the fallback while a trained version exists).
+        if not self.lock.acquire(blocking=self.checked_at == float("-inf")):
+            return
+        if self.checked_at != float("-inf") and \
+                time.monotonic() - self.checked_at < settings.MODEL_REFRESH_SECONDS:
+            self.lock.release()
+            return  # refreshed by the thread we waited for
         try:
             wanted = {kind: {"active": None, "candidate": None, "percent": 0}
                       for kind in ModelKind.values}
-            for version in ModelVersion.objects.filter(status__in=["active", "candidate"]):
+            try:
+                versions = list(ModelVersion.objects.filter(status__in=["active", "candidate"])
+                                .only("pk", "kind", "name", "status", "checksum",
+                                      "traffic_percent"))
+            except DatabaseError:
+                logger.exception("Could not read the model registry; serving the loaded "
+                                 "versions meanwhile")
+                return
+            for version in versions:
                 if version.status == ModelVersion.Status.ACTIVE:
                     wanted[version.kind]["active"] = version
                 elif version.traffic_percent > 0:
@@ -88,6 +110,8 @@ class _Registry:
     def _next_state(self, kind: str, current: ServingState, want: dict) -> ServingState:
         active, failure = self._resolve(kind, current.active, want["active"])
         candidate, _ = self._resolve(kind, current.candidate, want["candidate"])
+        if candidate is not None and candidate.version_id != want["candidate"].pk:
+            candidate = None  # a refused candidate is not replaced by an older one
         return ServingState(active=active, candidate=candidate,
                             candidate_percent=want["percent"] if candidate else 0,
                             load_failed=failure)
@@ -102,20 +126,27 @@ class _Registry:
             for existing in (state.active, state.candidate):
                 if existing is not None and existing.version_id == version.pk:
                     return existing, ""
+        key = (version.pk, version.checksum)
+        refused_at, reason = self.refused.get(key, (float("-inf"), ""))
+        if time.monotonic() - refused_at < REFUSED_RETRY_SECONDS:
+            return loaded, reason
         directory = artifact_directory(kind=kind, name=version.name)
         try:
             verify_artifact(directory=directory, checksum=version.checksum)
             model = _load_model(kind, directory)
-        except (ArtifactRefused, OSError, ValueError) as error:
+        except (ArtifactRefused, OSError, ValueError, KeyError) as error:
             logger.error("Refusing %s version %s: %s; %s keeps serving", kind, version.name,
                          error, loaded.name if loaded else "the fallback")
+            self.refused[key] = (time.monotonic(), f"{version.name}: {error}")
             return loaded, f"{version.name}: {error}"
+        self.refused.pop(key, None)
         logger.info("Loaded %s version %s", kind, version.name)
         return LoadedVersion(version_id=version.pk, name=version.name, model=model), ""
 
     def reset(self) -> None:
         with self.lock:
             self.states = {}
+            self.refused = {}
             self.checked_at = float("-inf")
 
 

@@ -1,6 +1,7 @@
 """Thin Celery wrappers: take ids, call a service, retry what is transient."""
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -44,3 +45,10 @@ def start_scheduled_training(kind: str) -> int | None:
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)
 def recover_stale_training_jobs() -> list[int]:
     return services.recover_stale_jobs()
+
+
+@worker_ready.connect
+def recover_jobs_on_worker_start(**kwargs) -> None:
+    """A worker starting is often a worker restarting after a crash: look for the jobs a
+    dead worker left behind now rather than at the next run of the recovery schedule."""
+    recover_stale_training_jobs.delay()

@@ -51,6 +51,13 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
     interactions = selectors.interaction_frame()
     items = selectors.item_feature_frame()
     traits = selectors.user_trait_map()
+    if interactions.empty:
+        # (leave_last_out_split cannot split an empty frame.)
+        reporter.record(data_counts={"interactions": 0, "users": 0, "items": int(len(items)),
+                                     "test_users": 0})
+        raise NotEnoughData("No item interactions stored yet; at least "
+                            f"{MIN_RECOMMENDER_TEST_USERS} users with two or more are "
+                            "needed to train and evaluate.")
     train, test = leave_last_out_split(interactions)
     counts = {"interactions": int(len(interactions)),
               "users": int(interactions["user_id"].nunique()) if len(interactions) else 0,

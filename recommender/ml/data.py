@@ -142,7 +142,8 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_PATTERN.findall(str(text).lower())
 
 
-def token_matrix(token_lists: Sequence[Sequence[str]], encoder: Encoder, length: int) -> np.ndarray:
+def token_matrix(token_lists: Sequence[Sequence[str]], encoder: Encoder,
+                 length: int) -> np.ndarray:
     """Encodes up to ``length`` tokens per row, right-padded with PADDING_INDEX."""
     matrix = np.full((len(token_lists), length), PADDING_INDEX, dtype=np.int32)
     for row, tokens in enumerate(token_lists):
@@ -210,7 +211,8 @@ def sequence_examples(interactions: pd.DataFrame, user_encoder: Encoder,
     lengths = np.diff(np.append(starts, len(user_keys)))
     return SequenceExamples(
         user_codes=user_encoder.encode(np.asarray(distinct_user_ids, dtype=object))[user_keys],
-        item_codes=item_encoder.encode(np.asarray(distinct_item_ids, dtype=object))[item_keys[order]],
+        item_codes=item_encoder.encode(
+            np.asarray(distinct_item_ids, dtype=object))[item_keys[order]],
         weights=interactions["weight"].to_numpy(dtype=np.float32)[order],
         segment_start=np.repeat(starts, lengths),
         user_keys=user_keys,

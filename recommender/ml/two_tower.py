@@ -69,7 +69,7 @@ class TwoTowerConfig:
     learning_rate: float = 3e-3
     batch_size: int | None = None
     max_epochs: int | None = None
-    # Epochs without a better validation recall@50 before stopping; the learning rate is
+    # Epochs without a better validation NDCG before stopping; the learning rate is
     # multiplied by plateau_decay after each of them, to settle into the optimum.
     patience: int = 3
     plateau_decay: float = 0.5
@@ -315,7 +315,8 @@ def _item_feature_codes(items: pd.DataFrame, vocab: _Vocabularies,
                         title_length: int) -> tuple[np.ndarray, np.ndarray]:
     categories = (items["category"].fillna("").astype(str).tolist()
                   if "category" in items else [""] * len(items))
-    titles = items["title"].fillna("").astype(str).tolist() if "title" in items else [""] * len(items)
+    titles = (items["title"].fillna("").astype(str).tolist()
+              if "title" in items else [""] * len(items))
     category_codes = vocab.categories.encode(np.asarray(categories, dtype=object))
     title_codes = token_matrix([tokenize(title) for title in titles], vocab.title_tokens,
                                title_length)
@@ -535,7 +536,7 @@ def _table_sizes(vocab: _Vocabularies) -> dict[str, int]:
             "trait_tokens": vocab.trait_tokens.size}
 
 
-VALIDATION_MONITOR = "val_recall@50"
+VALIDATION_MONITOR = "val_ndcg"
 
 
 class _TrainingMonitor:
@@ -597,8 +598,9 @@ class _TrainingMonitor:
 def _validation_metrics(keras_model: "tf.keras.Model", builder: _BatchBuilder,
                         validation_indices: np.ndarray, k: int = 10,
                         recall_k: int = 50) -> dict[str, float]:
-    """HR@k, NDCG@k and recall@recall_k of each held-out example against every item in
-    the vocabulary, excluding items the user had before (as in ``evaluation``)."""
+    """NDCG (full ranking), HR@k, NDCG@k and recall@recall_k of each held-out example
+    against every item in the vocabulary, excluding items the user had before (as in
+    ``evaluation``)."""
     import tensorflow as tf
 
     examples, tables = builder.examples, builder.tables
@@ -612,6 +614,7 @@ def _validation_metrics(keras_model: "tf.keras.Model", builder: _BatchBuilder,
     depth = min(max(k, recall_k), len(item_codes))
     rows_per_chunk = max(1, min(1024, 50_000_000 // max(len(item_codes), 1)))
     hits = np.zeros((0, depth), dtype=bool)
+    target_ranks = np.zeros(0, dtype=np.int64)
     for start in range(0, len(validation_indices), rows_per_chunk):
         chunk = validation_indices[start:start + rows_per_chunk]
         features = {name: tf.constant(value)
@@ -625,8 +628,16 @@ def _validation_metrics(keras_model: "tf.keras.Model", builder: _BatchBuilder,
         top = tf.math.top_k(scores, k=depth).indices.numpy()
         targets = examples.item_codes[chunk] - RESERVED_INDICES
         hits = np.concatenate([hits, top == targets[:, None]])
+        target_scores = tf.gather(scores, np.maximum(targets, 0)[:, None], batch_dims=1)
+        ranks = tf.reduce_sum(tf.cast(scores > target_scores, tf.int64), axis=1).numpy()
+        # Targets outside the vocabulary rank last.
+        target_ranks = np.concatenate([target_ranks,
+                                       np.where(targets >= 0, ranks, len(item_codes))])
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     return {
+        # NDCG over the full ranking: smooth and never saturated, even for tiny catalogs
+        # where recall@50 is always 1, so it is what early stopping watches.
+        "val_ndcg": float((1.0 / np.log2(target_ranks + 2.0)).mean()),
         f"val_hr@{k}": float(hits[:, :k].any(axis=1).mean()),
         f"val_ndcg@{k}": float((hits[:, :k] * discounts).sum(axis=1).mean()),
         f"val_recall@{recall_k}": float(hits[:, :recall_k].any(axis=1).mean()),

@@ -17,7 +17,10 @@ class Command(BaseCommand):
     def handle(self, *args, kind: str, sync: bool, **options):
         if sync:
             job = self._start(kind, started_by="cli --sync", enqueue=False)
-            job = run_training_job(job_id=job.pk)
+            job_id = job.pk
+            job = run_training_job(job_id=job_id)
+            if job is None:
+                raise CommandError(f"Job #{job_id} was taken by another worker or finished.")
             self.stdout.write(f"Job #{job.pk} {job.status}."
                               + (f" {job.error.splitlines()[0]}" if job.error else ""))
             self.stdout.write(json.dumps({"job": job.pk, "status": job.status,

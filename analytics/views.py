@@ -1,0 +1,468 @@
+"""Dashboard pages for product managers and admins.
+
+Each page validates its query string with the same input serializer as its API endpoint,
+asks the selectors for data and turns it into summary cards, charts (drawn in the browser
+by static/js/dashboards.js with the vendored Chart.js) and tables. Every table downloads as
+CSV with `?format=csv&table=<name>` added to the page's query string.
+"""
+
+import csv
+from datetime import date, timedelta
+from typing import Any
+
+from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import render
+from django.utils.text import slugify
+from django.views import View
+from rest_framework import serializers
+
+from accounts.permissions import is_product_manager_or_staff
+from analytics import apis, selectors
+
+Row = list[Any]
+SERIES_COLORS = ["#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2", "#db2777",
+                 "#65a30d"]
+SENTIMENT_COLORS = {"negative": "#dc2626", "neutral": "#94a3b8", "positive": "#16a34a"}
+
+
+def _format(value: Any, kind: str) -> str:
+    if value is None:
+        return "–"
+    if kind == "percent":
+        return f"{value * 100:.1f}%"
+    if kind == "money":
+        return f"{value:,.2f}"
+    if kind == "int":
+        return f"{value:,}"
+    if kind == "float":
+        return f"{value:,.2f}"
+    if kind == "duration":
+        return _duration(value)
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def table(*, name: str, title: str, columns: list[tuple[str, str]], rows: list[Row],
+          empty: str = "No data in this date range — widen the range or clear the category "
+                       "filter.") -> dict[str, Any]:
+    """columns are (heading, kind) with kind one of text, int, float, money, percent,
+    duration; rows hold raw values (CSV gets them as they are, the page formatted)."""
+    return {
+        "name": name, "title": title, "columns": [heading for heading, _ in columns],
+        "numeric_indexes": [index for index, (_, kind) in enumerate(columns) if kind != "text"],
+        "rows": rows, "empty": empty,
+        "display_rows": [[_format(value, kind) for value, (_, kind) in zip(row, columns,
+                                                                           strict=True)]
+                         for row in rows],
+    }
+
+
+def chart(*, chart_id: str, title: str, kind: str, labels: list[Any],
+          series: list[tuple[str, list[Any]]], stacked: bool = False, percent: bool = False,
+          horizontal: bool = False, colors: list[str] | None = None) -> dict[str, Any]:
+    palette = colors or SERIES_COLORS
+    return {
+        "id": chart_id, "title": title, "type": kind, "labels": [str(label) for label in labels],
+        "datasets": [{"label": label, "data": data,
+                      "color": palette[index % len(palette)]}
+                     for index, (label, data) in enumerate(series)],
+        "stacked": stacked, "percent": percent, "horizontal": horizontal,
+    }
+
+
+def card(label: str, value: Any, kind: str = "int") -> dict[str, str]:
+    return {"label": label, "value": _format(value, kind)}
+
+
+class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
+    """A dashboard page: anonymous users go to the login page, logged-in users who are
+    neither product managers nor staff get 403."""
+
+    page: str = ""
+    title: str = ""
+    template_name = "analytics/dashboard.html"
+    input_serializer: type[serializers.Serializer] = apis.FiltersInputSerializer
+
+    def test_func(self) -> bool:
+        return is_product_manager_or_staff(self.request.user)
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        """Returns the page's cards, charts, tables and any extra template context."""
+        raise NotImplementedError
+
+    def empty_state(self) -> str | None:
+        """A message telling what to do when there is nothing to analyse yet."""
+        if selectors.has_events():
+            return None
+        return ("No events yet — send events to POST /api/v1/events or run "
+                "`manage.py seed_demo`.")
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        serializer = self.input_serializer(data=request.GET)
+        default_range = selectors.default_date_range()
+        context: dict[str, Any] = {
+            "page": self.page, "title": self.title, "params": request.GET,
+            "categories": selectors.category_list(),
+            "form_start": request.GET.get("start") or default_range.start.isoformat(),
+            "form_end": request.GET.get("end") or default_range.end.isoformat(),
+            "presets": self.presets(request, today=default_range.end),
+        }
+        if not serializer.is_valid():
+            context["errors"] = [f"{field}: {' '.join(str(m) for m in messages)}"
+                                 if field != "non_field_errors" else " ".join(messages)
+                                 for field, messages in serializer.errors.items()]
+            return render(request, self.template_name, context, status=400)
+        filters = serializer.validated_data
+        content = self.build(filters)
+        if request.GET.get("format") == "csv":
+            return self.csv_response(content["tables"], request.GET.get("table", ""),
+                                     filters["date_range"])
+        query = request.GET.copy()
+        query.pop("format", None)
+        query.pop("table", None)
+        context.update(content, filters=filters, empty_state=self.empty_state(),
+                       query_string=query.urlencode())
+        return render(request, self.template_name, context)
+
+    @staticmethod
+    def presets(request: HttpRequest, *, today: date) -> list[dict[str, str]]:
+        """Links to the last 7, 30 and 90 days that keep the page's other parameters."""
+        links = []
+        for days in (7, 30, 90):
+            query = request.GET.copy()
+            query["start"] = (today - timedelta(days=days - 1)).isoformat()
+            query["end"] = today.isoformat()
+            for transient in ("format", "table"):
+                query.pop(transient, None)
+            links.append({"label": f"{days} days", "query": query.urlencode()})
+        return links
+
+    def csv_response(self, tables: list[dict[str, Any]], name: str,
+                     date_range: selectors.DateRange) -> HttpResponse:
+        chosen = next((t for t in tables if t["name"] == name), None)
+        if chosen is None:
+            names = ", ".join(t["name"] for t in tables)
+            return HttpResponseBadRequest(f"Unknown table {name!r}; choose one of: {names}.",
+                                          content_type="text/plain")
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        filename = slugify(f"{self.page}-{chosen['name']}-{date_range.start}-{date_range.end}")
+        response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
+        writer = csv.writer(response)
+        writer.writerow(chosen["columns"])
+        writer.writerows(chosen["rows"])
+        return response
+
+
+class OverviewView(DashboardView):
+    page, title = "overview", "Overview"
+    input_serializer = apis.OverviewApi.InputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        data = selectors.overview(**filters)
+        days = data["days"]
+        labels = [day["date"] for day in days]
+        event_types = list(data["events_by_type"])
+        return {
+            "cards": [card("DAU (last day)", data["dau"]), card("WAU", data["wau"]),
+                      card("MAU", data["mau"]),
+                      card("Stickiness (avg DAU / MAU)", data["stickiness"], "percent"),
+                      card("Active users in range", data["active_users"]),
+                      card("Events", data["events"]), card("Purchases", data["purchases"]),
+                      card("Revenue", data["revenue"], "money")],
+            "charts": [
+                chart(chart_id="active-users", title="Active users per day", kind="line",
+                      labels=labels, series=[
+                          ("Active", [day["active_users"] for day in days]),
+                          ("New", [day["new_users"] for day in days]),
+                          ("Returning", [day["returning_users"] for day in days])]),
+                chart(chart_id="events-by-type", title="Events by type per day", kind="bar",
+                      labels=labels, stacked=True, series=[
+                          (name, [day["events_by_type"].get(name, 0) for day in days])
+                          for name in event_types]),
+                chart(chart_id="revenue", title="Revenue per day", kind="bar", labels=labels,
+                      series=[("Revenue", [day["revenue"] for day in days])],
+                      colors=["#16a34a"]),
+            ],
+            "tables": [
+                table(name="daily", title="Per day", columns=[
+                    ("Date", "text"), ("Active users", "int"), ("New", "int"),
+                    ("Returning", "int"), ("Events", "int"), ("Purchases", "int"),
+                    ("Revenue", "money")],
+                    rows=[[day["date"], day["active_users"], day["new_users"],
+                           day["returning_users"], day["events"], day["purchases"],
+                           day["revenue"]] for day in reversed(days)]),
+                table(name="event-types", title="Events by type", columns=[
+                    ("Type", "text"), ("Events", "int")],
+                    rows=[[name, count] for name, count in data["events_by_type"].items()]),
+            ],
+        }
+
+
+class FunnelView(DashboardView):
+    page, title = "funnels", "Funnels"
+    template_name = "analytics/funnels.html"
+    input_serializer = apis.FunnelApi.InputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        data = selectors.funnel(**filters)
+        steps = data["steps"]
+        names = [step["name"] for step in steps]
+        return {
+            "steps_value": ",".join(filters["steps"]),
+            "cards": [card(f"Users who did “{names[0]}”", steps[0]["users"]),
+                      card(f"Reached “{names[-1]}”", steps[-1]["users"]),
+                      card("Overall conversion", data["overall_conversion"], "percent"),
+                      card("Window (days)", data["window_days"])],
+            "charts": [chart(chart_id="funnel", title="Users per step", kind="bar",
+                             labels=names, horizontal=True,
+                             series=[("Users", [step["users"] for step in steps])])],
+            "tables": [
+                table(name="steps", title="Steps", columns=[
+                    ("Step", "text"), ("Users", "int"), ("From previous step", "percent"),
+                    ("From first step", "percent"), ("Median time from previous", "duration")],
+                    rows=[[step["name"], step["users"], step["conversion"],
+                           step["overall_conversion"], step["median_seconds_from_previous"]]
+                          for step in steps]),
+                table(name="by-category", title="By item category (every step on the "
+                                                "same category)",
+                      columns=[("Category", "text"), *[(name, "int") for name in names],
+                               ("Overall conversion", "percent")],
+                      rows=[[row["category"] or "(none)",
+                             *[step["users"] for step in row["steps"]],
+                             row["steps"][-1]["overall_conversion"]]
+                            for row in data["breakdown"]]),
+            ],
+        }
+
+
+class RetentionView(DashboardView):
+    page, title = "retention", "Retention"
+    template_name = "analytics/retention.html"
+    input_serializer = apis.RetentionApi.InputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        filters.setdefault("period", "week")
+        data = selectors.retention(**filters)
+        period = data["period"]
+        offsets = list(range(data["periods"]))
+        cohorts = data["cohorts"]
+        # The curve weighs each cohort by its size, over the cohorts old enough to be seen.
+        curve = []
+        for offset in offsets:
+            seen = [row for row in cohorts if len(row["active"]) > offset]
+            size = sum(row["users"] for row in seen)
+            curve.append(sum(row["active"][offset] for row in seen) / size if size else None)
+        heading = "Week" if period == "week" else "Day"
+        return {
+            "period": period,
+            "offsets": offsets,
+            "heading": heading,
+            "heatmap": [{"cohort": row["cohort"], "users": row["users"],
+                         "cells": [{"share": share, "label": _format(share, "percent"),
+                                    "alpha": round(0.08 + 0.92 * (share or 0), 3)}
+                                   for share in row["retention"]]}
+                        for row in cohorts],
+            "cards": [card("Cohorts", len(cohorts)),
+                      card("Users in cohorts", sum(row["users"] for row in cohorts)),
+                      card(f"Active 1 {period} later", curve[1] if len(curve) > 1 else None,
+                           "percent")],
+            "charts": [chart(chart_id="retention-curve",
+                             title=f"Share of a cohort active n {period}s after first seen",
+                             kind="line", labels=[f"{heading} {n}" for n in offsets],
+                             percent=True, series=[("All cohorts", curve)])],
+            "tables": [table(
+                name="cohorts", title="Cohorts",
+                columns=[("Cohort", "text"), ("Users", "int"),
+                         *[(f"{heading} {n}", "percent") for n in offsets]],
+                rows=[[row["cohort"], row["users"],
+                       *(row["retention"] + [None] * (len(offsets) - len(row["retention"])))]
+                      for row in cohorts])],
+        }
+
+
+def _item_columns() -> list[tuple[str, str]]:
+    return [("Views", "int"), ("Viewers", "int"), ("Purchases", "int"),
+            ("Conversion", "percent"), ("Revenue", "money"), ("Avg rating", "float"),
+            ("Reviews", "int"), ("Negative", "percent"), ("Positive", "percent")]
+
+
+def _item_values(row: dict[str, Any]) -> Row:
+    return [row["views"], row["viewers"], row["purchases"], row["conversion"], row["revenue"],
+            row["average_rating"], row["reviews"], row["sentiment_shares"]["negative"],
+            row["sentiment_shares"]["positive"]]
+
+
+class ItemsView(DashboardView):
+    page, title = "items", "Items"
+    template_name = "analytics/items.html"
+    input_serializer = apis.ItemsApi.InputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        items = selectors.item_performance(**filters)
+        categories = selectors.category_performance(**filters)
+        trending = selectors.trending_items(date_range=filters["date_range"],
+                                            category=filters["category"])
+        top = items[:10]
+        return {
+            "order_by": filters["order_by"],
+            "order_choices": [("views", "Views"), ("revenue", "Revenue"),
+                              ("conversion", "Conversion"), ("average_rating", "Avg rating")],
+            "cards": [],
+            "charts": [
+                chart(chart_id="top-items", title="Top items by views", kind="bar",
+                      labels=[row["title"] or row["item_id"] for row in top], horizontal=True,
+                      series=[("Views", [row["views"] for row in top]),
+                              ("Purchases", [row["purchases"] for row in top])]),
+                chart(chart_id="category-revenue", title="Revenue by category", kind="bar",
+                      labels=[row["category"] or "(none)" for row in categories],
+                      series=[("Revenue", [row["revenue"] for row in categories])],
+                      colors=["#16a34a"]),
+            ],
+            "tables": [
+                table(name="items", title="Top items",
+                      columns=[("Item", "text"), ("Title", "text"), ("Category", "text"),
+                               *_item_columns()],
+                      rows=[[row["item_id"], row["title"], row["category"], *_item_values(row)]
+                            for row in items]),
+                table(name="categories", title="Categories",
+                      columns=[("Category", "text"), *_item_columns()],
+                      rows=[[row["category"] or "(none)", *_item_values(row)]
+                            for row in categories]),
+                table(name="trending", title="Trending (views against the previous period "
+                                             "of equal length)",
+                      columns=[("Item", "text"), ("Title", "text"), ("Category", "text"),
+                               ("Views", "int"), ("Views before", "int"), ("Growth", "percent")],
+                      rows=[[row["item_id"], row["title"], row["category"],
+                             row["current_views"], row["previous_views"], row["growth"]]
+                            for row in trending]),
+            ],
+        }
+
+
+class SentimentView(DashboardView):
+    page, title = "sentiment", "Sentiment"
+    template_name = "analytics/sentiment.html"
+    input_serializer = apis.SentimentApi.InputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        filters.setdefault("period", "day")
+        data = selectors.sentiment_summary(**filters)
+        trend = data["trend"]
+        labels = selectors.SENTIMENT_LABELS
+        return {
+            "period": filters["period"],
+            "most_negative": data["most_negative_items"],
+            "cards": [card("Scored reviews", data["reviews"]),
+                      *[card(f"{label.title()} share", data["shares"][label], "percent")
+                        for label in labels]],
+            "charts": [chart(chart_id="sentiment-trend", title="Share of reviews by sentiment",
+                             kind="line", percent=True,
+                             labels=[row["date"] for row in trend],
+                             colors=[SENTIMENT_COLORS[label] for label in labels],
+                             series=[(label.title(), [row["shares"][label] for row in trend])
+                                     for label in labels])],
+            "tables": [
+                table(name="categories", title="By category",
+                      columns=[("Category", "text"), ("Reviews", "int"),
+                               *[(label.title(), "percent") for label in labels]],
+                      rows=[[row["category"] or "(none)", row["reviews"],
+                             *[row["sentiment_shares"][label] for label in labels]]
+                            for row in data["categories"]]),
+                table(name="most-negative", title="Most negative items (at least 3 reviews)",
+                      columns=[("Item", "text"), ("Title", "text"), ("Category", "text"),
+                               ("Reviews", "int"),
+                               *[(label.title(), "percent") for label in labels]],
+                      rows=[[row["item_id"], row["title"], row["category"], row["reviews"],
+                             *[row["sentiment_shares"][label] for label in labels]]
+                            for row in data["most_negative_items"]]),
+                table(name="trend", title=f"Per {filters['period']}",
+                      columns=[("Date", "text"), ("Reviews", "int"),
+                               *[(label.title(), "percent") for label in labels]],
+                      rows=[[row["date"], row["reviews"],
+                             *[row["shares"][label] for label in labels]]
+                            for row in reversed(trend) if row["reviews"]]),
+            ],
+        }
+
+
+def _recommendation_values(row: dict[str, Any]) -> Row:
+    return [row["impressions"], row["clicks"], row["ctr"], row["purchases"],
+            row["purchase_rate"], row["revenue"]]
+
+
+def _points(value: float | None) -> str:
+    """A difference of proportions in percentage points, signed."""
+    return "–" if value is None else f"{value * 100:+.1f} pp"
+
+
+def _comparison_text(comparison: dict[str, Any] | None) -> dict[str, str]:
+    if not comparison:
+        return {}
+    return {"ctr_a": _format(comparison["ctr_a"], "percent"),
+            "ctr_b": _format(comparison["ctr_b"], "percent"),
+            "difference": _points(comparison["difference"]),
+            "ci_low": _points(comparison["ci_low"]), "ci_high": _points(comparison["ci_high"])}
+
+
+RECOMMENDATION_COLUMNS = [("Impressions", "int"), ("Clicked", "int"), ("CTR", "percent"),
+                          ("Purchased", "int"), ("Purchase rate", "percent"),
+                          ("Attributed revenue", "money")]
+
+
+class RecommendationsView(DashboardView):
+    page, title = "recommendations", "Recommendations"
+    template_name = "analytics/recommendations.html"
+    input_serializer = apis.RecommendationsApi.InputSerializer
+
+    def empty_state(self) -> str | None:
+        if selectors.has_impressions():
+            return None
+        return ("No recommendations served yet — client apps call GET "
+                "/api/v1/recommendations with their API key; each response is logged as an "
+                "impression, and events sent back with its rec_id are attributed to it.")
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        data = selectors.recommendation_performance(**filters)
+        versions = data["by_model_version"]
+        strategies = data["by_strategy"]
+        return {
+            "comparison": data["comparison"],
+            "comparison_text": _comparison_text(data["comparison"]),
+            "compare_value": ",".join(filters["compare"]) if filters.get("compare") else "",
+            "version_names": sorted(selectors.model_version_names()),
+            "cards": [card("Impressions", data["impressions"]),
+                      card("CTR", data["ctr"], "percent"),
+                      card("Purchase rate", data["purchase_rate"], "percent"),
+                      card("Attributed revenue", data["revenue"], "money")],
+            "charts": [
+                chart(chart_id="ctr-by-version", title="CTR and purchase rate by model version",
+                      kind="bar", percent=True,
+                      labels=[row["model_version"] or "(no model)" for row in versions],
+                      series=[("CTR", [row["ctr"] for row in versions]),
+                              ("Purchase rate", [row["purchase_rate"] for row in versions])]),
+                chart(chart_id="ctr-by-strategy", title="CTR and purchase rate by strategy",
+                      kind="bar", percent=True, labels=[row["strategy"] for row in strategies],
+                      series=[("CTR", [row["ctr"] for row in strategies]),
+                              ("Purchase rate", [row["purchase_rate"] for row in strategies])]),
+            ],
+            "tables": [
+                table(name="versions", title="By model version",
+                      columns=[("Model version", "text"), *RECOMMENDATION_COLUMNS],
+                      rows=[[row["model_version"] or "(no model)", *_recommendation_values(row)]
+                            for row in versions]),
+                table(name="strategies", title="By strategy",
+                      columns=[("Strategy", "text"), *RECOMMENDATION_COLUMNS],
+                      rows=[[row["strategy"], *_recommendation_values(row)]
+                            for row in strategies]),
+            ],
+        }

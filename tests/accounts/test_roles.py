@@ -1,0 +1,107 @@
+"""Who may use what: every endpoint family × every role, in one table.
+
+Roles: anonymous; a client app (API key): ingestion, recommendations, similar items,
+sentiment, API schema and docs; a product manager (login): dashboards, analytics API,
+API schema and docs; an admin (staff login): all of that except the client-app API,
+which answers API keys only, plus the ops pages and the admin. Only /healthz, /readyz
+and /login/ are open to anyone."""
+
+from urllib.parse import urlparse
+
+import pytest
+
+ANONYMOUS, CLIENT_APP, PRODUCT_MANAGER, ADMIN = "anonymous", "client app", "product manager", \
+    "admin"
+EVERYONE = {ANONYMOUS, CLIENT_APP, PRODUCT_MANAGER, ADMIN}
+SIGNED_IN = {CLIENT_APP, PRODUCT_MANAGER, ADMIN}
+LOGIN_PATHS = {"/login/", "/admin/login/"}
+
+# (family, method, path, JSON body, roles allowed)
+ENDPOINTS = [
+    ("events", "post", "/api/v1/events",
+     {"type": "view", "user_id": "u1", "item_id": "sku-1",
+      "timestamp": "2026-01-31T12:00:00+00:00"}, {CLIENT_APP}),
+    ("items", "post", "/api/v1/items", {"items": [{"item_id": "sku-2", "title": "Tent"}]}, {CLIENT_APP}),
+    ("users", "post", "/api/v1/users", {"users": [{"user_id": "u2"}]}, {CLIENT_APP}),
+    ("recommendations", "get", "/api/v1/recommendations?user_id=u1", None, {CLIENT_APP}),
+    ("similar items", "get", "/api/v1/items/sku-1/similar", None, {CLIENT_APP}),
+    ("sentiment", "post", "/api/v1/sentiment", {"texts": ["Great tent, kept me dry."]},
+     {CLIENT_APP}),
+    ("analytics API", "get", "/api/v1/analytics/overview", None, {PRODUCT_MANAGER, ADMIN}),
+    ("dashboards", "get", "/", None, {PRODUCT_MANAGER, ADMIN}),
+    ("ops jobs page", "get", "/ops/jobs/", None, {ADMIN}),
+    ("ops models page", "get", "/ops/models/", None, {ADMIN}),
+    ("ops train now", "post", "/ops/jobs/train/", None, {ADMIN}),
+    ("ops progress JSON", "get", "/ops/jobs/{job_id}/progress.json", None, {ADMIN}),
+    ("admin", "get", "/admin/", None, {ADMIN}),
+    ("API schema", "get", "/api/schema/", None, SIGNED_IN),
+    ("API docs", "get", "/api/docs/", None, SIGNED_IN),
+    ("healthz", "get", "/healthz", None, EVERYONE),
+    ("readyz", "get", "/readyz", None, EVERYONE),
+    ("login", "get", "/login/", None, EVERYONE),
+]
+
+
+@pytest.fixture
+def as_role(request, api_key, pm_user, admin_user):
+    from rest_framework.test import APIClient
+
+    def client_for(role: str) -> APIClient:
+        client = APIClient()
+        if role == CLIENT_APP:
+            client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+        elif role == PRODUCT_MANAGER:
+            client.force_login(pm_user)
+        elif role == ADMIN:
+            client.force_login(admin_user)
+        return client
+
+    return client_for
+
+
+class StubSentimentScorer:
+    def predict(self, texts):
+        return [("positive", 0.9) for _ in texts]
+
+
+@pytest.fixture
+def world(db, settings, model_store, monkeypatch):
+    """What the endpoints need to answer: an item, a job, a broker that needs no server and
+    a sentiment scorer that does not load TensorFlow (this test is about access)."""
+    from recommender import sentiment_scoring
+    from recommender.models import TrainingJob
+    from tests.factories import ItemFactory
+
+    settings.CELERY_BROKER_URL = "memory://"
+    monkeypatch.setattr(sentiment_scoring, "_vader", StubSentimentScorer)
+    ItemFactory(item_id="sku-1")
+    return {"job_id": TrainingJob.objects.create(kind="sentiment", started_by="test").pk}
+
+
+def outcome(response) -> str:
+    if response.status_code in (401, 403):
+        return "refused"
+    landed_on = urlparse(response.redirect_chain[-1][0]).path if response.redirect_chain else ""
+    if landed_on in LOGIN_PATHS:
+        return "refused"
+    return "allowed"
+
+
+@pytest.mark.parametrize("role", [ANONYMOUS, CLIENT_APP, PRODUCT_MANAGER, ADMIN])
+@pytest.mark.parametrize("family, method, path, body, allowed", ENDPOINTS,
+                         ids=[row[0] for row in ENDPOINTS])
+def test_role_access(as_role, world, family, method, path, body, allowed, role,
+                     django_capture_on_commit_callbacks):
+    client = as_role(role)
+    url = path.format(**world)
+
+    # Callbacks held back: "train now" must not run a real job here.
+    with django_capture_on_commit_callbacks(execute=False):
+        response = getattr(client, method)(url, body, format="json", follow=True)
+
+    expected = "allowed" if role in allowed else "refused"
+    assert outcome(response) == expected, (response.status_code, response.redirect_chain)
+    if expected == "allowed":
+        # Allowed means the endpoint did its job, not merely that it let the request in.
+        acceptable = {200, 503} if family == "readyz" else {200, 201, 202}
+        assert response.status_code in acceptable, response.content[:300]

@@ -1,0 +1,123 @@
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from tests.factories import EndUserFactory, EventFactory, ItemFactory
+
+pytestmark = pytest.mark.django_db
+
+ENDPOINTS = ["overview", "funnel", "retention", "items", "sentiment", "recommendations"]
+
+
+def url(name: str) -> str:
+    return f"/api/v1/analytics/{name}"
+
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+class TestAccess:
+    def test_anonymous_is_refused(self, anonymous, name):
+        response = anonymous.get(url(name))
+        assert response.status_code in (401, 403)
+        assert response.json()["type"] == "client_error"
+
+    def test_api_key_does_not_open_analytics(self, client_app, name):
+        assert client_app.get(url(name)).status_code in (401, 403)
+
+    def test_login_without_role_is_refused(self, name):
+        from rest_framework.test import APIClient
+
+        client = APIClient()
+        client.force_login(get_user_model().objects.create_user(username="nobody"))
+        assert client.get(url(name)).status_code == 403
+
+    def test_product_manager_and_admin_read(self, pm_client, admin_api_client, name):
+        assert pm_client.get(url(name)).status_code == 200
+        assert admin_api_client.get(url(name)).status_code == 200
+
+
+@pytest.mark.parametrize(("name", "query", "attr"), [
+    ("overview", "start=2026-13-01", "start"),
+    ("overview", "end=yesterday", "end"),
+    ("items", "start=2026-02-01&end=2026-01-01", "start"),
+    ("retention", "start=2023-01-01&end=2025-06-30", "end"),
+    ("funnel", "steps=view,teleport", "steps"),
+    ("funnel", "steps=view", "steps"),
+    ("funnel", "window_days=0", "window_days"),
+    ("retention", "period=month", "period"),
+    ("items", "order_by=price", "order_by"),
+    ("recommendations", "compare=v1", "compare"),
+    ("recommendations", "compare=v1,nope", "compare"),
+])
+def test_bad_parameters_are_400_in_the_error_shape(pm_client, name, query, attr):
+    response = pm_client.get(f"{url(name)}?{query}")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "validation_error"
+    assert body["attr"] == attr
+    assert body["detail"]
+
+
+def test_two_years_is_the_longest_range(pm_client):
+    end = date(2026, 1, 31)
+    start = end - timedelta(days=730)
+    response = pm_client.get(f"{url('overview')}?start={start}&end={end}")
+    assert response.status_code == 200
+    assert len(response.json()["days"]) == 731
+
+
+def test_custom_event_type_seen_in_events_is_a_valid_step(pm_client):
+    EventFactory(type="signup", item=None)
+    assert pm_client.get(f"{url('funnel')}?steps=signup,purchase").status_code == 200
+
+
+def test_funnel_response(pm_client):
+    shopper = EndUserFactory()
+    item = ItemFactory(category="books")
+    start = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    for offset, kind in enumerate(["view", "add_to_cart", "purchase"]):
+        EventFactory(user=shopper, item=item, type=kind,
+                     timestamp=start + timedelta(hours=offset))
+    EventFactory(item=item, type="view", timestamp=start)
+
+    response = pm_client.get(f"{url('funnel')}?start=2026-01-01&end=2026-01-31"
+                             "&steps=view,add_to_cart,purchase&window_days=7")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert [(step["name"], step["users"], step["conversion"]) for step in body["steps"]] == [
+        ("view", 2, 1.0), ("add_to_cart", 1, 0.5), ("purchase", 1, 1.0)]
+    assert body["steps"][2]["median_seconds_from_previous"] == 3600
+    assert body["breakdown"][0]["category"] == "books"
+
+
+def test_default_range_is_the_last_30_days(pm_client):
+    EventFactory(timestamp=timezone.now())
+    EventFactory(timestamp=timezone.now() - timedelta(days=40))
+    body = pm_client.get(url("overview")).json()
+    assert len(body["days"]) == 30
+    assert body["days"][-1]["date"] == timezone.localdate().isoformat()
+    assert body["events"] == 1
+
+
+def test_category_filter(pm_client):
+    EventFactory(item=ItemFactory(category="books"), type="purchase", value=10,
+                 timestamp=datetime(2026, 1, 3, tzinfo=UTC))
+    EventFactory(item=ItemFactory(category="toys"), type="purchase", value=99,
+                 timestamp=datetime(2026, 1, 3, tzinfo=UTC))
+    body = pm_client.get(f"{url('items')}?start=2026-01-01&end=2026-01-31&category=books"
+                         ).json()
+    assert [row["category"] for row in body["items"]] == ["books"]
+    assert body["categories"][0]["category"] == "books"
+    assert body["categories"][0]["revenue"] == 10.0
+
+
+def test_schema_documents_the_endpoints(admin_api_client):
+    response = admin_api_client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for name in ENDPOINTS:
+        assert f"/api/v1/analytics/{name}" in paths
+    parameters = {p["name"] for p in paths["/api/v1/analytics/funnel"]["get"]["parameters"]}
+    assert {"start", "end", "category", "steps", "window_days"} <= parameters

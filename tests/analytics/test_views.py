@@ -1,0 +1,156 @@
+import csv
+import io
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
+
+from ingestion.models import Event
+from recommender.models import Impression, ModelVersion
+from tests.factories import EndUserFactory, EventFactory, ItemFactory
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["overview", "funnels", "retention", "items", "sentiment", "recommendations"]
+
+
+def page_url(name: str) -> str:
+    return f"/dashboards/{name}/"
+
+
+@pytest.fixture
+def pm_browser(pm_user) -> Client:
+    client = Client()
+    client.force_login(pm_user)
+    return client
+
+
+@pytest.fixture
+def admin_browser(admin_user) -> Client:
+    client = Client()
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def activity():
+    """A day of shopping with reviews and one attributed recommendation."""
+    now = timezone.now() - timedelta(hours=1)
+    version = ModelVersion.objects.create(kind="recommender", name="tt-1", artifact_path="a",
+                                          checksum="c")
+    shown = Impression.objects.create(user_id="u", item_ids=["book"], model_version=version,
+                                      strategy="two_tower", created_at=now)
+    book = ItemFactory(item_id="book", title="A Book", category="books")
+    for index in range(3):
+        shopper = EndUserFactory(first_seen=now - timedelta(days=8 * index))
+        for minutes, kind in enumerate(["view", "add_to_cart", "purchase"]):
+            EventFactory(user=shopper, item=book, type=kind, value=9.5,
+                         timestamp=now + timedelta(minutes=minutes),
+                         rec_id=shown.rec_id if kind != "view" else None)
+        EventFactory(user=shopper, item=book, type="view", timestamp=now - timedelta(days=45))
+        EventFactory(user=shopper, item=book, type="review", value=1, text="Awful binding",
+                     sentiment_label="negative", sentiment_score=0.1, timestamp=now)
+
+
+def test_root_redirects_to_overview(pm_browser):
+    response = pm_browser.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == page_url("overview")
+
+
+def test_login_page_renders_and_logs_in(pm_user):
+    client = Client()
+    assert client.get("/login/").status_code == 200
+    response = client.post("/login/", {"username": "pm", "password": "pm-password-1"})
+    assert response.status_code == 302
+    assert response["Location"] == page_url("overview")
+
+
+@pytest.mark.parametrize("name", PAGES)
+class TestPages:
+    def test_anonymous_goes_to_login(self, client, name):
+        response = client.get(page_url(name))
+        assert response.status_code == 302
+        assert response["Location"].startswith("/login/?next=")
+
+    def test_login_without_role_is_forbidden(self, client, name):
+        client.force_login(get_user_model().objects.create_user(username="nobody"))
+        assert client.get(page_url(name)).status_code == 403
+
+    def test_empty_state_says_what_to_do(self, pm_browser, name):
+        response = pm_browser.get(page_url(name))
+        assert response.status_code == 200
+        content = response.content.decode()
+        if name == "recommendations":
+            assert "No recommendations served yet" in content
+        else:
+            assert "No events yet" in content
+            assert "POST /api/v1/events" in content
+            assert "seed_demo" in content
+
+    def test_renders_data_charts_and_csv_links(self, pm_browser, activity, name):
+        response = pm_browser.get(page_url(name))
+        assert response.status_code == 200
+        content = response.content.decode()
+        assert "No events yet" not in content
+        assert 'id="chart-data"' in content
+        assert "<canvas" in content
+        assert "format=csv&amp;table=" in content
+        assert "vendor/chartjs/chart.umd.min.js" in content
+
+    def test_bad_filters_show_an_error(self, pm_browser, name):
+        response = pm_browser.get(page_url(name) + "?start=2026-02-01&end=2026-01-01")
+        assert response.status_code == 400
+        assert "start must be on or before end" in response.content.decode()
+
+
+def test_staff_see_admin_links_product_managers_do_not(pm_browser, admin_browser):
+    staff_page = admin_browser.get(page_url("overview")).content.decode()
+    pm_page = pm_browser.get(page_url("overview")).content.decode()
+    for link in ('href="/ops/jobs/"', 'href="/ops/models/"', 'href="/admin/"'):
+        assert link in staff_page
+        assert link not in pm_page
+    assert 'action="/logout/"' in pm_page
+
+
+def test_overview_shows_numbers(pm_browser, activity):
+    content = pm_browser.get(page_url("overview")).content.decode()
+    assert "28.50" in content  # revenue: three purchases of 9.50
+
+
+def test_csv_download(pm_browser, activity):
+    response = pm_browser.get(page_url("funnels") + "?format=csv&table=steps")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0][:2] == ["Step", "Users"]
+    assert rows[1][:2] == ["view", "3"]
+    assert rows[3][:2] == ["purchase", "3"]
+
+
+def test_csv_unknown_table(pm_browser):
+    response = pm_browser.get(page_url("items") + "?format=csv&table=nope")
+    assert response.status_code == 400
+
+
+def test_retention_heat_map_and_sentiment_reviews(pm_browser, activity):
+    retention = pm_browser.get(page_url("retention")).content.decode()
+    assert "data-heatmap" in retention
+    sentiment = pm_browser.get(page_url("sentiment")).content.decode()
+    assert "Awful binding" in sentiment
+
+
+def test_recommendations_page_compares_versions(pm_browser, activity):
+    ModelVersion.objects.create(kind="recommender", name="tt-2", artifact_path="b",
+                                checksum="d")
+    Impression.objects.create(rec_id=uuid.uuid4(), user_id="u", item_ids=[],
+                              model_version=ModelVersion.objects.get(name="tt-2"),
+                              strategy="two_tower", created_at=timezone.now())
+    content = pm_browser.get(page_url("recommendations") + "?compare=tt-1,tt-2"
+                             ).content.decode()
+    assert "95% confidence interval" in content
+    assert Event.objects.filter(rec_id__isnull=False).exists()

@@ -1,0 +1,109 @@
+"""Production settings in a fresh interpreter (settings load once per process), and the
+public API's rate limit."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_django(code_or_args: list[str], **env: str) -> subprocess.CompletedProcess:
+    """Runs python with the given arguments under production settings and `env` only
+    (plus PATH/HOME), so nothing from the test run's environment leaks in."""
+    clean_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", ""),
+                 "DJANGO_SETTINGS_MODULE": "config.settings.production",
+                 "LODESTAR_VAR_DIR": os.environ.get("LODESTAR_VAR_DIR", str(ROOT / "var")),
+                 **env}
+    return subprocess.run([sys.executable, *code_or_args], cwd=ROOT, env=clean_env,
+                          capture_output=True, text=True, timeout=120)
+
+
+PRINT_SETTINGS = ("import django; django.setup(); from django.conf import settings as s; "
+                  "print(s.DEBUG, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+                  "s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS > 0, "
+                  "s.CACHES['default']['BACKEND'].rsplit('.', 1)[-1])")
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = run_django(["-c", PRINT_SETTINGS])
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_turns_debug_off_and_cookies_secure():
+    result = run_django(["-c", PRINT_SETTINGS], SECRET_KEY=secrets.token_urlsafe(50),
+                        DJANGO_DEBUG="true")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "True", "True", "True",
+                                     "LocMemCache"]
+
+
+def test_rate_limits_are_shared_through_redis_when_there_is_one():
+    result = run_django(["-c", PRINT_SETTINGS], SECRET_KEY=secrets.token_urlsafe(50),
+                        REDIS_URL="redis://127.0.0.1:6379/0")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "RedisCache"
+
+
+def test_check_deploy_is_clean_with_a_long_secret_key():
+    result = run_django(["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                        SECRET_KEY=secrets.token_urlsafe(64))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+class TestRateLimit:
+    @pytest.fixture
+    def two_requests_a_minute(self, monkeypatch):
+        from recommender.apis import RecommendationsApi
+
+        # The endpoint's own throttle (ClientAppRateThrottle, from the settings). DRF reads
+        # THROTTLE_RATES once, when the class is defined, so a settings override is too late.
+        (throttle,) = RecommendationsApi.throttle_classes
+        monkeypatch.setattr(throttle, "THROTTLE_RATES", {"client_app": "2/minute"})
+
+    @pytest.fixture
+    def fresh_cache(self):
+        from django.core.cache import cache
+
+        cache.clear()
+        yield
+        cache.clear()
+
+    def test_a_client_app_over_its_rate_gets_429_with_retry_after(
+            self, client_app, two_requests_a_minute, fresh_cache):
+        url = reverse("recommender:recommendations") + "?user_id=u1"
+
+        statuses = [client_app.get(url).status_code for _ in range(3)]
+
+        assert statuses == [200, 200, 429]
+        refused = client_app.get(url)
+        assert refused.status_code == 429
+        assert 0 < int(refused["Retry-After"]) <= 60
+        assert refused.json()["code"] == "throttled"
+
+    def test_each_api_key_has_its_own_budget(self, client_app, two_requests_a_minute,
+                                             fresh_cache, db):
+        from rest_framework.test import APIClient
+
+        from accounts.services import create_api_key
+
+        url = reverse("recommender:recommendations") + "?user_id=u1"
+        for _ in range(3):
+            client_app.get(url)
+        _, other_key = create_api_key(name="other app")
+        other = APIClient()
+        other.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+
+        assert other.get(url).status_code == 200

@@ -1,0 +1,120 @@
+"""The recommender's API contract: parameters, authentication, the one error shape, and
+POST /api/v1/sentiment with per-item errors."""
+
+import pytest
+
+from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
+    assert_error_shape,
+    get_recommendations,
+    serving,
+    store_planted_data,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("k", ["0", "101", "abc", "-3", "2.5"])
+def test_bad_k_is_a_400_in_the_error_shape(client_app, serving, k):
+    response = client_app.get("/api/v1/recommendations", {"user_id": "u1", "k": k})
+
+    body = assert_error_shape(response, 400, attr="k")
+    assert body["type"] == "validation_error"
+
+
+def test_bad_k_on_similar_items_is_a_400(client_app, serving):
+    store_planted_data()
+
+    assert_error_shape(client_app.get("/api/v1/items/c0-i00/similar", {"k": "0"}), 400, attr="k")
+    assert_error_shape(client_app.get("/api/v1/items/c0-i00/similar", {"k": "101"}), 400,
+                       attr="k")
+
+
+def test_user_id_is_required(client_app, serving):
+    assert_error_shape(client_app.get("/api/v1/recommendations"), 400, attr="user_id")
+
+
+def test_bad_exclude_interacted_is_a_400(client_app, serving):
+    response = client_app.get("/api/v1/recommendations",
+                              {"user_id": "u1", "exclude_interacted": "perhaps"})
+
+    assert_error_shape(response, 400, attr="exclude_interacted")
+
+
+def test_k_bounds_are_inclusive(client_app, serving):
+    store_planted_data()
+
+    assert len(get_recommendations(client_app, user_id="cold", k=1)["items"]) == 1
+    assert len(get_recommendations(client_app, user_id="cold", k=100)["items"]) == 60
+
+
+def test_default_k_is_ten(client_app, serving):
+    store_planted_data()
+
+    assert len(get_recommendations(client_app, user_id="cold")["items"]) == 10
+
+
+@pytest.mark.parametrize("method, path", [
+    ("get", "/api/v1/recommendations?user_id=u1"),
+    ("get", "/api/v1/items/c0-i00/similar"),
+    ("post", "/api/v1/sentiment"),
+])
+def test_api_key_is_required(anonymous, db, method, path):
+    response = getattr(anonymous, method)(path, {"texts": ["fine"]} if method == "post" else None,
+                                          format="json")
+
+    body = assert_error_shape(response, 401)
+    assert body["code"] == "not_authenticated"
+
+
+def test_a_wrong_api_key_is_refused(anonymous, db):
+    anonymous.credentials(HTTP_AUTHORIZATION="Api-Key not.a-key")
+
+    assert_error_shape(anonymous.get("/api/v1/recommendations", {"user_id": "u1"}), 401)
+
+
+def test_sentiment_scores_each_text_with_vader_while_no_model_is_trained(client_app, serving):
+    response = client_app.post("/api/v1/sentiment", {"texts": [
+        "I love it, absolutely wonderful!", "Terrible. It broke and I hate it."]}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == "vader"
+    positive, negative = body["results"]
+    assert positive["label"] == "positive" and positive["score"] > 0.5
+    assert negative["label"] == "negative" and negative["score"] < 0.5
+
+
+def test_sentiment_bad_items_get_per_item_errors_and_the_others_are_scored(client_app,
+                                                                            serving):
+    texts = ["Great value", "", "   ", "x" * 5001, 42, None, {"text": "hi"}, "Awful fit",
+             "y" * 5000]
+
+    response = client_app.post("/api/v1/sentiment", {"texts": texts}, format="json")
+
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert len(results) == len(texts)
+    assert [("error" in r) for r in results] == [False, True, True, True, True, True, True,
+                                                 False, False]
+    assert "5000" in results[3]["error"]
+    assert results[0]["label"] == "positive" and results[7]["label"] == "negative"
+    assert set(results[8]) == {"label", "score"}
+
+
+@pytest.mark.parametrize("body", [
+    {"texts": ["ok"] * 101},
+    {},
+    {"texts": []},
+    {"texts": "not a list"},
+    {"text": ["wrong key"]},
+], ids=["over-100", "missing", "empty", "string", "wrong-key"])
+def test_sentiment_bad_request_is_a_400_in_the_error_shape(client_app, serving, body):
+    response = client_app.post("/api/v1/sentiment", body, format="json")
+
+    assert_error_shape(response, 400)
+
+
+def test_sentiment_accepts_exactly_100_texts(client_app, serving):
+    response = client_app.post("/api/v1/sentiment", {"texts": ["good"] * 100}, format="json")
+
+    assert response.status_code == 200 and len(response.json()["results"]) == 100

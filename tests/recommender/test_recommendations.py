@@ -1,0 +1,218 @@
+"""GET /api/v1/recommendations and /items/<id>/similar against a two-tower model trained on
+planted taste clusters (trained once per test process, registered per test)."""
+
+import uuid
+
+import pytest
+
+from ingestion.models import Item
+from recommender.models import Impression
+from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
+    ITEMS_PER_CLUSTER,
+    assert_error_shape,
+    cluster_of,
+    get_recommendations,
+    item_id,
+    register_model,
+    serving,
+    store_planted_data,
+    trained_model,
+)
+
+pytestmark = pytest.mark.django_db
+
+USER = "u0-00"  # a cluster-0 user
+
+
+@pytest.fixture
+def shop(serving):
+    interactions = store_planted_data()
+    version = register_model(trained_model(), name="rec-planted")
+    return {"interactions": interactions, "version": version}
+
+
+def _history(shop, user=USER) -> list[str]:
+    frame = shop["interactions"]
+    return frame[frame["user_id"] == user]["item_id"].tolist()
+
+
+def _post_events(client, user: str, items: list[str], event_type: str = "click") -> None:
+    response = client.post("/api/v1/events", {"batch": [
+        {"event_id": str(uuid.uuid4()), "type": event_type, "user_id": user, "item_id": item}
+        for item in items]}, format="json")
+    assert response.status_code == 200 and response.json()["accepted"] == len(items)
+
+
+def test_known_user_gets_two_tower_items_of_their_own_taste(client_app, shop):
+    body = get_recommendations(client_app, user_id=USER, k=4)
+
+    assert body["strategy"] == "two_tower"
+    assert body["model_version"] == "rec-planted"
+    assert len(body["items"]) == 4
+    assert set(body["items"][0]) == {"item_id", "score", "title", "category"}
+    # 4 of the 15 cluster-0 items are new to this user; the model ranks them first.
+    assert sum(cluster_of(i["item_id"]) == 0 for i in body["items"]) >= 3
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_a_new_event_changes_the_next_answer_without_retraining(client_app, shop):
+    before = get_recommendations(client_app, user_id=USER, k=10)
+    shown = {i["item_id"] for i in before["items"]}
+    # The user turns to cluster 2: clicks on cluster-2 items not shown to them yet.
+    new_taste = [item_id(2, j) for j in range(ITEMS_PER_CLUSTER)
+                 if item_id(2, j) not in shown][:8]
+    _post_events(client_app, USER, new_taste)
+
+    after = get_recommendations(client_app, user_id=USER, k=10)
+
+    assert after["model_version"] == before["model_version"] == "rec-planted"
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
+    assert not set(new_taste) & {i["item_id"] for i in after["items"]}  # now interacted
+
+    def in_cluster_two(answer):
+        return [i["item_id"] for i in answer["items"] if cluster_of(i["item_id"]) == 2]
+
+    # The remaining cluster-2 items move up into the answer ...
+    assert len(in_cluster_two(after)) > len(in_cluster_two(before))
+    # ... and the old taste's items that stay in it score lower than before.
+    before_scores = {i["item_id"]: i["score"] for i in before["items"]}
+    kept = [i for i in after["items"] if i["item_id"] in before_scores
+            and cluster_of(i["item_id"]) == 0]
+    assert kept and all(i["score"] < before_scores[i["item_id"]] for i in kept)
+
+
+def test_unknown_user_gets_popular_items_not_an_error(client_app, shop):
+    body = get_recommendations(client_app, user_id="never-seen", k=5)
+
+    assert body["strategy"] == "popular"
+    assert body["model_version"] is None
+    assert len(body["items"]) == 5
+
+
+def test_without_a_trained_model_everyone_gets_popular_items(client_app, serving):
+    interactions = store_planted_data()
+    history = set(interactions[interactions["user_id"] == USER]["item_id"])
+
+    body = get_recommendations(client_app, user_id=USER, k=5)
+
+    assert body["strategy"] == "popular" and body["model_version"] is None
+    assert len(body["items"]) == 5
+    assert not history & {i["item_id"] for i in body["items"]}
+
+
+def test_interacted_items_are_excluded_by_default_and_allowed_on_request(client_app, shop):
+    history = set(_history(shop))
+
+    default = get_recommendations(client_app, user_id=USER, k=30)
+    allowed = get_recommendations(client_app, user_id=USER, k=30, exclude_interacted="false")
+
+    assert not history & {i["item_id"] for i in default["items"]}
+    assert history & {i["item_id"] for i in allowed["items"]}
+
+
+def test_exclude_parameter_is_honoured(client_app, shop):
+    first = get_recommendations(client_app, user_id=USER, k=5)
+    a, b = first["items"][0]["item_id"], first["items"][1]["item_id"]
+
+    body = get_recommendations(client_app, user_id=USER, k=5, exclude=f"{a}, {b}")
+
+    returned = {i["item_id"] for i in body["items"]}
+    assert len(returned) == 5 and not {a, b} & returned
+    popular = get_recommendations(client_app, user_id="cold", k=3)
+    top = popular["items"][0]["item_id"]
+    cold = get_recommendations(client_app, user_id="cold", k=3, exclude=top)
+    assert top not in {i["item_id"] for i in cold["items"]}
+
+
+@pytest.mark.parametrize("user", [USER, "cold-user"], ids=["two_tower", "popular"])
+def test_deactivated_item_never_appears_even_right_after_deactivation(client_app, shop,
+                                                                       settings, user):
+    first = get_recommendations(client_app, user_id=user, k=5)
+    top = first["items"][0]["item_id"]
+    # Caches (catalog view, popular items, registry) stay warm: no refresh would notice.
+    settings.MODEL_REFRESH_SECONDS = 3600
+
+    response = client_app.post("/api/v1/items", {"items": [{"item_id": top, "is_active": False}]},
+                               format="json")
+    assert response.status_code == 200
+
+    again = get_recommendations(client_app, user_id=user, k=5)
+    assert top not in {i["item_id"] for i in again["items"]}
+    assert len(again["items"]) == 5
+    assert not Item.objects.get(item_id=top).is_active
+
+
+def test_inactive_items_are_not_recommended(client_app, shop):
+    Item.objects.filter(category="cat0").update(is_active=False)
+
+    body = get_recommendations(client_app, user_id=USER, k=20)
+
+    assert body["items"] and all(i["category"] != "cat0" for i in body["items"])
+
+
+@pytest.mark.parametrize("user", [USER, "cold-user"], ids=["two_tower", "popular"])
+def test_category_filter(client_app, shop, user):
+    body = get_recommendations(client_app, user_id=user, k=5, category="cat3")
+
+    assert len(body["items"]) == 5
+    assert {i["category"] for i in body["items"]} == {"cat3"}
+    assert get_recommendations(client_app, user_id=user, category="no-such")["items"] == []
+
+
+def test_every_answer_is_logged_as_an_impression(client_app, shop):
+    body = get_recommendations(client_app, user_id=USER, k=3)
+    cold = get_recommendations(client_app, user_id="cold-user", k=2)
+
+    impression = Impression.objects.get(rec_id=body["rec_id"])
+    assert impression.user_id == USER
+    assert impression.item_ids == [i["item_id"] for i in body["items"]]
+    assert impression.model_version == shop["version"]
+    assert impression.strategy == "two_tower" and impression.endpoint == "recommendations"
+    cold_impression = Impression.objects.get(rec_id=cold["rec_id"])
+    assert cold_impression.strategy == "popular" and cold_impression.model_version is None
+    assert cold_impression.item_ids == [i["item_id"] for i in cold["items"]]
+
+
+def test_similar_items_are_nearest_in_candidate_space(client_app, shop):
+    response = client_app.get(f"/api/v1/items/{item_id(1, 0)}/similar", {"k": 5})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["strategy"] == "two_tower" and body["model_version"] == "rec-planted"
+    returned = [i["item_id"] for i in body["items"]]
+    assert len(returned) == 5 and item_id(1, 0) not in returned
+    assert sum(cluster_of(i) == 1 for i in returned) >= 4
+    expected = [i for i, _ in trained_model().similar_items(item_id(1, 0), 5)]
+    assert returned == expected
+    assert Impression.objects.get(rec_id=body["rec_id"]).endpoint == "similar"
+
+
+def test_similar_items_of_an_unknown_item_is_a_404_in_the_error_shape(client_app, shop):
+    response = client_app.get("/api/v1/items/no-such-item/similar")
+
+    body = assert_error_shape(response, 404)
+    assert body["code"] == "not_found"
+
+
+def test_similar_items_fall_back_to_popular_in_category_without_a_model(client_app, serving):
+    store_planted_data()
+
+    response = client_app.get(f"/api/v1/items/{item_id(2, 3)}/similar", {"k": 4})
+
+    body = response.json()
+    assert response.status_code == 200
+    assert body["strategy"] == "popular" and body["model_version"] is None
+    assert len(body["items"]) == 4
+    assert {i["category"] for i in body["items"]} == {"cat2"}
+    assert item_id(2, 3) not in {i["item_id"] for i in body["items"]}
+
+
+def test_similar_items_of_an_item_the_model_has_not_seen_fall_back(client_app, shop):
+    client_app.post("/api/v1/items", {"items": [{"item_id": "brand-new", "category": "cat1"}]},
+                    format="json")
+
+    body = client_app.get("/api/v1/items/brand-new/similar", {"k": 3}).json()
+
+    assert body["strategy"] == "popular"
+    assert {i["category"] for i in body["items"]} == {"cat1"}

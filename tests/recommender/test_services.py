@@ -1,0 +1,361 @@
+"""Training jobs and the model registry, without training anything: pipelines are
+replaced by small functions, artifacts by a file whose checksum is recorded."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from recommender import services
+from recommender.artifacts import artifact_directory, directory_checksum
+from recommender.ml.cancellation import TrainingCancelled
+from recommender.models import ModelAuditEntry, ModelVersion, TrainingJob
+
+pytestmark = pytest.mark.django_db
+
+Status = TrainingJob.Status
+Version = ModelVersion.Status
+
+
+def make_version(*, kind: str = "recommender", name: str, status: str = Version.CANDIDATE,
+                 activated_minutes_ago: int | None = None, metrics: dict | None = None,
+                 baseline_metrics: dict | None = None, corrupt: bool = False) -> ModelVersion:
+    """A version whose artifact exists under MODEL_STORE (use the model_store fixture)."""
+    directory = artifact_directory(kind=kind, name=name)
+    directory.mkdir(parents=True)
+    (directory / "weights.bin").write_bytes(name.encode())
+    checksum = "0" * 64 if corrupt else directory_checksum(directory)
+    activated_at = (timezone.now() - timedelta(minutes=activated_minutes_ago)
+                    if activated_minutes_ago is not None else None)
+    return ModelVersion.objects.create(
+        kind=kind, name=name, status=status, artifact_path=str(directory), checksum=checksum,
+        metrics=metrics or {}, baseline_metrics=baseline_metrics or {},
+        activated_at=activated_at)
+
+
+def replace_pipeline(monkeypatch, kind: str, pipeline) -> None:
+    from recommender import training
+
+    monkeypatch.setitem(training.PIPELINES, kind, pipeline)
+
+
+def queued_job(kind: str = "recommender") -> TrainingJob:
+    return services.start_training_job(kind=kind, started_by="test", enqueue=False)
+
+
+class TestOneActiveJobPerKind:
+    @pytest.mark.parametrize("status", [Status.QUEUED, Status.RUNNING])
+    def test_a_second_job_of_the_kind_is_refused_while_one_is_active(self, status):
+        first = queued_job()
+        TrainingJob.objects.filter(pk=first.pk).update(status=status)
+
+        with pytest.raises(services.JobAlreadyActive) as refused:
+            queued_job()
+
+        assert refused.value.job.pk == first.pk
+        assert TrainingJob.objects.count() == 1
+
+    def test_other_kinds_and_finished_jobs_do_not_block(self):
+        first = queued_job("recommender")
+        queued_job("sentiment")
+        TrainingJob.objects.filter(pk=first.pk).update(status=Status.FAILED)
+
+        assert queued_job("recommender").status == Status.QUEUED
+
+    def test_unknown_kind_is_refused(self):
+        with pytest.raises(ValueError):
+            services.start_training_job(kind="horoscope", started_by="test")
+
+
+class TestCancel:
+    def test_a_queued_job_is_cancelled_at_once(self):
+        job = services.request_cancel(job_id=queued_job().pk, actor="admin:boss")
+
+        assert job.status == Status.CANCELLED
+        assert job.finished_at is not None
+        assert "admin:boss" in job.log
+        assert services.run_training_job(job_id=job.pk) is None
+
+    def test_a_running_job_stops_at_its_next_batch(self, monkeypatch):
+        batches_after_cancel = []
+
+        def pipeline(reporter):
+            services.request_cancel(job_id=reporter.job.pk, actor="admin:boss")
+            for batch in range(1000):
+                if reporter.should_stop():
+                    raise TrainingCancelled()
+                batches_after_cancel.append(batch)
+            raise AssertionError("never stopped")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert job.status == Status.CANCELLED
+        assert job.cancel_requested
+        assert batches_after_cancel == []
+        assert "Cancel requested by admin:boss" in job.log
+
+    def test_a_finished_job_is_left_as_it_is(self):
+        job = queued_job()
+        TrainingJob.objects.filter(pk=job.pk).update(status=Status.SUCCEEDED)
+
+        assert services.request_cancel(job_id=job.pk, actor="admin:boss").status == \
+            Status.SUCCEEDED
+
+
+class TestRunTrainingJob:
+    def test_success_records_progress_and_the_version(self, monkeypatch, model_store):
+        def pipeline(reporter):
+            reporter.record(data_counts={"users": 3})
+            reporter.on_epoch_end(1, {"loss": 2.5, "val_recall@50": 0.1})
+            reporter.on_epoch_end(2, {"loss": 1.5, "val_recall@50": 0.3})
+            return make_version(name="recommender-new")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert job.status == Status.SUCCEEDED
+        assert job.model_version.name == "recommender-new"
+        assert [entry["epoch"] for entry in job.progress] == [1, 2]
+        assert job.progress[1]["loss"] == 1.5
+        assert job.data_counts == {"users": 3}
+        assert job.attempts == 1 and job.finished_at and job.duration_seconds >= 0
+
+    def test_failure_marks_the_job_failed_and_the_active_version_keeps_serving(
+            self, monkeypatch, model_store):
+        active = make_version(name="recommender-old", status=Version.ACTIVE,
+                              activated_minutes_ago=60)
+
+        def pipeline(reporter):
+            raise RuntimeError("GPU on fire")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert job.status == Status.FAILED
+        assert job.error.startswith("RuntimeError: GPU on fire")
+        assert "Failed: GPU on fire" in job.log
+        active.refresh_from_db()
+        assert active.status == Version.ACTIVE
+
+    def test_not_enough_data_fails_with_the_reason(self, monkeypatch):
+        def pipeline(reporter):
+            raise services.NotEnoughData("2 users have two or more interactions")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert job.status == Status.FAILED
+        assert job.error == "2 users have two or more interactions"
+
+
+def stale_running_job(*, attempts: int) -> TrainingJob:
+    job = queued_job()
+    long_ago = timezone.now() - timedelta(hours=1)
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=Status.RUNNING, attempts=attempts, started_at=long_ago, heartbeat_at=long_ago,
+        celery_task_id="dead-task")
+    return job
+
+
+class TestCrashRecovery:
+    def test_a_job_whose_worker_died_is_requeued_once_then_failed(
+            self, monkeypatch, django_capture_on_commit_callbacks):
+        enqueued = []
+        monkeypatch.setattr(services, "_enqueue", lambda job: enqueued.append(job.pk))
+        job = stale_running_job(attempts=1)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.recover_stale_jobs() == [job.pk]
+        job.refresh_from_db()
+        assert job.status == Status.QUEUED
+        assert enqueued == [job.pk]
+        assert "re-queued" in job.log
+
+        # The re-queued task starts (second attempt), and its worker dies as well.
+        def pipeline(reporter):
+            long_ago = timezone.now() - timedelta(hours=1)
+            TrainingJob.objects.filter(pk=reporter.job.pk).update(heartbeat_at=long_ago)
+            raise SystemExit("worker killed")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        with pytest.raises(SystemExit):
+            services.run_training_job(job_id=job.pk)
+
+        assert services.recover_stale_jobs() == [job.pk]
+        job.refresh_from_db()
+        assert job.status == Status.FAILED
+        assert job.attempts == 2
+        assert "stopped responding" in job.error
+        assert enqueued == [job.pk]
+
+    def test_a_job_with_a_fresh_heartbeat_is_left_running(self):
+        job = stale_running_job(attempts=1)
+        TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+
+        assert services.recover_stale_jobs() == []
+        job.refresh_from_db()
+        assert job.status == Status.RUNNING
+
+    def test_a_redelivered_task_of_a_job_out_of_attempts_fails_it(self):
+        job = stale_running_job(attempts=2)
+
+        assert services.run_training_job(job_id=job.pk) is None
+        job.refresh_from_db()
+        assert job.status == Status.FAILED
+
+    def test_a_queued_job_that_never_reached_the_broker_is_enqueued(self, monkeypatch):
+        enqueued = []
+        monkeypatch.setattr(services, "_enqueue", lambda job: enqueued.append(job.pk))
+        job = queued_job()
+        TrainingJob.objects.filter(pk=job.pk).update(
+            created_at=timezone.now() - timedelta(hours=1))
+        fresh = queued_job("sentiment")
+
+        assert services.recover_stale_jobs() == [job.pk]
+        assert enqueued == [job.pk]
+        assert fresh.pk not in enqueued
+
+
+def register(name: str, *, promote_if: bool, kind: str = "recommender") -> ModelVersion:
+    return services.register_version(
+        kind=kind, name=name, artifact_path=f"/models/{name}", checksum="c" * 64,
+        metrics={"ndcg@10": 0.3}, baseline_metrics={"popularity": {"ndcg@10": 0.1}},
+        params={}, data_counts={}, data_window=None, promote_if=promote_if,
+        reason="ndcg@10 0.3000 vs baseline 0.1000")
+
+
+class TestRegistry:
+    def test_a_version_that_wins_is_promoted_and_the_old_one_retired(self):
+        old = register("old", promote_if=True)
+        new = register("new", promote_if=True)
+
+        old.refresh_from_db()
+        assert (old.status, new.status) == (Version.RETIRED, Version.ACTIVE)
+        assert new.audit.get().action == "auto-promote"
+
+    def test_a_version_that_loses_stays_a_candidate(self):
+        active = register("active", promote_if=True)
+        loser = register("loser", promote_if=False)
+
+        active.refresh_from_db()
+        assert (active.status, loser.status) == (Version.ACTIVE, Version.CANDIDATE)
+        assert loser.audit.get().action == "kept-candidate"
+        assert "vs baseline" in loser.audit.get().note
+
+    def test_promote_activates_and_audits_who_did_it(self, model_store):
+        old = make_version(name="old", status=Version.ACTIVE, activated_minutes_ago=60)
+        candidate = make_version(name="candidate")
+
+        services.promote_version(version_id=candidate.pk, actor="admin:boss")
+
+        old.refresh_from_db()
+        candidate.refresh_from_db()
+        assert (old.status, candidate.status) == (Version.RETIRED, Version.ACTIVE)
+        entry = ModelAuditEntry.objects.get(version=candidate)
+        assert (entry.action, entry.actor) == ("promote", "admin:boss")
+        assert entry.created_at is not None
+
+    def test_promote_refuses_an_artifact_that_fails_its_checksum(self, model_store):
+        active = make_version(name="good", status=Version.ACTIVE, activated_minutes_ago=60)
+        broken = make_version(name="broken", corrupt=True)
+
+        with pytest.raises(services.RegistryActionRefused, match="checksum"):
+            services.promote_version(version_id=broken.pk, actor="admin:boss")
+
+        active.refresh_from_db()
+        assert active.status == Version.ACTIVE
+
+    def test_roll_back_reactivates_the_previous_version_and_audits(self, model_store):
+        first = make_version(name="first", status=Version.RETIRED, activated_minutes_ago=120)
+        make_version(name="never-active")
+        current = make_version(name="current", status=Version.ACTIVE, activated_minutes_ago=5)
+
+        restored = services.roll_back(kind="recommender", actor="admin:boss")
+
+        current.refresh_from_db()
+        assert restored.pk == first.pk
+        assert (restored.status, current.status) == (Version.ACTIVE, Version.RETIRED)
+        entry = restored.audit.get()
+        assert (entry.action, entry.actor, entry.note) == (
+            "rollback", "admin:boss", "rolled back from current")
+
+    def test_roll_back_without_an_earlier_version_is_refused(self, model_store):
+        make_version(name="only", status=Version.ACTIVE, activated_minutes_ago=5)
+
+        with pytest.raises(services.RegistryActionRefused, match="No earlier"):
+            services.roll_back(kind="recommender", actor="admin:boss")
+
+    def test_one_traffic_split_per_kind(self, model_store):
+        make_version(name="active", status=Version.ACTIVE, activated_minutes_ago=5)
+        first = make_version(name="first")
+        second = make_version(name="second")
+
+        services.set_traffic_split(version_id=first.pk, percent=20, actor="admin:boss")
+        services.set_traffic_split(version_id=second.pk, percent=10, actor="admin:boss")
+
+        first.refresh_from_db()
+        second.refresh_from_db()
+        assert (first.traffic_percent, second.traffic_percent) == (0, 10)
+        assert second.audit.get().note == "10% of users"
+
+    @pytest.mark.parametrize("percent", [-1, 101])
+    def test_split_outside_0_to_100_is_refused(self, model_store, percent):
+        candidate = make_version(name="candidate")
+
+        with pytest.raises(services.RegistryActionRefused):
+            services.set_traffic_split(version_id=candidate.pk, percent=percent, actor="a")
+
+    def test_the_active_version_cannot_be_split(self, model_store):
+        active = make_version(name="active", status=Version.ACTIVE, activated_minutes_ago=5)
+
+        with pytest.raises(services.RegistryActionRefused):
+            services.set_traffic_split(version_id=active.pk, percent=50, actor="admin:boss")
+
+
+class TestAbSplitServing:
+    """serving_version with the model loading replaced: which version a user gets."""
+
+    @pytest.fixture
+    def registry(self, monkeypatch, model_store, settings):
+        from recommender import serving
+
+        monkeypatch.setattr(serving, "_load_model", lambda kind, directory: directory.name)
+        serving.registry.reset()
+        yield serving
+        serving.registry.reset()
+
+    def test_a_user_always_gets_the_same_version_and_the_share_matches(self, registry):
+        make_version(name="active", status=Version.ACTIVE, activated_minutes_ago=5)
+        candidate = make_version(name="candidate")
+        services.set_traffic_split(version_id=candidate.pk, percent=30, actor="admin:boss")
+        registry.registry.refresh()
+
+        users = [f"user-{n}" for n in range(10_000)]
+        first = {user: registry.serving_version(kind="recommender", user_id=user).name
+                 for user in users}
+        again = {user: registry.serving_version(kind="recommender", user_id=user).name
+                 for user in users}
+
+        assert first == again
+        share = sum(name == "candidate" for name in first.values()) / len(users)
+        assert share == pytest.approx(0.30, abs=0.02)
+
+    def test_buckets_are_stable_and_separate_per_kind(self, registry):
+        buckets = [registry.ab_bucket(kind="recommender", user_id=f"u{n}") for n in range(1000)]
+
+        assert buckets == [registry.ab_bucket(kind="recommender", user_id=f"u{n}")
+                           for n in range(1000)]
+        assert all(0 <= bucket < 100 for bucket in buckets)
+        assert buckets != [registry.ab_bucket(kind="sentiment", user_id=f"u{n}")
+                           for n in range(1000)]
+
+    def test_ending_the_split_sends_everyone_to_the_active_version(self, registry):
+        make_version(name="active", status=Version.ACTIVE, activated_minutes_ago=5)
+        candidate = make_version(name="candidate")
+        services.set_traffic_split(version_id=candidate.pk, percent=50, actor="admin:boss")
+        services.set_traffic_split(version_id=candidate.pk, percent=0, actor="admin:boss")
+        registry.registry.refresh()
+
+        assert {registry.serving_version(kind="recommender", user_id=f"u{n}").name
+                for n in range(200)} == {"active"}

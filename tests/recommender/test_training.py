@@ -1,0 +1,192 @@
+"""`manage.py train <kind> --sync` end to end on planted data, and the promotion rules."""
+
+import json
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from ingestion.models import EndUser, Event, Item
+from recommender.models import ModelAuditEntry, ModelKind, ModelVersion, TrainingJob
+from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
+    register_model,
+    serving,
+    store_planted_data,
+    trained_model,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _train(kind: str) -> tuple[dict, str]:
+    out = StringIO()
+    call_command("train", kind, sync=True, stdout=out)
+    lines = out.getvalue().strip().splitlines()
+    return json.loads(lines[-1]), out.getvalue()
+
+
+# --------------------------------------------------------------------------- recommender
+
+
+def test_training_on_planted_tastes_beats_popularity_and_becomes_active(serving):
+    store_planted_data()
+
+    result, _ = _train("recommender")
+
+    assert result["status"] == "succeeded"
+    version = ModelVersion.objects.get(name=result["model_version"])
+    assert version.status == ModelVersion.Status.ACTIVE and version.kind == "recommender"
+    metrics, popularity = result["metrics"], version.baseline_metrics["popularity"]
+    # About 49 unseen items per user: a random ranking hits the held-out item in its top
+    # 10 about a fifth of the time; popularity does no better on planted tastes.
+    assert metrics["hr@10"] >= 0.5
+    assert metrics["hr@10"] > popularity["hr@10"] and metrics["ndcg@10"] > popularity["ndcg@10"]
+    assert version.data_counts["users"] == 40 and version.data_counts["test_users"] == 40
+    assert TrainingJob.objects.get(pk=result["job"]).model_version == version
+    assert ModelAuditEntry.objects.filter(version=version, action="auto-promote").exists()
+
+
+@pytest.fixture
+def forced_evaluation(monkeypatch):
+    """Training returns the planted model at once and the holdout figures are whatever the
+    test says: model, popularity baseline, then the active version (when one loads)."""
+    import recommender.ml.evaluation as evaluation
+    import recommender.ml.two_tower as two_tower
+
+    model = trained_model()
+    monkeypatch.setattr(two_tower, "train_two_tower",
+                        lambda *args, **kwargs: (model, {"epochs_run": 1}))
+    outcomes: list[float] = []
+
+    def fake_evaluate(*args, **kwargs):
+        ndcg = outcomes.pop(0)
+        return {"hr@10": ndcg, "ndcg@10": ndcg, "recall@50": ndcg, "coverage": 0.5}
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    return outcomes
+
+
+@pytest.fixture
+def active_version(serving):
+    store_planted_data()
+    return register_model(trained_model(), name="rec-active", metrics={"ndcg@10": 0.5})
+
+
+def test_a_version_that_does_not_beat_the_active_one_stays_candidate(active_version,
+                                                                     forced_evaluation):
+    forced_evaluation.extend([0.40, 0.10, 0.50])  # model, popularity, active
+
+    result, _ = _train("recommender")
+
+    new = ModelVersion.objects.get(name=result["model_version"])
+    assert new.status == ModelVersion.Status.CANDIDATE
+    active_version.refresh_from_db()
+    assert active_version.status == ModelVersion.Status.ACTIVE
+    assert ModelAuditEntry.objects.filter(version=new, action="kept-candidate").exists()
+    assert new.baseline_metrics["active"]["version"] == "rec-active"
+    assert not forced_evaluation  # the active version was evaluated on the same holdout
+
+
+def test_a_version_that_beats_the_active_one_and_popularity_is_promoted(active_version,
+                                                                       forced_evaluation):
+    forced_evaluation.extend([0.60, 0.10, 0.50])
+
+    result, _ = _train("recommender")
+
+    new = ModelVersion.objects.get(name=result["model_version"])
+    assert new.status == ModelVersion.Status.ACTIVE
+    active_version.refresh_from_db()
+    assert active_version.status == ModelVersion.Status.RETIRED
+
+
+def test_a_version_that_does_not_beat_popularity_stays_candidate(serving, forced_evaluation):
+    store_planted_data()
+    forced_evaluation.extend([0.20, 0.25])  # no active version to compare with
+
+    result, _ = _train("recommender")
+
+    assert ModelVersion.objects.get(name=result["model_version"]).status == "candidate"
+    assert not ModelVersion.objects.filter(status="active").exists()
+
+
+def test_a_tie_with_the_active_version_does_not_promote(active_version, forced_evaluation):
+    forced_evaluation.extend([0.50, 0.10, 0.50])
+
+    result, _ = _train("recommender")
+
+    assert ModelVersion.objects.get(name=result["model_version"]).status == "candidate"
+
+
+def test_too_little_data_fails_the_job_with_a_reason(serving):
+    Item.objects.create(item_id="only")
+
+    with pytest.raises(CommandError):
+        _train("recommender")
+
+    job = TrainingJob.objects.get()
+    assert job.status == "failed" and "at least" in job.error
+    assert not ModelVersion.objects.exists()
+
+
+# --------------------------------------------------------------------------- sentiment
+
+FILLER = ["the", "item", "arrived", "today", "my", "box", "shirt", "colour", "size", "was",
+          "this", "order"]
+
+
+def _store_reviews(texts_and_ratings: list[tuple[str, int]]) -> None:
+    user = EndUser.objects.create(user_id="reviewer")
+    item = Item.objects.create(item_id="reviewed")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    Event.objects.bulk_create([
+        Event(event_id=uuid.uuid4(), type="review", user=user, item=item, text=text,
+              value=rating, timestamp=start + timedelta(minutes=n),
+              received_at=start + timedelta(minutes=n))
+        for n, (text, rating) in enumerate(texts_and_ratings)])
+
+
+def _slang(word: str, rng: random.Random) -> str:
+    words = rng.sample(FILLER, 5)
+    return " ".join(words[:2] + [word] + words[2:4] + [word] + words[4:])
+
+
+def test_sentiment_that_does_not_beat_vader_stays_candidate_and_vader_serves(serving,
+                                                                             client_app):
+    rng = random.Random(3)
+    good = ["I love it, great quality", "Wonderful, excellent and happy with it",
+            "Great product, love it", "Amazing! Really good"]
+    bad = ["Terrible, I hate it", "Awful quality, horrible", "Bad, broken and sad",
+           "Horrible, worst purchase, hate it"]
+    _store_reviews([(rng.choice(good), 5) for _ in range(20)]
+                   + [(rng.choice(bad), 1) for _ in range(20)])
+
+    result, _ = _train("sentiment")
+
+    version = ModelVersion.objects.get(name=result["model_version"])
+    assert version.status == ModelVersion.Status.CANDIDATE
+    assert version.baseline_metrics["vader"]["macro_f1"] == 1.0
+    response = client_app.post("/api/v1/sentiment", {"texts": ["I love it"]}, format="json")
+    assert response.json()["model_version"] == "vader"
+
+
+def test_sentiment_that_beats_vader_becomes_active_and_serves(serving, client_app):
+    rng = random.Random(5)
+    # Invented slang VADER has never seen: "zorp" is praise, "blick" a complaint.
+    _store_reviews([(_slang("zorp", rng), 5) for _ in range(60)]
+                   + [(_slang("blick", rng), 1) for _ in range(60)])
+
+    result, _ = _train("sentiment")
+
+    version = ModelVersion.objects.get(name=result["model_version"])
+    assert version.status == ModelVersion.Status.ACTIVE
+    assert result["metrics"]["macro_f1"] > version.baseline_metrics["vader"]["macro_f1"]
+    texts = [_slang("zorp", rng) for _ in range(5)] + [_slang("blick", rng) for _ in range(5)]
+    response = client_app.post("/api/v1/sentiment", {"texts": texts}, format="json")
+    body = response.json()
+    assert body["model_version"] == version.name
+    scores = [r["score"] for r in body["results"]]
+    assert min(scores[:5]) > max(scores[5:])
+    assert [r["label"] for r in body["results"]].count("positive") >= 4
