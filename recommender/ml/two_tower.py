@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from recommender.ml.cancellation import TrainingCancelled
 from recommender.ml.data import (
     OOV_INDEX,
     PADDING_INDEX,
@@ -49,10 +50,6 @@ METADATA_FILE = "metadata.json"
 EpochEndHook = Callable[[int, dict[str, float]], None]
 StopCheck = Callable[[], bool]
 Traits = Mapping[str, str]
-
-
-class TrainingCancelled(Exception):
-    """Raised out of ``train_two_tower`` when ``should_stop()`` turned true."""
 
 
 @dataclass(frozen=True)
