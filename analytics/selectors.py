@@ -19,7 +19,6 @@ from django.db.models import (
     Avg,
     Count,
     DateField,
-    Exists,
     F,
     FloatField,
     OuterRef,
@@ -121,13 +120,21 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
     events by type per day, purchases and revenue per day, and stickiness: the average DAU
     over the range divided by MAU."""
     events = _events(date_range=date_range, category=category)
-    daily_users = {
-        row["day"]: row for row in events.annotate(day=TruncDate("timestamp"))
-        .values("day")
-        .annotate(active_users=Count("user", distinct=True),
-                  new_users=Count("user", distinct=True,
-                                  filter=Q(user__first_seen__date=F("day"))))
-    }
+    daily_active = dict(events.annotate(day=TruncDate("timestamp")).values("day")
+                        .annotate(users=Count("user", distinct=True)).values_list("day", "users"))
+    if category:
+        # New to the product that day and active in the category that day.
+        daily_new = dict(events.annotate(day=TruncDate("timestamp")).values("day")
+                         .annotate(users=Count("user", distinct=True,
+                                               filter=Q(user__first_seen__date=F("day"))))
+                         .values_list("day", "users"))
+    else:
+        # first_seen is the timestamp of the user's first event, so every user first seen
+        # on a day was active that day: counting EndUser rows avoids a join over the events.
+        daily_new = dict(EndUser.objects.filter(first_seen__gte=date_range.start_at,
+                                                first_seen__lt=date_range.end_before)
+                         .annotate(day=TruncDate("first_seen")).values("day")
+                         .annotate(users=Count("id")).values_list("day", "users"))
     daily_types: dict[date, dict[str, int]] = defaultdict(dict)
     daily_revenue: dict[date, float] = defaultdict(float)
     type_totals: dict[str, int] = defaultdict(int)
@@ -138,21 +145,24 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
         if row["type"] == "purchase":
             daily_revenue[row["day"]] += row["value_sum"] or 0.0
 
-    last_day = DateRange(start=date_range.end, end=date_range.end)
-    month = DateRange(start=date_range.end - timedelta(days=29), end=date_range.end)
-    active = _events(date_range=month, category=category).aggregate(
-        mau=Count("user", distinct=True),
+    # One scan over the range and the 30 days ending on its last day, whichever is longer.
+    month_start = date_range.end_before - timedelta(days=30)
+    both = DateRange(start=min(date_range.start, date_range.end - timedelta(days=29)),
+                     end=date_range.end)
+    active = _events(date_range=both, category=category).aggregate(
+        active_users=Count("user", distinct=True,
+                           filter=Q(timestamp__gte=date_range.start_at)),
+        mau=Count("user", distinct=True, filter=Q(timestamp__gte=month_start)),
         wau=Count("user", distinct=True,
                   filter=Q(timestamp__gte=date_range.end_before - timedelta(days=7))),
-        dau=Count("user", distinct=True, filter=Q(timestamp__gte=last_day.start_at)),
+        dau=Count("user", distinct=True,
+                  filter=Q(timestamp__gte=date_range.end_before - timedelta(days=1))),
     )
-    range_totals = events.aggregate(active_users=Count("user", distinct=True))
 
     days = []
     for day in date_range.dates():
-        users = daily_users.get(day, {})
-        active_users = users.get("active_users", 0)
-        new_users = users.get("new_users", 0)
+        active_users = daily_active.get(day, 0)
+        new_users = daily_new.get(day, 0)
         by_type = daily_types.get(day, {})
         days.append({
             "date": day,
@@ -171,7 +181,7 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
         "mau": active["mau"],
         "average_dau": round(average_dau, 2),
         "stickiness": _ratio(average_dau, active["mau"]),
-        "active_users": range_totals["active_users"],
+        "active_users": active["active_users"],
         "events": sum(type_totals.values()),
         "events_by_type": dict(sorted(type_totals.items(), key=lambda kv: -kv[1])),
         "purchases": type_totals.get("purchase", 0),
@@ -433,10 +443,17 @@ def item_performance(*, date_range: DateRange, category: str | None = None,
                      order_by: ItemOrder = "views", limit: int = 20) -> list[dict[str, Any]]:
     """Top items: views, unique viewers, purchases, conversion (purchasers / viewers),
     revenue, average rating and review sentiment shares."""
-    rows = (_events(date_range=date_range, category=category).filter(item__isnull=False)
-            .values(*ITEM_FIELDS).annotate(**_performance_annotations())
-            .annotate(conversion=_conversion_expression())
-            .order_by(*_ordering(order_by))[:limit])
+    # Grouping by the integer foreign key keeps the sort small; titles are fetched for the
+    # top rows only.
+    rows = list(_events(date_range=date_range, category=category).filter(item__isnull=False)
+                .values("item").annotate(**_performance_annotations())
+                .annotate(conversion=_conversion_expression())
+                .order_by(*_ordering(order_by))[:limit])
+    details = {item.pk: item for item in Item.objects.filter(pk__in=[row["item"] for row in rows])
+               .only("item_id", "title", "category")}
+    for row in rows:
+        item = details[row.pop("item")]
+        row.update(item_id=item.item_id, title=item.title, category=item.category)
     return [_with_shares(row) for row in rows]
 
 
@@ -474,8 +491,10 @@ def sentiment_trend(*, date_range: DateRange, category: str | None = None,
                     period: Period = "day") -> list[dict[str, Any]]:
     """Per day (or week) the number of scored reviews and the share of each label."""
     counts: dict[date, dict[str, int]] = defaultdict(dict)
+    # exclude(sentiment_label="") repeats the predicate of a partial index on scored events
+    # so PostgreSQL can use it; the label filter alone would not match it.
     for row in (_events(date_range=date_range, category=category)
-                .filter(sentiment_label__in=SENTIMENT_LABELS)
+                .exclude(sentiment_label="").filter(sentiment_label__in=SENTIMENT_LABELS)
                 .annotate(bucket=Trunc("timestamp", period, output_field=DateField()))
                 .values("bucket", "sentiment_label").annotate(reviews=Count("id"))):
         counts[row["bucket"]][row["sentiment_label"]] = row["reviews"]
@@ -498,6 +517,7 @@ def sentiment_by_item(*, date_range: DateRange, category: str | None = None,
     """Per item: scored reviews, count and share of each sentiment label in the range.
     `item_ids` are external item ids; `order="negative_share"` lists the most negative first."""
     rows = (_events(date_range=date_range, category=category)
+            .exclude(sentiment_label="")
             .filter(sentiment_label__in=SENTIMENT_LABELS, item__isnull=False))
     if item_ids is not None:
         rows = rows.filter(item__item_id__in=item_ids)
@@ -518,6 +538,7 @@ def sentiment_by_category(*, date_range: DateRange, categories: list[str] | None
                           ) -> list[dict[str, Any]]:
     """Per item category: scored reviews, count and share of each sentiment label."""
     rows = (_events(date_range=date_range)
+            .exclude(sentiment_label="")
             .filter(sentiment_label__in=SENTIMENT_LABELS, item__isnull=False))
     if categories is not None:
         rows = rows.filter(item__category__in=categories)
@@ -577,33 +598,36 @@ def sentiment_summary(*, date_range: DateRange, category: str | None = None,
 # Recommendations ------------------------------------------------------------------------
 
 
-def _attributed(event_type: str, category: str | None) -> QuerySet[Event]:
-    events = Event.objects.filter(rec_id=OuterRef("rec_id"), type=event_type)
-    if category:
-        events = events.filter(item__category=category)
-    return events
-
-
 def _recommendation_rows(*, date_range: DateRange, category: str | None,
                          group_by: str) -> list[dict[str, Any]]:
-    revenue = (_attributed("purchase", category).values("rec_id")
-               .annotate(total=Sum("value")).values("total"))
-    rows = (Impression.objects.filter(created_at__gte=date_range.start_at,
-                                      created_at__lt=date_range.end_before)
-            .annotate(clicked=Exists(_attributed("click", category)),
-                      purchased=Exists(_attributed("purchase", category)),
-                      attributed_revenue=Subquery(revenue, output_field=FloatField()))
-            .values(group_by)
-            .annotate(impressions=Count("id"),
-                      clicks=Count("id", filter=Q(clicked=True)),
-                      purchases=Count("id", filter=Q(purchased=True)),
-                      revenue=Coalesce(Sum("attributed_revenue"), 0.0))
-            .order_by("-impressions", group_by))
-    return [{"impressions": row["impressions"], "clicks": row["clicks"],
-             "purchases": row["purchases"], "revenue": round(row["revenue"], 2),
-             "ctr": _ratio(row["clicks"], row["impressions"]),
-             "purchase_rate": _ratio(row["purchases"], row["impressions"]),
-             "key": row[group_by]} for row in rows]
+    """Counts impressions per group, then the few events carrying a rec_id (found through
+    the partial rec_id index) per group of the impression they name."""
+    impressions = Impression.objects.filter(created_at__gte=date_range.start_at,
+                                            created_at__lt=date_range.end_before)
+    shown = (impressions.values(group_by).annotate(impressions=Count("id"))
+             .order_by("-impressions", group_by))
+    attributed = Event.objects.filter(rec_id__isnull=False, type__in=("click", "purchase"),
+                                      rec_id__in=impressions.values("rec_id"))
+    if category:
+        attributed = attributed.filter(item__category=category)
+    impression_group = Impression.objects.filter(rec_id=OuterRef("rec_id")).values(group_by)
+    outcomes = {
+        row["group"]: row for row in attributed
+        .annotate(group=Subquery(impression_group[:1]))
+        .values("group")
+        .annotate(clicks=Count("rec_id", distinct=True, filter=Q(type="click")),
+                  purchases=Count("rec_id", distinct=True, filter=Q(type="purchase")),
+                  revenue=Coalesce(Sum("value", filter=Q(type="purchase")), 0.0))
+    }
+    rows = []
+    for row in shown:
+        outcome = outcomes.get(row[group_by], {"clicks": 0, "purchases": 0, "revenue": 0.0})
+        rows.append({"impressions": row["impressions"], "clicks": outcome["clicks"],
+                     "purchases": outcome["purchases"], "revenue": round(outcome["revenue"], 2),
+                     "ctr": _ratio(outcome["clicks"], row["impressions"]),
+                     "purchase_rate": _ratio(outcome["purchases"], row["impressions"]),
+                     "key": row[group_by]})
+    return rows
 
 
 def ctr_difference(*, clicks_a: int, impressions_a: int, clicks_b: int,

@@ -60,6 +60,11 @@ class Event(models.Model):
             models.Index(fields=["item", "timestamp"], name="event_item_time"),
             models.Index(fields=["type", "timestamp"], name="event_type_time"),
             models.Index(fields=["timestamp"], name="event_time"),
+            # Funnels look up each user's next step of a given type.
+            models.Index(fields=["user", "type", "timestamp"], name="event_user_type_time"),
+            # Sentiment analytics read only scored texts.
+            models.Index(fields=["timestamp"], name="event_scored_time",
+                         condition=~models.Q(sentiment_label="")),
             models.Index(fields=["rec_id"], name="event_rec",
                          condition=models.Q(rec_id__isnull=False)),
         ]
