@@ -10,11 +10,13 @@ both ends included.
 
 import math
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import (
     Avg,
     Count,
@@ -69,6 +71,25 @@ class DateRange:
         """The period of equal length that ends the day before this one starts."""
         return DateRange(start=self.start - timedelta(days=self.days),
                          end=self.start - timedelta(days=1))
+
+
+# Per-request PostgreSQL settings for the analytics reads: the exact distinct counts and
+# funnel step tables sort or hash a few hundred thousand rows, which spills to disk under
+# the default 4 MB work_mem; and JIT compilation, triggered by these queries' high cost
+# estimates, costs more (about 300 ms a query) than it saves on scans this size.
+ANALYTICS_WORK_MEM = "64MB"
+
+
+@contextmanager
+def analytics_queries() -> Iterator[None]:
+    """Runs the enclosed reads in one transaction with ANALYTICS_WORK_MEM and JIT off
+    (SET LOCAL: the settings end with the transaction). A no-op outside PostgreSQL."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL work_mem = '{ANALYTICS_WORK_MEM}'")
+                cursor.execute("SET LOCAL jit = off")
+        yield
 
 
 def default_date_range(*, today: date | None = None) -> DateRange:
@@ -299,10 +320,13 @@ def _funnel_steps(*, steps: list[str], users: dict[int, int],
 
 
 def funnel(*, date_range: DateRange, steps: list[str], window_days: int = 7,
-           category: str | None = None, breakdown_limit: int = 20) -> dict[str, Any]:
+           category: str | None = None, breakdown: Literal["category"] | None = "category",
+           breakdown_limit: int = 20) -> dict[str, Any]:
     """Users per ordered step with step conversion (from the previous step), overall
-    conversion (from the first step) and the median time between consecutive steps; plus the
-    same funnel per item category (the largest `breakdown_limit` categories by step 1)."""
+    conversion (from the first step) and the median time between consecutive steps; plus,
+    with breakdown="category", the same funnel per item category (the largest
+    `breakdown_limit` categories by step 1). The breakdown is a second pass over the events
+    and costs more than the funnel itself; without it `breakdown` is empty."""
     totals: dict[int, int] = {}
     total_medians: dict[int, float] = {}
     for metric, step, _, amount in _funnel_rows(date_range=date_range, steps=steps,
@@ -315,9 +339,9 @@ def funnel(*, date_range: DateRange, steps: list[str], window_days: int = 7,
 
     category_users: dict[str, dict[int, int]] = defaultdict(dict)
     category_medians: dict[str, dict[int, float]] = defaultdict(dict)
-    for metric, step, category_name, amount in _funnel_rows(
-            date_range=date_range, steps=steps, window_days=window_days, category=category,
-            by_category=True):
+    category_rows = _funnel_rows(date_range=date_range, steps=steps, window_days=window_days,
+                                 category=category, by_category=True) if breakdown else []
+    for metric, step, category_name, amount in category_rows:
         if metric == "users":
             category_users[category_name][int(step)] = int(amount)
         else:
@@ -472,16 +496,35 @@ def trending_items(*, date_range: DateRange, category: str | None = None, limit:
     (current - previous) / previous, or the current count when there were no views before."""
     both_periods = DateRange(start=date_range.previous().start, end=date_range.end)
     current = Q(timestamp__gte=date_range.start_at)
-    rows = (_events(date_range=both_periods, category=category)
-            .filter(type="view", item__isnull=False)
-            .values(*ITEM_FIELDS)
-            .annotate(current_views=Count("id", filter=current),
-                      previous_views=Count("id", filter=~current))
-            .filter(current_views__gte=min_views)
-            .annotate(growth=Cast(F("current_views") - F("previous_views"), FloatField())
-                      / Cast(Greatest("previous_views", 1), FloatField()))
-            .order_by("-growth", "-current_views", "item__item_id")[:limit])
-    return [{**_renamed_item_fields(row), "growth": round(row["growth"], 4)} for row in rows]
+    # Grouped by the integer foreign key (no join per event); ties on growth and views are
+    # broken by the external item id, so the candidates tied with the last kept row are
+    # fetched and ordered in Python once their ids are known.
+    ranked = (_events(date_range=both_periods, category=category)
+              .filter(type="view", item__isnull=False)
+              .values("item")
+              .annotate(current_views=Count("id", filter=current),
+                        previous_views=Count("id", filter=~current))
+              .filter(current_views__gte=min_views)
+              .annotate(growth=Cast(F("current_views") - F("previous_views"), FloatField())
+                        / Cast(Greatest("previous_views", 1), FloatField()))
+              .order_by("-growth", "-current_views"))
+    rows = list(ranked[:limit])
+    if len(rows) == limit:
+        last = rows[-1]
+        rows = list(ranked.filter(Q(growth__gt=last["growth"])
+                                  | Q(growth=last["growth"],
+                                      current_views__gte=last["current_views"])))
+    details = {item.pk: item for item in Item.objects.filter(pk__in=[row["item"] for row in rows])
+               .only("item_id", "title", "category")}
+    result = []
+    for row in rows:
+        item = details[row["item"]]
+        result.append({"item_id": item.item_id, "title": item.title, "category": item.category,
+                       "current_views": row["current_views"],
+                       "previous_views": row["previous_views"],
+                       "growth": round(row["growth"], 4)})
+    result.sort(key=lambda row: (-row["growth"], -row["current_views"], row["item_id"]))
+    return result[:limit]
 
 
 # Sentiment ------------------------------------------------------------------------------

@@ -96,6 +96,10 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
     def test_func(self) -> bool:
         return is_product_manager_or_staff(self.request.user)
 
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        with selectors.analytics_queries():
+            return super().dispatch(request, *args, **kwargs)
+
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
         """Returns the page's cards, charts, tables and any extra template context."""
         raise NotImplementedError
@@ -214,7 +218,7 @@ class FunnelView(DashboardView):
     input_serializer = apis.FunnelApi.InputSerializer
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
-        data = selectors.funnel(**filters)
+        data = selectors.funnel(**{**filters, "breakdown": "category"})
         steps = data["steps"]
         names = [step["name"] for step in steps]
         return {

@@ -82,7 +82,8 @@ def test_funnel_response(pm_client):
     EventFactory(item=item, type="view", timestamp=start)
 
     response = pm_client.get(f"{url('funnel')}?start=2026-01-01&end=2026-01-31"
-                             "&steps=view,add_to_cart,purchase&window_days=7")
+                             "&steps=view,add_to_cart,purchase&window_days=7"
+                             "&breakdown=category")
 
     assert response.status_code == 200
     body = response.json()
@@ -90,6 +91,10 @@ def test_funnel_response(pm_client):
         ("view", 2, 1.0), ("add_to_cart", 1, 0.5), ("purchase", 1, 1.0)]
     assert body["steps"][2]["median_seconds_from_previous"] == 3600
     assert body["breakdown"][0]["category"] == "books"
+
+    without = pm_client.get(f"{url('funnel')}?start=2026-01-01&end=2026-01-31").json()
+    assert without["steps"] == body["steps"]
+    assert without["breakdown"] == []
 
 
 def test_default_range_is_the_last_30_days(pm_client):

@@ -242,6 +242,13 @@ class TestItems:
         assert [(row["item_id"], row["current_views"], row["previous_views"], row["growth"])
                 for row in rows] == [("book", 5, 1, 4.0), ("toy", 1, 0, 1.0)]
 
+    def test_trending_ties_at_the_limit_go_by_item_id(self):
+        # Created in reverse order so database ids disagree with the external ids.
+        for name in ["d", "c", "b", "a"]:
+            event(user(f"u{name}"), "view", at(20), item(name))
+        rows = selectors.trending_items(date_range=JANUARY, min_views=1, limit=2)
+        assert [row["item_id"] for row in rows] == ["a", "b"]
+
 
 class TestSentiment:
     @pytest.fixture
