@@ -21,7 +21,6 @@ run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py create_demo_accounts
-	$(PY) manage.py setup_schedules
 	$(PY) manage.py seed_demo --if-empty
 	$(PY) manage.py train_if_missing
 	exec bash bin/run-local

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.urls import reverse
 
 from recommender import services
 from recommender.models import Impression, ModelAuditEntry, ModelVersion, TrainingJob
@@ -14,6 +15,10 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def view_on_site(self, obj):
+        # "View on site" opens the ops page with the job's live progress chart.
+        return reverse("ops:job", args=[obj.pk])
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
@@ -50,8 +55,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version.", messages.ERROR)
             return
-        version = services.promote_version(version_id=queryset.get().pk,
-                                           actor=f"admin:{request.user.username}")
+        try:
+            version = services.promote_version(version_id=queryset.get().pk,
+                                               actor=f"admin:{request.user.username}")
+        except services.RegistryActionRefused as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return
         self.message_user(request, f"{version.name} is now active.")
 
 

@@ -40,7 +40,11 @@ def job_list(request):
 @staff_required
 def job_detail(request, job_id: int):
     job = get_object_or_404(TrainingJob.objects.select_related("model_version"), pk=job_id)
-    return render(request, "ops/job_detail.html", {"job": job})
+    # Pairs, not dicts: a template's `counts.items` would look up a count named "items".
+    return render(request, "ops/job_detail.html", {
+        "job": job, "data_counts": list(job.data_counts.items()),
+        "metrics": [(name, value) for name, value in job.metrics.items() if name != "training"],
+    })
 
 
 @require_POST

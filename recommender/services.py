@@ -5,7 +5,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -70,14 +70,15 @@ def _enqueue(job: TrainingJob) -> None:
 def request_cancel(*, job_id: int, actor: str) -> TrainingJob:
     """A queued job is cancelled at once; a running one stops at its next batch."""
     job = TrainingJob.objects.select_for_update().get(pk=job_id)
+    now = timezone.now()
     if job.status == Status.QUEUED:
         job.status = Status.CANCELLED
-        job.finished_at = timezone.now()
-        job.log += f"Cancelled by {actor} before it started.\n"
+        job.finished_at = now
+        job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Cancelled by {actor} before it started.\n"
         job.save(update_fields=["status", "finished_at", "log"])
     elif job.status == Status.RUNNING:
         job.cancel_requested = True
-        job.log += f"Cancel requested by {actor}.\n"
+        job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Cancel requested by {actor}.\n"
         job.save(update_fields=["cancel_requested", "log"])
     return job
 
@@ -141,6 +142,11 @@ class JobReporter:
         self.log("epoch " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "epoch")
                  + f" ({entry['epoch']})")
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether should_stop has told the training loop to stop."""
+        return self._cancelled
+
     def should_stop(self) -> bool:
         now = time.monotonic()
         if not self._cancelled and now - self._last_check >= self.CHECK_EVERY_SECONDS:
@@ -170,15 +176,18 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
     reporter = JobReporter(job)
     try:
         version = PIPELINES[job.kind](reporter)
-    except TrainingCancelled:
-        _finish(job, status=Status.CANCELLED, log="Cancelled at the next batch.")
     except NotEnoughData as error:
         _finish(job, status=Status.FAILED, error=str(error), log=f"Not enough data: {error}")
     except Exception as error:
-        logger.exception("Training job %s failed", job.pk)
-        _finish(job, status=Status.FAILED, error="".join(
-            traceback.format_exception_only(type(error), error)).strip() + "\n\n"
-            + traceback.format_exc(), log=f"Failed: {error}")
+        if isinstance(error, TrainingCancelled) or reporter.stop_requested:
+            # A training loop told to stop ends by raising; whichever exception it raises
+            # (Keras may wrap what a callback raised), the job was cancelled, not failed.
+            _finish(job, status=Status.CANCELLED, log="Cancelled at the next batch.")
+        else:
+            logger.exception("Training job %s failed", job.pk)
+            _finish(job, status=Status.FAILED, error="".join(
+                traceback.format_exception_only(type(error), error)).strip() + "\n\n"
+                + traceback.format_exc(), log=f"Failed: {error}")
     else:
         _finish(job, status=Status.SUCCEEDED, model_version=version,
                 log=f"Registered {version.name} ({version.status}).")
@@ -218,8 +227,9 @@ def recover_stale_jobs() -> list[int]:
             else:
                 _fail_lost_job(job, now=now)
         recovered.append(job_id)
-    never_enqueued = TrainingJob.objects.filter(status=Status.QUEUED, celery_task_id="",
-                                                created_at__lt=stale_before)
+    never_enqueued = TrainingJob.objects.filter(
+        status=Status.QUEUED, celery_task_id="", created_at__lt=stale_before).exclude(
+        pk__in=recovered)
     for job in never_enqueued:
         _enqueue_robustly(job)
         recovered.append(job.pk)
@@ -233,7 +243,7 @@ def _enqueue_robustly(job: TrainingJob) -> None:
         logger.exception("Could not enqueue training job %s; the next recovery retries", job.pk)
 
 
-def _fail_lost_job(job: TrainingJob, *, now) -> None:
+def _fail_lost_job(job: TrainingJob, *, now: datetime) -> None:
     job.status = Status.FAILED
     job.finished_at = now
     job.error = (f"The worker running this job stopped responding "

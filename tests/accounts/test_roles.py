@@ -2,16 +2,18 @@
 
 Roles: anonymous; a client app (API key): ingestion, recommendations, similar items,
 sentiment, API schema and docs; a product manager (login): dashboards, analytics API,
-API schema and docs; an admin (staff login): all of that except the client-app API,
-which answers API keys only, plus the ops pages and the admin. Only /healthz, /readyz
-and /login/ are open to anyone."""
+API schema and docs; an admin (staff login): everything, the client-app API included,
+plus the ops pages and the admin. Only /healthz, /readyz and /login/ are open to
+anyone."""
 
 from urllib.parse import urlparse
 
 import pytest
 
-ANONYMOUS, CLIENT_APP, PRODUCT_MANAGER, ADMIN = "anonymous", "client app", "product manager", \
-    "admin"
+ANONYMOUS = "anonymous"
+CLIENT_APP = "client app"
+PRODUCT_MANAGER = "product manager"
+ADMIN = "admin"
 EVERYONE = {ANONYMOUS, CLIENT_APP, PRODUCT_MANAGER, ADMIN}
 SIGNED_IN = {CLIENT_APP, PRODUCT_MANAGER, ADMIN}
 LOGIN_PATHS = {"/login/", "/admin/login/"}
@@ -20,13 +22,14 @@ LOGIN_PATHS = {"/login/", "/admin/login/"}
 ENDPOINTS = [
     ("events", "post", "/api/v1/events",
      {"type": "view", "user_id": "u1", "item_id": "sku-1",
-      "timestamp": "2026-01-31T12:00:00+00:00"}, {CLIENT_APP}),
-    ("items", "post", "/api/v1/items", {"items": [{"item_id": "sku-2", "title": "Tent"}]}, {CLIENT_APP}),
-    ("users", "post", "/api/v1/users", {"users": [{"user_id": "u2"}]}, {CLIENT_APP}),
-    ("recommendations", "get", "/api/v1/recommendations?user_id=u1", None, {CLIENT_APP}),
-    ("similar items", "get", "/api/v1/items/sku-1/similar", None, {CLIENT_APP}),
+      "timestamp": "2026-01-31T12:00:00+00:00"}, {CLIENT_APP, ADMIN}),
+    ("items", "post", "/api/v1/items", {"items": [{"item_id": "sku-2", "title": "Tent"}]},
+     {CLIENT_APP, ADMIN}),
+    ("users", "post", "/api/v1/users", {"users": [{"user_id": "u2"}]}, {CLIENT_APP, ADMIN}),
+    ("recommendations", "get", "/api/v1/recommendations?user_id=u1", None, {CLIENT_APP, ADMIN}),
+    ("similar items", "get", "/api/v1/items/sku-1/similar", None, {CLIENT_APP, ADMIN}),
     ("sentiment", "post", "/api/v1/sentiment", {"texts": ["Great tent, kept me dry."]},
-     {CLIENT_APP}),
+     {CLIENT_APP, ADMIN}),
     ("analytics API", "get", "/api/v1/analytics/overview", None, {PRODUCT_MANAGER, ADMIN}),
     ("dashboards", "get", "/", None, {PRODUCT_MANAGER, ADMIN}),
     ("ops jobs page", "get", "/ops/jobs/", None, {ADMIN}),
@@ -43,7 +46,7 @@ ENDPOINTS = [
 
 
 @pytest.fixture
-def as_role(request, api_key, pm_user, admin_user):
+def as_role(api_key, pm_user, admin_user):
     from rest_framework.test import APIClient
 
     def client_for(role: str) -> APIClient:

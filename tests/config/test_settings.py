@@ -73,16 +73,9 @@ class TestRateLimit:
         (throttle,) = RecommendationsApi.throttle_classes
         monkeypatch.setattr(throttle, "THROTTLE_RATES", {"client_app": "2/minute"})
 
-    @pytest.fixture
-    def fresh_cache(self):
-        from django.core.cache import cache
-
-        cache.clear()
-        yield
-        cache.clear()
-
+    # Counts are kept per API key, and every test's key is new: no cache to clear.
     def test_a_client_app_over_its_rate_gets_429_with_retry_after(
-            self, client_app, two_requests_a_minute, fresh_cache):
+            self, client_app, two_requests_a_minute):
         url = reverse("recommender:recommendations") + "?user_id=u1"
 
         statuses = [client_app.get(url).status_code for _ in range(3)]
@@ -93,8 +86,7 @@ class TestRateLimit:
         assert 0 < int(refused["Retry-After"]) <= 60
         assert refused.json()["code"] == "throttled"
 
-    def test_each_api_key_has_its_own_budget(self, client_app, two_requests_a_minute,
-                                             fresh_cache, db):
+    def test_each_api_key_has_its_own_budget(self, client_app, two_requests_a_minute, db):
         from rest_framework.test import APIClient
 
         from accounts.services import create_api_key

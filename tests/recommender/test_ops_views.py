@@ -101,7 +101,7 @@ class TestJobs:
     def test_the_detail_page_shows_progress_logs_and_counts(self, staff):
         job = queued_job()
         TrainingJob.objects.filter(pk=job.pk).update(
-            status=Status.RUNNING, data_counts={"interactions": 360},
+            status=Status.RUNNING, data_counts={"interactions": 360, "items": 45},
             log="[2026-01-01 02:00:00] Data: {'interactions': 360}\n")
 
         response = staff.get(reverse("ops:job", args=[job.pk]))
@@ -109,9 +109,17 @@ class TestJobs:
         html = response.content.decode()
         assert response.status_code == 200
         assert reverse("ops:job-progress", args=[job.pk]) in html
-        assert "interactions" in html and "360" in html
+        assert "<dt>interactions</dt><dd>360</dd>" in html
+        assert "<dt>items</dt><dd>45</dd>" in html
         assert reverse("ops:cancel", args=[job.pk]) in html
         assert "ops/job_progress.js" in html and "chartjs/chart.umd.min.js" in html
+
+    def test_the_admin_links_a_job_to_its_live_progress(self, staff):
+        job = queued_job()
+
+        response = staff.get(reverse("admin:recommender_trainingjob_change", args=[job.pk]))
+
+        assert reverse("ops:job", args=[job.pk]) in response.content.decode()
 
     def test_cancel_a_queued_job(self, staff):
         job = queued_job()

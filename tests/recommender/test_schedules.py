@@ -3,6 +3,7 @@
 runs."""
 
 import json
+from io import StringIO
 
 import pytest
 from django.core.management import call_command
@@ -19,8 +20,6 @@ RECOMMENDER_RETRAIN = "Nightly recommender retrain"
 
 
 def setup_schedules() -> str:
-    from io import StringIO
-
     out = StringIO()
     call_command("setup_schedules", stdout=out)
     return out.getvalue()

@@ -95,6 +95,22 @@ class TestCancel:
         assert batches_after_cancel == []
         assert "Cancel requested by admin:boss" in job.log
 
+    def test_a_stop_ends_as_cancelled_whatever_the_training_loop_raises(self, monkeypatch):
+        class LibraryOwnCancellation(Exception):
+            pass
+
+        def pipeline(reporter):
+            services.request_cancel(job_id=reporter.job.pk, actor="admin:boss")
+            while not reporter.should_stop():
+                pass
+            raise LibraryOwnCancellation("training cancelled")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert job.status == Status.CANCELLED
+        assert job.error == ""
+
     def test_a_finished_job_is_left_as_it_is(self):
         job = queued_job()
         TrainingJob.objects.filter(pk=job.pk).update(status=Status.SUCCEEDED)
