@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -100,18 +101,30 @@ def _popular() -> list[tuple[str, str, float]]:
 
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    finite = np.flatnonzero(np.isfinite(scores))
-    if len(finite) <= k:
-        return finite[np.argsort(-scores[finite], kind="stable")]
-    top = finite[np.argpartition(-scores[finite], k - 1)[:k]]
-    return top[np.argsort(-scores[top], kind="stable")]
+    """Rows of the k best finite scores, best first (excluded rows are -inf). One
+    argpartition over the whole vector: no full-length mask or copy per request."""
+    if k >= len(scores):
+        top = np.argsort(-scores, kind="stable")
+    else:
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+    return top[np.isfinite(scores[top])]
 
 
 def _still_active(item_ids: list[str]) -> dict[str, dict]:
     """Title and category of the items that are active right now (a deactivation since
     the catalog view was built must still never be served)."""
-    return {row["item_id"]: row for row in Item.objects.filter(
-        item_id__in=item_ids, is_active=True).values("item_id", "title", "category")}
+    if not item_ids:
+        return {}
+    # Plain SQL: this runs on every request (see selectors.recent_interactions).
+    quote = connection.ops.quote_name
+    sql = (f"SELECT {quote('item_id')}, {quote('title')}, {quote('category')} "
+           f"FROM {quote(Item._meta.db_table)} WHERE {quote('is_active')} = %s AND "
+           f"{quote('item_id')} IN ({', '.join(['%s'] * len(item_ids))})")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [True, *item_ids])
+        return {item: {"item_id": item, "title": title, "category": category}
+                for item, title, category in cursor.fetchall()}
 
 
 def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
@@ -120,12 +133,35 @@ def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
     items = [{"item_id": item, "score": round(float(score), 6),
               "title": details[item]["title"], "category": details[item]["category"]}
              for item, score in ranked if item in details][:k]
-    impression = Impression.objects.create(
+    impression = _log_impression(Impression(
         user_id=user_id, item_ids=[i["item_id"] for i in items],
         model_version_id=loaded.version_id if loaded else None, strategy=strategy,
-        endpoint=endpoint, created_at=timezone.now())
+        endpoint=endpoint, created_at=timezone.now()))
     return Recommendation(rec_id=impression.rec_id, items=items,
                           model_version=loaded.name if loaded else None, strategy=strategy)
+
+
+def _log_impression(impression: Impression) -> Impression:
+    """Stores the impression without waiting for its WAL flush on PostgreSQL: a crash may
+    lose the last few impressions (attribution data, never the shop's events), and the
+    answer does not pay a disk flush per request."""
+    names = ("rec_id", "user_id", "item_ids", "model_version", "strategy", "endpoint",
+             "created_at")
+    fields = [Impression._meta.get_field(name) for name in names]
+    quote = connection.ops.quote_name
+    # A plain INSERT (no model save machinery: it runs on every request).
+    sql = (f"INSERT INTO {quote(Impression._meta.db_table)} "
+           f"({', '.join(quote(f.column) for f in fields)}) "
+           f"VALUES ({', '.join(['%s'] * len(fields))})")
+    params = [f.get_db_prep_save(getattr(impression, f.attname), connection) for f in fields]
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return impression
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        cursor.execute(sql, params)
+    return impression
 
 
 def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None,

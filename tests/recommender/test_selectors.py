@@ -1,0 +1,79 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ingestion.models import Item
+from recommender import selectors
+from tests.factories import EndUserFactory, EventFactory, ItemFactory
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_recent_interactions_are_oldest_to_newest_and_limited():
+    user = EndUserFactory(user_id="u1")
+    for n, item in enumerate(["a", "b", "c", "a"]):
+        EventFactory(user=user, item=ItemFactory(item_id=item), type="click",
+                     timestamp=T0 + timedelta(minutes=n))
+    EventFactory(user=user, item=ItemFactory(item_id="searched"), type="search",
+                 timestamp=T0 + timedelta(hours=1))
+    EventFactory(item=ItemFactory(item_id="other-user"), timestamp=T0)
+
+    assert selectors.recent_interactions(user_id="u1", limit=10) == ["a", "b", "c", "a"]
+    assert selectors.recent_interactions(user_id="u1", limit=2) == ["c", "a"]
+    assert selectors.recent_interactions(user_id="nobody", limit=10) == []
+
+
+def test_popular_items_weigh_event_types_and_skip_inactive_items():
+    now = datetime(2026, 2, 1, tzinfo=UTC)
+    bought = ItemFactory(item_id="bought", category="x")
+    viewed = ItemFactory(item_id="viewed", category="y")
+    gone = ItemFactory(item_id="gone", is_active=False)
+    EventFactory(item=bought, type="purchase", timestamp=now - timedelta(days=1))
+    for _ in range(3):
+        EventFactory(item=viewed, type="view", timestamp=now - timedelta(days=1))
+    for _ in range(9):
+        EventFactory(item=gone, type="purchase", timestamp=now - timedelta(days=1))
+
+    ranked = selectors.popular_items(now=now)
+
+    assert ranked == [("bought", "x", 4.0), ("viewed", "y", 3.0)]
+
+
+def test_popular_items_fall_back_to_all_time_then_newest():
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    old = ItemFactory(item_id="old")
+    EventFactory(item=old, type="view", timestamp=now - timedelta(days=90))
+
+    assert [i for i, _, _ in selectors.popular_items(now=now)] == ["old"]
+    Item.objects.all().delete()
+    ItemFactory(item_id="fresh")
+    assert selectors.popular_items(now=now) == [("fresh", "general", 0.0)]
+
+
+def test_interaction_frame_is_in_time_order_with_weights():
+    user = EndUserFactory(user_id="u1")
+    EventFactory(user=user, item=ItemFactory(item_id="b"), type="purchase",
+                 timestamp=T0 + timedelta(minutes=5))
+    EventFactory(user=user, item=ItemFactory(item_id="a"), type="view", timestamp=T0)
+    EventFactory(user=user, item=None, type="search", timestamp=T0)
+
+    frame = selectors.interaction_frame()
+
+    assert frame["item_id"].tolist() == ["a", "b"]
+    assert frame["user_id"].tolist() == ["u1", "u1"]
+    assert frame["weight"].tolist() == [1.0, 4.0]
+    assert frame["timestamp"].tolist() == [T0.timestamp(), (T0 + timedelta(minutes=5)).timestamp()]
+
+
+def test_labelled_review_frame_uses_labels_then_whole_ratings():
+    EventFactory(type="review", text="explicit", value=5, properties={"label": "negative"})
+    EventFactory(type="rating", text="rated", value=2)
+    EventFactory(type="review", text="half star", value=3.5)
+    EventFactory(type="review", text="", value=5)
+
+    frame = selectors.labelled_review_frame()
+
+    assert frame["text"].tolist() == ["explicit", "rated"]
+    assert frame["label"].tolist() == ["negative", 2]

@@ -1,0 +1,108 @@
+"""Review text is scored after ingestion (signal on commit -> task -> score_events)."""
+
+import uuid
+
+import pytest
+
+from ingestion.models import Event
+from recommender import tasks
+from recommender.sentiment_scoring import backfill_missing_scores, score_events
+from tests.factories import EventFactory
+from tests.recommender.planted import serving  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.django_db
+
+
+def _post(client, events):
+    response = client.post("/api/v1/events", {"batch": events}, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def _review(text, user="u1", item="i1", value=5):
+    return {"event_id": str(uuid.uuid4()), "type": "review", "user_id": user, "item_id": item,
+            "value": value, "text": text}
+
+
+def test_a_posted_review_is_scored_by_vader_after_commit(client_app, serving,
+                                                         django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        result = _post(client_app, [
+            _review("Absolutely love it, great quality!"),
+            _review("Horrible. It broke on day one, I hate it.", value=1),
+            {"type": "view", "user_id": "u1", "item_id": "i1"},
+        ])
+
+    assert result["accepted"] == 3 and len(callbacks) == 1
+    positive = Event.objects.get(text__startswith="Absolutely")
+    negative = Event.objects.get(text__startswith="Horrible")
+    view = Event.objects.get(type="view")
+    assert (positive.sentiment_label, positive.sentiment_model) == ("positive", "vader")
+    assert (negative.sentiment_label, negative.sentiment_model) == ("negative", "vader")
+    assert positive.sentiment_score > 0.5 > negative.sentiment_score
+    assert (view.sentiment_label, view.sentiment_model, view.sentiment_score) == ("", "", None)
+
+
+def test_nothing_is_scored_before_commit(client_app, serving,
+                                         django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        _post(client_app, [_review("Great!")])
+
+    assert len(callbacks) == 1
+    assert Event.objects.get().sentiment_model == ""
+
+
+def test_a_duplicate_review_is_not_scored_again(client_app, serving,
+                                                django_capture_on_commit_callbacks):
+    review = _review("Love it")
+    with django_capture_on_commit_callbacks(execute=True):
+        _post(client_app, [review])
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert _post(client_app, [review])["duplicates"] == 1
+
+    assert callbacks == []  # nothing new was stored, so nothing is scored again
+    assert Event.objects.count() == 1
+
+
+def test_a_broker_outage_does_not_fail_ingestion(client_app, serving, monkeypatch,
+                                                 django_capture_on_commit_callbacks):
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(tasks.score_event_sentiment, "delay", broker_down)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = _post(client_app, [_review("Lovely")])
+
+    assert result["accepted"] == 1
+    event = Event.objects.get()
+    assert event.sentiment_model == ""  # left for the backfill
+    assert backfill_missing_scores() == 1
+    event.refresh_from_db()
+    assert event.sentiment_model == "vader"
+
+
+def test_score_events_skips_events_without_text(serving):
+    with_text = EventFactory(type="review", text="Fine, I guess. Good enough.", value=4)
+    without = EventFactory(type="view")
+
+    assert score_events(event_pks=[with_text.pk, without.pk]) == 1
+
+    with_text.refresh_from_db()
+    without.refresh_from_db()
+    assert with_text.sentiment_model == "vader" and with_text.sentiment_label
+    assert without.sentiment_model == ""
+
+
+def test_backfill_scores_only_missing_ones_in_batches(serving):
+    scored = EventFactory(type="review", text="great", sentiment_label="negative",
+                          sentiment_score=0.1, sentiment_model="sentiment-old")
+    missing = [EventFactory(type="review", text=f"great value {n}") for n in range(5)]
+    batches = []
+
+    assert backfill_missing_scores(batch_size=2, on_batch=batches.append) == 5
+    assert batches == [2, 2, 1]
+    scored.refresh_from_db()
+    assert scored.sentiment_model == "sentiment-old" and scored.sentiment_label == "negative"
+    assert all(Event.objects.get(pk=e.pk).sentiment_model == "vader" for e in missing)
+    assert backfill_missing_scores() == 0
