@@ -72,7 +72,7 @@ def test_a_new_event_changes_the_next_answer_without_retraining(client_app, shop
         return sum(values) / len(values)
 
     # The cluster-2 items still on offer move up the ranking past cluster-1 and -3 items
-    # (neither the old nor the new taste) ...
+    # (neither the old nor the new taste).
     ranked_before = [i["item_id"] for i in before["items"]]
     ranked_after = [i["item_id"] for i in after["items"]]
     remaining_two = [i for i in ranked_before if cluster_of(i) == 2 and i not in new_taste]
@@ -85,11 +85,6 @@ def test_a_new_event_changes_the_next_answer_without_retraining(client_app, shop
     assert remaining_two and others
     assert share_ahead(ranked_after, remaining_two, others) > \
         share_ahead(ranked_before, remaining_two, others)
-    # ... and the old taste's items score lower than before.
-    before_scores = {i["item_id"]: i["score"] for i in before["items"]}
-    old_taste = [i for i in after["items"] if cluster_of(i["item_id"]) == 0]
-    assert old_taste and mean([i["score"] for i in old_taste]) < \
-        mean([before_scores[i["item_id"]] for i in old_taste])
 
 
 def test_unknown_user_gets_popular_items_not_an_error(client_app, shop):
