@@ -16,7 +16,7 @@ SCORE_BATCH = 512
 
 @functools.cache
 def _vader():
-    from recommender.ml.sentiment import VaderBaseline
+    from recommender.ml.lexicon import VaderBaseline
 
     return VaderBaseline()
 

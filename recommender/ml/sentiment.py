@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -57,20 +56,23 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_
 
 from recommender.ml.accelerator import configure_accelerator
 from recommender.ml.cancellation import TrainingCancelled
+from recommender.ml.lexicon import (  # noqa: F401  (part of this module's interface)
+    NEGATIVE,
+    NEUTRAL,
+    POSITIVE,
+    SENTIMENT_LABELS,
+    SentimentScorer,
+    VaderBaseline,
+    as_text_array,
+    label_for_score,
+)
 
 logger = logging.getLogger(__name__)
-
-NEGATIVE = "negative"
-NEUTRAL = "neutral"
-POSITIVE = "positive"
-SENTIMENT_LABELS = (NEGATIVE, NEUTRAL, POSITIVE)
 
 MODEL_FILENAME = "model.keras"
 METADATA_FILENAME = "sentiment.json"
 ARTIFACT_FORMAT_VERSION = 1
 
-# VADER's documented convention: compound >= 0.05 positive, <= -0.05 negative.
-VADER_COMPOUND_CUTOFF = 0.05
 
 
 @dataclass(frozen=True)
@@ -92,31 +94,6 @@ class SentimentConfig:
     max_epochs: int | None = None
     patience: int = 2
     seed: int = 42
-
-
-class SentimentScorer(ABC):
-    """What serving needs: a score in [0, 1] (higher = more positive) and labels from it."""
-
-    decision_threshold: float
-    negative_threshold: float
-    positive_threshold: float
-
-    @abstractmethod
-    def predict_positive_proba(self, texts: Iterable[str]) -> np.ndarray:
-        """One score per text in [0, 1]."""
-
-    def predict(self, texts: Iterable[str]) -> list[tuple[str, float]]:
-        scores = self.predict_positive_proba(texts)
-        return [(label_for_score(score, self.negative_threshold, self.positive_threshold),
-                 float(score)) for score in scores]
-
-
-def label_for_score(score: float, negative_threshold: float, positive_threshold: float) -> str:
-    if score >= positive_threshold:
-        return POSITIVE
-    if score <= negative_threshold:
-        return NEGATIVE
-    return NEUTRAL
 
 
 def sentiment_labels(values: Iterable[Any]) -> np.ndarray:
@@ -153,7 +130,7 @@ def stratified_split(texts: Sequence[str], labels: Sequence[Any], test_fraction:
     """``(train_texts, test_texts, train_labels, test_labels)``, each label value split
     in the same proportion. A value too rare to contribute a test row stays in training,
     so tiny data never fails here."""
-    text_array = _as_text_array(texts)
+    text_array = as_text_array(texts)
     label_array = np.asarray(list(labels), dtype=object)
     if len(text_array) != len(label_array):
         raise ValueError("texts and labels differ in length")
@@ -167,14 +144,6 @@ def stratified_split(texts: Sequence[str], labels: Sequence[Any], test_fraction:
         test_mask[rng.permutation(members)[:test_count]] = True
     return (text_array[~test_mask], text_array[test_mask],
             label_array[~test_mask], label_array[test_mask])
-
-
-def _as_text_array(texts: Iterable[Any]) -> np.ndarray:
-    """Python strings in an object array: what TensorFlow takes as a string tensor
-    (pandas 3 string columns are not object arrays), missing texts as ""."""
-    values = texts.tolist() if hasattr(texts, "tolist") else list(texts)
-    return np.asarray(["" if value is None or value != value else str(value) for value in values],
-                      dtype=object)
 
 
 class SentimentModel(SentimentScorer):
@@ -193,7 +162,7 @@ class SentimentModel(SentimentScorer):
             input_signature=[tf.TensorSpec(shape=(None,), dtype=tf.string)])
 
     def predict_positive_proba(self, texts: Iterable[str], batch_size: int = 256) -> np.ndarray:
-        text_array = _as_text_array(texts)
+        text_array = as_text_array(texts)
         scores = [self._score_batch(tf.constant(text_array[start:start + batch_size])).numpy()
                   for start in range(0, len(text_array), batch_size)]
         if not scores:
@@ -224,27 +193,6 @@ class SentimentModel(SentimentScorer):
                    positive_threshold=metadata["positive_threshold"])
 
 
-class VaderBaseline(SentimentScorer):
-    """VADER behind the same interface: score = (compound + 1) / 2.
-
-    Thresholds are VADER's documented +-0.05 cut-offs, never tuned. For binary figures
-    only compound >= 0.05 counts as positive, as the convention says.
-    """
-
-    decision_threshold = (1 + VADER_COMPOUND_CUTOFF) / 2
-    negative_threshold = (1 - VADER_COMPOUND_CUTOFF) / 2
-    positive_threshold = (1 + VADER_COMPOUND_CUTOFF) / 2
-
-    def __init__(self) -> None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        self._analyzer = SentimentIntensityAnalyzer()
-
-    def predict_positive_proba(self, texts: Iterable[str]) -> np.ndarray:
-        compounds = [self._analyzer.polarity_scores(text)["compound"] for text in _as_text_array(texts)]
-        return (np.asarray(compounds, dtype=np.float64) + 1.0) / 2.0
-
-
 def evaluate_sentiment(model: SentimentScorer, texts: Sequence[str],
                        labels: Sequence[Any]) -> dict[str, Any]:
     """Binary figures, negative vs positive, with neutral texts (rating 3) left out.
@@ -253,7 +201,7 @@ def evaluate_sentiment(model: SentimentScorer, texts: Sequence[str],
     ``[[true neg -> neg, true neg -> pos], [true pos -> neg, true pos -> pos]]``.
     ``roc_auc`` is NaN when only one class is present.
     """
-    text_array = _as_text_array(texts)
+    text_array = as_text_array(texts)
     label_array = sentiment_labels(labels)
     binary = label_array != NEUTRAL
     is_positive = (label_array[binary] == POSITIVE).astype(int)
@@ -283,7 +231,7 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     """
     config = config or SentimentConfig()
     started = time.perf_counter()
-    text_array = _as_text_array(texts)
+    text_array = as_text_array(texts)
     label_array = sentiment_labels(labels)
     if len(text_array) != len(label_array):
         raise ValueError("texts and labels differ in length")

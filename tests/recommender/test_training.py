@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from ingestion.models import EndUser, Event, Item
-from recommender.models import ModelAuditEntry, ModelKind, ModelVersion, TrainingJob
+from recommender.models import ModelAuditEntry, ModelVersion, TrainingJob
 from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
     register_model,
     serving,

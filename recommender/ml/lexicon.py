@@ -1,0 +1,70 @@
+"""What every sentiment scorer shares, and the VADER lexicon baseline, without TensorFlow:
+a web process serving VADER (no trained model has beaten it yet) never loads TensorFlow."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+NEGATIVE = "negative"
+NEUTRAL = "neutral"
+POSITIVE = "positive"
+SENTIMENT_LABELS = (NEGATIVE, NEUTRAL, POSITIVE)
+
+# VADER's documented convention: compound >= 0.05 positive, <= -0.05 negative.
+VADER_COMPOUND_CUTOFF = 0.05
+
+
+class SentimentScorer(ABC):
+    """What serving needs: a score in [0, 1] (higher = more positive) and labels from it."""
+
+    decision_threshold: float
+    negative_threshold: float
+    positive_threshold: float
+
+    @abstractmethod
+    def predict_positive_proba(self, texts: Iterable[str]) -> np.ndarray:
+        """One score per text in [0, 1]."""
+
+    def predict(self, texts: Iterable[str]) -> list[tuple[str, float]]:
+        scores = self.predict_positive_proba(texts)
+        return [(label_for_score(score, self.negative_threshold, self.positive_threshold),
+                 float(score)) for score in scores]
+
+
+def label_for_score(score: float, negative_threshold: float, positive_threshold: float) -> str:
+    if score >= positive_threshold:
+        return POSITIVE
+    if score <= negative_threshold:
+        return NEGATIVE
+    return NEUTRAL
+
+
+def as_text_array(texts: Iterable[Any]) -> np.ndarray:
+    """Python strings in an object array: what TensorFlow takes as a string tensor
+    (pandas 3 string columns are not object arrays), missing texts as ""."""
+    values = texts.tolist() if hasattr(texts, "tolist") else list(texts)
+    return np.asarray(["" if value is None or value != value else str(value) for value in values],
+                      dtype=object)
+
+
+class VaderBaseline(SentimentScorer):
+    """VADER behind the same interface: score = (compound + 1) / 2.
+
+    Thresholds are VADER's documented +-0.05 cut-offs, never tuned. For binary figures
+    only compound >= 0.05 counts as positive, as the convention says.
+    """
+
+    decision_threshold = (1 + VADER_COMPOUND_CUTOFF) / 2
+    negative_threshold = (1 - VADER_COMPOUND_CUTOFF) / 2
+    positive_threshold = (1 + VADER_COMPOUND_CUTOFF) / 2
+
+    def __init__(self) -> None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self._analyzer = SentimentIntensityAnalyzer()
+
+    def predict_positive_proba(self, texts: Iterable[str]) -> np.ndarray:
+        compounds = [self._analyzer.polarity_scores(text)["compound"] for text in as_text_array(texts)]
+        return (np.asarray(compounds, dtype=np.float64) + 1.0) / 2.0
