@@ -49,8 +49,9 @@ class Category:
 
 
 CATEGORIES: tuple[Category, ...] = (
-    Category("Coffee & Tea", ("Espresso Beans", "Pour-Over Kettle", "Matcha Kit", "Cold Brew Bottle",
-                              "French Press", "Tea Sampler", "Burr Grinder", "Travel Mug"),
+    Category("Coffee & Tea", ("Espresso Beans", "Pour-Over Kettle", "Matcha Kit",
+                              "Cold Brew Bottle", "French Press", "Tea Sampler", "Burr Grinder",
+                              "Travel Mug"),
              ("flavour", "aroma", "freshness", "packaging"), (9, 90),
              ("coffee", "tea", "organic", "gift"), ("Kitchen", "Home & Living")),
     Category("Kitchen", ("Chef's Knife", "Cast Iron Skillet", "Cutting Board", "Spice Rack",
@@ -157,6 +158,8 @@ def window_end(day: date) -> datetime:
 
 def generate_demo_shop(*, users: int = 600, items: int = 240, days: int = 90, seed: int = 7,
                        end: datetime) -> DemoShop:
+    """The shop's catalog, users and events in the `days` before `end`; the same arguments
+    always give the same shop, event ids included."""
     rng = np.random.default_rng(seed)
     draw = random.Random(seed)
     catalog, item_rows = _catalog(items, rng)

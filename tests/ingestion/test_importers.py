@@ -73,7 +73,8 @@ class TestMovieLensRows:
         assert u_data["timestamp"] == datetime(1997, 12, 4, 15, 55, 49, tzinfo=UTC)
 
     def test_columns_are_found_by_header_name(self, tmp_path):
-        path = write(tmp_path, "ratings.csv", "timestamp,rating,movieId,userId\n964982703,4.5,1,7\n")
+        path = write(tmp_path, "ratings.csv",
+                     "timestamp,rating,movieId,userId\n964982703,4.5,1,7\n")
         [event] = events_of(movielens_rows(path))
         assert (event["user_id"], event["item_id"], event["value"]) == ("7", "1", "4.5")
 
