@@ -312,10 +312,8 @@ class ItemsView(DashboardView):
     input_serializer = apis.ItemsApi.InputSerializer
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
-        items = selectors.item_performance(**filters)
-        categories = selectors.category_performance(**filters)
-        trending = selectors.trending_items(date_range=filters["date_range"],
-                                            category=filters["category"])
+        report = selectors.item_report(**filters)
+        items, categories, trending = report["items"], report["categories"], report["trending"]
         top = items[:10]
         return {
             "order_by": filters["order_by"],

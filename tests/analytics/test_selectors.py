@@ -242,6 +242,41 @@ class TestItems:
         assert [(row["item_id"], row["current_views"], row["previous_views"], row["growth"])
                 for row in rows] == [("book", 5, 1, 4.0), ("toy", 1, 0, 1.0)]
 
+    def test_category_users_are_distinct_across_its_items(self, catalog):
+        book, _ = catalog
+        novel = item("novel", "books")
+        viewer = EndUser.objects.get(user_id="v0")
+        event(viewer, "view", at(23), novel)
+        event(viewer, "purchase", at(23), novel, value=5.0)
+        rows = {row["category"]: row for row in
+                selectors.category_performance(date_range=JANUARY)}
+        books = rows["books"]
+        assert (books["views"], books["viewers"]) == (6, 4)
+        assert (books["purchases"], books["purchasers"], books["revenue"]) == (3, 2, 25.0)
+        assert books["conversion"] == 0.5
+        assert books["reviews"] == 2 and books["average_rating"] == 3.0
+        # The previous period's views count for trending only.
+        assert selectors.item_performance(date_range=JANUARY, category="books")[0]["views"] == 5
+
+    def test_item_report_matches_the_three_selectors(self, catalog):
+        report = selectors.item_report(date_range=JANUARY, order_by="conversion", limit=5,
+                                       min_views=1)
+        filters = {"date_range": JANUARY, "order_by": "conversion", "limit": 5}
+        assert report["items"] == selectors.item_performance(**filters)
+        assert report["categories"] == selectors.category_performance(**filters)
+        assert report["trending"] == selectors.trending_items(date_range=JANUARY, min_views=1)
+        assert [row["item_id"] for row in report["items"]] == ["book", "toy"]
+        empty = selectors.item_report(date_range=DateRange(start=date(2025, 6, 1),
+                                                           end=date(2025, 6, 2)))
+        assert empty == {"items": [], "categories": [], "trending": []}
+
+    def test_items_tied_on_the_ordering_keep_a_stable_order(self):
+        for name in ["b", "a", "c"]:
+            event(user(f"u{name}"), "view", at(20), item(name))
+        first = [row["item_id"] for row in selectors.item_performance(date_range=JANUARY)]
+        assert first == [row["item_id"] for row in selectors.item_performance(date_range=JANUARY)]
+        assert sorted(first) == ["a", "b", "c"]
+
     def test_trending_ties_at_the_limit_go_by_item_id(self):
         # Created in reverse order so database ids disagree with the external ids.
         for name in ["d", "c", "b", "a"]:
