@@ -376,6 +376,11 @@ def format_table(r: dict[str, Any]) -> str:
         f"failures: {r['endpoints']['recommendations']['failures']} recommendations, "
         f"{r['endpoints']['healthz']['failures']} healthz; example answer "
         f"{r['example_response']}",
+        f"server env: OPENBLAS/MKL/OMP_NUM_THREADS=1 (gunicorn threads already run requests in "
+        f"parallel; a deployment should set the same); gunicorn CPU during recommendations "
+        f"{r['cpu_during_recommendations']['gunicorn_cores']} cores, machine "
+        f"{r['cpu_during_recommendations']['machine_cores_busy']} of "
+        f"{r['cpu_during_recommendations']['machine_cores']}",
         f"targets (p99 < {TARGET_P99_MS:.0f} ms, >= {TARGET_RATIO:.0%} of healthz req/s): "
         f"{'met' if r['targets']['met'] else 'NOT met'}",
     ]

@@ -129,37 +129,88 @@ def _still_active(item_ids: list[str]) -> dict[str, dict]:
 
 def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
             loaded: LoadedVersion | None, strategy: str, endpoint: str) -> Recommendation:
-    details = _still_active([item for item, _ in ranked])
-    items = [{"item_id": item, "score": round(float(score), 6),
-              "title": details[item]["title"], "category": details[item]["category"]}
-             for item, score in ranked if item in details][:k]
-    impression = _log_impression(Impression(
-        user_id=user_id, item_ids=[i["item_id"] for i in items],
-        model_version_id=loaded.version_id if loaded else None, strategy=strategy,
-        endpoint=endpoint, created_at=timezone.now()))
+    impression = Impression(user_id=user_id, model_version_id=loaded.version_id if loaded
+                            else None, strategy=strategy, endpoint=endpoint,
+                            created_at=timezone.now())
+    scores = dict(ranked)
+    if connection.vendor == "postgresql":
+        # One round trip: the still-active check of the final candidates and the
+        # impression insert in one statement (this runs on every request).
+        chosen = _choose_and_log(impression, [item for item, _ in ranked], k)
+    else:
+        details = _still_active([item for item, _ in ranked])
+        chosen = [(item, details[item]["title"], details[item]["category"])
+                  for item, _ in ranked if item in details][:k]
+        impression.item_ids = [item for item, _, _ in chosen]
+        _log_impression(impression)
+    items = [{"item_id": item, "score": round(float(scores[item]), 6), "title": title,
+              "category": category} for item, title, category in chosen]
     return Recommendation(rec_id=impression.rec_id, items=items,
                           model_version=loaded.name if loaded else None, strategy=strategy)
 
 
+def _choose_and_log(impression: Impression, candidates: list[str],
+                    k: int) -> list[tuple[str, str, str]]:
+    """PostgreSQL: (item_id, title, category) of the first k candidates active right now,
+    in candidate order, and the impression of exactly those, in one statement. In
+    autocommit mode the statement is sent with ``SET LOCAL synchronous_commit TO OFF`` in
+    the same simple query (an implicit transaction), so the impression is committed
+    without waiting for its WAL flush (see _log_impression) and without BEGIN/COMMIT
+    round trips."""
+    quote = connection.ops.quote_name
+    names = ("rec_id", "user_id", "model_version", "strategy", "endpoint", "created_at")
+    fields = [Impression._meta.get_field(name) for name in names]
+    casts = ("uuid", "varchar", "bigint", "varchar", "varchar", "timestamptz")
+    columns = [quote(Impression._meta.get_field("item_ids").column),
+               *(quote(f.column) for f in fields)]
+    values = ", ".join(f"%s::{cast}" for cast in casts)
+    statement = (
+        f"WITH chosen AS (SELECT i.{quote('item_id')} AS item_id, i.{quote('title')} AS title, "
+        f"i.{quote('category')} AS category, r.ord AS ord "
+        f"FROM unnest(%s::varchar[]) WITH ORDINALITY AS r(item_id, ord) "
+        f"JOIN {quote(Item._meta.db_table)} i ON i.{quote('item_id')} = r.item_id "
+        f"WHERE i.{quote('is_active')} ORDER BY r.ord LIMIT %s), "
+        f"logged AS (INSERT INTO {quote(Impression._meta.db_table)} ({', '.join(columns)}) "
+        f"SELECT COALESCE(jsonb_agg(item_id ORDER BY ord), '[]'::jsonb), {values} "
+        f"FROM chosen) "
+        f"SELECT item_id, title, category FROM chosen ORDER BY ord")
+    params = [candidates, k,
+              *(f.get_db_prep_save(getattr(impression, f.attname), connection) for f in fields)]
+    options = connection.settings_dict.get("OPTIONS", {})
+    if connection.in_atomic_block:
+        # Part of the caller's transaction: its durability is the caller's to choose.
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            rows = cursor.fetchall()
+    elif options.get("server_side_binding"):
+        # Server-side binding cannot send two statements at once.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            cursor.execute(statement, params)
+            rows = cursor.fetchall()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {statement}", params)
+            cursor.nextset()
+            rows = cursor.fetchall()
+    impression.item_ids = [item for item, _, _ in rows]
+    return rows
+
+
 def _log_impression(impression: Impression) -> Impression:
-    """Stores the impression without waiting for its WAL flush on PostgreSQL: a crash may
-    lose the last few impressions (attribution data, never the shop's events), and the
-    answer does not pay a disk flush per request."""
+    """Stores the impression with a plain INSERT (no model save machinery: it runs on every
+    request). PostgreSQL uses _choose_and_log instead, which also skips the WAL flush wait:
+    a crash may lose the last few impressions (attribution data, never the shop's events),
+    and the answer does not pay a disk flush per request."""
     names = ("rec_id", "user_id", "item_ids", "model_version", "strategy", "endpoint",
              "created_at")
     fields = [Impression._meta.get_field(name) for name in names]
     quote = connection.ops.quote_name
-    # A plain INSERT (no model save machinery: it runs on every request).
     sql = (f"INSERT INTO {quote(Impression._meta.db_table)} "
            f"({', '.join(quote(f.column) for f in fields)}) "
            f"VALUES ({', '.join(['%s'] * len(fields))})")
     params = [f.get_db_prep_save(getattr(impression, f.attname), connection) for f in fields]
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-        return impression
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
     return impression
 
