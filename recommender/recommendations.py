@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -176,16 +176,9 @@ def _choose_and_log(impression: Impression, candidates: list[str],
         f"SELECT item_id, title, category FROM chosen ORDER BY ord")
     params = [candidates, k,
               *(f.get_db_prep_save(getattr(impression, f.attname), connection) for f in fields)]
-    options = connection.settings_dict.get("OPTIONS", {})
     if connection.in_atomic_block:
         # Part of the caller's transaction: its durability is the caller's to choose.
         with connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            rows = cursor.fetchall()
-    elif options.get("server_side_binding"):
-        # Server-side binding cannot send two statements at once.
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
             cursor.execute(statement, params)
             rows = cursor.fetchall()
     else:
