@@ -41,3 +41,17 @@ def verify_artifact(*, directory: Path, checksum: str) -> None:
 
 def remove_artifact(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def load_verified_model(*, kind: str, name: str, checksum: str):
+    """The model of a registered version, after its checksum matched; raises ArtifactRefused
+    (or OSError/ValueError for an unreadable artifact) otherwise."""
+    directory = artifact_directory(kind=kind, name=name)
+    verify_artifact(directory=directory, checksum=checksum)
+    if kind == "recommender":
+        from recommender.ml.two_tower import TwoTowerModel
+
+        return TwoTowerModel.load(directory)
+    from recommender.ml.sentiment import SentimentModel
+
+    return SentimentModel.load(directory)

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 
-from recommender.artifacts import ArtifactRefused, artifact_directory, verify_artifact
+from recommender.artifacts import ArtifactRefused, load_verified_model
 from recommender.models import ModelKind, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -41,16 +41,6 @@ class ServingState:
     candidate_percent: int = 0
     # An active version exists in the registry but its artifact could not be loaded.
     load_failed: str = ""
-
-
-def _load_model(kind: str, directory):
-    if kind == ModelKind.RECOMMENDER:
-        from recommender.ml.two_tower import TwoTowerModel
-
-        return TwoTowerModel.load(directory)
-    from recommender.ml.sentiment import SentimentModel
-
-    return SentimentModel.load(directory)
 
 
 def ab_bucket(*, kind: str, user_id: str) -> int:
@@ -130,10 +120,8 @@ class _Registry:
         refused_at, reason = self.refused.get(key, (float("-inf"), ""))
         if time.monotonic() - refused_at < REFUSED_RETRY_SECONDS:
             return loaded, reason
-        directory = artifact_directory(kind=kind, name=version.name)
         try:
-            verify_artifact(directory=directory, checksum=version.checksum)
-            model = _load_model(kind, directory)
+            model = load_verified_model(kind=kind, name=version.name, checksum=version.checksum)
         except (ArtifactRefused, OSError, ValueError, KeyError) as error:
             logger.error("Refusing %s version %s: %s; %s keeps serving", kind, version.name,
                          error, loaded.name if loaded else "the fallback")

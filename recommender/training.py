@@ -14,7 +14,7 @@ from recommender.artifacts import (
     ArtifactRefused,
     artifact_directory,
     directory_checksum,
-    verify_artifact,
+    load_verified_model,
 )
 from recommender.models import ModelKind, ModelVersion
 from recommender.services import JobReporter, NotEnoughData, register_version
@@ -29,16 +29,15 @@ def _version_name(kind: str, job_id: int) -> str:
     return f"{kind}-{timezone.now():%Y%m%d-%H%M%S}-j{job_id}"
 
 
-def _load_active(kind: str, loader):
+def _load_active(kind: str):
     """The active version's model for a same-holdout comparison, or None when there is
     none or its artifact is refused (then the new version only has to beat the baseline)."""
     active = selectors.active_version(kind=kind)
     if active is None:
         return None, None
     try:
-        verify_artifact(directory=artifact_directory(kind=kind, name=active.name),
-                        checksum=active.checksum)
-        return active, loader(artifact_directory(kind=kind, name=active.name))
+        return active, load_verified_model(kind=kind, name=active.name,
+                                           checksum=active.checksum)
     except (ArtifactRefused, OSError, ValueError) as error:
         logger.error("Active %s version %s not compared: %s", kind, active.name, error)
         return active, None
@@ -46,7 +45,7 @@ def _load_active(kind: str, loader):
 
 def train_recommender_version(reporter: JobReporter) -> ModelVersion:
     from recommender.ml.evaluation import evaluate, leave_last_out_split, popularity_scorer
-    from recommender.ml.two_tower import TwoTowerConfig, TwoTowerModel, train_two_tower
+    from recommender.ml.two_tower import TwoTowerConfig, train_two_tower
 
     interactions = selectors.interaction_frame()
     items = selectors.item_feature_frame()
@@ -76,7 +75,7 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
     catalog = np.asarray(items["item_id"].tolist(), dtype=object)
     metrics = evaluate(model.scorer(catalog), train, test, catalog)
     baseline = evaluate(popularity_scorer(train, catalog), train, test, catalog)
-    active, active_model = _load_active(ModelKind.RECOMMENDER, TwoTowerModel.load)
+    active, active_model = _load_active(ModelKind.RECOMMENDER)
     active_metrics = (evaluate(active_model.scorer(catalog), train, test, catalog)
                       if active_model is not None else None)
     reporter.log(f"Holdout: model {metrics}, popularity {baseline}, active {active_metrics}")
@@ -90,7 +89,6 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
 def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
     from recommender.ml.sentiment import (
         SentimentConfig,
-        SentimentModel,
         VaderBaseline,
         evaluate_sentiment,
         sentiment_labels,
@@ -117,7 +115,7 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
                                     should_stop=reporter.should_stop)
     metrics = evaluate_sentiment(model, test_texts, test_labels)
     vader = evaluate_sentiment(VaderBaseline(), test_texts, test_labels)
-    active, active_model = _load_active(ModelKind.SENTIMENT, SentimentModel.load)
+    active, active_model = _load_active(ModelKind.SENTIMENT)
     active_metrics = (evaluate_sentiment(active_model, test_texts, test_labels)
                       if active_model is not None else None)
     reporter.log(f"Holdout: model {metrics}, VADER {vader}, active {active_metrics}")

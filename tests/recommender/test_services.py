@@ -336,7 +336,8 @@ class TestAbSplitServing:
     def registry(self, monkeypatch, model_store, settings):
         from recommender import serving
 
-        monkeypatch.setattr(serving, "_load_model", lambda kind, directory: directory.name)
+        monkeypatch.setattr(serving, "load_verified_model",
+                            lambda *, kind, name, checksum: name)
         serving.registry.reset()
         yield serving
         serving.registry.reset()

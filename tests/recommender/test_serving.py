@@ -125,9 +125,9 @@ def test_a_refused_artifact_is_not_reread_on_every_refresh(client_app, two_versi
     _flip_a_byte(artifact_directory(kind=ModelKind.RECOMMENDER, name=second.name)
                  / "weights.npz")
     checks = []
-    real_verify = serving_module.verify_artifact
-    monkeypatch.setattr(serving_module, "verify_artifact",
-                        lambda **kw: checks.append(kw) or real_verify(**kw))
+    real_load = serving_module.load_verified_model
+    monkeypatch.setattr(serving_module, "load_verified_model",
+                        lambda **kw: checks.append(kw) or real_load(**kw))
 
     for _ in range(3):
         assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
