@@ -16,6 +16,7 @@ from django.db import connection
 from django.db.models import Count, Max
 from django.utils import timezone
 
+from config.db import fetch_prepared
 from ingestion.models import Item
 from recommender import selectors
 from recommender.models import Impression, ModelKind
@@ -152,11 +153,10 @@ def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
 def _choose_and_log(impression: Impression, candidates: list[str],
                     k: int) -> list[tuple[str, str, str]]:
     """PostgreSQL: (item_id, title, category) of the first k candidates active right now,
-    in candidate order, and the impression of exactly those, in one statement. In
-    autocommit mode the statement is sent with ``SET LOCAL synchronous_commit TO OFF`` in
-    the same simple query (an implicit transaction), so the impression is committed
-    without waiting for its WAL flush (see _log_impression) and without BEGIN/COMMIT
-    round trips."""
+    in candidate order, and the impression of exactly those, in one prepared statement.
+    In autocommit mode the statement also turns off ``synchronous_commit`` for its own
+    implicit transaction, so the impression is committed without waiting for its WAL flush
+    (see _log_impression)."""
     quote = connection.ops.quote_name
     names = ("rec_id", "user_id", "model_version", "strategy", "endpoint", "created_at")
     fields = [Impression._meta.get_field(name) for name in names]
@@ -164,6 +164,11 @@ def _choose_and_log(impression: Impression, candidates: list[str],
     columns = [quote(Impression._meta.get_field("item_ids").column),
                *(quote(f.column) for f in fields)]
     values = ", ".join(f"%s::{cast}" for cast in casts)
+    # Inside the caller's transaction its durability is the caller's to choose. Otherwise
+    # set_config(..., true) lasts until this statement's implicit transaction commits; HAVING
+    # evaluates it exactly once (the aggregate has one row, even with nothing chosen).
+    async_commit = ("" if connection.in_atomic_block else
+                    " HAVING set_config('synchronous_commit', 'off', true) = 'off'")
     statement = (
         f"WITH chosen AS (SELECT i.{quote('item_id')} AS item_id, i.{quote('title')} AS title, "
         f"i.{quote('category')} AS category, r.ord AS ord "
@@ -172,20 +177,11 @@ def _choose_and_log(impression: Impression, candidates: list[str],
         f"WHERE i.{quote('is_active')} ORDER BY r.ord LIMIT %s), "
         f"logged AS (INSERT INTO {quote(Impression._meta.db_table)} ({', '.join(columns)}) "
         f"SELECT COALESCE(jsonb_agg(item_id ORDER BY ord), '[]'::jsonb), {values} "
-        f"FROM chosen) "
+        f"FROM chosen{async_commit}) "
         f"SELECT item_id, title, category FROM chosen ORDER BY ord")
     params = [candidates, k,
               *(f.get_db_prep_save(getattr(impression, f.attname), connection) for f in fields)]
-    if connection.in_atomic_block:
-        # Part of the caller's transaction: its durability is the caller's to choose.
-        with connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            rows = cursor.fetchall()
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {statement}", params)
-            cursor.nextset()
-            rows = cursor.fetchall()
+    rows = fetch_prepared(statement, params)
     impression.item_ids = [item for item, _, _ in rows]
     return rows
 
