@@ -806,17 +806,17 @@ def _recommendation_rows(*, date_range: DateRange, category: str | None,
     return rows
 
 
-def ctr_difference(*, clicks_a: int, impressions_a: int, clicks_b: int,
-                   impressions_b: int) -> dict[str, Any]:
-    """CTR of A minus CTR of B with a 95% confidence interval from the two-proportion normal
-    approximation (unpooled standard error)."""
-    if not impressions_a or not impressions_b:
+def proportion_difference(*, hits_a: int, total_a: int, hits_b: int,
+                          total_b: int) -> dict[str, Any]:
+    """Rate of A minus rate of B (CTR, purchase rate) with a 95% confidence interval from
+    the two-proportion normal approximation (unpooled standard error)."""
+    if not total_a or not total_b:
         return {"difference": None, "ci_low": None, "ci_high": None, "significant": None}
-    ctr_a = clicks_a / impressions_a
-    ctr_b = clicks_b / impressions_b
-    difference = ctr_a - ctr_b
-    standard_error = math.sqrt(ctr_a * (1 - ctr_a) / impressions_a
-                               + ctr_b * (1 - ctr_b) / impressions_b)
+    rate_a = hits_a / total_a
+    rate_b = hits_b / total_b
+    difference = rate_a - rate_b
+    standard_error = math.sqrt(rate_a * (1 - rate_a) / total_a
+                               + rate_b * (1 - rate_b) / total_b)
     margin = Z_95 * standard_error
     return {"difference": difference, "ci_low": difference - margin,
             "ci_high": difference + margin,
@@ -839,15 +839,21 @@ def recommendation_performance(*, date_range: DateRange, category: str | None = 
         compare = tuple(list(versions)[:2])
     comparison = None
     if compare is not None:
-        empty = {"impressions": 0, "clicks": 0, "ctr": None}
+        empty = {"impressions": 0, "clicks": 0, "ctr": None, "purchases": 0,
+                 "purchase_rate": None}
         row_a, row_b = versions.get(compare[0], empty), versions.get(compare[1], empty)
         comparison = {
             "version_a": compare[0], "version_b": compare[1],
             "ctr_a": row_a["ctr"], "ctr_b": row_b["ctr"],
             "impressions_a": row_a["impressions"], "impressions_b": row_b["impressions"],
             "confidence": 0.95,
-            **ctr_difference(clicks_a=row_a["clicks"], impressions_a=row_a["impressions"],
-                             clicks_b=row_b["clicks"], impressions_b=row_b["impressions"]),
+            # The CTR difference at the top level; the purchase rate's in its own key.
+            **proportion_difference(hits_a=row_a["clicks"], total_a=row_a["impressions"],
+                                    hits_b=row_b["clicks"], total_b=row_b["impressions"]),
+            "purchase_rate_a": row_a["purchase_rate"], "purchase_rate_b": row_b["purchase_rate"],
+            "purchase_rate_difference": proportion_difference(
+                hits_a=row_a["purchases"], total_a=row_a["impressions"],
+                hits_b=row_b["purchases"], total_b=row_b["impressions"]),
         }
     totals = {key: sum(row[key] for row in by_strategy)
               for key in ("impressions", "clicks", "purchases")}

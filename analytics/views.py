@@ -410,10 +410,16 @@ def _points(value: float | None) -> str:
 def _comparison_text(comparison: dict[str, Any] | None) -> dict[str, str]:
     if not comparison:
         return {}
+    purchases = comparison["purchase_rate_difference"]
     return {"ctr_a": _format(comparison["ctr_a"], "percent"),
             "ctr_b": _format(comparison["ctr_b"], "percent"),
             "difference": _points(comparison["difference"]),
-            "ci_low": _points(comparison["ci_low"]), "ci_high": _points(comparison["ci_high"])}
+            "ci_low": _points(comparison["ci_low"]), "ci_high": _points(comparison["ci_high"]),
+            "purchase_rate_a": _format(comparison["purchase_rate_a"], "percent"),
+            "purchase_rate_b": _format(comparison["purchase_rate_b"], "percent"),
+            "purchase_difference": _points(purchases["difference"]),
+            "purchase_ci_low": _points(purchases["ci_low"]),
+            "purchase_ci_high": _points(purchases["ci_high"])}
 
 
 RECOMMENDATION_COLUMNS = [("Impressions", "int"), ("Clicked", "int"), ("CTR", "percent"),

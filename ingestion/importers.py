@@ -36,7 +36,9 @@ MOVIELENS_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:lodestar:import:moviel
 REVIEW_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:lodestar:import:reviews")
 
 REVIEW_REQUIRED_COLUMNS = {"item_id", "rating", "text"}
-REVIEW_OPTIONAL_COLUMNS = {"user_id", "review_id", "title", "category", "timestamp"}
+REVIEW_OPTIONAL_COLUMNS = {"user_id", "review_id", "title", "category", "timestamp", "label"}
+# A label given by hand outranks the rating when the sentiment model learns from reviews.
+REVIEW_LABELS = ("positive", "negative", "neutral")
 # Unix times above this are in milliseconds (seconds would be past the year 5000).
 MILLISECONDS_THRESHOLD = 1e11
 
@@ -309,7 +311,10 @@ def _rating_row(text: str, layout: _RatingsLayout) -> SourceRow:
 
 def review_rows(path: Path, *, progress_to: TextIO | None = None) -> Iterator[NumberedRow]:
     """Review events from a CSV with columns item_id, rating, text and optionally user_id,
-    review_id, title, category, timestamp (other columns are ignored).
+    review_id, title, category, timestamp, label (other columns are ignored).
+
+    label (positive, negative or neutral) is stored as the event's ``properties.label``,
+    which sentiment training prefers to the rating; a labelled row may leave rating empty.
 
     A review without user_id gets the author `review-author-<review_id>` (or a hash of the
     review when it has no review_id either). A review without timestamp is dated at the
@@ -341,14 +346,22 @@ def _review_row(cells: dict[str, str], *, default_time: datetime) -> SourceRow:
         timestamp = _unix_time(raw_time)[0]
     else:
         timestamp = raw_time
+    label = cells.get("label", "").strip().lower()
+    if label and label not in REVIEW_LABELS:
+        raise RowRejected("label", f"label must be one of {', '.join(REVIEW_LABELS)}, "
+                                   f"not {label!r}.")
+    if not rating and not label:
+        raise RowRejected("rating", "A review needs a rating (1-5) or a label.")
     catalog = {name: cells[name].strip() for name in ("title", "category")
                if cells.get(name, "").strip()}
-    return SourceRow(
-        event={"event_id": event_id, "type": "review", "timestamp": timestamp,
-               "user_id": user_id or f"review-author-{review_id or event_id.hex[:16]}",
-               "item_id": item_id, "value": rating, "text": text},
-        item={"item_id": item_id, **catalog} if catalog else None,
-    )
+    event = {"event_id": event_id, "type": "review", "timestamp": timestamp,
+             "user_id": user_id or f"review-author-{review_id or event_id.hex[:16]}",
+             "item_id": item_id, "text": text}
+    if rating:
+        event["value"] = rating
+    if label:
+        event["properties"] = {"label": label}
+    return SourceRow(event=event, item={"item_id": item_id, **catalog} if catalog else None)
 
 
 # --- The shared command ------------------------------------------------------------------

@@ -380,7 +380,7 @@ class TestRecommendations:
         assert strategies["popular"]["impressions"] == 20
         assert (result["impressions"], result["clicks"], result["purchases"]) == (200, 46, 1)
 
-    def test_ctr_difference_confidence_interval(self, traffic):
+    def test_ctr_and_purchase_rate_differences_have_confidence_intervals(self, traffic):
         comparison = selectors.recommendation_performance(
             date_range=JANUARY)["comparison"]
 
@@ -390,6 +390,14 @@ class TestRecommendations:
         assert comparison["ci_low"] == pytest.approx(0.1 - margin, abs=1e-6)
         assert comparison["ci_high"] == pytest.approx(0.1 + margin, abs=1e-6)
         assert comparison["significant"] is False
+        # Purchase rate: 1 of 100 (v1) against 0 of 80 (v2).
+        purchases = comparison["purchase_rate_difference"]
+        assert (comparison["purchase_rate_a"], comparison["purchase_rate_b"]) == (0.01, 0.0)
+        purchase_margin = 1.959964 * math.sqrt(0.01 * 0.99 / 100)
+        assert purchases["difference"] == pytest.approx(0.01)
+        assert purchases["ci_low"] == pytest.approx(0.01 - purchase_margin, abs=1e-6)
+        assert purchases["ci_high"] == pytest.approx(0.01 + purchase_margin, abs=1e-6)
+        assert purchases["significant"] is False
 
     def test_explicit_comparison_order(self, traffic):
         comparison = selectors.recommendation_performance(
@@ -397,8 +405,8 @@ class TestRecommendations:
         assert comparison["difference"] == pytest.approx(-0.1)
 
     def test_significant_difference(self):
-        result = selectors.ctr_difference(clicks_a=500, impressions_a=1000, clicks_b=400,
-                                          impressions_b=1000)
+        result = selectors.proportion_difference(hits_a=500, total_a=1000, hits_b=400,
+                                                 total_b=1000)
         assert result["significant"] is True
         assert result["ci_low"] == pytest.approx(0.1 - 1.959964 * math.sqrt(0.00049), abs=1e-6)
 

@@ -153,4 +153,5 @@ def test_recommendations_page_compares_versions(pm_browser, activity):
     content = pm_browser.get(page_url("recommendations") + "?compare=tt-1,tt-2"
                              ).content.decode()
     assert "95% confidence interval" in content
+    assert "Purchase rate: <strong>tt-1</strong>" in content
     assert Event.objects.filter(rec_id__isnull=False).exists()

@@ -128,6 +128,20 @@ class TestImportReviews:
         assert broken_lid.timestamp == datetime(2026, 1, 10, 9, tzinfo=UTC)
         assert Event.objects.get(user__user_id="alice").type == "review"
 
+    def test_imported_labels_outrank_ratings_in_sentiment_training_data(self, tmp_path):
+        from recommender.selectors import labelled_review_frame
+
+        reviews = tmp_path / "labelled.csv"
+        reviews.write_text("item_id,rating,text,label\n"
+                           "L1,5,Arrived broken,negative\nL1,,Does the job,neutral\n"
+                           "L1,5,Lovely,\n")
+        summary, errors = run("import_reviews", str(reviews))
+        assert summary == "imported 3, duplicates 0, rejected 0" and errors == []
+
+        frame = labelled_review_frame()
+        assert dict(zip(frame["text"], frame["label"])) == {
+            "Arrived broken": "negative", "Does the job": "neutral", "Lovely": 5}
+
     def test_review_without_timestamp_is_dated_at_the_file_time(self, tmp_path):
         reviews = tmp_path / "reviews.csv"
         shutil.copy(DATA / "reviews.csv", reviews)

@@ -93,6 +93,19 @@ class TestReviewRows:
         assert second["event_id"] == third["event_id"] != first["event_id"]
         assert second["user_id"] == f"review-author-{second['event_id'].hex[:16]}"
 
+    def test_a_label_column_is_kept_and_lets_the_rating_be_empty(self, tmp_path):
+        path = write(tmp_path, "r.csv", "item_id,rating,text,label\n"
+                                        "A,5,Great,Negative\nA,,Meh,neutral\nA,4,Fine,\n")
+        first, second, third = events_of(review_rows(path))
+        assert first["properties"] == {"label": "negative"} and first["value"] == "5"
+        assert second["properties"] == {"label": "neutral"} and "value" not in second
+        assert "properties" not in third and third["value"] == "4"
+
+    def test_an_unknown_label_or_neither_rating_nor_label_is_rejected(self, tmp_path):
+        path = write(tmp_path, "r.csv", "item_id,rating,text,label\nA,5,x,great\nA,,y,\n")
+        rejected = [row for _, row in review_rows(path) if isinstance(row, RowRejected)]
+        assert [error.field for error in rejected] == ["label", "rating"]
+
     def test_unix_times_in_seconds_or_milliseconds_are_understood(self, tmp_path):
         path = write(tmp_path, "r.csv", "item_id,rating,text,timestamp\n"
                                         "A,5,x,1768035600\nA,4,y,1768035600000\n")
