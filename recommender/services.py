@@ -325,10 +325,16 @@ def roll_back(*, kind: str, actor: str) -> ModelVersion:
 @transaction.atomic
 def set_traffic_split(*, version_id: int, percent: int, actor: str) -> ModelVersion:
     """Sends `percent` of users (sticky per user, see serving.ab_bucket) to a candidate
-    while the active version serves the rest; 0 ends the test. One split per kind."""
+    recommender while the active version serves the rest; 0 ends the test. One split at
+    a time."""
     if not 0 <= percent <= 100:
         raise RegistryActionRefused("The share of users must be between 0 and 100 percent.")
     version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    if version.kind != ModelKind.RECOMMENDER and percent:
+        # Texts are scored without a user (API calls, event backfills), so there is no
+        # sticky user to split on: a sentiment candidate is compared offline, then promoted.
+        raise RegistryActionRefused("A/B splits are for recommender versions; promote a "
+                                    "sentiment version to serve it.")
     if version.status == ModelVersion.Status.ACTIVE:
         raise RegistryActionRefused(
             f"{version.name} is active and already serves everyone outside the test.")

@@ -248,6 +248,15 @@ class TestModelVersions:
         assert page_messages(response) == ["rec-candidate now serves 25% of users."]
         assert ModelAuditEntry.objects.get(action="traffic-split").actor == "admin:boss"
 
+    def test_sentiment_candidates_offer_promotion_but_no_split(self, staff, model_store):
+        make_version(name="rec-candidate")
+        make_version(kind="sentiment", name="sent-candidate")
+
+        content = staff.get(reverse("ops:models")).content.decode()
+
+        assert content.count("Set split") == 1
+        assert content.count(">Promote</a>") == 2
+
     @pytest.mark.parametrize("percent", ["", "ten", "150"])
     def test_an_invalid_split_is_refused_with_a_message(self, staff, model_store, percent):
         candidate = make_version(name="rec-candidate")

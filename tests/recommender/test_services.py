@@ -322,6 +322,16 @@ class TestRegistry:
         with pytest.raises(services.RegistryActionRefused):
             services.set_traffic_split(version_id=candidate.pk, percent=percent, actor="a")
 
+    def test_a_sentiment_version_cannot_be_split(self, model_store):
+        make_version(kind="sentiment", name="s-active", status=Version.ACTIVE,
+                     activated_minutes_ago=5)
+        candidate = make_version(kind="sentiment", name="s-candidate")
+
+        with pytest.raises(services.RegistryActionRefused, match="recommender versions"):
+            services.set_traffic_split(version_id=candidate.pk, percent=30, actor="admin:boss")
+        candidate.refresh_from_db()
+        assert candidate.traffic_percent == 0
+
     def test_the_active_version_cannot_be_split(self, model_store):
         active = make_version(name="active", status=Version.ACTIVE, activated_minutes_ago=5)
 
