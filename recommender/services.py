@@ -2,6 +2,7 @@
 register, promote, roll back and A/B-split model versions."""
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -162,6 +163,39 @@ class JobReporter:
         TrainingJob.objects.filter(pk=self.job.pk).update(**fields)
 
 
+class _Heartbeat:
+    """Keeps a running job's heartbeat fresh from a side thread, so phases without training
+    batches (reading events, evaluating on the holdout, saving) never make a live worker
+    look dead to recover_stale_jobs, which would queue a second run of the job."""
+
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        self.every_seconds = settings.TRAINING_HEARTBEAT_TIMEOUT / 4
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"job-{job_id}-heartbeat",
+                                        daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.every_seconds):
+                try:
+                    TrainingJob.objects.filter(pk=self.job_id, status=Status.RUNNING).update(
+                        heartbeat_at=timezone.now())
+                except DatabaseError:
+                    logger.warning("Heartbeat of job %s not stored", self.job_id,
+                                   exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+
 Pipeline = Callable[[JobReporter], ModelVersion]
 
 
@@ -175,7 +209,8 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
 
     reporter = JobReporter(job)
     try:
-        version = PIPELINES[job.kind](reporter)
+        with _Heartbeat(job.pk):
+            version = PIPELINES[job.kind](reporter)
     except NotEnoughData as error:
         _finish(job, status=Status.FAILED, error=str(error), log=f"Not enough data: {error}")
     except Exception as error:

@@ -1,6 +1,7 @@
 """Training jobs and the model registry, without training anything: pipelines are
 replaced by small functions, artifacts by a file whose checksum is recorded."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -175,6 +176,28 @@ def stale_running_job(*, attempts: int) -> TrainingJob:
 
 
 class TestCrashRecovery:
+    @pytest.mark.django_db(transaction=True)  # the heartbeat thread has its own connection
+    def test_a_long_phase_without_batches_keeps_the_job_alive(self, monkeypatch, settings):
+        settings.TRAINING_HEARTBEAT_TIMEOUT = 0.8  # a heartbeat every 0.2 s
+        job = queued_job()
+        seen = {}
+
+        def pipeline(reporter):
+            started = TrainingJob.objects.get(pk=reporter.job.pk).heartbeat_at
+            time.sleep(1.2)  # evaluating: no batches, no progress, no log lines
+            seen["heartbeat"] = TrainingJob.objects.get(pk=reporter.job.pk).heartbeat_at
+            seen["started"] = started
+            seen["recovered"] = services.recover_stale_jobs()
+            raise services.NotEnoughData("stop here")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        services.run_training_job(job_id=job.pk)
+
+        assert seen["heartbeat"] > seen["started"] + timedelta(seconds=0.5)
+        assert seen["recovered"] == []
+        job.refresh_from_db()
+        assert (job.status, job.attempts) == (Status.FAILED, 1)
+
     def test_a_job_whose_worker_died_is_requeued_once_then_failed(
             self, monkeypatch, django_capture_on_commit_callbacks):
         enqueued = []
