@@ -22,8 +22,6 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    task_time_limit=int(os.environ.get("CELERY_DEFAULT_TIME_LIMIT", "600")),
-    task_soft_time_limit=int(os.environ.get("CELERY_DEFAULT_TIME_LIMIT", "600")) - 30,
     broker_connection_retry_on_startup=True,
     beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
     timezone="UTC",

@@ -153,7 +153,9 @@ CELERY_BROKER_URL = env.str(
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TRAINING_TIME_LIMIT = env.int("CELERY_TRAINING_TIME_LIMIT", default=6 * 3600)
-CELERY_DEFAULT_TIME_LIMIT = env.int("CELERY_DEFAULT_TIME_LIMIT", default=600)
+# Tasks on the default queue (the training tasks set their own limits).
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_DEFAULT_TIME_LIMIT", default=600)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 
 MODEL_STORE = Path(env.str("MODEL_STORE", default=str(VAR_DIR / "models")))
 
