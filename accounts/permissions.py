@@ -61,9 +61,9 @@ class IsStaff(BasePermission):
         return is_staff(request.user)
 
 
-class IsSignedInOrClientApp(BasePermission):
-    """API schema and docs: any logged-in user or a client app."""
+class IsSignedIn(BasePermission):
+    """API schema and docs: people who logged in (admins, product managers). Client apps'
+    keys open only the endpoints they call, not the documentation."""
 
     def has_permission(self, request, view):
-        return isinstance(request.auth, APIKey) or bool(
-            request.user and request.user.is_authenticated)
+        return bool(request.user and request.user.is_authenticated)

@@ -125,7 +125,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Event ingestion, recommendations, sentiment and product analytics.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["accounts.permissions.IsSignedInOrClientApp"],
+    "SERVE_PERMISSIONS": ["accounts.permissions.IsSignedIn"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

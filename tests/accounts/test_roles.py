@@ -1,7 +1,7 @@
 """Who may use what: every endpoint family × every role, in one table.
 
-Roles: anonymous; a client app (API key): ingestion, recommendations, similar items,
-sentiment, API schema and docs; a product manager (login): dashboards, analytics API,
+Roles: anonymous; a client app (API key): ingestion, recommendations, similar items and
+sentiment, nothing else; a product manager (login): dashboards, analytics API,
 API schema and docs; an admin (staff login): everything, the client-app API included,
 plus the ops pages and the admin. Only /healthz, /readyz and /login/ are open to
 anyone."""
@@ -15,7 +15,6 @@ CLIENT_APP = "client app"
 PRODUCT_MANAGER = "product manager"
 ADMIN = "admin"
 EVERYONE = {ANONYMOUS, CLIENT_APP, PRODUCT_MANAGER, ADMIN}
-SIGNED_IN = {CLIENT_APP, PRODUCT_MANAGER, ADMIN}
 LOGIN_PATHS = {"/login/", "/admin/login/"}
 
 # (family, method, path, JSON body, roles allowed)
@@ -36,9 +35,14 @@ ENDPOINTS = [
     ("ops models page", "get", "/ops/models/", None, {ADMIN}),
     ("ops train now", "post", "/ops/jobs/train/", None, {ADMIN}),
     ("ops progress JSON", "get", "/ops/jobs/{job_id}/progress.json", None, {ADMIN}),
+    ("ops job detail", "get", "/ops/jobs/{job_id}/", None, {ADMIN}),
+    ("ops cancel job", "post", "/ops/jobs/{job_id}/cancel/", None, {ADMIN}),
+    ("ops promote", "post", "/ops/models/{version_id}/promote/", None, {ADMIN}),
+    ("ops A/B split", "post", "/ops/models/{version_id}/split/", {"percent": 10}, {ADMIN}),
+    ("ops roll back", "post", "/ops/models/recommender/rollback/", None, {ADMIN}),
     ("admin", "get", "/admin/", None, {ADMIN}),
-    ("API schema", "get", "/api/schema/", None, SIGNED_IN),
-    ("API docs", "get", "/api/docs/", None, SIGNED_IN),
+    ("API schema", "get", "/api/schema/", None, {PRODUCT_MANAGER, ADMIN}),
+    ("API docs", "get", "/api/docs/", None, {PRODUCT_MANAGER, ADMIN}),
     ("healthz", "get", "/healthz", None, EVERYONE),
     ("readyz", "get", "/readyz", None, EVERYONE),
     ("login", "get", "/login/", None, EVERYONE),
@@ -72,13 +76,16 @@ def world(db, settings, model_store, monkeypatch):
     """What the endpoints need to answer: an item, a job, a broker that needs no server and
     a sentiment scorer that does not load TensorFlow (this test is about access)."""
     from recommender import sentiment_scoring
-    from recommender.models import TrainingJob
+    from recommender.models import ModelVersion, TrainingJob
     from tests.factories import ItemFactory
 
     settings.CELERY_BROKER_URL = "memory://"
     monkeypatch.setattr(sentiment_scoring, "_vader", StubSentimentScorer)
     ItemFactory(item_id="sku-1")
-    return {"job_id": TrainingJob.objects.create(kind="sentiment", started_by="test").pk}
+    version = ModelVersion.objects.create(kind="recommender", name="rec-candidate",
+                                          artifact_path="missing", checksum="x")
+    return {"job_id": TrainingJob.objects.create(kind="sentiment", started_by="test").pk,
+            "version_id": version.pk}
 
 
 def outcome(response) -> str:
