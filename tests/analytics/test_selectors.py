@@ -199,6 +199,21 @@ class TestRetention:
         assert result["cohorts"][0]["retention"] == [1.0, 0.5]
 
 
+    def test_category_filter_counts_only_users_active_in_it(self):
+        one_week = DateRange(start=date(2026, 1, 5), end=date(2026, 1, 18))
+        book, toy = item("book", "books"), item("toy")
+        reader = user("reader", first_seen=at(5))
+        event(reader, "view", at(5), book)
+        event(reader, "view", at(12), toy)  # back in week 2, but not for books
+        player = user("player", first_seen=at(6))
+        event(player, "view", at(6), toy)
+
+        result = selectors.retention(date_range=one_week, period="week", category="books")
+
+        assert [(row["cohort"], row["users"], row["active"]) for row in result["cohorts"]] == [
+            (date(2026, 1, 5), 1, [1, 0])]
+
+
 class TestItems:
     @pytest.fixture
     def catalog(self):
@@ -327,6 +342,16 @@ class TestSentiment:
         assert [review["text"] for review in worst["grim"]] == ["bad 0.05", "bad 0.1"]
         assert worst["fine"] == []
 
+    def test_category_filter(self, reviews):
+        trend = {row["date"]: row for row in
+                 selectors.sentiment_trend(date_range=JANUARY, category="books")}
+        assert trend[date(2026, 1, 4)]["reviews"] == 1  # grim's "ok"; fine is in toys
+        assert trend[date(2026, 1, 4)]["shares"]["positive"] == 1.0
+        summary = selectors.sentiment_summary(date_range=JANUARY, category="toys",
+                                              min_reviews=1)
+        assert (summary["reviews"], summary["shares"]["neutral"]) == (2, 0.5)
+        assert [row["item_id"] for row in summary["most_negative_items"]] == ["fine"]
+
     def test_summary(self, reviews):
         summary = selectors.sentiment_summary(date_range=JANUARY, min_reviews=2)
         assert summary["reviews"] == 6
@@ -403,6 +428,18 @@ class TestRecommendations:
         comparison = selectors.recommendation_performance(
             date_range=JANUARY, compare=("v2", "v1"))["comparison"]
         assert comparison["difference"] == pytest.approx(-0.1)
+
+    def test_category_filter_keeps_only_outcomes_on_its_items(self, traffic):
+        toy = item("toy")
+        shown = Impression.objects.filter(model_version__name="v2").first()
+        event(EndUser.objects.get(user_id="shopper"), "purchase", at(12), toy,
+              rec_id=shown.rec_id, value=15.0)
+
+        books = selectors.recommendation_performance(date_range=JANUARY, category="books")
+        toys = selectors.recommendation_performance(date_range=JANUARY, category="toys")
+
+        assert (books["clicks"], books["purchases"], books["revenue"]) == (46, 1, 40.0)
+        assert (toys["clicks"], toys["purchases"], toys["revenue"]) == (0, 1, 15.0)
 
     def test_significant_difference(self):
         result = selectors.proportion_difference(hits_a=500, total_a=1000, hits_b=400,
