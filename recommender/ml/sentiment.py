@@ -72,7 +72,8 @@ logger = logging.getLogger(__name__)
 MODEL_FILENAME = "model.keras"
 METADATA_FILENAME = "sentiment.json"
 ARTIFACT_FORMAT_VERSION = 1
-
+# Early stopping watches this: validation macro-F1 at the best decision threshold.
+VALIDATION_MONITOR = "val_macro_f1"
 
 
 @dataclass(frozen=True)
@@ -280,8 +281,12 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
         validation_targets = (validation_labels[validation_binary] == POSITIVE).astype(np.float32)
         validation_data = _token_dataset(validation_texts[validation_binary], validation_targets,
                                          vectorizer, batch_size)
+        # Stop on the metric the product is judged by (macro-F1 at the best threshold),
+        # not on the loss or AUC; it is computed first so the other callbacks see it.
+        callbacks.insert(0, _ValidationMacroF1(validation_data, validation_targets > 0.5))
         callbacks.append(tf.keras.callbacks.EarlyStopping(
-            monitor="val_auc", mode="max", patience=config.patience, restore_best_weights=True))
+            monitor=VALIDATION_MONITOR, mode="max", patience=config.patience,
+            restore_best_weights=True))
     history = classifier.fit(train_data, validation_data=validation_data, epochs=max_epochs,
                              class_weight=_balanced_class_weights(binary_targets),
                              callbacks=callbacks, verbose=0)
@@ -305,7 +310,7 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
                            positive_threshold=positive_threshold)
 
     validation_predictions = (validation_scores[validation_binary] >= decision_threshold).astype(int)
-    monitored = history.history.get("val_auc", history.history["auc"])
+    monitored = history.history.get(VALIDATION_MONITOR, history.history["auc"])
     report = {
         "device": accelerator.device,
         "mixed_precision": accelerator.mixed_precision,
@@ -334,11 +339,17 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
 def best_binary_threshold(scores: np.ndarray, is_positive: np.ndarray) -> float:
     """The cut t (positive iff score >= t) with the highest negative-vs-positive
     macro-F1; placed halfway between neighbouring scores so it does not sit on one."""
+    return best_binary_cut(scores, is_positive)[0]
+
+
+def best_binary_cut(scores: np.ndarray, is_positive: np.ndarray) -> tuple[float, float]:
+    """``(threshold, macro_f1)``: best_binary_threshold and the macro-F1 it reaches."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(scores, kind="stable")
-    sorted_scores = np.asarray(scores, dtype=np.float64)[order]
+    sorted_scores = scores[order]
     sorted_positive = np.asarray(is_positive, dtype=bool)[order]
     if len(sorted_scores) == 0:
-        return 0.5
+        return 0.5, 0.0
     # Cut i predicts positive for sorted_scores[i:]; cumulative counts give every cut's
     # confusion matrix at once instead of one metric call per candidate.
     negatives_below = np.concatenate([[0], np.cumsum(~sorted_positive)])
@@ -354,10 +365,12 @@ def best_binary_threshold(scores: np.ndarray, is_positive: np.ndarray) -> float:
     realisable[1:-1] = sorted_scores[1:] > sorted_scores[:-1]
     best_cut = int(np.argmax(np.where(realisable, macro_f1, -1.0)))
     if best_cut == 0:
-        return float(sorted_scores[0])
-    if best_cut == len(sorted_scores):
-        return float(np.nextafter(sorted_scores[-1], np.inf))
-    return float((sorted_scores[best_cut - 1] + sorted_scores[best_cut]) / 2)
+        threshold = float(sorted_scores[0])
+    elif best_cut == len(sorted_scores):
+        threshold = float(np.nextafter(sorted_scores[-1], np.inf))
+    else:
+        threshold = float((sorted_scores[best_cut - 1] + sorted_scores[best_cut]) / 2)
+    return threshold, float(macro_f1[best_cut])
 
 
 def fit_neutral_band(scores: np.ndarray, labels: np.ndarray, decision_threshold: float,
@@ -497,6 +510,21 @@ def _global_dtype_policy(policy: str) -> Iterator[None]:
 def _raise_if_cancelled(should_stop: Callable[[], bool] | None) -> None:
     if should_stop is not None and should_stop():
         raise TrainingCancelled("Sentiment training cancelled")
+
+
+class _ValidationMacroF1(tf.keras.callbacks.Callback):
+    """Adds VALIDATION_MONITOR, the validation texts' negative-vs-positive macro-F1 at
+    their best threshold, to every epoch's logs."""
+
+    def __init__(self, validation_data: tf.data.Dataset, is_positive: np.ndarray) -> None:
+        super().__init__()
+        self._validation_data = validation_data
+        self._is_positive = is_positive
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        scores = self.model.predict(self._validation_data, verbose=0)
+        if logs is not None:
+            logs[VALIDATION_MONITOR] = best_binary_cut(scores, self._is_positive)[1]
 
 
 class _ProgressCallback(tf.keras.callbacks.Callback):

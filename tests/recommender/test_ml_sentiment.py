@@ -17,6 +17,7 @@ from recommender.ml.sentiment import (
     SentimentModel,
     SentimentScorer,
     VaderBaseline,
+    best_binary_cut,
     best_binary_threshold,
     evaluate_sentiment,
     fit_neutral_band,
@@ -85,11 +86,15 @@ def test_should_stop_cancels_training():
         train_sentiment(texts, ratings, should_stop=lambda: True)
 
 
-def test_on_epoch_end_is_called_with_epoch_numbers_from_one():
+def test_progress_reports_validation_macro_f1_and_the_best_epoch_is_kept():
     texts, ratings = planted_reviews(60, seed=5)
-    epochs: list[int] = []
-    train_sentiment(texts, ratings, on_epoch_end=lambda epoch, logs: epochs.append(epoch))
-    assert epochs[:2] == [1, 2]
+    epochs: list[tuple[int, dict]] = []
+    _, report = train_sentiment(texts, ratings,
+                                on_epoch_end=lambda epoch, logs: epochs.append((epoch, logs)))
+    assert [epoch for epoch, _ in epochs][:2] == [1, 2]
+    f1_by_epoch = [logs["val_macro_f1"] for _, logs in epochs]
+    assert all(0.0 <= f1 <= 1.0 for f1 in f1_by_epoch)
+    assert report["best_epoch"] == int(np.argmax(f1_by_epoch)) + 1
 
 
 def test_one_sided_data_is_refused():
@@ -155,6 +160,16 @@ def test_stratified_split_keeps_proportions_and_tolerates_rare_values():
 def test_best_binary_threshold_separates_separable_scores():
     threshold = best_binary_threshold(np.array([0.1, 0.2, 0.7, 0.9]), np.array([False, False, True, True]))
     assert threshold == pytest.approx(0.45)
+
+
+def test_best_binary_cut_reports_the_macro_f1_it_reaches():
+    scores = np.array([0.1, 0.2, 0.6, 0.7, 0.9])
+    is_positive = np.array([False, False, True, False, True])
+    threshold, macro_f1 = best_binary_cut(scores, is_positive)
+    # Cut at 0.4 (positive: 0.6, 0.7, 0.9): positive F1 = 4/5, negative F1 = 4/5; the cuts
+    # at 0.65 and 0.8 reach 0.58 and 0.76.
+    assert threshold == pytest.approx(0.4)
+    assert macro_f1 == pytest.approx(0.8)
 
 
 def test_neutral_band_collapses_without_neutral_texts_and_opens_with_them():

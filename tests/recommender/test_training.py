@@ -172,6 +172,19 @@ def test_sentiment_that_does_not_beat_vader_stays_candidate_and_vader_serves(ser
     assert response.json()["model_version"] == "vader"
 
 
+def test_a_shop_with_a_handful_of_reviews_keeps_vader(serving, client_app):
+    _store_reviews([("Love it", 5)] * 8 + [("Hate it", 1)] * 3)
+
+    with pytest.raises(CommandError):
+        _train("sentiment")
+
+    job = TrainingJob.objects.get()
+    assert job.status == "failed" and "at least 20" in job.error
+    assert not ModelVersion.objects.exists()
+    response = client_app.post("/api/v1/sentiment", {"texts": ["I love it"]}, format="json")
+    assert response.json()["model_version"] == "vader"
+
+
 def test_sentiment_that_beats_vader_becomes_active_and_serves(serving, client_app):
     rng = random.Random(5)
     # Invented slang VADER has never seen: "zorp" is praise, "blick" a complaint.
