@@ -207,6 +207,27 @@ class TestCatalogUpserts:
                         format="json")
         assert EndUser.objects.get(user_id="u").traits == {"plan": "pro", "country": "DE"}
 
+    def test_user_row_errors_name_the_row_and_field_and_good_rows_are_kept(self, client_app):
+        body = client_app.post("/api/v1/users", {"users": [
+            {"user_id": "ok", "traits": {"plan": "pro"}}, {"traits": {"plan": "free"}},
+            {"user_id": "bad-traits", "traits": ["not", "a", "map"]}]}, format="json").json()
+
+        assert (body["accepted"], body["rejected"]) == (1, 2)
+        assert [(error["index"], error["field"]) for error in body["errors"]] == [
+            (1, "user_id"), (2, "traits")]
+        assert list(EndUser.objects.values_list("user_id", flat=True)) == ["ok"]
+
+    @pytest.mark.parametrize("path, key", [("/api/v1/items", "items"),
+                                           ("/api/v1/users", "users")])
+    def test_more_than_1000_catalog_rows_is_400(self, client_app, path, key):
+        rows = [{"item_id" if key == "items" else "user_id": f"row-{n}"} for n in range(1001)]
+
+        response = client_app.post(path, {key: rows}, format="json")
+
+        assert response.status_code == 400
+        assert "1000" in response.json()["detail"]
+        assert not Item.objects.exists() and not EndUser.objects.exists()
+
     def test_items_body_must_be_a_batch(self, client_app):
         response = client_app.post("/api/v1/items", {"item_id": "a"}, format="json")
         assert response.status_code == 400
