@@ -72,6 +72,28 @@ class TestAdmin:
         retrain.refresh_from_db()
         assert not retrain.enabled
 
+    def test_admins_add_a_schedule_and_change_its_time_in_the_admin(self, client, admin_user):
+        client.force_login(admin_user)
+        nightly = CrontabSchedule.objects.create(minute="30", hour="3")
+        weekly = CrontabSchedule.objects.create(minute="0", hour="5", day_of_week="1")
+        form = {"name": "Extra sentiment retrain",
+                "regtask": "recommender.tasks.start_scheduled_training", "task": "",
+                "crontab": nightly.pk, "args": '["sentiment"]', "kwargs": "{}",
+                "enabled": "on", "headers": "{}", "priority": "", "expire_seconds": "",
+                "queue": "", "exchange": "", "routing_key": "", "description": "",
+                "start_time_0": "", "start_time_1": "", "expires_0": "", "expires_1": ""}
+
+        added = client.post("/admin/django_celery_beat/periodictask/add/", form)
+        task = PeriodicTask.objects.get(name="Extra sentiment retrain")
+        changed = client.post(f"/admin/django_celery_beat/periodictask/{task.pk}/change/",
+                              {**form, "crontab": weekly.pk})
+
+        assert (added.status_code, changed.status_code) == (302, 302)
+        task.refresh_from_db()
+        assert task.crontab == weekly and json.loads(task.args) == ["sentiment"]
+        job = TrainingJob.objects.get(pk=run_as_beat_would("Extra sentiment retrain"))
+        assert (job.kind, job.started_by) == ("sentiment", "schedule")
+
     def test_admins_delete_a_schedule_from_the_admin(self, client, admin_user):
         client.force_login(admin_user)
         retrain = PeriodicTask.objects.get(name=RECOMMENDER_RETRAIN)
