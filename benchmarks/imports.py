@@ -55,7 +55,7 @@ def write_ratings(path: Path, rows: int, seed: int = 3) -> None:
             stamps = start + begin + np.arange(n)
             handle.writelines(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in
                               zip(users.tolist(), items.tolist(), ratings.tolist(),
-                                  stamps.tolist()))
+                                  stamps.tolist(), strict=True))
 
 
 def run_measured(env: dict[str, str], *args: str) -> dict[str, Any]:

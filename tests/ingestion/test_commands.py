@@ -139,7 +139,7 @@ class TestImportReviews:
         assert summary == "imported 3, duplicates 0, rejected 0" and errors == []
 
         frame = labelled_review_frame()
-        assert dict(zip(frame["text"], frame["label"])) == {
+        assert dict(zip(frame["text"], frame["label"], strict=True)) == {
             "Arrived broken": "negative", "Does the job": "neutral", "Lovely": 5}
 
     def test_review_without_timestamp_is_dated_at_the_file_time(self, tmp_path):
