@@ -19,7 +19,6 @@ Target: every import run under 500 MB peak, whatever the file size.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -35,6 +34,7 @@ import numpy as np
 import psycopg
 
 from benchmarks.ingest import ROOT, _cpu_model, recreate_database, server_env
+from benchmarks.output import publish
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/lodestar_import_bench"
 TARGET_PEAK_MB = 500
@@ -149,11 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     results = run(args)
-    print()
-    print(format_table(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    publish(format_table(results), results, args.json)
     return 0 if results["targets"]["met"] else 1
 
 

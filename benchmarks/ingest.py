@@ -51,6 +51,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from benchmarks.output import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/lodestar_bench"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/15"
@@ -680,11 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = run(args)
     drop_enqueued_tasks(args.broker_url)
-    print()
-    print(format_table(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    publish(format_table(results), results, args.json)
     return 0 if results["stored_exactly_n"] and not results["responses"]["failed_batches"] else 1
 
 

@@ -53,6 +53,7 @@ from benchmarks.ingest import (
     recreate_database,
     server_env,
 )
+from benchmarks.output import publish
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/lodestar_serving_bench"
 TARGET_P99_MS = 50.0
@@ -407,11 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     results = run(args)
-    print()
-    print(format_table(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    publish(format_table(results), results, args.json)
     return 0 if results["targets"]["met"] else 1
 
 
