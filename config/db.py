@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from django.db import connection
+from django.db import DatabaseError, connection
 
 
 def fetch_prepared(sql: str, params: Sequence) -> list[tuple]:
@@ -16,8 +16,16 @@ def fetch_prepared(sql: str, params: Sequence) -> list[tuple]:
     import psycopg
 
     connection.ensure_connection()
-    # Django's cursors bind parameters client-side (no prepared statements); a psycopg
-    # Cursor on the same connection binds them server-side and keeps the plan.
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall()
+    try:
+        # Django's cursors bind parameters client-side (no prepared statements); a psycopg
+        # Cursor on the same connection binds them server-side and keeps the plan.
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchall()
+    except DatabaseError:
+        if not connection.in_atomic_block:
+            # A plan kept from before a migration changed a column's type fails on every
+            # later run ("cached plan must not change result type"): the next request
+            # gets a new connection, with nothing prepared, instead of the same error.
+            connection.close()
+        raise

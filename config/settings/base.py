@@ -78,7 +78,7 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # Only the per-request queries that ask for it (config.db.fetch_prepared) become
     # prepared statements; psycopg never prepares anything on its own. Behind PgBouncer in
-    # transaction mode this needs PgBouncer >= 1.21 (max_prepared_statements > 0).
+    # transaction mode this needs PgBouncer >= 1.22 (max_prepared_statements > 0).
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
