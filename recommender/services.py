@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import Error as DjangoDatabaseError
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -181,7 +182,9 @@ class _Heartbeat:
 
     def __exit__(self, *exc_info: Any) -> None:
         self._stop.set()
-        self._thread.join()
+        # A beat stuck on the database must not hold up the job's end; a late one only
+        # touches a running job, which this one no longer is.
+        self._thread.join(timeout=self.every_seconds)
 
     def _beat(self) -> None:
         try:
@@ -189,9 +192,10 @@ class _Heartbeat:
                 try:
                     TrainingJob.objects.filter(pk=self.job_id, status=Status.RUNNING).update(
                         heartbeat_at=timezone.now())
-                except DatabaseError:
+                except DjangoDatabaseError:  # InterfaceError included
                     logger.warning("Heartbeat of job %s not stored", self.job_id,
                                    exc_info=True)
+                    connection.close()  # the next beat reconnects
         finally:
             connection.close()  # this thread's own connection
 

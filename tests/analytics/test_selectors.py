@@ -198,7 +198,6 @@ class TestRetention:
 
         assert result["cohorts"][0]["retention"] == [1.0, 0.5]
 
-
     def test_category_filter_counts_only_users_active_in_it(self):
         one_week = DateRange(start=date(2026, 1, 5), end=date(2026, 1, 18))
         book, toy = item("book", "books"), item("toy")

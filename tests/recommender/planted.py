@@ -81,8 +81,10 @@ def store_planted_data(*, seed: int = 7, event_type: str = "view") -> pd.DataFra
 def trained_model():
     """A two-tower model trained on the planted data, once per test process.
 
-    A fixed 20 epochs (patience = max_epochs): early stopping on the 40 held-out examples
-    is noisy and sometimes kept a first-epoch model that barely uses histories, and
+    Early stopping never cuts the run short (patience = max_epochs = 20): judged on 40
+    held-out examples it sometimes stopped after 4 epochs keeping a first-epoch model that
+    barely uses histories. The weights kept are still the best validation epoch's, now out
+    of 20; in 30 trial runs (seeds 0-29) every such model passed the ranking tests.
     TensorFlow on the CPU does not repeat a run exactly, so the seed alone cannot pin it."""
     from recommender.ml.two_tower import TwoTowerConfig, train_two_tower
 
