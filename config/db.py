@@ -8,7 +8,8 @@ from django.db import DatabaseError, connection
 def fetch_prepared(sql: str, params: Sequence) -> list[tuple]:
     """The rows of ``sql`` (``%s`` placeholders). On PostgreSQL it runs as a server-side
     prepared statement: each connection plans it once, where planning these short indexed
-    queries took longer than running them. Elsewhere, a plain cursor."""
+    queries took longer than running them (they bypass Django's cursor wrappers, so they
+    are missing from ``connection.queries`` there). Elsewhere, a plain cursor."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
