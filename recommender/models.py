@@ -112,7 +112,9 @@ class Impression(models.Model):
     rec_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     user_id = models.CharField(max_length=255, help_text="External user id as asked for")
     item_ids = models.JSONField(default=list)
-    model_version = models.ForeignKey(ModelVersion, null=True, blank=True,
+    # No index of its own: impression_version starts with it, and each index costs every
+    # recommendation request a write.
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, db_index=False,
                                       on_delete=models.SET_NULL, related_name="impressions")
     strategy = models.CharField(max_length=32)
     endpoint = models.CharField(max_length=32, default="recommendations")

@@ -41,6 +41,8 @@ class _CatalogView:
     category_codes: dict[str, int]
     unavailable: np.ndarray
     row_by_item: dict[str, int]
+    # Every stored item's id by primary key, so a user's history is read without a join.
+    item_id_by_pk: dict[int, str]
     fingerprint: tuple
 
 
@@ -71,9 +73,12 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
     if view is not None and view.fingerprint == fingerprint:
         return view
     item_ids = loaded.model.item_ids
-    stored = {item_id: (category, active) for item_id, category, active in
-              Item.objects.values_list("item_id", "category", "is_active").iterator(
-                  chunk_size=20_000)}
+    stored: dict[str, tuple[str, bool]] = {}
+    item_id_by_pk: dict[int, str] = {}
+    for pk, item_id, category, active in Item.objects.values_list(
+            "pk", "item_id", "category", "is_active").iterator(chunk_size=20_000):
+        stored[item_id] = (category, active)
+        item_id_by_pk[pk] = item_id
     ids = item_ids.tolist()
     category_codes: dict[str, int] = {}
     # Integer codes, so a category filter is one vectorised comparison per request.
@@ -85,7 +90,7 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
     view = _CatalogView(categories=categories, category_codes=category_codes,
                         unavailable=unavailable,
                         row_by_item={i: row for row, i in enumerate(item_ids.tolist())},
-                        fingerprint=fingerprint)
+                        item_id_by_pk=item_id_by_pk, fingerprint=fingerprint)
     with _caches.lock:
         # Views of the active and the A/B candidate version, plus one just swapped out.
         recent = dict(list(_caches.catalogs.items())[-2:])
@@ -103,11 +108,11 @@ def _popular() -> list[tuple[str, str, float]]:
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     """Rows of the k best finite scores, best first (excluded rows are -inf). One
-    argpartition over the whole vector: no full-length mask or copy per request."""
+    argpartition over the whole vector, not negated: no full-length copy per request."""
     if k >= len(scores):
         top = np.argsort(-scores, kind="stable")
     else:
-        top = np.argpartition(-scores, k - 1)[:k]
+        top = np.argpartition(scores, len(scores) - k)[len(scores) - k:]
         top = top[np.argsort(-scores[top], kind="stable")]
     return top[np.isfinite(scores[top])]
 
@@ -211,8 +216,10 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
     (or while no model is trained). Inactive items never appear."""
     loaded = serving_version(kind=ModelKind.RECOMMENDER, user_id=user_id)
     history_length = loaded.model.config.history_length if loaded else 0
-    recent = selectors.recent_interactions(user_id=user_id,
-                                           limit=max(history_length, 500))
+    view = _catalog_view(loaded) if loaded else None
+    recent = selectors.recent_interactions(
+        user_id=user_id, limit=max(history_length, 500),
+        item_ids_by_pk=view.item_id_by_pk if view else None)
     excluded = set(exclude) | (set(recent) if exclude_interacted else set())
     margin = k + 20  # room for items deactivated since the catalog view was built
     if loaded is None or not recent:
@@ -222,7 +229,6 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
                        strategy="popular", endpoint="recommendations")
 
     model = loaded.model
-    view = _catalog_view(loaded)
     scores = model.score_items(model.query_embeddings([user_id], [recent[-history_length:]]))[0]
     scores[view.unavailable] = -np.inf
     if category is not None:

@@ -1,6 +1,6 @@
 """Reads for training and serving: interactions as arrays, user histories, popular items."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -84,24 +84,31 @@ def labelled_review_frame() -> pd.DataFrame:
                          "label": pd.Series(labels, dtype=object)})
 
 
-def recent_interactions(*, user_id: str, limit: int) -> list[str]:
-    """The user's latest item interactions, oldest to newest (duplicates kept)."""
+def recent_interactions(*, user_id: str, limit: int,
+                        item_ids_by_pk: Mapping[int, str] | None = None) -> list[str]:
+    """The user's latest item interactions, oldest to newest (duplicates kept). Item ids
+    come from ``item_ids_by_pk`` (a web process's catalog) where it has them: joining the
+    items table cost an index lookup per history row, most of the query for a long
+    history; the database answers for the rest."""
     # Runs on every recommendation request: plain SQL (the same query the ORM would build
     # from Event.objects.filter(user__user_id=..., item__isnull=False, type__in=...)
     # .order_by("-timestamp", "-id")) spares the query compilation, the largest CPU cost
     # of the request, and is prepared once per connection.
     types = list(settings.RECOMMENDER_EVENT_WEIGHTS)
     quote = connection.ops.quote_name
-    event, user, item = (Event._meta.db_table, EndUser._meta.db_table, Item._meta.db_table)
-    sql = (f"SELECT i.{quote('item_id')} FROM {quote(event)} e "
+    event, user = Event._meta.db_table, EndUser._meta.db_table
+    sql = (f"SELECT e.{quote('item_id')} FROM {quote(event)} e "
            f"JOIN {quote(user)} u ON e.{quote('user_id')} = u.{quote('id')} "
-           f"JOIN {quote(item)} i ON e.{quote('item_id')} = i.{quote('id')} "
-           f"WHERE u.{quote('user_id')} = %s AND e.{quote('type')} IN "
-           f"({', '.join(['%s'] * len(types))}) "
+           f"WHERE u.{quote('user_id')} = %s AND e.{quote('item_id')} IS NOT NULL AND "
+           f"e.{quote('type')} IN ({', '.join(['%s'] * len(types))}) "
            f"ORDER BY e.{quote('timestamp')} DESC, e.{quote('id')} DESC LIMIT %s")
-    items = [row[0] for row in fetch_prepared(sql, [user_id, *types, limit])]
-    items.reverse()
-    return items
+    pks = [row[0] for row in fetch_prepared(sql, [user_id, *types, limit])]
+    pks.reverse()
+    known = item_ids_by_pk or {}
+    missing = {pk for pk in pks if pk not in known}
+    found = (dict(Item.objects.filter(pk__in=missing).values_list("pk", "item_id"))
+             if missing else {})
+    return [known[pk] if pk in known else found[pk] for pk in pks if pk in known or pk in found]
 
 
 def popular_items(*, days: int = 30, limit: int = 500,

@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict
 
 import numpy as np
+from django.conf import settings
 from django.utils import timezone
 
 from recommender import selectors
@@ -68,7 +69,7 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
                             f"at least {MIN_RECOMMENDER_TEST_USERS} are needed to train and "
                             "evaluate.")
 
-    config = TwoTowerConfig()
+    config = TwoTowerConfig(embedding_dim=settings.RECOMMENDER_EMBEDDING_DIM)
     model, report = train_two_tower(train, items=items, user_traits=traits, config=config,
                                     on_epoch_end=reporter.on_epoch_end,
                                     should_stop=reporter.should_stop)

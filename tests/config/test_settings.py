@@ -72,6 +72,10 @@ class TestRateLimit:
         # THROTTLE_RATES once, when the class is defined, so a settings override is too late.
         (throttle,) = RecommendationsApi.throttle_classes
         monkeypatch.setattr(throttle, "THROTTLE_RATES", {"client_app": "2/minute"})
+        # 15 s into a minute (counts are kept per minute), for as long as the test says.
+        clock = {"now": 1_800_000_015.0}
+        monkeypatch.setattr(throttle, "timer", lambda self: clock["now"])
+        return clock
 
     # Counts are kept per API key, and every test's key is new: no cache to clear.
     def test_a_client_app_over_its_rate_gets_429_with_retry_after(
@@ -83,8 +87,19 @@ class TestRateLimit:
         assert statuses == [200, 200, 429]
         refused = client_app.get(url)
         assert refused.status_code == 429
-        assert 0 < int(refused["Retry-After"]) <= 60
+        assert refused["Retry-After"] == "45"
         assert refused.json()["code"] == "throttled"
+
+    def test_the_budget_comes_back_when_the_minute_is_over(self, client_app,
+                                                            two_requests_a_minute):
+        url = reverse("recommender:recommendations") + "?user_id=u1"
+        for _ in range(3):
+            client_app.get(url)
+
+        two_requests_a_minute["now"] += 44
+        assert client_app.get(url).status_code == 429
+        two_requests_a_minute["now"] += 1
+        assert [client_app.get(url).status_code for _ in range(3)] == [200, 200, 429]
 
     def test_each_api_key_has_its_own_budget(self, client_app, two_requests_a_minute, db):
         from rest_framework.test import APIClient

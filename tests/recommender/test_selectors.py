@@ -25,6 +25,18 @@ def test_recent_interactions_are_oldest_to_newest_and_limited():
     assert selectors.recent_interactions(user_id="nobody", limit=10) == []
 
 
+def test_recent_interactions_take_item_ids_from_the_given_catalog_and_the_rest_from_the_db():
+    user = EndUserFactory(user_id="u1")
+    cached, added_since = ItemFactory(item_id="cached"), ItemFactory(item_id="added-since")
+    for n, item in enumerate([cached, added_since, cached]):
+        EventFactory(user=user, item=item, type="view", timestamp=T0 + timedelta(minutes=n))
+    # A catalog built before "added-since" existed (its id as the catalog spells it).
+    catalog = {cached.pk: "cached-as-known"}
+
+    assert selectors.recent_interactions(user_id="u1", limit=10, item_ids_by_pk=catalog) == [
+        "cached-as-known", "added-since", "cached-as-known"]
+
+
 def test_popular_items_weigh_event_types_and_skip_inactive_items():
     now = datetime(2026, 2, 1, tzinfo=UTC)
     bought = ItemFactory(item_id="bought", category="x")

@@ -31,7 +31,8 @@ def _train(kind: str) -> tuple[dict, str]:
 # --------------------------------------------------------------------------- recommender
 
 
-def test_training_on_planted_tastes_beats_popularity_and_becomes_active(serving):
+def test_training_on_planted_tastes_beats_popularity_and_becomes_active(serving, settings):
+    settings.RECOMMENDER_EMBEDDING_DIM = 16
     store_planted_data()
 
     result, _ = _train("recommender")
@@ -45,6 +46,7 @@ def test_training_on_planted_tastes_beats_popularity_and_becomes_active(serving)
     assert metrics["hr@10"] >= 0.5
     assert metrics["hr@10"] > popularity["hr@10"] and metrics["ndcg@10"] > popularity["ndcg@10"]
     assert version.data_counts["users"] == 40 and version.data_counts["test_users"] == 40
+    assert version.params["embedding_dim"] == 16
     assert TrainingJob.objects.get(pk=result["job"]).model_version == version
     assert ModelAuditEntry.objects.filter(version=version, action="auto-promote").exists()
 
