@@ -35,12 +35,12 @@ class Recommendation:
 
 @dataclass
 class _CatalogView:
-    """Category and availability of each row of one model's item matrix."""
+    """Category and availability of each row of one model's item matrix (rows by item id:
+    the model's ``row_by_item``)."""
 
     categories: np.ndarray  # int32 code per row, into category_codes
     category_codes: dict[str, int]
     unavailable: np.ndarray
-    row_by_item: dict[str, int]
     # Every stored item's id by primary key, so a user's history is read without a join.
     item_id_by_pk: dict[int, str]
     fingerprint: tuple
@@ -72,14 +72,13 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
     view = _caches.catalogs.get(loaded.version_id)
     if view is not None and view.fingerprint == fingerprint:
         return view
-    item_ids = loaded.model.item_ids
     stored: dict[str, tuple[str, bool]] = {}
     item_id_by_pk: dict[int, str] = {}
     for pk, item_id, category, active in Item.objects.values_list(
             "pk", "item_id", "category", "is_active").iterator(chunk_size=20_000):
         stored[item_id] = (category, active)
         item_id_by_pk[pk] = item_id
-    ids = item_ids.tolist()
+    ids = loaded.model.item_ids.tolist()
     category_codes: dict[str, int] = {}
     # Integer codes, so a category filter is one vectorised comparison per request.
     categories = np.fromiter((category_codes.setdefault(stored.get(i, ("", False))[0],
@@ -88,9 +87,8 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
     unavailable = np.fromiter((not stored.get(i, ("", False))[1] for i in ids), dtype=bool,
                               count=len(ids))
     view = _CatalogView(categories=categories, category_codes=category_codes,
-                        unavailable=unavailable,
-                        row_by_item={i: row for row, i in enumerate(item_ids.tolist())},
-                        item_id_by_pk=item_id_by_pk, fingerprint=fingerprint)
+                        unavailable=unavailable, item_id_by_pk=item_id_by_pk,
+                        fingerprint=fingerprint)
     with _caches.lock:
         # Views of the active and the A/B candidate version, plus one just swapped out.
         recent = dict(list(_caches.catalogs.items())[-2:])
@@ -233,7 +231,7 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
     scores[view.unavailable] = -np.inf
     if category is not None:
         scores[view.categories != view.category_codes.get(category, -1)] = -np.inf
-    rows = [view.row_by_item[item] for item in excluded if item in view.row_by_item]
+    rows = [model.row_by_item[item] for item in excluded if item in model.row_by_item]
     scores[rows] = -np.inf
     top = _top_rows(scores, margin)
     ranked = [(str(model.item_ids[row]), float(scores[row])) for row in top]
@@ -255,7 +253,7 @@ def similar_to_item(*, item_id: str, k: int = 10) -> Recommendation:
     margin = k + 20
     if loaded is not None:
         view = _catalog_view(loaded)
-        row = view.row_by_item.get(item_id)
+        row = loaded.model.row_by_item.get(item_id)
         if row is not None:
             embeddings = loaded.model.item_embeddings
             scores = embeddings @ embeddings[row]
