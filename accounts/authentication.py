@@ -42,6 +42,24 @@ class _VerifiedKeys:
 verified_keys = _VerifiedKeys()
 
 
+def verify_api_key(key: str) -> APIKey:
+    """The client app's key for a plain key, however it was sent (the Api-Key header, or
+    an SDK's body or Basic auth user name); AuthenticationFailed if it is not valid."""
+    key = key.strip()
+    if not key:
+        raise exceptions.AuthenticationFailed("Empty API key.")
+    api_key = verified_keys.get(key)
+    if api_key is None:
+        try:
+            api_key = APIKey.objects.get_from_key(key)
+        except APIKey.DoesNotExist:
+            raise exceptions.AuthenticationFailed("Invalid API key.") from None
+        if not api_key.is_valid(key) or api_key.has_expired:
+            raise exceptions.AuthenticationFailed("Invalid or expired API key.")
+        verified_keys.remember(key, api_key)
+    return api_key
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Api-Key <key>` for client apps; keys are stored hashed by
     djangorestframework-api-key. A request authenticated this way has `request.auth`
@@ -52,19 +70,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, key = header.partition(" ")
         if scheme != KEYWORD:
             return None
-        key = key.strip()
-        if not key:
-            raise exceptions.AuthenticationFailed("Empty API key.")
-        api_key = verified_keys.get(key)
-        if api_key is None:
-            try:
-                api_key = APIKey.objects.get_from_key(key)
-            except APIKey.DoesNotExist:
-                raise exceptions.AuthenticationFailed("Invalid API key.") from None
-            if not api_key.is_valid(key) or api_key.has_expired:
-                raise exceptions.AuthenticationFailed("Invalid or expired API key.")
-            verified_keys.remember(key, api_key)
-        return (None, api_key)
+        return (None, verify_api_key(key))
 
     def authenticate_header(self, request):
         return KEYWORD

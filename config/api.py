@@ -10,6 +10,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
@@ -18,6 +19,10 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
+
+# How long clients are told to wait when the database is unavailable (a failover, a
+# restart, connections being cut): SDKs and the native API's clients retry after it.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class RequestTooLarge(exceptions.APIException):
@@ -115,6 +120,13 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # Nothing of the request was committed (the response comes after the commit), so
+        # the client must retry, not give up: never a 500 for the database being away.
+        logger.warning("Database unavailable: %s", exc)
+        return error_response(status_code=503, code="database_unavailable",
+                              detail="The database is unavailable; retry shortly.",
+                              headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("Unhandled API error", exc_info=exc)

@@ -75,3 +75,41 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class IdentityLink(models.Model):
+    """``alias``'s events count as ``person``'s (an anonymous id linked to a known user by
+    an SDK's identify or alias call). Events keep the id they were sent with: readers
+    resolve a user to its person and the person to all its ids. ``person`` is never itself
+    an alias, so one lookup resolves any id."""
+
+    alias = models.OneToOneField(EndUser, on_delete=models.CASCADE, primary_key=True,
+                                 related_name="identity_link")
+    person = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="aliases")
+    linked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.alias_id} → {self.person_id}"
+
+
+class CaptureReject(models.Model):
+    """An event an SDK sent that could not be stored. SDKs ignore the reply's per-event
+    errors, so the admin shows each key's recent rejects instead; only the latest
+    ``KEEP_PER_KEY`` per key are kept."""
+
+    KEEP_PER_KEY = 200
+
+    api_key = models.ForeignKey("rest_framework_api_key.APIKey", on_delete=models.CASCADE,
+                                related_name="capture_rejects", null=True)
+    protocol = models.CharField(max_length=16)
+    event_name = models.CharField(max_length=255, blank=True, default="")
+    field = models.CharField(max_length=64)
+    message = models.CharField(max_length=500)
+    payload = models.TextField(blank=True, default="", help_text="The first 2 KB as sent")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["api_key", "-created_at"], name="reject_key_time")]
+
+    def __str__(self) -> str:
+        return f"{self.protocol} {self.event_name}: {self.message}"

@@ -6,6 +6,7 @@ so a retried event is stored once and counted as a duplicate even when two retri
 """
 
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -17,8 +18,20 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ingestion.models import ITEM_EVENT_TYPES, EndUser, Event, Item
+from rest_framework_api_key.models import APIKey
+
+from ingestion.capture.mapping import CaptureBatch, Reject, payload_excerpt
+from ingestion.models import (
+    ITEM_EVENT_TYPES,
+    CaptureReject,
+    EndUser,
+    Event,
+    IdentityLink,
+    Item,
+)
 from ingestion.signals import events_with_text_stored
+
+logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 5000
 MAX_PROPERTIES_BYTES = 8 * 1024
@@ -433,3 +446,163 @@ def upsert_users(*, users: Sequence[Any]) -> BatchResult:
         EndUser.objects.bulk_update(list(stored.values()), ["traits"], batch_size=500)
     result.accepted = len(users) - result.rejected
     return result
+
+
+# SDK capture ----------------------------------------------------------------------------
+
+# Key of the PostgreSQL advisory lock that makes identity merges take turns: they are rare
+# (one per sign-in) and each must see the links the one before it wrote.
+IDENTITY_MERGE_LOCK = 0x4C6F6465
+
+
+def ingest_capture(*, batch: CaptureBatch, api_key: APIKey | None, protocol: str) -> BatchResult:
+    """Stores what one PostHog or Segment request asked for: catalog fields, events, user
+    traits and identity links. A bad event is counted, logged and kept as the key's
+    recent reject; the rest are stored. Returns after everything is committed, so an SDK
+    that gets an error retries a batch whose stored part it will be told are duplicates."""
+    now = timezone.now()
+    result = BatchResult()
+    rejects = list(batch.rejects)
+    result.rejected = len(batch.rejects)
+    valid: list[EventInput] = []
+    for raw, (index, name, message) in zip(batch.events, batch.event_sources, strict=True):
+        try:
+            valid.append(parse_event(raw, now=now))
+        except RowRejected as error:
+            result.reject(index, error)
+            rejects.append(Reject(index=index, event_name=name, field=error.field,
+                                  message=error.message, payload=payload_excerpt(message)))
+    if batch.items:
+        merge_catalog_fields(rows=batch.items)
+    if valid:
+        inserted = store_events(events=valid, received_at=now)
+        result.accepted = len(inserted)
+        result.duplicates = len(valid) - len(inserted)
+    if batch.traits or batch.traits_once:
+        merge_traits(traits=batch.traits, traits_once=batch.traits_once)
+    if batch.links:
+        link_identities(links=batch.links, linked_at=now)
+    if rejects:
+        record_capture_rejects(rejects=rejects, api_key=api_key, protocol=protocol,
+                               created_at=now)
+    return result
+
+
+@transaction.atomic
+def merge_catalog_fields(*, rows: dict[str, dict]) -> None:
+    """Title, category and price from e-commerce events into the catalog; only values that
+    differ are written (a hot item's every view would otherwise rewrite its row and make
+    every web process rebuild its catalog view)."""
+    _ensure_items(set(rows))
+    changed = []
+    for item in Item.objects.filter(item_id__in=list(rows)).order_by("pk"):
+        row = rows[item.item_id]
+        before = (item.title, item.category, item.attributes.get("price"))
+        item.title = row.get("title", item.title)
+        item.category = row.get("category", item.category)
+        if "price" in row:
+            item.attributes = {**item.attributes, "price": row["price"]}
+        if (item.title, item.category, item.attributes.get("price")) != before:
+            changed.append(item)
+    if changed:
+        now = timezone.now()
+        for item in changed:
+            item.updated_at = now
+        Item.objects.bulk_update(changed, ["title", "category", "attributes", "updated_at"],
+                                 batch_size=500)
+
+
+@transaction.atomic
+def merge_traits(*, traits: dict[str, dict], traits_once: dict[str, dict]) -> None:
+    """Traits sent overwrite the stored ones; ``traits_once`` only fill keys not yet set."""
+    user_ids = sorted(set(traits) | set(traits_once))
+    EndUser.objects.bulk_create([EndUser(user_id=u) for u in user_ids], ignore_conflicts=True)
+    changed = []
+    for user in EndUser.objects.filter(user_id__in=user_ids).order_by("pk"):
+        merged = {**traits_once.get(user.user_id, {}), **user.traits,
+                  **traits.get(user.user_id, {})}
+        if merged == user.traits:
+            continue
+        try:
+            user.traits = _properties(merged)
+        except RowRejected:
+            logger.warning("Traits of %s not stored: over %d bytes", user.user_id,
+                           MAX_PROPERTIES_BYTES)
+            continue
+        changed.append(user)
+    if changed:
+        EndUser.objects.bulk_update(changed, ["traits"], batch_size=500)
+
+
+@transaction.atomic
+def link_identities(*, links: Sequence[tuple[str, str]], linked_at: datetime) -> int:
+    """Makes each ``(alias, person)`` pair one person, so the alias's events count as the
+    person's for recommendations and analytics; no event is rewritten. Returns how many
+    links were made.
+
+    Retries and repeats change nothing. An id already linked to a different person stays
+    with the first (PostHog's rule: a shared device must not merge two signed-in users).
+    Merges take turns under one lock and re-read the links under it, so concurrent
+    requests cannot leave a chain (a person that is itself an alias)."""
+    pairs = list(dict.fromkeys((a, p) for a, p in links if a and p and a != p))
+    if not pairs:
+        return 0
+    user_ids = sorted({uid for pair in pairs for uid in pair})
+    EndUser.objects.bulk_create([EndUser(user_id=u) for u in user_ids], ignore_conflicts=True)
+    pk_of = dict(EndUser.objects.filter(user_id__in=user_ids).values_list("user_id", "pk"))
+    pk_pairs = [(pk_of[a], pk_of[p]) for a, p in pairs]
+
+    def person_by_alias() -> dict[int, int]:
+        return dict(IdentityLink.objects.filter(alias__in=list(pk_of.values()))
+                    .values_list("alias_id", "person_id"))
+
+    known = person_by_alias()
+    if all(a in known or known.get(p) == a for a, p in pk_pairs):
+        return 0  # the common case: an SDK repeating a link it already sent
+    _take_identity_merge_lock()
+    known = person_by_alias()
+    made = 0
+    for alias, person in pk_pairs:
+        root = known.get(person, person)
+        if alias in known:
+            if known[alias] != root:
+                logger.info("Identity link %s -> %s refused: already linked to another person",
+                            alias, person)
+            continue
+        if root == alias:
+            continue
+        IdentityLink.objects.filter(person_id=alias).update(person_id=root)
+        known = {a: (root if p == alias else p) for a, p in known.items()}
+        IdentityLink.objects.create(alias_id=alias, person_id=root, linked_at=linked_at)
+        known[alias] = root
+        made += 1
+    return made
+
+
+def _take_identity_merge_lock() -> None:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [IDENTITY_MERGE_LOCK])
+        else:
+            # SQLite: a write takes the database's write lock now, before the re-read, so
+            # a concurrent merge waits here instead of failing at its first write.
+            table = connection.ops.quote_name(IdentityLink._meta.db_table)
+            cursor.execute(f"UPDATE {table} SET person_id = person_id WHERE 1 = 0")
+
+
+def record_capture_rejects(*, rejects: Sequence[Reject], api_key: APIKey | None,
+                           protocol: str, created_at: datetime) -> None:
+    for reject in rejects:
+        logger.warning("%s event %r rejected (%s: %s)", protocol, reject.event_name,
+                       reject.field, reject.message)
+    with transaction.atomic():
+        CaptureReject.objects.bulk_create([
+            CaptureReject(api_key=api_key, protocol=protocol, event_name=r.event_name,
+                          field=r.field[:64], message=r.message[:500], payload=r.payload,
+                          created_at=created_at)
+            for r in rejects[-CaptureReject.KEEP_PER_KEY:]])
+        stale = list(CaptureReject.objects.filter(api_key=api_key)
+                     .order_by("-created_at", "-id")
+                     .values_list("id", flat=True)[CaptureReject.KEEP_PER_KEY:])
+        if stale:
+            CaptureReject.objects.filter(id__in=stale).delete()

@@ -137,6 +137,15 @@ API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
 INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=5 * 1024 * 1024)
 INGEST_MAX_BATCH = 1000
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
+# PostHog and Segment event names that become Lodestar's item event types (README's
+# mapping table); matched ignoring case, and spaces and underscores alike.
+CAPTURE_EVENT_TYPES = env.dict("CAPTURE_EVENT_TYPES", default={
+    "Product Viewed": "view",
+    "Product Clicked": "click",
+    "Product Added": "add_to_cart",
+    "Order Completed": "purchase",
+    "Product Reviewed": "review",
+})
 
 # API rate limits are counted in the cache: with Redis every web process shares one count;
 # without it each process counts alone (Django's per-process local-memory default).

@@ -1,0 +1,218 @@
+"""The PostHog and Segment endpoints. Thin: read the body, find the key, translate, store.
+
+Status codes are the ones the SDKs' retry logic keys off: 200 stored (per-event rejects
+included), 400 unreadable body, 401 missing or bad key, 413 over the size cap, 429 over the
+rate limit and 503 with ``Retry-After`` while the database is unavailable (both retried by
+the SDKs). Browser SDKs post from the shop's own origin, so every capture endpoint answers
+CORS preflights; no cookie is read, so any origin may send."""
+
+import base64
+import binascii
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import verify_api_key
+from accounts.permissions import IsClientApp
+from ingestion.capture import bodies, posthog, segment
+from ingestion.services import ingest_capture
+
+CORS_MAX_AGE_SECONDS = 86400
+
+
+def _raw_body(request) -> bytes:
+    django_request = request._request
+    return bodies.read_limited(django_request,
+                               declared_length=int(django_request.META.get("CONTENT_LENGTH")
+                                                   or 0))
+
+
+def _posthog_payload(request):
+    """The decoded body, read once per request (authentication needs the key inside it)."""
+    django_request = request._request
+    if not hasattr(django_request, "capture_payload"):
+        django_request.capture_payload = bodies.decode_posthog(
+            _raw_body(request),
+            content_type=django_request.META.get("CONTENT_TYPE", ""),
+            content_encoding=django_request.META.get("HTTP_CONTENT_ENCODING", ""),
+            compression=request.query_params.get("compression", ""))
+    return django_request.capture_payload
+
+
+def _segment_payload(request):
+    django_request = request._request
+    if not hasattr(django_request, "capture_payload"):
+        django_request.capture_payload = bodies.decode_segment(
+            _raw_body(request),
+            content_encoding=django_request.META.get("HTTP_CONTENT_ENCODING", ""))
+    return django_request.capture_payload
+
+
+class PostHogKeyAuthentication(BaseAuthentication):
+    """The project key PostHog SDKs send: ``api_key`` or ``token`` in the body (or in the
+    first event's properties), else ``Authorization: Bearer <key>``."""
+
+    def authenticate(self, request):
+        payload = _posthog_payload(request)
+        messages, _ = posthog.messages_of(payload)
+        key = posthog.key_of(payload, messages)
+        if key is None:
+            scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+            key = value if scheme.lower() == "bearer" else None
+        if not key:
+            return None
+        return (None, verify_api_key(key))
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="lodestar"'
+
+
+class SegmentWriteKeyAuthentication(BaseAuthentication):
+    """The write key as the HTTP Basic user name (Segment's server libraries), else the
+    body's ``writeKey`` (analytics.js)."""
+
+    def authenticate(self, request):
+        scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        key = None
+        if scheme.lower() == "basic":
+            try:
+                key = base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
+            except (binascii.Error, UnicodeDecodeError):
+                key = None
+        if not key:
+            payload = _segment_payload(request)
+            key = payload.get("writeKey") if isinstance(payload, dict) else None
+        if not isinstance(key, str) or not key:
+            return None
+        return (None, verify_api_key(key))
+
+    def authenticate_header(self, request):
+        return 'Basic realm="lodestar"'
+
+
+class CorsMixin:
+    """Lets browser SDKs on any origin post (the endpoints read no cookie)."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        origin = request.META.get("HTTP_ORIGIN")
+        if origin:
+            response["Access-Control-Allow-Origin"] = origin
+            response["Access-Control-Allow-Credentials"] = "true"
+            response["Vary"] = "Origin"
+        return response
+
+    def options(self, request, *args, **kwargs):
+        return Response(status=200, headers={
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": request.META.get(
+                "HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "Content-Type, Authorization"),
+            "Access-Control-Max-Age": str(CORS_MAX_AGE_SECONDS)})
+
+
+class CaptureCountsSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+
+
+class PostHogCaptureApi(CorsMixin, APIView):
+    authentication_classes = [PostHogKeyAuthentication]
+    permission_classes = [IsClientApp]
+    parser_classes: list = []
+
+    @extend_schema(
+        operation_id="posthog_capture",
+        request={"application/json": dict},
+        responses={200: inline_serializer("PostHogCaptureReply", fields={
+            "status": serializers.IntegerField(),
+            **CaptureCountsSerializer().get_fields()})},
+        description="PostHog's capture protocol, for PostHog SDKs pointed at Lodestar: a "
+                    "`{\"api_key\", \"batch\": [...]}` body, an event list or one event; JSON, "
+                    "gzip, `?compression=gzip-js` or base64/form `data=`. The key is a "
+                    "Lodestar client-app key.",
+    )
+    def post(self, request, *args, **kwargs):
+        messages, sent_at = posthog.messages_of(_posthog_payload(request))
+        batch = posthog.translate(messages, sent_at=sent_at, now=timezone.now())
+        result = ingest_capture(batch=batch, api_key=request.auth, protocol=posthog.PROTOCOL)
+        return Response({"status": 1, "accepted": result.accepted,
+                         "duplicates": result.duplicates, "rejected": result.rejected})
+
+
+class SegmentCaptureApi(CorsMixin, APIView):
+    authentication_classes = [SegmentWriteKeyAuthentication]
+    permission_classes = [IsClientApp]
+    parser_classes: list = []
+    message_type: str | None = None  # None: /v1/batch
+
+    @extend_schema(
+        operation_id="segment_capture",
+        request={"application/json": dict},
+        responses={200: inline_serializer("SegmentCaptureReply", fields={
+            "success": serializers.BooleanField(),
+            **CaptureCountsSerializer().get_fields()})},
+        description="Segment's HTTP tracking API, for Segment libraries pointed at Lodestar: "
+                    "the write key (a Lodestar client-app key) as the Basic auth user name.",
+    )
+    def post(self, request, *args, **kwargs):
+        messages, sent_at = segment.messages_of(_segment_payload(request),
+                                                message_type=self.message_type)
+        batch = segment.translate(messages, sent_at=sent_at, now=timezone.now())
+        result = ingest_capture(batch=batch, api_key=request.auth, protocol=segment.PROTOCOL)
+        return Response({"success": True, "accepted": result.accepted,
+                         "duplicates": result.duplicates, "rejected": result.rejected})
+
+
+# posthog-js asks for flags and remote config on load; Lodestar has neither, and says so
+# in the shape the SDK expects, so it runs without errors and loads no extra script.
+_NO_REMOTE_CONFIG = {
+    "supportedCompression": ["gzip", "gzip-js"],
+    "sessionRecording": False,
+    "heatmaps": False,
+    "surveys": False,
+    "siteApps": [],
+    "capturePerformance": False,
+    "captureDeadClicks": False,
+    "autocaptureExceptions": False,
+    "autocapture_opt_out": False,
+    "hasFeatureFlags": False,
+    "toolbarParams": {},
+    "elementsChainAsString": True,
+}
+
+
+class PostHogFlagsApi(CorsMixin, APIView):
+    """``/decide/`` and ``/flags/``: no feature flags."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes: list = []
+    throttle_classes: list = []
+
+    @extend_schema(operation_id="posthog_flags", request=None,
+                   responses={200: dict}, description="No feature flags (posthog-js on load).")
+    def post(self, request, *args, **kwargs):
+        return Response({**_NO_REMOTE_CONFIG, "config": {"enable_collect_everything": True},
+                         "flags": {}, "featureFlags": {}, "featureFlagPayloads": {},
+                         "errorsWhileComputingFlags": False, "quotaLimited": []})
+
+    get = post
+
+
+class PostHogRemoteConfigApi(CorsMixin, APIView):
+    """``/array/<token>/config``: no remote configuration."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @extend_schema(operation_id="posthog_remote_config", responses={200: dict},
+                   description="No remote configuration (posthog-js on load).")
+    def get(self, request, token: str):
+        return Response({**_NO_REMOTE_CONFIG, "token": token})

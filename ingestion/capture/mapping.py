@@ -1,0 +1,212 @@
+"""What PostHog and Segment messages share on their way to Lodestar's events.
+
+The table (README, "Already using PostHog or Segment?"): event names in
+``settings.CAPTURE_EVENT_TYPES`` (Segment's e-commerce spec v2, which PostHog's
+e-commerce events follow too; matched ignoring case, spaces and underscores alike) become
+Lodestar's item event types when the event names an item (``product_id``, then ``sku``);
+``Order Completed`` becomes one purchase per product (value = price × quantity, order id
+kept); a page view or screen that names a product is a view. Every other event keeps its
+own name and properties, so trends and funnels can use it.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from django.conf import settings
+
+# uuid5 namespace of the ids derived for SDK messages that carry none, or a non-UUID one.
+CAPTURE_ID_NAMESPACE = uuid.UUID("6f0f2c52-61a4-4f6b-9c8e-3b7d2f0a9e11")
+PURCHASE = "purchase"
+VIEW = "view"
+REVIEW = "review"
+MAX_REJECT_PAYLOAD_CHARS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    index: int
+    event_name: str
+    field: str
+    message: str
+    payload: str
+
+
+@dataclass
+class CaptureBatch:
+    """An SDK request translated: native events (``ingestion.services.parse_event``'s
+    input) and what else it asked for. ``event_sources`` gives, per native event, the
+    index and name of the SDK message it came from (for the rejects' log)."""
+
+    events: list[dict] = field(default_factory=list)
+    event_sources: list[tuple[int, str, Any]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (alias, person) user ids
+    traits: dict[str, dict] = field(default_factory=dict)
+    traits_once: dict[str, dict] = field(default_factory=dict)
+    items: dict[str, dict] = field(default_factory=dict)
+    rejects: list[Reject] = field(default_factory=list)
+
+    def reject(self, index: int, message: Any, *, field_name: str, reason: str) -> None:
+        name = message.get("event") or message.get("type") or "" if isinstance(message, dict) \
+            else ""
+        self.rejects.append(Reject(index=index, event_name=str(name)[:255], field=field_name,
+                                   message=reason, payload=payload_excerpt(message)))
+
+    def add_event(self, index: int, message: Any, event: dict) -> None:
+        self.events.append(event)
+        self.event_sources.append((index, str(event.get("type", ""))[:255], message))
+
+    def set_traits(self, user_id: str, traits: Any, *, once: bool = False) -> None:
+        if isinstance(traits, dict) and traits:
+            target = self.traits_once if once else self.traits
+            target.setdefault(user_id, {}).update(traits)
+
+
+def payload_excerpt(message: Any) -> str:
+    try:
+        text = json.dumps(message, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(message)
+    return text[:MAX_REJECT_PAYLOAD_CHARS]
+
+
+def _normalised_name(name: str) -> str:
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+def mapped_type(event_name: str) -> str | None:
+    table = {_normalised_name(k): v for k, v in settings.CAPTURE_EVENT_TYPES.items()}
+    return table.get(_normalised_name(event_name))
+
+
+def event_uuid(raw_id: Any, *, protocol: str, message: Any) -> uuid.UUID:
+    """The SDK's own id where it is a UUID; a stable id derived from it (or, without one,
+    from the whole message) otherwise, so a retried message maps to the same event."""
+    if isinstance(raw_id, str) and raw_id:
+        try:
+            return uuid.UUID(raw_id)
+        except ValueError:
+            return uuid.uuid5(CAPTURE_ID_NAMESPACE, f"{protocol}:{raw_id}")
+    canonical = json.dumps(message, sort_keys=True, default=str, separators=(",", ":"))
+    return uuid.uuid5(CAPTURE_ID_NAMESPACE, f"{protocol}:{canonical}")
+
+
+def parse_time(raw: Any) -> datetime | None:
+    """An SDK's ISO 8601 time (naive ones are UTC, as the SDKs mean them); None if absent
+    or unreadable."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        try:
+            return datetime.fromtimestamp(raw / 1000 if raw > 1e11 else raw, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def corrected_timestamp(*, timestamp: Any, sent_at: Any, offset_ms: Any,
+                        now: datetime) -> datetime:
+    """When the event happened by the server's clock, as PostHog and Segment compute it:
+    the SDK's timestamp moved by the skew between its clock at sending (``sent_at``) and
+    ours at receipt; else now minus the ``offset`` in milliseconds the SDK reports; else
+    the SDK's timestamp as sent; else now."""
+    happened = parse_time(timestamp)
+    sent = parse_time(sent_at)
+    if happened is not None and sent is not None:
+        return now - (sent - happened)
+    if isinstance(offset_ms, (int, float)) and not isinstance(offset_ms, bool):
+        return now - timedelta(milliseconds=float(offset_ms))
+    return happened or now
+
+
+def _number(raw: Any) -> float | None:
+    if isinstance(raw, bool) or raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def item_id_of(properties: dict) -> str | None:
+    for key in ("product_id", "sku"):
+        value = properties.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+            return str(value).strip()
+    return None
+
+
+def catalog_row(properties: dict) -> dict:
+    """The catalog fields an e-commerce event carries: title (``name``), category, price."""
+    row: dict[str, Any] = {}
+    name = properties.get("name") or properties.get("title")
+    if isinstance(name, str) and name.strip():
+        row["title"] = name.strip()[:500]
+    category = properties.get("category")
+    if isinstance(category, str) and category.strip():
+        row["category"] = category.strip()[:255]
+    price = _number(properties.get("price"))
+    if price is not None and price == price and abs(price) != float("inf"):
+        row["price"] = price
+    return row
+
+
+def rec_id_of(properties: dict) -> str | None:
+    """``rec_id`` where it is a UUID; a malformed one stays only in the properties, so a
+    purchase is never lost over its attribution."""
+    raw = properties.get("rec_id")
+    if isinstance(raw, str):
+        try:
+            return str(uuid.UUID(raw))
+        except ValueError:
+            return None
+    return None
+
+
+def native_events(*, batch: CaptureBatch, index: int, message: Any, name: str,
+                  event_id: uuid.UUID, user_id: Any, timestamp: datetime,
+                  properties: dict, page_like: bool) -> None:
+    """Adds the Lodestar events one SDK event becomes, and its catalog rows."""
+    base = {"user_id": user_id, "timestamp": timestamp, "rec_id": rec_id_of(properties)}
+    kind = VIEW if page_like and item_id_of(properties) else mapped_type(name)
+    if kind == PURCHASE and isinstance(properties.get("products"), list) and \
+            properties["products"]:
+        order = {k: v for k, v in properties.items() if k != "products"}
+        for position, product in enumerate(properties["products"]):
+            product = product if isinstance(product, dict) else {}
+            item_id = item_id_of(product)
+            price = _number(product.get("price"))
+            quantity = _number(product.get("quantity"))
+            value = None if price is None else price * (1.0 if quantity is None else quantity)
+            if item_id is not None:
+                batch.items.setdefault(item_id, {}).update(catalog_row(product))
+            batch.add_event(index, message, {
+                **base, "event_id": str(uuid.uuid5(event_id, str(position))), "type": PURCHASE,
+                "item_id": item_id, "value": value,
+                "properties": {**product, **{k: order[k] for k in ("order_id", "currency",
+                                                                   "checkout_id") if k in order}},
+                "rec_id": rec_id_of(product) or base["rec_id"]})
+        return
+    item_id = item_id_of(properties) if kind else None
+    if item_id is None:  # not an e-commerce event, or one naming no item: keeps its name
+        batch.add_event(index, message, {**base, "event_id": str(event_id), "type": name,
+                                         "properties": properties})
+        return
+    if not page_like:  # a page's name is the page's, not the product's
+        batch.items.setdefault(item_id, {}).update(catalog_row(properties))
+    event = {**base, "event_id": str(event_id), "type": kind, "item_id": item_id,
+             "properties": properties}
+    if kind == PURCHASE:
+        event["value"] = _number(properties.get("revenue") or properties.get("total")
+                                 or properties.get("price"))
+    elif kind == REVIEW:
+        event["value"] = _number(properties.get("rating"))
+        body = properties.get("review_body") or properties.get("text") or ""
+        event["text"] = body if isinstance(body, str) else ""
+    batch.add_event(index, message, event)

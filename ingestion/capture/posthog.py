@@ -1,0 +1,86 @@
+"""PostHog's capture protocol (``/batch/``, ``/capture/``, ``/e/``, ``/i/v0/e/``) as the
+``posthog`` Python library and posthog-js send it.
+
+Identity: ``$identify`` links ``$anon_distinct_id`` to the event's ``distinct_id``;
+``$create_alias`` links the event's ``distinct_id`` (the previous id) to ``alias``.
+``$set`` and ``$set_once`` in any event's properties become user traits."""
+
+from datetime import datetime
+from typing import Any
+
+from ingestion.capture.mapping import CaptureBatch, corrected_timestamp, event_uuid, native_events
+
+PROTOCOL = "posthog"
+PAGE_EVENTS = ("$pageview", "$screen")
+# Sent by the SDKs for PostHog itself; kept out of the stored properties (the token is the
+# client app's key).
+DROPPED_PROPERTIES = ("token", "api_key", "$set", "$set_once", "distinct_id")
+
+
+def messages_of(payload: Any) -> tuple[list, Any]:
+    """The events of a body and the batch's ``sent_at``: ``{"batch": [...]}`` (the Python
+    library), a list or a single event (posthog-js)."""
+    if isinstance(payload, list):
+        return payload, None
+    if isinstance(payload, dict):
+        if "batch" in payload:
+            batch = payload["batch"]
+            return (batch if isinstance(batch, list) else [batch]), payload.get("sent_at")
+        return [payload], payload.get("sent_at")
+    return [payload], None
+
+
+def key_of(payload: Any, messages: list) -> str | None:
+    """The project key: the body's ``api_key``/``token``, else the first event's."""
+    candidates = [payload] if isinstance(payload, dict) else []
+    for message in messages[:1]:
+        if isinstance(message, dict):
+            candidates.append(message)
+            if isinstance(message.get("properties"), dict):
+                candidates.append(message["properties"])
+    for source in candidates:
+        for name in ("api_key", "token"):
+            if isinstance(source.get(name), str) and source[name]:
+                return source[name]
+    return None
+
+
+def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
+    batch = CaptureBatch()
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            batch.reject(index, message, field_name="event",
+                         reason="Each event must be a JSON object.")
+            continue
+        name = message.get("event")
+        if not isinstance(name, str) or not name:
+            batch.reject(index, message, field_name="event", reason="The event has no name.")
+            continue
+        properties = message.get("properties") if isinstance(message.get("properties"),
+                                                             dict) else {}
+        user_id = message.get("distinct_id") or properties.get("distinct_id") \
+            or properties.get("$distinct_id")
+        if not isinstance(user_id, (str, int)) or isinstance(user_id, bool) or \
+                not str(user_id).strip():
+            batch.reject(index, message, field_name="distinct_id",
+                         reason="The event has no distinct_id.")
+            continue
+        user_id = str(user_id).strip()
+        if name == "$identify" and properties.get("$anon_distinct_id"):
+            batch.links.append((str(properties["$anon_distinct_id"]), user_id))
+        elif name == "$create_alias" and properties.get("alias"):
+            batch.links.append((user_id, str(properties["alias"])))
+        # The Python library sends $set beside the properties, posthog-js inside them.
+        for source in (message, properties):
+            batch.set_traits(user_id, source.get("$set"))
+            batch.set_traits(user_id, source.get("$set_once"), once=True)
+        native_events(
+            batch=batch, index=index, message=message, name=name,
+            event_id=event_uuid(message.get("uuid"), protocol=PROTOCOL, message=message),
+            user_id=user_id,
+            timestamp=corrected_timestamp(timestamp=message.get("timestamp"),
+                                          sent_at=message.get("sent_at") or sent_at,
+                                          offset_ms=message.get("offset"), now=now),
+            properties={k: v for k, v in properties.items() if k not in DROPPED_PROPERTIES},
+            page_like=name in PAGE_EVENTS)
+    return batch
