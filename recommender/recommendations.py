@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from config.db import fetch_prepared
 from ingestion.models import Item
+from ingestion.selectors import person_of
 from recommender import selectors
 from recommender.models import Impression, ModelKind
 from recommender.serving import LoadedVersion, serving_version
@@ -215,8 +216,9 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
     loaded = serving_version(kind=ModelKind.RECOMMENDER, user_id=user_id)
     history_length = loaded.model.config.history_length if loaded else 0
     view = _catalog_view(loaded) if loaded else None
+    person = person_of(user_id=user_id)
     recent = selectors.recent_interactions(
-        user_id=user_id, limit=max(history_length, 500),
+        person=person, limit=max(history_length, 500),
         item_ids_by_pk=view.item_id_by_pk if view else None)
     excluded = set(exclude) | (set(recent) if exclude_interacted else set())
     margin = k + 20  # room for items deactivated since the catalog view was built
@@ -227,7 +229,8 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
                        strategy="popular", endpoint="recommendations")
 
     model = loaded.model
-    scores = model.score_items(model.query_embeddings([user_id], [recent[-history_length:]]))[0]
+    scores = model.score_items(model.query_embeddings([person.user_id],
+                                                      [recent[-history_length:]]))[0]
     scores[view.unavailable] = -np.inf
     if category is not None:
         scores[view.categories != view.category_codes.get(category, -1)] = -np.inf

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from config.db import fetch_prepared
 from ingestion.models import EndUser, Event, Item
+from ingestion.selectors import Person, person_user_id
 from recommender.models import ModelVersion
 
 CHUNK_ROWS = 50_000
@@ -29,13 +30,15 @@ def _chunks(queryset, fields: tuple[str, ...]) -> Iterator[list[tuple]]:
 
 
 def interaction_frame(*, weights: dict[str, float] | None = None) -> pd.DataFrame:
-    """Every item interaction as user_id, item_id, timestamp (epoch seconds), weight,
-    in time order (ties by arrival), built chunk by chunk into columnar arrays."""
+    """Every item interaction as user_id (the person's, for a linked alias), item_id,
+    timestamp (epoch seconds), weight, in time order (ties by arrival), built chunk by chunk into columnar arrays."""
     weights = weights or settings.RECOMMENDER_EVENT_WEIGHTS
     queryset = (Event.objects.filter(type__in=list(weights), item__isnull=False)
                 .order_by("timestamp", "id"))
     frames = []
-    for rows in _chunks(queryset, ("user__user_id", "item__item_id", "timestamp", "type")):
+    # A linked anonymous id's events are its person's: one history, one user to train.
+    queryset = queryset.annotate(person=person_user_id())
+    for rows in _chunks(queryset, ("person", "item__item_id", "timestamp", "type")):
         users, items, stamps, types = zip(*rows)
         frames.append(pd.DataFrame({
             "user_id": pd.Categorical(users),
@@ -84,25 +87,28 @@ def labelled_review_frame() -> pd.DataFrame:
                          "label": pd.Series(labels, dtype=object)})
 
 
-def recent_interactions(*, user_id: str, limit: int,
+def recent_interactions(*, person: Person | None, limit: int,
                         item_ids_by_pk: Mapping[int, str] | None = None) -> list[str]:
-    """The user's latest item interactions, oldest to newest (duplicates kept). Item ids
-    come from ``item_ids_by_pk`` (a web process's catalog) where it has them: joining the
-    items table cost an index lookup per history row, most of the query for a long
-    history; the database answers for the rest."""
+    """The person's latest item interactions (their own and their linked anonymous ids'),
+    oldest to newest (duplicates kept). Item ids come from ``item_ids_by_pk`` (a web
+    process's catalog) where it has them: joining the items table cost an index lookup
+    per history row, most of the query for a long history; the database answers for the
+    rest."""
+    if person is None:
+        return []
     # Runs on every recommendation request: plain SQL (the same query the ORM would build
-    # from Event.objects.filter(user__user_id=..., item__isnull=False, type__in=...)
+    # from Event.objects.filter(user__in=..., item__isnull=False, type__in=...)
     # .order_by("-timestamp", "-id")) spares the query compilation, the largest CPU cost
-    # of the request, and is prepared once per connection.
+    # of the request, and is prepared once per connection (and per number of linked ids).
     types = list(settings.RECOMMENDER_EVENT_WEIGHTS)
     quote = connection.ops.quote_name
-    event, user = Event._meta.db_table, EndUser._meta.db_table
+    event = Event._meta.db_table
+    users = ", ".join(["%s"] * len(person.user_pks))
     sql = (f"SELECT e.{quote('item_id')} FROM {quote(event)} e "
-           f"JOIN {quote(user)} u ON e.{quote('user_id')} = u.{quote('id')} "
-           f"WHERE u.{quote('user_id')} = %s AND e.{quote('item_id')} IS NOT NULL AND "
+           f"WHERE e.{quote('user_id')} IN ({users}) AND e.{quote('item_id')} IS NOT NULL AND "
            f"e.{quote('type')} IN ({', '.join(['%s'] * len(types))}) "
            f"ORDER BY e.{quote('timestamp')} DESC, e.{quote('id')} DESC LIMIT %s")
-    pks = [row[0] for row in fetch_prepared(sql, [user_id, *types, limit])]
+    pks = [row[0] for row in fetch_prepared(sql, [*person.user_pks, *types, limit])]
     pks.reverse()
     known = item_ids_by_pk or {}
     missing = {pk for pk in pks if pk not in known}

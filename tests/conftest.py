@@ -1,7 +1,15 @@
 """Shared fixtures. Django imports stay inside fixtures so the pure-ML tests under
 tests/recommender/test_ml_*.py also run without Django."""
 
+import os
+import shutil
+
 import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -65,3 +73,33 @@ def admin_api_client(admin_user):
 def model_store(settings, tmp_path):
     settings.MODEL_STORE = tmp_path / "models"
     return settings.MODEL_STORE
+
+
+def _require_chromium() -> None:
+    if os.path.exists(CHROMIUM):
+        return
+    message = f"Chromium not found at {CHROMIUM}"
+    if os.environ.get("LODESTAR_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def browser():
+    """Request it after the fixtures that write to the database: Playwright's sync API runs
+    an event loop in this thread, after which Django refuses synchronous queries here."""
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def watch_errors(page) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
+    page.on("console", lambda message: errors.append(f"console: {message.text}")
+            if message.type == "error" else None)
+    return errors

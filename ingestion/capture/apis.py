@@ -58,6 +58,8 @@ class PostHogKeyAuthentication(BaseAuthentication):
     first event's properties), else ``Authorization: Bearer <key>``."""
 
     def authenticate(self, request):
+        if request.method == "OPTIONS":
+            return None
         payload = _posthog_payload(request)
         messages, _ = posthog.messages_of(payload)
         key = posthog.key_of(payload, messages)
@@ -77,6 +79,8 @@ class SegmentWriteKeyAuthentication(BaseAuthentication):
     body's ``writeKey`` (analytics.js)."""
 
     def authenticate(self, request):
+        if request.method == "OPTIONS":
+            return None
         scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
         key = None
         if scheme.lower() == "basic":
@@ -96,7 +100,13 @@ class SegmentWriteKeyAuthentication(BaseAuthentication):
 
 
 class CorsMixin:
-    """Lets browser SDKs on any origin post (the endpoints read no cookie)."""
+    """Lets browser SDKs on any origin post (the endpoints read no cookie). Preflights
+    carry no key and no body, so they skip both."""
+
+    def get_permissions(self):
+        if self.request.method == "OPTIONS":
+            return [AllowAny()]
+        return super().get_permissions()
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

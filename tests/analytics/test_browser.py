@@ -1,8 +1,6 @@
 """Dashboards in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): log in,
 open every page, check the charts are drawn and nothing fails in the page's JavaScript."""
 
-import os
-import shutil
 from datetime import timedelta
 
 import pytest
@@ -10,36 +8,11 @@ from django.utils import timezone
 
 from ingestion.models import EndUser, Event, Item
 from recommender.models import Impression, ModelVersion
+from tests.conftest import watch_errors
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 PAGES = ["overview", "funnels", "retention", "items", "sentiment", "recommendations"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _require_chromium() -> None:
-    if os.path.exists(CHROMIUM):
-        return
-    message = f"Chromium not found at {CHROMIUM}"
-    if os.environ.get("LODESTAR_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def browser():
-    """Request it after the fixtures that write to the database: Playwright's sync API runs
-    an event loop in this thread, after which Django refuses synchronous queries here."""
-    _require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -79,14 +52,6 @@ def _log_in(page, base_url: str) -> None:
     page.wait_for_url(f"{base_url}/dashboards/overview/")
 
 
-def _watch_errors(page) -> list[str]:
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-    page.on("console", lambda message: errors.append(f"console: {message.text}")
-            if message.type == "error" else None)
-    return errors
-
-
 # Counts canvases that Chart.js has drawn on, with at least one non-transparent pixel.
 DRAWN_CANVASES = """() => Array.from(document.querySelectorAll('canvas[data-chart]')).map(c => {
     const chart = window.Chart && window.Chart.getChart(c);
@@ -99,7 +64,7 @@ DRAWN_CANVASES = """() => Array.from(document.querySelectorAll('canvas[data-char
 
 def test_every_dashboard_draws_its_charts(live_server, pm_user, shop_data, browser):
     page = browser.new_page(viewport={"width": 1366, "height": 800})
-    errors = _watch_errors(page)
+    errors = watch_errors(page)
     _log_in(page, live_server.url)
 
     for name in PAGES:
@@ -116,7 +81,7 @@ def test_every_dashboard_draws_its_charts(live_server, pm_user, shop_data, brows
 
 def test_filters_and_empty_state(live_server, pm_user, browser):
     page = browser.new_page()
-    errors = _watch_errors(page)
+    errors = watch_errors(page)
     _log_in(page, live_server.url)
     assert "No events yet" in page.content()
 

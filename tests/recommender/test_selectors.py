@@ -3,6 +3,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingestion.models import Item
+from ingestion.selectors import person_of
+from ingestion.services import link_identities
 from recommender import selectors
 from tests.factories import EndUserFactory, EventFactory, ItemFactory
 
@@ -20,9 +22,30 @@ def test_recent_interactions_are_oldest_to_newest_and_limited():
                  timestamp=T0 + timedelta(hours=1))
     EventFactory(item=ItemFactory(item_id="other-user"), timestamp=T0)
 
-    assert selectors.recent_interactions(user_id="u1", limit=10) == ["a", "b", "c", "a"]
-    assert selectors.recent_interactions(user_id="u1", limit=2) == ["c", "a"]
-    assert selectors.recent_interactions(user_id="nobody", limit=10) == []
+    assert history_of("u1", limit=10) == ["a", "b", "c", "a"]
+    assert history_of("u1", limit=2) == ["c", "a"]
+    assert history_of("nobody", limit=10) == []
+
+
+def history_of(user_id: str, **kwargs) -> list[str]:
+    return selectors.recent_interactions(person=person_of(user_id=user_id), **kwargs)
+
+
+def test_a_linked_anonymous_history_is_the_persons_whichever_id_is_asked_for():
+    anonymous, known = EndUserFactory(user_id="anon-1"), EndUserFactory(user_id="u1")
+    EventFactory(user=anonymous, item=ItemFactory(item_id="before-login"), type="view",
+                 timestamp=T0)
+    EventFactory(user=known, item=ItemFactory(item_id="after-login"), type="view",
+                 timestamp=T0 + timedelta(minutes=5))
+    assert history_of("u1", limit=10) == ["after-login"]
+
+    link_identities(links=[("anon-1", "u1")], linked_at=T0)
+
+    assert history_of("u1", limit=10) == ["before-login", "after-login"]
+    assert history_of("anon-1", limit=10) == ["before-login", "after-login"]
+    assert person_of(user_id="anon-1").user_id == "u1"
+    frame = selectors.interaction_frame()
+    assert frame["user_id"].tolist() == ["u1", "u1"]
 
 
 def test_recent_interactions_take_item_ids_from_the_given_catalog_and_the_rest_from_the_db():
@@ -33,7 +56,7 @@ def test_recent_interactions_take_item_ids_from_the_given_catalog_and_the_rest_f
     # A catalog built before "added-since" existed (its id as the catalog spells it).
     catalog = {cached.pk: "cached-as-known"}
 
-    assert selectors.recent_interactions(user_id="u1", limit=10, item_ids_by_pk=catalog) == [
+    assert history_of("u1", limit=10, item_ids_by_pk=catalog) == [
         "cached-as-known", "added-since", "cached-as-known"]
 
 

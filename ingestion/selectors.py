@@ -1,0 +1,52 @@
+"""Reads of the ingestion domain that other apps share."""
+
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import F, Func
+from django.db.models.functions import Coalesce
+
+from config.db import fetch_prepared
+from ingestion.models import EndUser, IdentityLink
+
+
+@dataclass(frozen=True)
+class Person:
+    """One person: the id the person is known by and every user row whose events are
+    theirs (the person's own and its linked aliases)."""
+
+    user_id: str
+    user_pks: tuple[int, ...]
+
+
+def person_of(*, user_id: str) -> Person | None:
+    """The person a client app's user id belongs to (None for an id never seen). One
+    indexed query: it runs on every recommendation request."""
+    quote = connection.ops.quote_name
+    users, links = quote(EndUser._meta.db_table), quote(IdentityLink._meta.db_table)
+    sql = (f"SELECT r.{quote('user_id')}, r.{quote('id')}, a.{quote('alias_id')} "
+           f"FROM {users} q LEFT JOIN {links} l ON l.{quote('alias_id')} = q.{quote('id')} "
+           f"JOIN {users} r ON r.{quote('id')} = COALESCE(l.{quote('person_id')}, "
+           f"q.{quote('id')}) "
+           f"LEFT JOIN {links} a ON a.{quote('person_id')} = r.{quote('id')} "
+           f"WHERE q.{quote('user_id')} = %s")
+    rows = fetch_prepared(sql, [user_id])
+    if not rows:
+        return None
+    root_user_id, root_pk = rows[0][0], rows[0][1]
+    aliases = sorted(alias for _, _, alias in rows if alias is not None)
+    return Person(user_id=root_user_id, user_pks=(root_pk, *aliases))
+
+
+def person_key(user_field: str = "user") -> Func:
+    """An expression for the primary key of the person behind ``<user_field>`` of the
+    rows queried: the person's, for a linked alias; the user's own otherwise. Counting
+    it instead of the user counts a visitor who signed in once."""
+    return Coalesce(F(f"{user_field}__identity_link__person_id"), F(f"{user_field}_id"))
+
+
+def person_user_id(user_field: str = "user") -> Func:
+    """The id (``user_id``) of the person behind ``<user_field>``."""
+    return Coalesce(F(f"{user_field}__identity_link__person__user_id"),
+                    F(f"{user_field}__user_id"))
+

@@ -1,0 +1,157 @@
+"""What the capture endpoints answer to bodies no SDK should send, and the encodings and
+calls the SDKs do send that the Python libraries do not exercise."""
+
+import base64
+import gzip
+import json
+import uuid
+from unittest import mock
+from urllib.parse import quote
+
+import pytest
+from django.db import OperationalError
+from rest_framework.test import APIClient
+
+from ingestion.models import CaptureReject, Event
+
+pytestmark = pytest.mark.django_db
+
+
+def view(**overrides) -> dict:
+    return {"event": "Product Viewed", "distinct_id": "u1", "uuid": str(uuid.uuid4()),
+            "properties": {"product_id": "sku-1"}, **overrides}
+
+
+def posthog_post(body: bytes, *, path="/batch/", **headers):
+    return APIClient().post(path, data=body, content_type=headers.pop("content_type",
+                                                                      "application/json"),
+                            **headers)
+
+
+def batch_body(api_key: str, events: list) -> bytes:
+    return json.dumps({"api_key": api_key, "batch": events}).encode()
+
+
+class TestPostHogBodies:
+    def test_gzip_js_and_base64_form_bodies_are_read(self, api_key):
+        events = [{**view(), "properties": {"product_id": "sku-1", "token": api_key}}]
+        gzipped = posthog_post(gzip.compress(json.dumps(events).encode()),
+                               path="/e/?compression=gzip-js", content_type="text/plain")
+        as_form = posthog_post(
+            b"data=" + quote(base64.b64encode(json.dumps(
+                [{**view(), "properties": {"token": api_key}}]).encode())).encode(),
+            path="/i/v0/e/", content_type="application/x-www-form-urlencoded")
+        assert (gzipped.status_code, as_form.status_code) == (200, 200)
+        assert Event.objects.count() == 2
+
+    def test_truncated_gzip_is_a_400_and_stores_nothing(self, api_key):
+        whole = gzip.compress(batch_body(api_key, [view(), view()]))
+        response = posthog_post(whole[:-12], HTTP_CONTENT_ENCODING="gzip")
+        assert response.status_code == 400
+        assert response.json()["code"] == "unreadable_body"
+        assert Event.objects.count() == 0
+
+    def test_wrong_base64_is_a_400(self, api_key):
+        response = posthog_post(b"data=%%%not-base64!!", path="/e/",
+                                content_type="application/x-www-form-urlencoded")
+        assert response.status_code == 400
+
+    def test_a_body_over_the_size_cap_is_a_413(self, api_key):
+        padding = "x" * (6 * 1024 * 1024)
+        response = posthog_post(batch_body(api_key, [view(properties={"pad": padding})]))
+        assert response.status_code == 413
+        assert Event.objects.count() == 0
+
+    def test_a_gzip_bomb_is_a_413(self, api_key):
+        bomb = gzip.compress(batch_body(api_key, [view(properties={"pad": " " * 60_000_000})]))
+        assert len(bomb) < 1024 * 1024
+        response = posthog_post(bomb, HTTP_CONTENT_ENCODING="gzip")
+        assert response.status_code == 413
+
+    def test_a_wrong_or_missing_key_is_a_401(self, api_key):
+        wrong = posthog_post(batch_body("phc_not_a_key", [view()]))
+        missing = posthog_post(json.dumps({"batch": [view()]}).encode())
+        assert (wrong.status_code, missing.status_code) == (401, 401)
+        assert Event.objects.count() == 0
+
+    def test_the_key_may_come_as_a_bearer_token(self, api_key):
+        response = posthog_post(json.dumps({"batch": [view()]}).encode(),
+                                HTTP_AUTHORIZATION=f"Bearer {api_key}")
+        assert response.status_code == 200
+
+    def test_bad_events_are_counted_and_kept_as_the_keys_rejects_the_rest_stored(self, api_key):
+        events = [view(), "not an object", view(distinct_id=None), view(event="bad/name"),
+                  view(event="Product Reviewed",
+                       properties={"product_id": "sku-1", "rating": 9})]
+        response = posthog_post(batch_body(api_key, events))
+        assert response.status_code == 200
+        assert response.json()["accepted"] == 1 and response.json()["rejected"] == 4
+        assert Event.objects.count() == 1
+        rejects = CaptureReject.objects.order_by("field")
+        assert [r.field for r in rejects] == ["distinct_id", "event", "type", "value"]
+        assert {r.api_key.name for r in rejects} == {"test client"}
+
+    def test_database_unavailable_is_a_503_with_retry_after(self, api_key):
+        with mock.patch("ingestion.services.store_events",
+                        side_effect=OperationalError("terminating connection")):
+            response = posthog_post(batch_body(api_key, [view()]))
+        assert response.status_code == 503
+        assert response["Retry-After"] == "5"
+        assert response.json()["code"] == "database_unavailable"
+
+
+class TestBrowserSdkSupport:
+    def test_cors_preflight_and_reply_allow_the_shops_origin(self, api_key):
+        client = APIClient()
+        preflight = client.options("/e/", HTTP_ORIGIN="https://shop.example",
+                                   HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+                                   HTTP_ACCESS_CONTROL_REQUEST_HEADERS="content-type")
+        assert preflight.status_code == 200
+        assert preflight["Access-Control-Allow-Origin"] == "https://shop.example"
+        assert "POST" in preflight["Access-Control-Allow-Methods"]
+        reply = posthog_post(batch_body(api_key, [view()]), HTTP_ORIGIN="https://shop.example")
+        assert reply["Access-Control-Allow-Origin"] == "https://shop.example"
+
+    @pytest.mark.parametrize("path", ["/decide/?v=3", "/flags/?v=2&config=true"])
+    def test_flag_calls_answer_no_flags(self, path):
+        reply = APIClient().post(path, data="{}", content_type="application/json").json()
+        assert reply["featureFlags"] == {} and reply["flags"] == {}
+        assert reply["sessionRecording"] is False
+
+    def test_remote_config_answers_none(self):
+        reply = APIClient().get("/array/phc_abc/config").json()
+        assert reply["token"] == "phc_abc" and reply["siteApps"] == []
+
+
+class TestSegmentBodies:
+    def test_single_call_paths_with_basic_auth(self, api_key):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION="Basic "
+                           + base64.b64encode(f"{api_key}:".encode()).decode())
+        track = client.post("/v1/track", data=json.dumps({
+            "userId": "u1", "event": "Product Added", "messageId": "m-1",
+            "properties": {"product_id": "sku-1"}}), content_type="application/json")
+        page = client.post("/v1/p", data=json.dumps({
+            "anonymousId": "a1", "name": "Home", "properties": {"path": "/"}}),
+            content_type="application/json")
+        assert (track.status_code, page.status_code) == (200, 200)
+        assert sorted(Event.objects.values_list("type", flat=True)) == ["add_to_cart", "page"]
+
+    def test_non_object_batch_messages_are_rejects(self, api_key):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION="Basic "
+                           + base64.b64encode(f"{api_key}:".encode()).decode())
+        response = client.post("/v1/batch", data=json.dumps({"batch": [
+            42, {"type": "track", "userId": "u1", "event": "signup"}]}),
+            content_type="application/json")
+        assert response.json()["accepted"] == 1 and response.json()["rejected"] == 1
+
+    def test_unreadable_and_unauthenticated_bodies(self, api_key):
+        client = APIClient()
+        assert client.post("/v1/batch", data="{}", content_type="application/json"
+                           ).status_code == 401
+        client.credentials(HTTP_AUTHORIZATION="Basic "
+                           + base64.b64encode(f"{api_key}:".encode()).decode())
+        truncated = gzip.compress(b'{"batch": []}')[:-4]
+        assert client.post("/v1/batch", data=truncated, content_type="application/json",
+                           HTTP_CONTENT_ENCODING="gzip").status_code == 400

@@ -1,0 +1,77 @@
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+
+from ingestion.models import EndUser, IdentityLink
+from ingestion.selectors import person_of
+from ingestion.services import link_identities, merge_traits
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def links() -> set[tuple[str, str]]:
+    return set(IdentityLink.objects.values_list("alias__user_id", "person__user_id"))
+
+
+@pytest.mark.django_db
+class TestLinkIdentities:
+    def test_repeating_a_link_changes_nothing(self):
+        assert link_identities(links=[("anon", "u1")], linked_at=T0) == 1
+        assert link_identities(links=[("anon", "u1"), ("anon", "u1")], linked_at=T0) == 0
+        assert links() == {("anon", "u1")}
+
+    def test_chains_collapse_onto_one_person(self):
+        link_identities(links=[("anon-a", "u1")], linked_at=T0)
+        link_identities(links=[("u1", "u2")], linked_at=T0)
+        assert links() == {("anon-a", "u2"), ("u1", "u2")}
+        assert person_of(user_id="anon-a").user_id == "u2"
+        assert len(person_of(user_id="u2").user_pks) == 3
+
+    def test_linking_back_to_an_alias_keeps_one_person(self):
+        link_identities(links=[("anon", "u1")], linked_at=T0)
+        link_identities(links=[("u1", "anon")], linked_at=T0)
+        assert links() == {("anon", "u1")}
+
+    def test_an_id_already_linked_stays_with_its_first_person(self):
+        link_identities(links=[("shared-device", "u1")], linked_at=T0)
+        link_identities(links=[("shared-device", "u2")], linked_at=T0)
+        assert links() == {("shared-device", "u1")}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_links_leave_no_chain():
+    """Ten requests at once link a ring of ids; whatever the order, every id ends on one
+    person that is not itself an alias."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers; the lock under test is PostgreSQL's")
+    ids = [f"id-{n}" for n in range(10)]
+    pairs = [(ids[n], ids[(n + 1) % 10]) for n in range(10)]
+    barrier = threading.Barrier(len(pairs))
+
+    def send(pair):
+        barrier.wait()
+        try:
+            link_identities(links=[pair], linked_at=T0)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(pair,)) for pair in pairs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    persons = set(IdentityLink.objects.values_list("person_id", flat=True))
+    aliases = set(IdentityLink.objects.values_list("alias_id", flat=True))
+    assert len(persons) == 1 and not persons & aliases
+    assert len(aliases) == 9
+
+
+@pytest.mark.django_db
+def test_traits_overwrite_and_set_once_only_fills_gaps():
+    EndUser.objects.create(user_id="u1", traits={"plan": "free", "source": "ads"})
+    merge_traits(traits={"u1": {"plan": "pro"}}, traits_once={"u1": {"source": "seo",
+                                                                      "first_page": "/"}})
+    assert EndUser.objects.get(user_id="u1").traits == {"plan": "pro", "source": "ads",
+                                                        "first_page": "/"}
