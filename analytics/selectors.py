@@ -33,7 +33,8 @@ from django.db.models import (
 from django.db.models.functions import Cast, Coalesce, RowNumber, Trunc, TruncDate
 from django.utils import timezone
 
-from ingestion.models import ITEM_EVENT_TYPES, EndUser, Event, Item
+from ingestion.models import ITEM_EVENT_TYPES, EndUser, Event, IdentityLink, Item
+from ingestion.selectors import person_first_seen, person_key
 from recommender.models import Impression, ModelVersion
 
 DEFAULT_RANGE_DAYS = 30
@@ -142,18 +143,23 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
     over the range divided by MAU."""
     events = _events(date_range=date_range, category=category)
     daily_active = dict(events.annotate(day=TruncDate("timestamp")).values("day")
-                        .annotate(users=Count("user", distinct=True)).values_list("day", "users"))
+                        .annotate(users=Count(person_key(), distinct=True))
+                        .values_list("day", "users"))
     if category:
         # New to the product that day and active in the category that day.
-        daily_new = dict(events.annotate(day=TruncDate("timestamp")).values("day")
-                         .annotate(users=Count("user", distinct=True,
-                                               filter=Q(user__first_seen__date=F("day"))))
+        daily_new = dict(events.annotate(day=TruncDate("timestamp"),
+                                         first_day=TruncDate(person_first_seen()))
+                         .values("day")
+                         .annotate(users=Count(person_key(), distinct=True,
+                                               filter=Q(first_day=F("day"))))
                          .values_list("day", "users"))
     else:
         # first_seen is the timestamp of the user's first event, so every user first seen
         # on a day was active that day: counting EndUser rows avoids a join over the events.
+        # A linked alias is not a user of its own (its person's first_seen covers it).
         daily_new = dict(EndUser.objects.filter(first_seen__gte=date_range.start_at,
-                                                first_seen__lt=date_range.end_before)
+                                                first_seen__lt=date_range.end_before,
+                                                identity_link__isnull=True)
                          .annotate(day=TruncDate("first_seen")).values("day")
                          .annotate(users=Count("id")).values_list("day", "users"))
     daily_types: dict[date, dict[str, int]] = defaultdict(dict)
@@ -172,13 +178,14 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
                      end=date_range.end)
     # Each user's latest event in that span says which of the four windows they were
     # active in: one hash aggregate per user instead of four sorted DISTINCT counts.
-    latest_per_user = (_events(date_range=both, category=category).values("user")
+    latest_per_user = (_events(date_range=both, category=category)
+                       .annotate(person=person_key()).values("person")
                        .annotate(latest=Max("timestamp")))
     active = latest_per_user.aggregate(
-        active_users=Count("user", filter=Q(latest__gte=date_range.start_at)),
-        mau=Count("user", filter=Q(latest__gte=month_start)),
-        wau=Count("user", filter=Q(latest__gte=date_range.end_before - timedelta(days=7))),
-        dau=Count("user", filter=Q(latest__gte=date_range.end_before - timedelta(days=1))),
+        active_users=Count("person", filter=Q(latest__gte=date_range.start_at)),
+        mau=Count("person", filter=Q(latest__gte=month_start)),
+        wau=Count("person", filter=Q(latest__gte=date_range.end_before - timedelta(days=7))),
+        dau=Count("person", filter=Q(latest__gte=date_range.end_before - timedelta(days=1))),
     )
 
     days = []
@@ -245,6 +252,12 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
     the same category, and a user can count in several categories."""
     event_table = connection.ops.quote_name(Event._meta.db_table)
     item_table = connection.ops.quote_name(Item._meta.db_table)
+    link_table = connection.ops.quote_name(IdentityLink._meta.db_table)
+    # Steps are counted per person: a linked anonymous id's events are its person's (a
+    # product viewed before signing in and bought after is one user's funnel). The link
+    # table is small, so each event costs one hash probe, not a join through the users.
+    link_join = f"LEFT JOIN {link_table} l ON l.alias_id = e.user_id"
+    person = "COALESCE(l.person_id, e.user_id)"
     join_items = by_category or bool(category)
     # The deadline placeholder comes first in the SQL text, before the WHERE clause.
     params: list[Any] = [_days_param(window_days)]
@@ -255,12 +268,12 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
         first_filters.append("i.category = %s")
         params.append(category)
     category_column = "i.category" if by_category else "''"
-    first_group_by = "e.user_id, i.category" if by_category else "e.user_id"
+    first_group_by = f"{person}, i.category" if by_category else person
     item_join = f"JOIN {item_table} i ON i.id = e.item_id" if join_items else ""
     ctes = [
         f"step0 AS (SELECT user_id, category, reached_at, {_sql_add_days('reached_at')} "
-        f"AS deadline FROM (SELECT e.user_id AS user_id, {category_column} AS category, "
-        f"MIN(e.timestamp) AS reached_at FROM {event_table} e {item_join} "
+        f"AS deadline FROM (SELECT {person} AS user_id, {category_column} AS category, "
+        f"MIN(e.timestamp) AS reached_at FROM {event_table} e {link_join} {item_join} "
         f"WHERE {' AND '.join(first_filters)} GROUP BY {first_group_by}) firsts)"
     ]
     # Bounds the later steps' scan to the (type, timestamp) index range they can fall in.
@@ -272,7 +285,8 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
                              + ("i.category = p.category" if by_category else "i.category = %s"))
         ctes.append(
             f"step{index} AS (SELECT p.user_id, p.category, MIN(e.timestamp) AS reached_at, "
-            f"p.deadline FROM step{index - 1} p JOIN {event_table} e ON e.user_id = p.user_id "
+            f"p.deadline FROM step{index - 1} p JOIN ({event_table} e {link_join}) "
+            f"ON {person} = p.user_id "
             f"AND e.type = %s AND e.timestamp > p.reached_at AND e.timestamp <= p.deadline "
             f"AND e.timestamp >= %s AND e.timestamp < %s "
             f"{same_category} GROUP BY p.user_id, p.category, p.deadline)")
@@ -372,17 +386,19 @@ def retention(*, date_range: DateRange, period: Period = "week",
     the range; for each cohort the share active 0, 1, 2... periods later, up to the end of the
     range. Weeks start on Monday. With a category, activity means events on its items and a
     cohort's size counts only users with such activity in the range."""
-    events = _events(date_range=date_range, category=category).filter(
-        user__first_seen__gte=date_range.start_at, user__first_seen__lt=date_range.end_before)
-    cohort = Trunc("user__first_seen", period, output_field=DateField())
+    events = _events(date_range=date_range, category=category).annotate(
+        person=person_key(), person_first_seen=person_first_seen()).filter(
+        person_first_seen__gte=date_range.start_at, person_first_seen__lt=date_range.end_before)
+    cohort = Trunc("person_first_seen", period, output_field=DateField())
     active_period = Trunc("timestamp", period, output_field=DateField())
     if category:
         sizes = dict(events.annotate(cohort=cohort).values("cohort")
-                     .annotate(users=Count("user", distinct=True))
+                     .annotate(users=Count("person", distinct=True))
                      .values_list("cohort", "users"))
     else:
         sizes = dict(EndUser.objects.filter(first_seen__gte=date_range.start_at,
-                                            first_seen__lt=date_range.end_before)
+                                            first_seen__lt=date_range.end_before,
+                                            identity_link__isnull=True)
                      .annotate(cohort=Trunc("first_seen", period, output_field=DateField()))
                      .values("cohort").annotate(users=Count("id"))
                      .values_list("cohort", "users"))
@@ -390,7 +406,7 @@ def retention(*, date_range: DateRange, period: Period = "week",
     step_days = 7 if period == "week" else 1
     for row in (events.annotate(cohort=cohort, active_period=active_period)
                 .values("cohort", "active_period")
-                .annotate(users=Count("user", distinct=True))):
+                .annotate(users=Count("person", distinct=True))):
         offset = (row["active_period"] - row["cohort"]).days // step_days
         active[row["cohort"]][offset] = row["users"]
 

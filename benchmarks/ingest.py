@@ -2,6 +2,7 @@
 
     python -m benchmarks.ingest [--events 200000] [--batch 1000] [--clients 4] [--workers 2]
                                 [--threads 2] [--database-url URL] [--json OUT]
+                                [--protocol posthog|segment|native ...]
 
 What it does, in one run:
 
@@ -19,13 +20,20 @@ What it does, in one run:
    indexes, users and items already present), then, for reference, the service's own
    multi-row ``INSERT ... ON CONFLICT DO NOTHING`` statement sent straight through psycopg.
 
+7. With ``--protocol posthog`` / ``--protocol segment``: empties the tables and posts the same
+   events again as that SDK batches them (its message shapes and envelope, gzip on) to its
+   batch endpoint (``/batch/``, ``/v1/batch``), checks exactly N are stored, and reports the
+   rate against the native run's.
+
 Targets on the 2-core reference machine: >= 10,000 API events/s and API >= 30% of the raw
-(COPY) rate.
+(COPY) rate; each SDK protocol >= 80% of the native API's rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import gzip
 import http.client
 import json
 import os
@@ -122,6 +130,84 @@ def generate_events(n: int, *, users: int, items: int, seed: int = 7) -> list[di
 def serialise_batches(events: Sequence[dict], batch: int) -> list[bytes]:
     return [json.dumps({"batch": list(events[i:i + batch])}, separators=(",", ":")).encode()
             for i in range(0, len(events), batch)]
+
+
+# The SDK event each native event type is sent as (ingestion.capture.mapping's table, read
+# backwards); ratings go as reviews without a body, searches under their own name.
+SDK_EVENT_NAMES = {"view": "Product Viewed", "click": "Product Clicked",
+                   "add_to_cart": "Product Added", "purchase": "Order Completed",
+                   "rating": "Product Reviewed", "review": "Product Reviewed",
+                   "search": "Products Searched"}
+
+
+def _sdk_properties(event: dict) -> dict:
+    properties = dict(event.get("properties") or {})
+    if "item_id" in event:
+        properties["product_id"] = event["item_id"]
+    if event["type"] == "purchase":
+        # A product's price is the catalog's (stable per item), the amount price x quantity.
+        quantity = event["properties"]["quantity"]
+        price = round(4.99 + int(event["item_id"][4:]) % 200, 2)
+        properties = {"order_id": event["event_id"][:8], "currency": "EUR", "products": [
+            {"product_id": event["item_id"], "price": price, "quantity": quantity}]}
+    elif event["type"] in ("rating", "review"):
+        properties["rating"] = event["value"]
+        if event.get("text"):
+            properties["review_body"] = event["text"]
+    if "rec_id" in event:
+        properties["rec_id"] = event["rec_id"]
+    return properties
+
+
+def sdk_bodies(events: Sequence[dict], batch: int, *, protocol: str,
+               api_key: str) -> list[bytes]:
+    """The same events as the posthog or segment-analytics-python library batches them:
+    their message shapes, their batch envelope, gzip on (as both are configured with
+    ``gzip=True``)."""
+    sent_at = datetime.now(timezone.utc).isoformat()
+    if protocol == "posthog":
+        messages = [{"event": SDK_EVENT_NAMES[e["type"]], "distinct_id": e["user_id"],
+                     "uuid": e["event_id"], "timestamp": e["timestamp"],
+                     "properties": {**_sdk_properties(e), "$lib": "posthog-python",
+                                    "$lib_version": "7.91.1", "$geoip_disable": True},
+                     "library": "posthog-python", "library_version": "7.91.1"}
+                    for e in events]
+
+        def envelope(chunk):
+            return {"api_key": api_key, "batch": chunk, "sent_at": sent_at}
+    else:
+        messages = [{"type": "track", "event": SDK_EVENT_NAMES[e["type"]], "userId": e["user_id"],
+                     "messageId": e["event_id"], "timestamp": e["timestamp"],
+                     "properties": _sdk_properties(e),
+                     "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
+                     "integrations": {}}
+                    for e in events]
+
+        def envelope(chunk):
+            return {"batch": chunk, "sentAt": sent_at}
+    return [gzip.compress(json.dumps(envelope(messages[i:i + batch]),
+                                     separators=(",", ":")).encode())
+            for i in range(0, len(messages), batch)]
+
+
+def _native_request(api_key: str) -> tuple[str, dict[str, str]]:
+    return "/api/v1/events", {"Authorization": f"Api-Key {api_key}",
+                              "Content-Type": "application/json"}
+
+
+def _posthog_request(api_key: str) -> tuple[str, dict[str, str]]:
+    return "/batch/", {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+
+
+def _segment_request(api_key: str) -> tuple[str, dict[str, str]]:
+    basic = base64.b64encode(f"{api_key}:".encode()).decode()
+    return "/v1/batch", {"Authorization": f"Basic {basic}", "Content-Type": "application/json",
+                         "Content-Encoding": "gzip"}
+
+
+PROTOCOL_REQUESTS = {"native": _native_request, "posthog": _posthog_request,
+                     "segment": _segment_request}
+TARGET_PROTOCOL_RATIO = 0.80
 
 
 # --------------------------------------------------------------------------- database
@@ -335,15 +421,15 @@ class ClientStats:
     latencies: list[float] = field(default_factory=list)
 
 
-def post_batches(port: int, api_key: str, bodies: Sequence[bytes], *, clients: int) -> tuple[
-        float, ClientStats]:
+def post_batches(port: int, api_key: str, bodies: Sequence[bytes], *, clients: int,
+                 protocol: str = "native") -> tuple[float, ClientStats]:
     """Posts every body once (retrying a failed one: the API is idempotent on event_id) from
     `clients` threads, each on its own keep-alive connection; returns (seconds, stats)."""
     next_index = iter(range(len(bodies)))
     lock = threading.Lock()
     stats = ClientStats()
-    headers = {"Authorization": f"Api-Key {api_key}", "Content-Type": "application/json",
-               "Connection": "keep-alive"}
+    path, headers = PROTOCOL_REQUESTS[protocol](api_key)
+    headers = {**headers, "Connection": "keep-alive"}
     start_gate = threading.Barrier(clients + 1)
 
     def client() -> None:
@@ -359,7 +445,7 @@ def post_batches(port: int, api_key: str, bodies: Sequence[bytes], *, clients: i
             for attempt in range(5):
                 began = time.perf_counter()
                 try:
-                    conn.request("POST", "/api/v1/events", body=body, headers=headers)
+                    conn.request("POST", path, body=body, headers=headers)
                     response = conn.getresponse()
                     payload = response.read()
                 except (OSError, http.client.HTTPException) as error:
@@ -532,8 +618,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 busy1, total1 = machine_busy_seconds()
                 web1, client1 = server.cpu_seconds(), sum(os.times()[:2])
                 pg_cpu = sampler.finish()
+                stored, distinct = count_events(conn)
+                protocols = {}
+                for protocol in args.protocol:
+                    sdk = sdk_bodies(events, args.batch, protocol=protocol, api_key=api_key)
+                    truncate_ingestion(conn, events_only=False)
+                    log(f"POSTing {len(sdk)} {protocol} batches (gzip) ...", flush=True)
+                    seconds, sdk_stats = post_batches(server.port, api_key, sdk,
+                                                      clients=args.clients, protocol=protocol)
+                    sdk_stored, sdk_distinct = count_events(conn)
+                    protocols[protocol] = {
+                        "events_per_second": round(args.events / seconds, 1),
+                        "ratio_to_native": round(api_seconds / seconds, 3),
+                        "stored_exactly_n": sdk_stored == sdk_distinct == args.events,
+                        "accepted": sdk_stats.accepted, "rejected": sdk_stats.rejected,
+                        "failed_batches": len(sdk_stats.failures),
+                        "gzip_bytes_per_event": round(sum(map(len, sdk)) / args.events, 1),
+                        "latency_ms_p95": round(_percentile(sdk_stats.latencies, 0.95) * 1000,
+                                                1)}
 
-            stored, distinct = count_events(conn)
             exact = stored == args.events and distinct == args.events
             log(f"Stored {stored:,} events ({distinct:,} distinct event_ids): "
                 f"{'exactly N' if exact else 'MISMATCH'}", flush=True)
@@ -600,6 +703,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "raw_copy_client": round(copy_client_cpu * per_k * 1000, 1),
             "raw_multirow_insert_postgres_backend": round(insert_pg_cpu * per_k * 1000, 1),
         },
+        "protocols": {
+            "native": {"events_per_second": round(api_rate, 1), "ratio_to_native": 1.0,
+                       "stored_exactly_n": exact, "body": "JSON"},
+            **{name: {**figures, "body": "gzip JSON",
+                      "target_ratio": TARGET_PROTOCOL_RATIO,
+                      "met": figures["ratio_to_native"] >= TARGET_PROTOCOL_RATIO
+                      and figures["stored_exactly_n"]}
+               for name, figures in protocols.items()}},
         "targets": {"api_events_per_second": TARGET_EVENTS_PER_SECOND, "ratio": TARGET_RATIO,
                     "met": api_rate >= TARGET_EVENTS_PER_SECOND and api_rate / copy_rate
                     >= TARGET_RATIO},
@@ -657,6 +768,14 @@ def format_table(r: dict[str, Any]) -> str:
         f"targets (>= {TARGET_EVENTS_PER_SECOND:,}/s and >= {TARGET_RATIO:.0%} of raw): "
         f"{'met' if r['targets']['met'] else 'NOT met'}",
     ]
+    if len(r["protocols"]) > 1:
+        lines += ["", f"{'protocol (batch endpoint)':26} {'body':>10} {'events/s':>10} "
+                      f"{'vs native':>10} {'stored N':>9}"]
+        for name, p in r["protocols"].items():
+            target = "" if name == "native" else (
+                f"  target >= {p['target_ratio']:.0%}: {'met' if p['met'] else 'NOT met'}")
+            lines.append(f"{name:26} {p['body']:>10} {p['events_per_second']:>10,.0f} "
+                         f"{p['ratio_to_native']:>10.1%} {str(p['stored_exactly_n']):>9}{target}")
     return "\n".join(lines)
 
 
@@ -676,14 +795,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-log", help="keep gunicorn's log at this path")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--protocol", action="append", choices=("posthog", "segment", "native"),
+                        default=[], help="also time this SDK protocol's batch endpoint "
+                                         "(repeatable; the native API always runs)")
     args = parser.parse_args(argv)
+    args.protocol = [p for p in dict.fromkeys(args.protocol) if p != "native"]
     if args.batch > 1000:
         parser.error("--batch is at most 1000 (the API's limit)")
 
     results = run(args)
     drop_enqueued_tasks(args.broker_url)
     publish(format_table(results), results, args.json)
-    return 0 if results["stored_exactly_n"] and not results["responses"]["failed_batches"] else 1
+    sdk_exact = all(p["stored_exactly_n"] for p in results["protocols"].values())
+    return 0 if results["stored_exactly_n"] and sdk_exact and \
+        not results["responses"]["failed_batches"] else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from ingestion.models import EndUser, Event, Item
+from ingestion.models import CaptureReject, EndUser, Event, IdentityLink, Item
 
 
 @admin.register(Item)
@@ -24,3 +24,27 @@ class EventAdmin(admin.ModelAdmin):
     raw_id_fields = ("user", "item")
     date_hierarchy = "timestamp"
     show_full_result_count = False
+
+
+@admin.register(IdentityLink)
+class IdentityLinkAdmin(admin.ModelAdmin):
+    list_display = ("alias", "person", "linked_at")
+    search_fields = ("alias__user_id", "person__user_id")
+    raw_id_fields = ("alias", "person")
+
+
+@admin.register(CaptureReject)
+class CaptureRejectAdmin(admin.ModelAdmin):
+    """Each API key's recent rejects from the PostHog and Segment endpoints (the SDKs do
+    not read per-event errors, so this is where a developer sees them)."""
+
+    list_display = ("created_at", "api_key", "protocol", "event_name", "field", "message")
+    list_filter = ("protocol", "api_key")
+    search_fields = ("event_name", "message")
+    readonly_fields = [f.name for f in CaptureReject._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

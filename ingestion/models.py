@@ -57,6 +57,12 @@ class Event(models.Model):
                                         help_text="Probability that the text is positive")
     sentiment_label = models.CharField(max_length=16, blank=True, default="")
     sentiment_model = models.CharField(max_length=64, blank=True, default="")
+    # The link of the event's user, if it is a linked alias, joined straight on user_id
+    # (no column of its own, no join through the users table): analytics count persons as
+    # COALESCE(identity_link.person_id, user_id).
+    identity_link = models.ForeignObject("IdentityLink", on_delete=models.DO_NOTHING,
+                                         from_fields=["user"], to_fields=["alias"], null=True,
+                                         related_name="+")
 
     class Meta:
         indexes = [

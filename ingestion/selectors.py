@@ -38,11 +38,17 @@ def person_of(*, user_id: str) -> Person | None:
     return Person(user_id=root_user_id, user_pks=(root_pk, *aliases))
 
 
-def person_key(user_field: str = "user") -> Func:
-    """An expression for the primary key of the person behind ``<user_field>`` of the
-    rows queried: the person's, for a linked alias; the user's own otherwise. Counting
-    it instead of the user counts a visitor who signed in once."""
-    return Coalesce(F(f"{user_field}__identity_link__person_id"), F(f"{user_field}_id"))
+def person_key() -> Func:
+    """For event querysets: the primary key of the person behind each event's user (the
+    person's, for a linked alias; the user's own otherwise). Counting it instead of the
+    user counts a visitor who signed in once."""
+    return Coalesce(F("identity_link__person_id"), F("user_id"))
+
+
+def person_first_seen() -> Func:
+    """For event querysets: when the person behind each event was first seen (a person's
+    first_seen covers its aliases', see ingestion.services.link_identities)."""
+    return Coalesce(F("identity_link__person__first_seen"), F("user__first_seen"))
 
 
 def person_user_id(user_field: str = "user") -> Func:

@@ -575,8 +575,22 @@ def link_identities(*, links: Sequence[tuple[str, str]], linked_at: datetime) ->
         known = {a: (root if p == alias else p) for a, p in known.items()}
         IdentityLink.objects.create(alias_id=alias, person_id=root, linked_at=linked_at)
         known[alias] = root
+        _widen_seen(person_pk=root, alias_pk=alias)
         made += 1
     return made
+
+
+def _widen_seen(*, person_pk: int, alias_pk: int) -> None:
+    """The person was first seen when any of its ids was (a visit before signing in makes
+    the person new that day, once)."""
+    alias = EndUser.objects.filter(pk=alias_pk).values("first_seen", "last_seen").get()
+    person = EndUser.objects.select_for_update().get(pk=person_pk)
+    stamps = [(person.first_seen, alias["first_seen"]), (person.last_seen, alias["last_seen"])]
+    first = min((t for t in stamps[0] if t is not None), default=None)
+    last = max((t for t in stamps[1] if t is not None), default=None)
+    if (first, last) != (person.first_seen, person.last_seen):
+        person.first_seen, person.last_seen = first, last
+        person.save(update_fields=["first_seen", "last_seen"])
 
 
 def _take_identity_merge_lock() -> None:

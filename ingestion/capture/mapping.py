@@ -9,6 +9,7 @@ kept); a page view or screen that names a product is a view. Every other event k
 own name and properties, so trends and funnels can use it.
 """
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ class CaptureBatch:
         self.events.append(event)
         self.event_sources.append((index, str(event.get("type", ""))[:255], message))
 
+    def add_catalog_row(self, item_id: str, properties: dict) -> None:
+        row = catalog_row(properties)
+        if row:  # most events name the item only: nothing to write to the catalog
+            self.items.setdefault(item_id, {}).update(row)
+
     def set_traits(self, user_id: str, traits: Any, *, once: bool = False) -> None:
         if isinstance(traits, dict) and traits:
             target = self.traits_once if once else self.traits
@@ -76,8 +82,17 @@ def _normalised_name(name: str) -> str:
     return " ".join(name.replace("_", " ").lower().split())
 
 
-def mapped_type(event_name: str) -> str | None:
-    table = {_normalised_name(k): v for k, v in settings.CAPTURE_EVENT_TYPES.items()}
+@functools.lru_cache(maxsize=4)
+def _type_table(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return {_normalised_name(name): kind for name, kind in items}
+
+
+def event_type_table() -> dict[str, str]:
+    """settings.CAPTURE_EVENT_TYPES by normalised name; read once per request."""
+    return _type_table(tuple(settings.CAPTURE_EVENT_TYPES.items()))
+
+
+def mapped_type(event_name: str, table: dict[str, str]) -> str | None:
     return table.get(_normalised_name(event_name))
 
 
@@ -117,7 +132,7 @@ def corrected_timestamp(*, timestamp: Any, sent_at: Any, offset_ms: Any,
     ours at receipt; else now minus the ``offset`` in milliseconds the SDK reports; else
     the SDK's timestamp as sent; else now."""
     happened = parse_time(timestamp)
-    sent = parse_time(sent_at)
+    sent = sent_at if isinstance(sent_at, datetime) else parse_time(sent_at)
     if happened is not None and sent is not None:
         return now - (sent - happened)
     if isinstance(offset_ms, (int, float)) and not isinstance(offset_ms, bool):
@@ -171,10 +186,10 @@ def rec_id_of(properties: dict) -> str | None:
 
 def native_events(*, batch: CaptureBatch, index: int, message: Any, name: str,
                   event_id: uuid.UUID, user_id: Any, timestamp: datetime,
-                  properties: dict, page_like: bool) -> None:
+                  properties: dict, page_like: bool, types: dict[str, str]) -> None:
     """Adds the Lodestar events one SDK event becomes, and its catalog rows."""
     base = {"user_id": user_id, "timestamp": timestamp, "rec_id": rec_id_of(properties)}
-    kind = VIEW if page_like and item_id_of(properties) else mapped_type(name)
+    kind = VIEW if page_like and item_id_of(properties) else mapped_type(name, types)
     if kind == PURCHASE and isinstance(properties.get("products"), list) and \
             properties["products"]:
         order = {k: v for k, v in properties.items() if k != "products"}
@@ -185,7 +200,7 @@ def native_events(*, batch: CaptureBatch, index: int, message: Any, name: str,
             quantity = _number(product.get("quantity"))
             value = None if price is None else price * (1.0 if quantity is None else quantity)
             if item_id is not None:
-                batch.items.setdefault(item_id, {}).update(catalog_row(product))
+                batch.add_catalog_row(item_id, product)
             batch.add_event(index, message, {
                 **base, "event_id": str(uuid.uuid5(event_id, str(position))), "type": PURCHASE,
                 "item_id": item_id, "value": value,
@@ -199,7 +214,7 @@ def native_events(*, batch: CaptureBatch, index: int, message: Any, name: str,
                                          "properties": properties})
         return
     if not page_like:  # a page's name is the page's, not the product's
-        batch.items.setdefault(item_id, {}).update(catalog_row(properties))
+        batch.add_catalog_row(item_id, properties)
     event = {**base, "event_id": str(event_id), "type": kind, "item_id": item_id,
              "properties": properties}
     if kind == PURCHASE:

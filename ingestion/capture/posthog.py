@@ -8,7 +8,14 @@ Identity: ``$identify`` links ``$anon_distinct_id`` to the event's ``distinct_id
 from datetime import datetime
 from typing import Any
 
-from ingestion.capture.mapping import CaptureBatch, corrected_timestamp, event_uuid, native_events
+from ingestion.capture.mapping import (
+    CaptureBatch,
+    corrected_timestamp,
+    event_type_table,
+    event_uuid,
+    native_events,
+    parse_time,
+)
 
 PROTOCOL = "posthog"
 PAGE_EVENTS = ("$pageview", "$screen")
@@ -47,6 +54,8 @@ def key_of(payload: Any, messages: list) -> str | None:
 
 def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
     batch = CaptureBatch()
+    types = event_type_table()
+    sent_at = parse_time(sent_at)  # once per batch, not per message
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             batch.reject(index, message, field_name="event",
@@ -82,5 +91,5 @@ def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
                                           sent_at=message.get("sent_at") or sent_at,
                                           offset_ms=message.get("offset"), now=now),
             properties={k: v for k, v in properties.items() if k not in DROPPED_PROPERTIES},
-            page_like=name in PAGE_EVENTS)
+            page_like=name in PAGE_EVENTS, types=types)
     return batch

@@ -9,7 +9,14 @@ traits ``group_id`` and ``group_traits``) are stored on the user, not as events.
 from datetime import datetime
 from typing import Any
 
-from ingestion.capture.mapping import CaptureBatch, corrected_timestamp, event_uuid, native_events
+from ingestion.capture.mapping import (
+    CaptureBatch,
+    corrected_timestamp,
+    event_type_table,
+    event_uuid,
+    native_events,
+    parse_time,
+)
 
 PROTOCOL = "segment"
 MESSAGE_TYPES = ("track", "identify", "page", "screen", "alias", "group")
@@ -28,6 +35,8 @@ def messages_of(payload: Any, *, message_type: str | None) -> tuple[list, Any]:
 
 def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
     batch = CaptureBatch()
+    types = event_type_table()
+    sent_at = parse_time(sent_at)  # once per batch, not per message
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             batch.reject(index, message, field_name="event",
@@ -85,7 +94,7 @@ def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
                                           or message.get("originalTimestamp"),
                                           sent_at=message.get("sentAt") or sent_at,
                                           offset_ms=None, now=now),
-            properties=properties, page_like=kind in ("page", "screen"))
+            properties=properties, page_like=kind in ("page", "screen"), types=types)
     return batch
 
 
