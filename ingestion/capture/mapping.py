@@ -12,6 +12,7 @@ own name and properties, so trends and funnels can use it.
 import functools
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -68,6 +69,16 @@ class CaptureBatch:
         if isinstance(traits, dict) and traits:
             target = self.traits_once if once else self.traits
             target.setdefault(user_id, {}).update(traits)
+
+
+def json_objects(messages: list, batch: CaptureBatch) -> Iterator[tuple[int, dict]]:
+    """The messages that are JSON objects, with their index; the others are rejects."""
+    for index, message in enumerate(messages):
+        if isinstance(message, dict):
+            yield index, message
+        else:
+            batch.reject(index, message, field_name="event",
+                         reason="Each message must be a JSON object.")
 
 
 def payload_excerpt(message: Any) -> str:

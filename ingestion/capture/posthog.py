@@ -13,6 +13,7 @@ from ingestion.capture.mapping import (
     corrected_timestamp,
     event_type_table,
     event_uuid,
+    json_objects,
     native_events,
     parse_time,
 )
@@ -56,11 +57,7 @@ def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
     batch = CaptureBatch()
     types = event_type_table()
     sent_at = parse_time(sent_at)  # once per batch, not per message
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            batch.reject(index, message, field_name="event",
-                         reason="Each event must be a JSON object.")
-            continue
+    for index, message in json_objects(messages, batch):
         name = message.get("event")
         if not isinstance(name, str) or not name:
             batch.reject(index, message, field_name="event", reason="The event has no name.")

@@ -14,6 +14,7 @@ from ingestion.capture.mapping import (
     corrected_timestamp,
     event_type_table,
     event_uuid,
+    json_objects,
     native_events,
     parse_time,
 )
@@ -37,11 +38,7 @@ def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
     batch = CaptureBatch()
     types = event_type_table()
     sent_at = parse_time(sent_at)  # once per batch, not per message
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            batch.reject(index, message, field_name="event",
-                         reason="Each message must be a JSON object.")
-            continue
+    for index, message in json_objects(messages, batch):
         kind = message.get("type")
         if kind not in MESSAGE_TYPES:
             batch.reject(index, message, field_name="type",
