@@ -38,6 +38,8 @@ MAX_PROPERTIES_BYTES = 8 * 1024
 MAX_ID_CHARS = 255
 MAX_FUTURE = timedelta(hours=24)
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.:$ -]{1,64}$")
+# One encoder for every size check: json.dumps with options builds a new one per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 EVENT_FIELDS = {"event_id", "type", "user_id", "item_id", "timestamp", "value", "text",
                 "properties", "rec_id"}
 
@@ -155,7 +157,7 @@ def _properties(raw: Any) -> dict:
         return {}
     if not isinstance(raw, dict):
         raise RowRejected("properties", "Must be a JSON object.")
-    if len(json.dumps(raw, separators=(",", ":"))) > MAX_PROPERTIES_BYTES:
+    if len(_COMPACT_JSON.encode(raw)) > MAX_PROPERTIES_BYTES:
         raise RowRejected("properties", "Must be at most 8 KB as JSON.")
     return raw
 
@@ -491,23 +493,24 @@ def ingest_capture(*, batch: CaptureBatch, api_key: APIKey | None, protocol: str
 @transaction.atomic
 def merge_catalog_fields(*, rows: dict[str, dict]) -> None:
     """Title, category and price from e-commerce events into the catalog; only values that
-    differ are written (a hot item's every view would otherwise rewrite its row and make
-    every web process rebuild its catalog view)."""
-    _ensure_items(set(rows))
+    differ are written (a hot item's every purchase would otherwise rewrite its row, queue
+    concurrent batches behind its row lock and make every web process rebuild its catalog
+    view). Stored rows are read as tuples, not model instances: this runs on most batches."""
+    pks = _ensure_items(set(rows))
+    now = timezone.now()
     changed = []
-    for item in Item.objects.filter(item_id__in=list(rows)).order_by("pk"):
-        row = rows[item.item_id]
-        before = (item.title, item.category, item.attributes.get("price"))
-        item.title = row.get("title", item.title)
-        item.category = row.get("category", item.category)
-        if "price" in row:
-            item.attributes = {**item.attributes, "price": row["price"]}
-        if (item.title, item.category, item.attributes.get("price")) != before:
-            changed.append(item)
+    for pk, item_id, title, category, attributes in Item.objects.filter(
+            pk__in=list(pks.values())).order_by("pk").values_list(
+            "pk", "item_id", "title", "category", "attributes"):
+        row = rows[item_id]
+        new_attributes = ({**attributes, "price": row["price"]}
+                          if "price" in row and attributes.get("price") != row["price"]
+                          else attributes)
+        new = (row.get("title", title), row.get("category", category), new_attributes)
+        if new != (title, category, attributes):
+            changed.append(Item(pk=pk, title=new[0], category=new[1], attributes=new[2],
+                                updated_at=now))
     if changed:
-        now = timezone.now()
-        for item in changed:
-            item.updated_at = now
         Item.objects.bulk_update(changed, ["title", "category", "attributes", "updated_at"],
                                  batch_size=500)
 

@@ -89,6 +89,7 @@ def payload_excerpt(message: Any) -> str:
     return text[:MAX_REJECT_PAYLOAD_CHARS]
 
 
+@functools.lru_cache(maxsize=4096)  # a shop sends a few dozen distinct event names
 def _normalised_name(name: str) -> str:
     return " ".join(name.replace("_", " ").lower().split())
 
@@ -213,7 +214,7 @@ def native_events(*, batch: CaptureBatch, index: int, message: Any, name: str,
             if item_id is not None:
                 batch.add_catalog_row(item_id, product)
             batch.add_event(index, message, {
-                **base, "event_id": str(uuid.uuid5(event_id, str(position))), "type": PURCHASE,
+                **base, "event_id": uuid.uuid5(event_id, str(position)), "type": PURCHASE,
                 "item_id": item_id, "value": value,
                 "properties": {**product, **{k: order[k] for k in ("order_id", "currency",
                                                                    "checkout_id") if k in order}},
@@ -221,12 +222,12 @@ def native_events(*, batch: CaptureBatch, index: int, message: Any, name: str,
         return
     item_id = item_id_of(properties) if kind else None
     if item_id is None:  # not an e-commerce event, or one naming no item: keeps its name
-        batch.add_event(index, message, {**base, "event_id": str(event_id), "type": name,
+        batch.add_event(index, message, {**base, "event_id": event_id, "type": name,
                                          "properties": properties})
         return
     if not page_like:  # a page's name is the page's, not the product's
         batch.add_catalog_row(item_id, properties)
-    event = {**base, "event_id": str(event_id), "type": kind, "item_id": item_id,
+    event = {**base, "event_id": event_id, "type": kind, "item_id": item_id,
              "properties": properties}
     if kind == PURCHASE:
         event["value"] = _number(properties.get("revenue") or properties.get("total")

@@ -22,7 +22,7 @@ PROTOCOL = "posthog"
 PAGE_EVENTS = ("$pageview", "$screen")
 # Sent by the SDKs for PostHog itself; kept out of the stored properties (the token is the
 # client app's key).
-DROPPED_PROPERTIES = ("token", "api_key", "$set", "$set_once", "distinct_id")
+DROPPED_PROPERTIES = frozenset(("token", "api_key", "$set", "$set_once", "distinct_id"))
 
 
 def messages_of(payload: Any) -> tuple[list, Any]:
@@ -78,8 +78,10 @@ def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
             batch.links.append((user_id, str(properties["alias"])))
         # The Python library sends $set beside the properties, posthog-js inside them.
         for source in (message, properties):
-            batch.set_traits(user_id, source.get("$set"))
-            batch.set_traits(user_id, source.get("$set_once"), once=True)
+            if "$set" in source:
+                batch.set_traits(user_id, source["$set"])
+            if "$set_once" in source:
+                batch.set_traits(user_id, source["$set_once"], once=True)
         native_events(
             batch=batch, index=index, message=message, name=name,
             event_id=event_uuid(message.get("uuid"), protocol=PROTOCOL, message=message),
@@ -87,6 +89,7 @@ def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
             timestamp=corrected_timestamp(timestamp=message.get("timestamp"),
                                           sent_at=message.get("sent_at") or sent_at,
                                           offset_ms=message.get("offset"), now=now),
-            properties={k: v for k, v in properties.items() if k not in DROPPED_PROPERTIES},
+            properties=({k: v for k, v in properties.items() if k not in DROPPED_PROPERTIES}
+                        if DROPPED_PROPERTIES.intersection(properties) else properties),
             page_like=name in PAGE_EVENTS, types=types)
     return batch
