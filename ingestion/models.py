@@ -78,6 +78,14 @@ class Event(models.Model):
             models.Index(fields=["rec_id"], name="event_rec",
                          condition=models.Q(rec_id__isnull=False)),
         ]
+        # A NaN or out-of-range score from any scorer fails loudly at the write instead of
+        # reaching the dashboards (PostgreSQL compares NaN above every number).
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(sentiment_score__isnull=True)
+                | models.Q(sentiment_score__gte=0.0, sentiment_score__lte=1.0),
+                name="event_sentiment_score_in_unit_interval"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"

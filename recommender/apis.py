@@ -96,8 +96,11 @@ class SentimentApi(APIView):
 
     @extend_schema(operation_id="sentiment", request=InputSerializer,
                    responses={200: OutputSerializer},
-                   description="Label (negative/neutral/positive) and probability positive per "
-                               "text. Empty or over-long texts get a per-item error.")
+                   description="Label (negative/neutral/positive), probability positive and "
+                               "`scored_by` (`model`, or `lexicon` where VADER scored the text: "
+                               "while no trained model serves, or for a text the model has "
+                               "no words for, such as \"!!!\") per text. Empty or over-long "
+                               "texts get a per-item error.")
     def post(self, request):
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -113,7 +116,7 @@ class SentimentApi(APIView):
                 scorable.append(index)
         scorer, version = current_scorer()
         if scorable:
-            predictions = scorer.predict([texts[i] for i in scorable])
-            for index, (label, score) in zip(scorable, predictions):
-                results[index] = {"label": label, "score": round(score, 6)}
+            predictions = scorer.predict_with_source([texts[i] for i in scorable])
+            for index, (label, score, source) in zip(scorable, predictions, strict=True):
+                results[index] = {"label": label, "score": round(score, 6), "scored_by": source}
         return Response({"model_version": version, "results": results})

@@ -23,14 +23,22 @@ class SentimentScorer(ABC):
     negative_threshold: float
     positive_threshold: float
 
+    # Which scorer a text's score came from, as the API reports it.
+    source = "lexicon"
+
     @abstractmethod
     def predict_positive_proba(self, texts: Iterable[str]) -> np.ndarray:
-        """One score per text in [0, 1]."""
+        """One finite score per text in [0, 1]."""
 
     def predict(self, texts: Iterable[str]) -> list[tuple[str, float]]:
+        return [(label, score) for label, score, _ in self.predict_with_source(texts)]
+
+    def predict_with_source(self, texts: Iterable[str]) -> list[tuple[str, float, str]]:
+        """(label, score, source) per text; source is ``self.source`` unless a text had to
+        be scored by a fallback."""
         scores = self.predict_positive_proba(texts)
         return [(label_for_score(score, self.negative_threshold, self.positive_threshold),
-                 float(score)) for score in scores]
+                 float(score), self.source) for score in scores]
 
 
 def label_for_score(score: float, negative_threshold: float, positive_threshold: float) -> str:

@@ -40,6 +40,7 @@ so the same defaults serve a 50-review shop and one with hundreds of thousands.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -162,13 +163,36 @@ class SentimentModel(SentimentScorer):
             lambda batch: keras_model(tf.reshape(batch, (-1, 1)), training=False),
             input_signature=[tf.TensorSpec(shape=(None,), dtype=tf.string)])
 
+    source = "model"
+
     def predict_positive_proba(self, texts: Iterable[str], batch_size: int = 256) -> np.ndarray:
+        return self._scores_and_fallbacks(texts, batch_size)[0]
+
+    def predict_with_source(self, texts: Iterable[str]) -> list[tuple[str, float, str]]:
+        scores, fell_back = self._scores_and_fallbacks(texts, 256)
+        lexicon = _lexicon()
+        return [(label_for_score(score, lexicon.negative_threshold, lexicon.positive_threshold),
+                 float(score), lexicon.source) if fallback else
+                (label_for_score(score, self.negative_threshold, self.positive_threshold),
+                 float(score), self.source)
+                for score, fallback in zip(scores, fell_back, strict=True)]
+
+    def _scores_and_fallbacks(self, texts: Iterable[str],
+                              batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores, and which texts VADER scored instead: a text with no n-gram left after
+        standardisation ("!!!") has nothing to average, and the masked mean of nothing
+        is NaN. The network has learned nothing about such a text; the lexicon at least
+        reads its emoticons, and its score is always finite."""
         text_array = as_text_array(texts)
-        scores = [self._score_batch(tf.constant(text_array[start:start + batch_size])).numpy()
-                  for start in range(0, len(text_array), batch_size)]
-        if not scores:
-            return np.zeros(0, dtype=np.float64)
-        return np.concatenate(scores).reshape(-1).astype(np.float64)
+        batches = [self._score_batch(tf.constant(text_array[start:start + batch_size])).numpy()
+                   for start in range(0, len(text_array), batch_size)]
+        if not batches:
+            return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=bool)
+        scores = np.concatenate(batches).reshape(-1).astype(np.float64)
+        fell_back = ~np.isfinite(scores)
+        if fell_back.any():
+            scores[fell_back] = _lexicon().predict_positive_proba(text_array[fell_back])
+        return np.clip(scores, 0.0, 1.0), fell_back
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
@@ -192,6 +216,11 @@ class SentimentModel(SentimentScorer):
         return cls(keras_model, decision_threshold=metadata["decision_threshold"],
                    negative_threshold=metadata["negative_threshold"],
                    positive_threshold=metadata["positive_threshold"])
+
+
+@functools.cache
+def _lexicon() -> VaderBaseline:
+    return VaderBaseline()
 
 
 def evaluate_sentiment(model: SentimentScorer, texts: Sequence[str],

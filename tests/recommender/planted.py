@@ -10,8 +10,10 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import strategies as st
 
 CLUSTERS = 4
 ITEMS_PER_CLUSTER = 15
@@ -95,6 +97,15 @@ def trained_model():
     return model
 
 
+@functools.cache
+def trained_sentiment_model():
+    """The n-gram sentiment model on planted reviews, once per test process."""
+    from recommender.ml.sentiment import train_sentiment
+
+    model, _ = train_sentiment(*planted_reviews(200, seed=1))
+    return model
+
+
 def register_model(model, *, name: str, activate: bool = True, metrics: dict | None = None):
     """Saves `model` under MODEL_STORE and registers it (active unless told otherwise)."""
     from recommender.artifacts import artifact_directory, directory_checksum
@@ -140,3 +151,44 @@ def assert_error_shape(response, status: int, attr: str | None = "any") -> dict:
     if attr != "any":
         assert body["attr"] == attr
     return body
+
+
+POSITIVE_WORDS = ["lovely", "perfect", "gorgeous", "comfortable", "flattering", "soft", "great", "beautiful"]
+NEGATIVE_WORDS = ["awful", "scratchy", "cheap", "ripped", "faded", "terrible", "itchy", "disappointing"]
+FILLER_WORDS = ["the", "dress", "shirt", "fabric", "color", "size", "i", "ordered", "it", "was", "and", "fit"]
+
+
+def planted_reviews(count: int, seed: int) -> tuple[list[str], list[int]]:
+    """Filler words plus two words from the rating's side: separable only by vocabulary.
+    One review in five is negative, as in real shops."""
+    rng = np.random.default_rng(seed)
+    texts, ratings = [], []
+    for index in range(count):
+        negative = index % 5 == 0
+        words = list(rng.choice(FILLER_WORDS, size=8)) + list(
+            rng.choice(NEGATIVE_WORDS if negative else POSITIVE_WORDS, size=2))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        ratings.append(int(rng.choice([1, 2])) if negative else int(rng.choice([4, 5])))
+    return texts, ratings
+
+
+# Texts that have broken scorers: arbitrary Unicode, nothing left after standardisation,
+# emoji only, mixed scripts, and far longer than any review.
+NASTY_TEXTS = st.one_of(
+    st.text(min_size=1, max_size=200),
+    st.sampled_from(["!!!", "...", " ?! ", "\u200b", "😀😡🔥", "👍" * 40, "¡¿", "-_-"]),
+    st.text(alphabet=st.characters(categories=["So", "Sk", "Po"]), min_size=1, max_size=30),
+    st.builds(lambda latin, cyrillic, cjk: f"{latin} {cyrillic} {cjk}",
+              st.text(alphabet="abcdefg", min_size=1, max_size=10),
+              st.text(alphabet="абвгдеж", min_size=1, max_size=10),
+              st.text(alphabet="日本語中文한국어", min_size=1, max_size=10)),
+    st.just("great " * 17_000),
+)
+
+
+@pytest.fixture
+def sentiment_serving(serving):
+    """``serving`` with the planted sentiment model active."""
+    register_model(trained_sentiment_model(), name="sentiment-planted")
+    return serving

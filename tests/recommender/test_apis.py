@@ -1,9 +1,13 @@
 """The recommender's API contract: parameters, authentication, the one error shape, and
 POST /api/v1/sentiment with per-item errors."""
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
+    NASTY_TEXTS,
+    sentiment_serving,
     assert_error_shape,
     get_recommendations,
     serving,
@@ -98,7 +102,7 @@ def test_sentiment_bad_items_get_per_item_errors_and_the_others_are_scored(clien
                                                  False, False]
     assert "5000" in results[3]["error"]
     assert results[0]["label"] == "positive" and results[7]["label"] == "negative"
-    assert set(results[8]) == {"label", "score"}
+    assert set(results[8]) == {"label", "score", "scored_by"}
 
 
 @pytest.mark.parametrize("body", [
@@ -118,3 +122,26 @@ def test_sentiment_accepts_exactly_100_texts(client_app, serving):
     response = client_app.post("/api/v1/sentiment", {"texts": ["good"] * 100}, format="json")
 
     assert response.status_code == 200 and len(response.json()["results"]) == 100
+
+
+@hypothesis.settings(max_examples=40, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(texts=st.lists(NASTY_TEXTS, min_size=1, max_size=5))
+def test_any_text_gets_a_finite_score_or_a_per_text_error(client_app, sentiment_serving,
+                                                         texts):
+    response = client_app.post("/api/v1/sentiment", {"texts": texts}, format="json")
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert len(results) == len(texts)
+    for text, result in zip(texts, results, strict=True):
+        if "error" in result:
+            assert not text.strip() or len(text) > 5000
+        else:
+            assert 0.0 <= result["score"] <= 1.0 and result["scored_by"] in ("model", "lexicon")
+
+
+def test_punctuation_only_is_scored_by_the_lexicon_not_a_500(client_app, sentiment_serving):
+    response = client_app.post("/api/v1/sentiment", {"texts": ["!!!", "lovely soft"]},
+                               format="json")
+    assert response.status_code == 200
+    assert [r["scored_by"] for r in response.json()["results"]] == ["lexicon", "model"]

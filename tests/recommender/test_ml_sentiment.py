@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
+from hypothesis import given, settings
 from recommender.ml.cancellation import TrainingCancelled
 from recommender.ml.sentiment import (
     NEGATIVE,
@@ -25,26 +28,7 @@ from recommender.ml.sentiment import (
     stratified_split,
     train_sentiment,
 )
-
-POSITIVE_WORDS = ["lovely", "perfect", "gorgeous", "comfortable", "flattering", "soft", "great", "beautiful"]
-NEGATIVE_WORDS = ["awful", "scratchy", "cheap", "ripped", "faded", "terrible", "itchy", "disappointing"]
-FILLER_WORDS = ["the", "dress", "shirt", "fabric", "color", "size", "i", "ordered", "it", "was", "and", "fit"]
-
-
-def planted_reviews(count: int, seed: int) -> tuple[list[str], list[int]]:
-    """Filler words plus two words from the rating's side: separable only by vocabulary.
-    One review in five is negative, as in real shops."""
-    rng = np.random.default_rng(seed)
-    texts, ratings = [], []
-    for index in range(count):
-        negative = index % 5 == 0
-        words = list(rng.choice(FILLER_WORDS, size=8)) + list(
-            rng.choice(NEGATIVE_WORDS if negative else POSITIVE_WORDS, size=2))
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        ratings.append(int(rng.choice([1, 2])) if negative else int(rng.choice([4, 5])))
-    return texts, ratings
-
+from tests.recommender.planted import NASTY_TEXTS, planted_reviews
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[SentimentModel, dict]:
@@ -179,3 +163,25 @@ def test_neutral_band_collapses_without_neutral_texts_and_opens_with_them():
     labels = np.array([NEGATIVE, NEGATIVE, NEUTRAL, NEUTRAL, NEUTRAL, POSITIVE, POSITIVE])
     negative_threshold, positive_threshold = fit_neutral_band(scores, labels, 0.3)
     assert 0.2 <= negative_threshold < 0.45 and 0.55 < positive_threshold <= 0.8
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(NASTY_TEXTS, min_size=1, max_size=8))
+def test_any_text_gets_a_finite_score_in_the_unit_interval(trained, texts):
+    model, _ = trained
+    predictions = model.predict_with_source(texts)
+    assert len(predictions) == len(texts)
+    for label, score, source in predictions:
+        assert math.isfinite(score) and 0.0 <= score <= 1.0
+        assert label in (NEGATIVE, NEUTRAL, POSITIVE) and source in ("model", "lexicon")
+    # The benchmark's evaluation takes the same texts without failing on NaN.
+    figures = evaluate_sentiment(model, texts + ["lovely", "awful"], [5] * len(texts) + [5, 1])
+    assert math.isfinite(figures["macro_f1"])
+
+
+def test_a_text_with_no_ngram_is_scored_by_the_lexicon_and_says_so(trained):
+    model, _ = trained
+    (_, punctuation_score, source), (_, _, known) = model.predict_with_source(
+        ["!!!", "lovely soft dress"])
+    assert source == "lexicon" and known == "model"
+    assert punctuation_score == pytest.approx(0.5)

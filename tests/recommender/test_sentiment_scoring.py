@@ -2,13 +2,19 @@
 
 import uuid
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from ingestion.models import Event
 from recommender import tasks
 from recommender.sentiment_scoring import backfill_missing_scores, score_events
 from tests.factories import EventFactory
-from tests.recommender.planted import serving  # noqa: F401  (a fixture)
+from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
+    NASTY_TEXTS,
+    sentiment_serving,
+    serving,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +112,15 @@ def test_backfill_scores_only_missing_ones_in_batches(serving):
     assert scored.sentiment_model == "sentiment-old" and scored.sentiment_label == "negative"
     assert all(Event.objects.get(pk=e.pk).sentiment_model == "vader" for e in missing)
     assert backfill_missing_scores() == 0
+
+
+@hypothesis.settings(max_examples=30, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(texts=st.lists(NASTY_TEXTS.filter(lambda text: text.strip()), min_size=1,
+                                 max_size=5))
+def test_background_scoring_stores_only_finite_scores(sentiment_serving, texts):
+    events = [EventFactory(type="review", text=text[:5000]) for text in texts]
+    assert score_events(event_pks=[e.pk for e in events]) == len(events)
+    for score, model_name in Event.objects.filter(pk__in=[e.pk for e in events]).values_list(
+            "sentiment_score", "sentiment_model"):
+        assert 0.0 <= score <= 1.0 and model_name == "sentiment-planted"
