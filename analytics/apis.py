@@ -4,6 +4,7 @@ API keys belong to client apps and never open analytics)."""
 from datetime import timedelta
 from typing import Any
 
+from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -12,14 +13,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsProductManagerOrStaff
+from config.query_params import NO_NUL, QueryParamsSerializer
 from analytics import selectors
 from analytics.selectors import DEFAULT_FUNNEL_STEPS, DEFAULT_RANGE_DAYS, MAX_RANGE_DAYS, DateRange
 
 MAX_FUNNEL_STEPS = 8
+# Non-blank names between commas; declared as the schema's patterns, so what the API
+# refuses is what the schema says.
+_NAME = r"[^,\x00]*[^,\s\x00][^,\x00]*"
+STEPS_PATTERN = rf"^{_NAME}(,{_NAME}){{1,{MAX_FUNNEL_STEPS - 1}}}$"
+COMPARE_PATTERN = rf"^{_NAME},{_NAME}$"
 MAX_WINDOW_DAYS = 90
 
 
-class FiltersInputSerializer(serializers.Serializer):
+class FiltersInputSerializer(QueryParamsSerializer):
     """Query parameters shared by every analytics endpoint and dashboard. Validated data
     holds `date_range` (a selectors.DateRange) and `category` (None for all)."""
 
@@ -27,7 +34,7 @@ class FiltersInputSerializer(serializers.Serializer):
                                                             "default 29 days before end")
     end = serializers.DateField(required=False, help_text="Last day (included), YYYY-MM-DD; "
                                                           "default today")
-    category = serializers.CharField(required=False, allow_blank=True,
+    category = serializers.CharField(required=False, allow_blank=True, validators=[NO_NUL],
                                      help_text="Only events on items of this category")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +87,10 @@ class FunnelApi(AnalyticsApi):
     class InputSerializer(FiltersInputSerializer):
         steps = serializers.CharField(
             required=False, default=",".join(DEFAULT_FUNNEL_STEPS),
-            help_text="Comma-separated event types in order, e.g. view,add_to_cart,purchase")
+            validators=[RegexValidator(STEPS_PATTERN, message=(
+                f"Give between 2 and {MAX_FUNNEL_STEPS} comma-separated, non-blank steps."))],
+            help_text="Comma-separated event types in order, e.g. view,add_to_cart,purchase "
+                      "(any type name; one never sent counts no users)")
         window_days = serializers.IntegerField(
             required=False, default=7, min_value=1, max_value=MAX_WINDOW_DAYS,
             help_text="Every later step must happen within this many days of the first")
@@ -89,16 +99,7 @@ class FunnelApi(AnalyticsApi):
             help_text="`category` adds the funnel per item category (a second, costlier pass)")
 
         def validate_steps(self, value: str) -> list[str]:
-            steps = [step.strip() for step in value.split(",") if step.strip()]
-            if not 2 <= len(steps) <= MAX_FUNNEL_STEPS:
-                raise serializers.ValidationError(
-                    f"Give between 2 and {MAX_FUNNEL_STEPS} comma-separated steps.")
-            unknown = [step for step in steps
-                       if step not in selectors.event_types_known(candidates=steps)]
-            if unknown:
-                raise serializers.ValidationError(
-                    f"Unknown event type(s): {', '.join(unknown)}.", code="unknown_step")
-            return steps
+            return [step.strip() for step in value.split(",")]
 
     @extend_schema(
         operation_id="analytics_funnel", parameters=[InputSerializer],
@@ -176,19 +177,16 @@ class SentimentApi(AnalyticsApi):
 class RecommendationsApi(AnalyticsApi):
     class InputSerializer(FiltersInputSerializer):
         compare = serializers.CharField(
-            required=False, help_text="Two model version names, `versionA,versionB`; default "
-                                      "the two with most impressions")
+            required=False, validators=[RegexValidator(COMPARE_PATTERN, message=(
+                "Give two model version names: versionA,versionB."))],
+            help_text="Two different model version names, `versionA,versionB`; default the "
+                      "two with most impressions (a name never served shows none)")
 
         def validate_compare(self, value: str) -> tuple[str, str]:
-            names = [name.strip() for name in value.split(",")]
-            if len(names) != 2 or not all(names) or names[0] == names[1]:
-                raise serializers.ValidationError("Give two different model version names: "
-                                                  "versionA,versionB.")
-            unknown = [name for name in names if name not in selectors.model_version_names()]
-            if unknown:
-                raise serializers.ValidationError(
-                    f"Unknown model version(s): {', '.join(unknown)}.", code="unknown_version")
-            return names[0], names[1]
+            first, second = (name.strip() for name in value.split(","))
+            if first == second:
+                raise serializers.ValidationError("Give two different model version names.")
+            return first, second
 
     @extend_schema(
         operation_id="analytics_recommendations", parameters=[InputSerializer],

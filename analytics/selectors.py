@@ -120,14 +120,6 @@ def has_impressions() -> bool:
     return Impression.objects.exists()
 
 
-def event_types_known(*, candidates: list[str]) -> set[str]:
-    """The subset of candidates that are standard item event types or occur in the events."""
-    standard = set(ITEM_EVENT_TYPES)
-    seen = set(Event.objects.filter(type__in=set(candidates) - standard)
-               .values_list("type", flat=True).distinct())
-    return {name for name in candidates if name in standard or name in seen}
-
-
 def category_list() -> list[str]:
     return list(Item.objects.exclude(category="").values_list("category", flat=True)
                 .distinct().order_by("category"))

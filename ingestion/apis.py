@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsClientApp
+from config.request_shapes import require_shape
 from ingestion.services import ingest_events, upsert_items, upsert_users
 
 
@@ -19,48 +20,85 @@ class BatchResultSerializer(serializers.Serializer):
     }, many=True)
 
 
-def _rows_from_body(data, *, key: str, single_allowed: bool) -> list:
-    """The body is `{"<key>": [...]}` or, where allowed, one object; anything else is a 400."""
-    if isinstance(data, dict) and key in data:
-        rows = data[key]
-        if not isinstance(rows, list):
-            raise serializers.ValidationError({key: "Must be a list."})
-        if not rows:
-            raise serializers.ValidationError({key: "Must not be empty."})
-        if len(rows) > settings.INGEST_MAX_BATCH:
-            raise serializers.ValidationError(
-                {key: f"At most {settings.INGEST_MAX_BATCH} rows per request."})
-        return rows
-    if single_allowed and isinstance(data, dict):
-        return [data]
-    expected = f'one object or {{"{key}": [...]}}' if single_allowed else f'{{"{key}": [...]}}'
-    raise serializers.ValidationError(f"The body must be {expected}.")
+# Ids, texts and types are checked per row (1-255 characters, required where they are):
+# a missing or over-long one is a per-row error beside the stored rows, not a refused batch.
+_ID = {"anyOf": [{"type": "string"}, {"type": "integer"}], "nullable": True,
+       "description": "1 to 255 characters (checked per row)"}
+
+
+def _text(description: str, **extra) -> dict:
+    return {"type": "string", "nullable": True, "description": description, **extra}
+
+
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["type"],
+    # A body with "batch" is a batch (EVENT_BATCH_SCHEMA), never a single event.
+    "not": {"required": ["batch"]},
+    "description": "`user_id` is required (checked per event, as are the rules below). Rules beyond these types are checked per event and reported in the "
+                   "reply's `errors` (the other events are stored): `type` is 1-64 letters, "
+                   "digits, `_ . : $ -` or spaces; `item_id` is required for view, click, "
+                   "add_to_cart, purchase, rating and review; `timestamp` is ISO 8601 with a "
+                   "UTC offset, at most 24 h ahead; a rating's or review's `value` is 1-5, a "
+                   "purchase's is not negative; `properties` at most 8 KB as JSON; no other "
+                   "fields.",
+    "properties": {
+        "event_id": _text("UUID; the idempotency key (generated when absent)"),
+        "type": {"type": "string", "nullable": True, "description": "view, click, add_to_cart, purchase, "
+                                                  "rating, review, or a custom name"},
+        "user_id": _ID,
+        "item_id": _ID,
+        "timestamp": _text("ISO 8601 date-time with offset; default now"),
+        "value": {"type": "number", "nullable": True,
+                  "description": "Rating 1-5, or purchase amount"},
+        "text": _text("Review text, at most 5,000 characters (checked per event)"),
+        "properties": {"type": "object", "nullable": True},
+        "rec_id": _text("UUID of the recommendation response this event came from"),
+    },
+}
+
+
+def _batch_of(key: str, row: dict) -> dict:
+    return {"type": "object", "required": [key], "properties": {key: {
+        "type": "array", "minItems": 1, "maxItems": settings.INGEST_MAX_BATCH, "items": row}}}
+
+
+EVENT_BATCH_SCHEMA = _batch_of("batch", EVENT_SCHEMA)
+ITEM_SCHEMA = {
+    "type": "object",
+    "description": "`item_id` is required (checked per row). Fields left out keep their stored value; `attributes` at most 8 KB as "
+                   "JSON; no other fields (checked per row).",
+    "properties": {
+        "item_id": _ID,
+        "title": _text("Shown with recommendations; at most 500 characters"),
+        "category": _text("Used by category filters; at most 255 characters"),
+        "tags": {"type": "array", "nullable": True, "items": {"type": "string"}},
+        "attributes": {"type": "object", "nullable": True},
+        "is_active": {"type": "boolean", "nullable": True,
+                      "description": "false: never recommended"},
+    },
+}
+USER_SCHEMA = {
+    "type": "object",
+    "description": "`user_id` is required (checked per row). `traits` are merged into the stored ones, at most 8 KB as JSON; no "
+                   "other fields (checked per row).",
+    "properties": {"user_id": _ID, "traits": {"type": "object", "nullable": True}},
+}
+ITEM_BATCH_SCHEMA = _batch_of("items", ITEM_SCHEMA)
+USER_BATCH_SCHEMA = _batch_of("users", USER_SCHEMA)
+
+
+def _rows(data, schema: dict, key: str) -> list:
+    require_shape(data, schema)
+    return data[key]
 
 
 class EventIngestApi(APIView):
     permission_classes = [IsClientApp]
 
-    class EventInputSerializer(serializers.Serializer):
-        """Documents one event; validation runs in ingestion.services.parse_event."""
-
-        event_id = serializers.UUIDField(required=False,
-                                         help_text="Idempotency key; generated when absent")
-        type = serializers.CharField(help_text="view, click, add_to_cart, purchase, rating, "
-                                               "review, or a custom name")
-        user_id = serializers.CharField()
-        item_id = serializers.CharField(required=False,
-                                        help_text="Required for the six item event types")
-        timestamp = serializers.DateTimeField(required=False,
-                                              help_text="ISO 8601 with offset; default now")
-        value = serializers.FloatField(required=False,
-                                       help_text="Rating 1-5, or purchase amount")
-        text = serializers.CharField(required=False, max_length=5000)
-        properties = serializers.DictField(required=False)
-        rec_id = serializers.UUIDField(required=False)
-
     @extend_schema(
         operation_id="events_ingest",
-        request=EventInputSerializer,
+        request={"application/json": {"anyOf": [EVENT_SCHEMA, EVENT_BATCH_SCHEMA]}},
         responses={200: BatchResultSerializer},
         description="One event object, or `{\"batch\": [...]}` with up to 1,000 events "
                     "(body up to 5 MB). Events with an `event_id` already stored count as "
@@ -71,30 +109,27 @@ class EventIngestApi(APIView):
              "timestamp": "2026-01-31T12:00:00Z"}]}, request_only=True)],
     )
     def post(self, request):
-        rows = _rows_from_body(request.data, key="batch", single_allowed=True)
+        data = request.data
+        if isinstance(data, dict) and "batch" in data:
+            rows = _rows(data, EVENT_BATCH_SCHEMA, "batch")
+        else:
+            require_shape(data, EVENT_SCHEMA)
+            rows = [data]
         return Response(ingest_events(events=rows).as_dict())
 
 
 class ItemUpsertApi(APIView):
     permission_classes = [IsClientApp]
 
-    class ItemInputSerializer(serializers.Serializer):
-        item_id = serializers.CharField()
-        title = serializers.CharField(required=False)
-        category = serializers.CharField(required=False)
-        tags = serializers.ListField(child=serializers.CharField(), required=False)
-        attributes = serializers.DictField(required=False)
-        is_active = serializers.BooleanField(required=False)
-
     @extend_schema(
         operation_id="items_upsert",
-        request=inline_serializer("ItemBatch", fields={"items": ItemInputSerializer(many=True)}),
+        request={"application/json": ITEM_BATCH_SCHEMA},
         responses={200: BatchResultSerializer},
         description="Create or update up to 1,000 catalog items; fields left out keep their "
                     "stored value. Set `is_active: false` to stop recommending an item.",
     )
     def post(self, request):
-        rows = _rows_from_body(request.data, key="items", single_allowed=False)
+        rows = _rows(request.data, ITEM_BATCH_SCHEMA, "items")
         result = upsert_items(items=rows).as_dict()
         result.pop("duplicates")
         return Response(result)
@@ -103,18 +138,14 @@ class ItemUpsertApi(APIView):
 class UserUpsertApi(APIView):
     permission_classes = [IsClientApp]
 
-    class UserInputSerializer(serializers.Serializer):
-        user_id = serializers.CharField()
-        traits = serializers.DictField(required=False)
-
     @extend_schema(
         operation_id="users_upsert",
-        request=inline_serializer("UserBatch", fields={"users": UserInputSerializer(many=True)}),
+        request={"application/json": USER_BATCH_SCHEMA},
         responses={200: BatchResultSerializer},
         description="Create up to 1,000 end users or merge the traits sent into stored ones.",
     )
     def post(self, request):
-        rows = _rows_from_body(request.data, key="users", single_allowed=False)
+        rows = _rows(request.data, USER_BATCH_SCHEMA, "users")
         result = upsert_users(users=rows).as_dict()
         result.pop("duplicates")
         return Response(result)

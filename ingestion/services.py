@@ -152,13 +152,13 @@ def _value(raw: Any, event_type: str) -> float | None:
     return number
 
 
-def _properties(raw: Any) -> dict:
+def _properties(raw: Any, field_name: str = "properties") -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise RowRejected("properties", "Must be a JSON object.")
+        raise RowRejected(field_name, "Must be a JSON object.")
     if len(_COMPACT_JSON.encode(raw)) > MAX_PROPERTIES_BYTES:
-        raise RowRejected("properties", "Must be at most 8 KB as JSON.")
+        raise RowRejected(field_name, "Must be at most 8 KB as JSON.")
     return raw
 
 
@@ -379,7 +379,8 @@ def _parse_item(raw: Any) -> dict:
             raise RowRejected("tags", "Must be a list of strings.")
         parsed["tags"] = tags
     if "attributes" in raw:
-        parsed["attributes"] = _properties(raw["attributes"]) if raw["attributes"] else {}
+        parsed["attributes"] = (_properties(raw["attributes"], "attributes")
+                                if raw["attributes"] else {})
     if "is_active" in raw:
         if not isinstance(raw["is_active"], bool):
             raise RowRejected("is_active", "Must be true or false.")
@@ -397,7 +398,7 @@ def _parse_user(raw: Any) -> dict:
     if not isinstance(traits, dict):
         raise RowRejected("traits", "Must be a JSON object.")
     return {"user_id": _external_id(raw.get("user_id"), "user_id", required=True),
-            "traits": _properties(traits)}
+            "traits": _properties(traits, "traits")}
 
 
 @transaction.atomic

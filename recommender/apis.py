@@ -4,6 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsClientApp
+from config.query_params import NO_NUL, QueryParamsSerializer
 from recommender.recommendations import UnknownItem, recommend_for_user, similar_to_item
 from recommender.sentiment_scoring import current_scorer
 
@@ -33,11 +34,13 @@ class RecommendationOutputSerializer(serializers.Serializer):
 class RecommendationsApi(APIView):
     permission_classes = [IsClientApp]
 
-    class InputSerializer(serializers.Serializer):
-        user_id = serializers.CharField(max_length=255)
+    class InputSerializer(QueryParamsSerializer):
+        user_id = serializers.CharField(max_length=255, validators=[NO_NUL])
         k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10)
-        category = serializers.CharField(required=False, max_length=255)
-        exclude = CommaSeparatedField(required=False, default=frozenset())
+        # Empty means "no filter", as a query string's `category=` reads.
+        category = serializers.CharField(required=False, allow_blank=True, max_length=255,
+                                         validators=[NO_NUL])
+        exclude = CommaSeparatedField(required=False, allow_blank=True, default=frozenset())
         exclude_interacted = serializers.BooleanField(
             default=True, help_text="Leave out items the user already interacted with")
 
@@ -48,7 +51,8 @@ class RecommendationsApi(APIView):
     def get(self, request):
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        answer = recommend_for_user(**params.validated_data)
+        answer = recommend_for_user(**{**params.validated_data,
+                                       "category": params.validated_data.get("category") or None})
         # Plain dicts (the documented RecommendationOutputSerializer's shape): building the
         # nested serializers cost about a millisecond of CPU per request.
         return Response({"rec_id": str(answer.rec_id),
@@ -63,7 +67,7 @@ class RecommendationsApi(APIView):
 class SimilarItemsApi(APIView):
     permission_classes = [IsClientApp]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(QueryParamsSerializer):
         k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10)
 
     @extend_schema(operation_id="similar_items", parameters=[

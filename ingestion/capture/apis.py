@@ -19,10 +19,18 @@ from rest_framework.views import APIView
 
 from accounts.authentication import verify_api_key
 from accounts.permissions import IsClientApp
+from config.request_shapes import require_shape
 from ingestion.capture import bodies, posthog, segment
 from ingestion.services import ingest_capture
 
 CORS_MAX_AGE_SECONDS = 86400
+# Each message is checked on its own (a bad one is a reject, the rest are stored); only a
+# body that is not a batch at all is refused whole.
+POSTHOG_BODY_SCHEMA = {"anyOf": [{"type": "object"}, {"type": "array"}],
+                       "description": "`{\"api_key\", \"batch\": [...]}`, a list of events, "
+                                      "or one event"}
+SEGMENT_BODY_SCHEMA = {"type": "object", "properties": {"batch": {"type": "array"}},
+                       "description": "`{\"batch\": [...]}` (/v1/batch) or one message"}
 
 
 def _raw_body(request) -> bytes:
@@ -138,7 +146,7 @@ class PostHogCaptureApi(CorsMixin, APIView):
 
     @extend_schema(
         operation_id="posthog_capture",
-        request={"application/json": dict},
+        request={"application/json": POSTHOG_BODY_SCHEMA},
         responses={200: inline_serializer("PostHogCaptureReply", fields={
             "status": serializers.IntegerField(),
             **CaptureCountsSerializer().get_fields()})},
@@ -148,7 +156,9 @@ class PostHogCaptureApi(CorsMixin, APIView):
                     "Lodestar client-app key.",
     )
     def post(self, request, *args, **kwargs):
-        messages, sent_at = posthog.messages_of(_posthog_payload(request))
+        payload = _posthog_payload(request)
+        require_shape(payload, POSTHOG_BODY_SCHEMA)
+        messages, sent_at = posthog.messages_of(payload)
         batch = posthog.translate(messages, sent_at=sent_at, now=timezone.now())
         result = ingest_capture(batch=batch, api_key=request.auth, protocol=posthog.PROTOCOL)
         return Response({"status": 1, "accepted": result.accepted,
@@ -163,7 +173,7 @@ class SegmentCaptureApi(CorsMixin, APIView):
 
     @extend_schema(
         operation_id="segment_capture",
-        request={"application/json": dict},
+        request={"application/json": SEGMENT_BODY_SCHEMA},
         responses={200: inline_serializer("SegmentCaptureReply", fields={
             "success": serializers.BooleanField(),
             **CaptureCountsSerializer().get_fields()})},
@@ -171,8 +181,9 @@ class SegmentCaptureApi(CorsMixin, APIView):
                     "the write key (a Lodestar client-app key) as the Basic auth user name.",
     )
     def post(self, request, *args, **kwargs):
-        messages, sent_at = segment.messages_of(_segment_payload(request),
-                                                message_type=self.message_type)
+        payload = _segment_payload(request)
+        require_shape(payload, SEGMENT_BODY_SCHEMA)
+        messages, sent_at = segment.messages_of(payload, message_type=self.message_type)
         batch = segment.translate(messages, sent_at=sent_at, now=timezone.now())
         result = ingest_capture(batch=batch, api_key=request.auth, protocol=segment.PROTOCOL)
         return Response({"success": True, "accepted": result.accepted,

@@ -1,6 +1,10 @@
-"""Mounted at the site root: the SDKs append these paths to the host they are given."""
+"""Mounted at the site root: the SDKs append these paths to the host they are given.
 
-from django.urls import re_path
+One path per protocol is in the OpenAPI schema (``/batch/``, ``/v1/batch``); the other
+paths the SDKs use run the same view but are left out of it, as is posthog-js's flags and
+config plumbing."""
+
+from django.urls import path
 
 from ingestion.capture.apis import (
     PostHogCaptureApi,
@@ -11,18 +15,22 @@ from ingestion.capture.apis import (
 
 app_name = "capture"
 
-# analytics.js (Segment's browser library) uses the one-letter paths.
+# Segment's call types and the one-letter paths analytics.js (its browser library) uses.
 SEGMENT_PATHS = {"track": "t", "identify": "i", "page": "p", "screen": "s", "alias": "a",
                  "group": "g"}
+POSTHOG_ALIASES = ("capture/", "e/", "e", "i/v0/e/", "i/v0/e", "batch")
 
 urlpatterns = [
-    re_path(r"^(?:batch|capture|e|i/v0/e)/?$", PostHogCaptureApi.as_view(),
-            name="posthog"),
-    re_path(r"^(?:decide|flags)/?$", PostHogFlagsApi.as_view(), name="posthog-flags"),
-    re_path(r"^array/(?P<token>[^/]+)/config/?$", PostHogRemoteConfigApi.as_view(),
-            name="posthog-config"),
-    re_path(r"^v1/(?:batch|b)/?$", SegmentCaptureApi.as_view(), name="segment-batch"),
-    *[re_path(rf"^v1/(?:{kind}|{short})/?$", SegmentCaptureApi.as_view(message_type=kind),
-              name=f"segment-{kind}")
+    path("batch/", PostHogCaptureApi.as_view(), name="posthog"),
+    *[path(alias, PostHogCaptureApi.as_view(schema=None)) for alias in POSTHOG_ALIASES],
+    path("decide/", PostHogFlagsApi.as_view(schema=None), name="posthog-decide"),
+    path("flags/", PostHogFlagsApi.as_view(schema=None), name="posthog-flags"),
+    path("array/<str:token>/config", PostHogRemoteConfigApi.as_view(schema=None),
+         name="posthog-config"),
+    path("v1/batch", SegmentCaptureApi.as_view(), name="segment-batch"),
+    path("v1/b", SegmentCaptureApi.as_view(schema=None)),
+    *[path(f"v1/{kind}", SegmentCaptureApi.as_view(message_type=kind, schema=None),
+           name=f"segment-{kind}") for kind in SEGMENT_PATHS],
+    *[path(f"v1/{short}", SegmentCaptureApi.as_view(message_type=kind, schema=None))
       for kind, short in SEGMENT_PATHS.items()],
 ]

@@ -67,8 +67,8 @@ def as_role(api_key, pm_user, admin_user):
 
 
 class StubSentimentScorer:
-    def predict(self, texts):
-        return [("positive", 0.9) for _ in texts]
+    def predict_with_source(self, texts):
+        return [("positive", 0.9, "lexicon") for _ in texts]
 
 
 @pytest.fixture

@@ -42,13 +42,13 @@ class TestAccess:
     ("overview", "end=yesterday", "end"),
     ("items", "start=2026-02-01&end=2026-01-01", "start"),
     ("retention", "start=2023-01-01&end=2025-06-30", "end"),
-    ("funnel", "steps=view,teleport", "steps"),
     ("funnel", "steps=view", "steps"),
+    ("funnel", "steps=view,,purchase", "steps"),
     ("funnel", "window_days=0", "window_days"),
     ("retention", "period=month", "period"),
     ("items", "order_by=price", "order_by"),
     ("recommendations", "compare=v1", "compare"),
-    ("recommendations", "compare=v1,nope", "compare"),
+    ("recommendations", "compare=v1,v1", "compare"),
 ])
 def test_bad_parameters_are_400_in_the_error_shape(pm_client, name, query, attr):
     response = pm_client.get(f"{url(name)}?{query}")
@@ -70,6 +70,12 @@ def test_two_years_is_the_longest_range(pm_client):
 def test_custom_event_type_seen_in_events_is_a_valid_step(pm_client):
     EventFactory(type="signup", item=None)
     assert pm_client.get(f"{url('funnel')}?steps=signup,purchase").status_code == 200
+
+
+def test_a_step_or_version_never_seen_counts_nothing_rather_than_failing(pm_client):
+    funnel = pm_client.get(f"{url('funnel')}?steps=view,teleport").json()
+    assert [step["users"] for step in funnel["steps"]] == [0, 0]
+    assert pm_client.get(f"{url('recommendations')}?compare=v1,nope").status_code == 200
 
 
 def test_funnel_response(pm_client):

@@ -158,11 +158,6 @@ class TestFunnel:
         assert result["steps"][1]["conversion"] is None
         assert result["breakdown"] == []
 
-    def test_known_event_types(self):
-        event(user("u"), "signup", at(2))
-        assert selectors.event_types_known(candidates=["view", "signup", "teleport"]) == {
-            "view", "signup"}
-
 
 class TestRetention:
     def test_weekly_cohorts(self):

@@ -78,13 +78,20 @@ class TestEventIngest:
         body = post(client_app, {"batch": [
             event(type="review", text="x" * 5001),
             event(properties={"blob": "y" * 9000}),
-            event(properties=["not", "an", "object"]),
             event(colour="red"),
             event(event_id="not-a-uuid"),
         ]}).json()
-        assert body["rejected"] == 5
-        assert [e["field"] for e in body["errors"]] == ["text", "properties", "properties",
-                                                         "colour", "event_id"]
+        assert body["rejected"] == 4
+        assert [e["field"] for e in body["errors"]] == ["text", "properties", "colour",
+                                                         "event_id"]
+
+    def test_a_row_breaking_the_schemas_types_refuses_the_whole_batch(self, client_app):
+        response = post(client_app, {"batch": [event(), event(properties=["not", "an", "object"]),
+                                               event(value="seven")]})
+        assert response.status_code == 400
+        assert {e["attr"] for e in response.json()["errors"]} == {"batch.1.properties",
+                                                                   "batch.2.value"}
+        assert Event.objects.count() == 0
 
     def test_review_text_is_stored(self, client_app):
         post(client_app, event(type="review", value=2, text="Fell apart after a week"))
@@ -193,11 +200,21 @@ class TestCatalogUpserts:
 
     def test_item_row_errors_name_the_row_and_field(self, client_app):
         body = client_app.post("/api/v1/items", {"items": [
+            {"item_id": "a", "title": "t" * 501}, {"item_id": "b", "colour": "red"},
+            {"item_id": "c"}]}, format="json").json()
+        assert (body["accepted"], body["errors"]) == (1, [
+            {"index": 0, "field": "title", "message": "Must be a string of at most 500 "
+                                                      "characters."},
+            {"index": 1, "field": "colour", "message": "Unknown field."}])
+
+    def test_item_rows_breaking_the_schemas_types_are_a_400(self, client_app):
+        response = client_app.post("/api/v1/items", {"items": [
             {"item_id": "a", "tags": "not-a-list"}, {"item_id": "b", "is_active": "yes"}]},
-            format="json").json()
-        assert body["errors"] == [
-            {"index": 0, "field": "tags", "message": "Must be a list of strings."},
-            {"index": 1, "field": "is_active", "message": "Must be true or false."}]
+            format="json")
+        assert response.status_code == 400
+        assert {e["attr"] for e in response.json()["errors"]} == {"items.0.tags",
+                                                                   "items.1.is_active"}
+        assert Item.objects.count() == 0
 
     def test_user_traits_are_merged(self, client_app):
         client_app.post("/api/v1/users", {"users": [{"user_id": "u", "traits": {"plan": "free",
@@ -210,12 +227,15 @@ class TestCatalogUpserts:
     def test_user_row_errors_name_the_row_and_field_and_good_rows_are_kept(self, client_app):
         body = client_app.post("/api/v1/users", {"users": [
             {"user_id": "ok", "traits": {"plan": "pro"}}, {"traits": {"plan": "free"}},
-            {"user_id": "bad-traits", "traits": ["not", "a", "map"]}]}, format="json").json()
+            {"user_id": "big-traits", "traits": {"blob": "x" * 9000}}]}, format="json").json()
 
         assert (body["accepted"], body["rejected"]) == (1, 2)
         assert [(error["index"], error["field"]) for error in body["errors"]] == [
             (1, "user_id"), (2, "traits")]
         assert list(EndUser.objects.values_list("user_id", flat=True)) == ["ok"]
+        refused = client_app.post("/api/v1/users", {"users": [
+            {"user_id": "bad-traits", "traits": ["not", "a", "map"]}]}, format="json")
+        assert (refused.status_code, refused.json()["attr"]) == (400, "users.0.traits")
 
     @pytest.mark.parametrize("path, key", [("/api/v1/items", "items"),
                                            ("/api/v1/users", "users")])
