@@ -6,9 +6,11 @@ API schema and docs; an admin (staff login): everything, the client-app API incl
 plus the ops pages and the admin. Only /healthz, /readyz and /login/ are open to
 anyone."""
 
+import base64
 from urllib.parse import urlparse
 
 import pytest
+from django.urls import URLResolver, get_resolver, resolve
 
 ANONYMOUS = "anonymous"
 CLIENT_APP = "client app"
@@ -29,8 +31,24 @@ ENDPOINTS = [
     ("similar items", "get", "/api/v1/items/sku-1/similar", None, {CLIENT_APP, ADMIN}),
     ("sentiment", "post", "/api/v1/sentiment", {"texts": ["Great tent, kept me dry."]},
      {CLIENT_APP, ADMIN}),
-    ("analytics API", "get", "/api/v1/analytics/overview", None, {PRODUCT_MANAGER, ADMIN}),
+    *[(f"analytics API {name}", "get", f"/api/v1/analytics/{name}", None,
+       {PRODUCT_MANAGER, ADMIN})
+      for name in ("overview", "funnel", "retention", "items", "sentiment", "recommendations")],
     ("dashboards", "get", "/", None, {PRODUCT_MANAGER, ADMIN}),
+    *[(f"dashboard {name}", "get", f"/dashboards/{name}/", None, {PRODUCT_MANAGER, ADMIN})
+      for name in ("overview", "funnels", "retention", "items", "sentiment", "recommendations")],
+    # The SDK endpoints take the client app's key the SDKs' way (the body's api_key,
+    # Basic auth): see test_role_access. An admin's login does not open them.
+    *[("posthog capture", "post", f"/{path}", {"batch": [
+        {"event": "$pageview", "distinct_id": "u1", "properties": {}}]}, {CLIENT_APP})
+      for path in ("batch/", "batch", "capture/", "e/", "e", "i/v0/e/", "i/v0/e")],
+    *[("segment capture", "post", f"/v1/{path}", {"type": "track", "userId": "u1",
+                                                  "event": "signup"}, {CLIENT_APP})
+      for path in ("batch", "b", "track", "identify", "page", "screen", "alias", "group",
+                   "t", "i", "p", "s", "a", "g")],
+    ("posthog flags", "post", "/decide/", {}, EVERYONE),
+    ("posthog flags", "post", "/flags/", {}, EVERYONE),
+    ("posthog remote config", "get", "/array/any-key/config", None, EVERYONE),
     ("ops jobs page", "get", "/ops/jobs/", None, {ADMIN}),
     ("ops models page", "get", "/ops/models/", None, {ADMIN}),
     ("ops train now", "post", "/ops/jobs/train/", None, {ADMIN}),
@@ -100,10 +118,15 @@ def outcome(response) -> str:
 @pytest.mark.parametrize("role", [ANONYMOUS, CLIENT_APP, PRODUCT_MANAGER, ADMIN])
 @pytest.mark.parametrize("family, method, path, body, allowed", ENDPOINTS,
                          ids=[row[0] for row in ENDPOINTS])
-def test_role_access(as_role, world, family, method, path, body, allowed, role,
+def test_role_access(as_role, world, api_key, family, method, path, body, allowed, role,
                      django_capture_on_commit_callbacks):
     client = as_role(role)
     url = path.format(**world)
+    if role == CLIENT_APP and family == "posthog capture":
+        body = {**body, "api_key": api_key}
+    if role == CLIENT_APP and family == "segment capture":
+        client.credentials(HTTP_AUTHORIZATION="Basic "
+                           + base64.b64encode(f"{api_key}:".encode()).decode())
 
     # Callbacks held back: "train now" must not run a real job here.
     with django_capture_on_commit_callbacks(execute=False):
@@ -115,3 +138,55 @@ def test_role_access(as_role, world, family, method, path, body, allowed, role,
         # Allowed means the endpoint did its job, not merely that it let the request in.
         acceptable = {200, 503} if family == "readyz" else {200, 201, 202}
         assert response.status_code in acceptable, response.content[:300]
+
+
+def _routes(patterns, prefix: str = "") -> set[str]:
+    """Every route of the URLconf; the Django admin's own URLs as one entry."""
+    routes = set()
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            routes |= {route} if pattern.app_name == "admin" else _routes(pattern.url_patterns,
+                                                                           route)
+        else:
+            routes.add(route)
+    return routes
+
+
+# Routes whose access is asserted by a test of their own instead of the table.
+TESTED_ELSEWHERE = {"logout/": "test_logging_out_ends_the_session"}
+
+
+def test_every_url_in_the_urlconf_has_an_access_decision(world):
+    """A new endpoint fails here until a row above says who may call it."""
+    decided = {resolve(urlparse(path.format(**world)).path).route for _, _, path, _, _ in ENDPOINTS}
+    decided = {"admin/" if route.startswith("admin/") else route for route in decided}
+    assert _routes(get_resolver().url_patterns) - decided - set(TESTED_ELSEWHERE) == set()
+
+
+@pytest.mark.parametrize("role", [PRODUCT_MANAGER, ADMIN])
+def test_logging_out_ends_the_session(as_role, role):
+    client = as_role(role)
+    client.post("/logout/")
+    assert outcome(client.get("/dashboards/overview/", follow=True)) == "refused"
+
+
+@pytest.mark.django_db
+def test_repeated_failed_logins_lock_the_username_even_with_the_right_password(pm_user,
+                                                                                settings):
+    from django.test import Client
+
+    browser = Client()
+    first = browser.post("/login/", {"username": "pm", "password": "guess"})
+    assert first.status_code == 200  # the form again, with its error
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        browser.post("/login/", {"username": "pm", "password": "guess"})
+    locked = browser.post("/login/", {"username": "pm", "password": "pm-password-1"})
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in browser.session
+    # Another user from the same address is not locked out.
+    from accounts.services import create_login
+
+    create_login(username="other", password="other-password-1", role="product_manager")
+    assert browser.post("/login/", {"username": "other", "password": "other-password-1"}
+                        ).status_code == 302
