@@ -51,8 +51,7 @@ def person_first_seen() -> Func:
     return Coalesce(F("identity_link__person__first_seen"), F("user__first_seen"))
 
 
-def person_user_id(user_field: str = "user") -> Func:
-    """The id (``user_id``) of the person behind ``<user_field>``."""
-    return Coalesce(F(f"{user_field}__identity_link__person__user_id"),
-                    F(f"{user_field}__user_id"))
+def person_user_id() -> Func:
+    """For event querysets: the id (``user_id``) of the person behind each event's user."""
+    return Coalesce(F("identity_link__person__user_id"), F("user__user_id"))
 

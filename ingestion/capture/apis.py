@@ -40,25 +40,24 @@ def _raw_body(request) -> bytes:
                                                    or 0))
 
 
-def _posthog_payload(request):
+def _payload(request, decode):
     """The decoded body, read once per request (authentication needs the key inside it)."""
     django_request = request._request
     if not hasattr(django_request, "capture_payload"):
-        django_request.capture_payload = bodies.decode_posthog(
-            _raw_body(request),
-            content_type=django_request.META.get("CONTENT_TYPE", ""),
-            content_encoding=django_request.META.get("HTTP_CONTENT_ENCODING", ""),
-            compression=request.query_params.get("compression", ""))
+        django_request.capture_payload = decode(_raw_body(request), django_request.META)
     return django_request.capture_payload
+
+
+def _posthog_payload(request):
+    return _payload(request, lambda raw, meta: bodies.decode_posthog(
+        raw, content_type=meta.get("CONTENT_TYPE", ""),
+        content_encoding=meta.get("HTTP_CONTENT_ENCODING", ""),
+        compression=request.query_params.get("compression", "")))
 
 
 def _segment_payload(request):
-    django_request = request._request
-    if not hasattr(django_request, "capture_payload"):
-        django_request.capture_payload = bodies.decode_segment(
-            _raw_body(request),
-            content_encoding=django_request.META.get("HTTP_CONTENT_ENCODING", ""))
-    return django_request.capture_payload
+    return _payload(request, lambda raw, meta: bodies.decode_segment(
+        raw, content_encoding=meta.get("HTTP_CONTENT_ENCODING", "")))
 
 
 class PostHogKeyAuthentication(BaseAuthentication):
@@ -139,6 +138,11 @@ class CaptureCountsSerializer(serializers.Serializer):
     rejected = serializers.IntegerField()
 
 
+def _counts(result) -> dict:
+    return {"accepted": result.accepted, "duplicates": result.duplicates,
+            "rejected": result.rejected}
+
+
 class PostHogCaptureApi(CorsMixin, APIView):
     authentication_classes = [PostHogKeyAuthentication]
     permission_classes = [IsClientApp]
@@ -161,8 +165,7 @@ class PostHogCaptureApi(CorsMixin, APIView):
         messages, sent_at = posthog.messages_of(payload)
         batch = posthog.translate(messages, sent_at=sent_at, now=timezone.now())
         result = ingest_capture(batch=batch, api_key=request.auth, protocol=posthog.PROTOCOL)
-        return Response({"status": 1, "accepted": result.accepted,
-                         "duplicates": result.duplicates, "rejected": result.rejected})
+        return Response({"status": 1, **_counts(result)})
 
 
 class SegmentCaptureApi(CorsMixin, APIView):
@@ -186,8 +189,7 @@ class SegmentCaptureApi(CorsMixin, APIView):
         messages, sent_at = segment.messages_of(payload, message_type=self.message_type)
         batch = segment.translate(messages, sent_at=sent_at, now=timezone.now())
         result = ingest_capture(batch=batch, api_key=request.auth, protocol=segment.PROTOCOL)
-        return Response({"success": True, "accepted": result.accepted,
-                         "duplicates": result.duplicates, "rejected": result.rejected})
+        return Response({"success": True, **_counts(result)})
 
 
 # posthog-js asks for flags and remote config on load; Lodestar has neither, and says so

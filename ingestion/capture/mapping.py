@@ -51,7 +51,7 @@ class CaptureBatch:
     rejects: list[Reject] = field(default_factory=list)
 
     def reject(self, index: int, message: Any, *, field_name: str, reason: str) -> None:
-        name = message.get("event") or message.get("type") or "" if isinstance(message, dict) \
+        name = (message.get("event") or message.get("type") or "") if isinstance(message, dict) \
             else ""
         self.rejects.append(Reject(index=index, event_name=str(name)[:255], field=field_name,
                                    message=reason, payload=payload_excerpt(message)))
