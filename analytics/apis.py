@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsProductManagerOrStaff
-from config.query_params import NO_NUL, QueryParamsSerializer
+from config.query_params import CategoryFilterField, QueryParamsSerializer
 from analytics import selectors
 from analytics.selectors import DEFAULT_FUNNEL_STEPS, DEFAULT_RANGE_DAYS, MAX_RANGE_DAYS, DateRange
 
@@ -34,8 +34,7 @@ class FiltersInputSerializer(QueryParamsSerializer):
                                                             "default 29 days before end")
     end = serializers.DateField(required=False, help_text="Last day (included), YYYY-MM-DD; "
                                                           "default today")
-    category = serializers.CharField(required=False, allow_blank=True, validators=[NO_NUL],
-                                     help_text="Only events on items of this category")
+    category = CategoryFilterField(help_text="Only events on items of this category")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         end = attrs.pop("end", None) or selectors.default_date_range().end

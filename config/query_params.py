@@ -17,3 +17,14 @@ class QueryParamsSerializer(serializers.Serializer):
         if blank:
             raise serializers.ValidationError(blank)
         return super().to_internal_value(data)
+
+
+CATEGORY_MAX_CHARS = 255  # ingestion.models.Item.category
+
+
+class CategoryFilterField(serializers.CharField):
+    """An optional item category; empty (``category=``, a form's "all") means no filter."""
+
+    def __init__(self, **kwargs):
+        super().__init__(required=False, allow_blank=True, max_length=CATEGORY_MAX_CHARS,
+                         validators=[NO_NUL], **kwargs)

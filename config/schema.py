@@ -26,6 +26,15 @@ class LodestarAutoSchema(AutoSchema):
     parameters or body), 401/403 (no or wrong credentials), 404 (an unknown path id),
     413/415 (a body too large or not JSON), 429 (rate limit) and 503 (database away)."""
 
+    def _insert_field_validators(self, field, schema):
+        # drf-spectacular writes a blank-allowed text with a pattern as oneOf [pattern,
+        # empty string]; when the pattern matches "" too, "" matches both branches and so
+        # breaks oneOf while the API accepts it. anyOf says what the field accepts.
+        super()._insert_field_validators(field, schema)
+        if len(schema.get("oneOf", ())) == 2 and schema["oneOf"][1] == {"type": "string",
+                                                                        "maxLength": 0}:
+            schema["anyOf"] = schema.pop("oneOf")
+
     def _get_request_body(self, direction="request"):
         # Every body this API takes is required: an empty POST is a 400.
         body = super()._get_request_body(direction)

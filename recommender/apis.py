@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsClientApp
-from config.query_params import NO_NUL, QueryParamsSerializer
+from config.query_params import NO_NUL, CategoryFilterField, QueryParamsSerializer
 from recommender.recommendations import UnknownItem, recommend_for_user, similar_to_item
 from recommender.sentiment_scoring import current_scorer
 
@@ -37,9 +37,7 @@ class RecommendationsApi(APIView):
     class InputSerializer(QueryParamsSerializer):
         user_id = serializers.CharField(max_length=255, validators=[NO_NUL])
         k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10)
-        # Empty means "no filter", as a query string's `category=` reads.
-        category = serializers.CharField(required=False, allow_blank=True, max_length=255,
-                                         validators=[NO_NUL])
+        category = CategoryFilterField()
         exclude = CommaSeparatedField(required=False, allow_blank=True, default=frozenset())
         exclude_interacted = serializers.BooleanField(
             default=True, help_text="Leave out items the user already interacted with")
