@@ -13,13 +13,13 @@ logger = logging.getLogger(__name__)
 def enqueue_sentiment_scoring(sender, event_pks: list[int], **kwargs) -> None:
     # Sent after commit, so the worker always finds the rows. The events are stored
     # whatever happens here: a broker that is down (or a failing eager run) must not turn
-    # the ingestion response into a 500 that makes clients retry committed events;
-    # `manage.py score_sentiment --backfill` scores whatever was missed.
+    # the ingestion response into a 500 that makes clients retry committed events, nor
+    # hold it up retrying the broker (retry=False); the periodic sweep
+    # (score_missed_sentiment) scores whatever was missed.
     from recommender.tasks import score_event_sentiment
 
     try:
-        score_event_sentiment.delay(event_pks)
+        score_event_sentiment.apply_async((event_pks,), retry=False)
     except Exception:
-        logger.exception("Could not enqueue sentiment scoring of %d events; "
-                         "`manage.py score_sentiment --backfill` will score them",
-                         len(event_pks))
+        logger.warning("Could not enqueue sentiment scoring of %d events; the periodic "
+                       "sweep will score them", len(event_pks), exc_info=True)

@@ -17,8 +17,15 @@ DEFAULT_SCHEDULES = (
     ("Nightly sentiment retrain", "recommender.tasks.start_scheduled_training",
      ["sentiment"], {"minute": "30", "hour": "2"}),
 )
-RECOVERY_SCHEDULE = ("Recover training jobs whose worker died",
-                     "recommender.tasks.recover_stale_training_jobs", 5)
+# (name, task, every N minutes). The sweep scores the review events whose scoring task
+# never reached the broker (it was down when they were stored), so an outage of Redis
+# costs minutes of delay in sentiment, never a lost score.
+INTERVAL_SCHEDULES = (
+    ("Recover training jobs whose worker died",
+     "recommender.tasks.recover_stale_training_jobs", 5),
+    ("Score review events whose scoring was never queued",
+     "recommender.tasks.score_missed_sentiment", 2),
+)
 
 
 @transaction.atomic
@@ -37,8 +44,9 @@ def ensure_default_schedules(*, apps=installed_apps) -> list[str]:
         periodic_task.objects.create(name=name, task=task, crontab=crontab,
                                      args=json.dumps(args))
         created.append(name)
-    name, task, minutes = RECOVERY_SCHEDULE
-    if not periodic_task.objects.filter(name=name).exists():
+    for name, task, minutes in INTERVAL_SCHEDULES:
+        if periodic_task.objects.filter(name=name).exists():
+            continue
         interval, _ = interval_schedule.objects.get_or_create(every=minutes, period="minutes")
         periodic_task.objects.create(name=name, task=task, interval=interval)
         created.append(name)

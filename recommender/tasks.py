@@ -34,6 +34,13 @@ def score_event_sentiment(event_pks: list[int]) -> int:
 
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)
+def score_missed_sentiment() -> int:
+    from recommender.sentiment_scoring import backfill_missing_scores
+
+    return backfill_missing_scores()
+
+
+@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)
 def start_scheduled_training(kind: str) -> int | None:
     """Beat's entry point: queue a job unless one of the kind is already active."""
     try:

@@ -11,11 +11,11 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from config.celery import app
 from recommender.models import TrainingJob
-from recommender.schedules import DEFAULT_SCHEDULES, RECOVERY_SCHEDULE, ensure_default_schedules
+from recommender.schedules import DEFAULT_SCHEDULES, INTERVAL_SCHEDULES, ensure_default_schedules
 
 pytestmark = pytest.mark.django_db
 
-DEFAULT_NAMES = {name for name, *_ in DEFAULT_SCHEDULES} | {RECOVERY_SCHEDULE[0]}
+DEFAULT_NAMES = {name for name, *_ in (*DEFAULT_SCHEDULES, *INTERVAL_SCHEDULES)}
 RECOMMENDER_RETRAIN = "Nightly recommender retrain"
 
 
@@ -35,7 +35,7 @@ def test_setup_schedules_creates_the_defaults_once():
     assert "Nightly recommender retrain" in setup_schedules()
     assert "exist already" in setup_schedules()
 
-    assert PeriodicTask.objects.filter(name__in=DEFAULT_NAMES).count() == 3
+    assert PeriodicTask.objects.filter(name__in=DEFAULT_NAMES).count() == 4
     retrain = PeriodicTask.objects.get(name=RECOMMENDER_RETRAIN)
     assert retrain.task == "recommender.tasks.start_scheduled_training"
     assert json.loads(retrain.args) == ["recommender"]

@@ -75,15 +75,15 @@ def test_a_broker_outage_does_not_fail_ingestion(client_app, serving, monkeypatc
     def broker_down(*args, **kwargs):
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(tasks.score_event_sentiment, "delay", broker_down)
+    monkeypatch.setattr(tasks.score_event_sentiment, "apply_async", broker_down)
 
     with django_capture_on_commit_callbacks(execute=True):
         result = _post(client_app, [_review("Lovely")])
 
     assert result["accepted"] == 1
     event = Event.objects.get()
-    assert event.sentiment_model == ""  # left for the backfill
-    assert backfill_missing_scores() == 1
+    assert event.sentiment_model == ""  # left for the periodic sweep
+    assert tasks.score_missed_sentiment.apply().get() == 1
     event.refresh_from_db()
     assert event.sentiment_model == "vader"
 

@@ -5,103 +5,25 @@ registered, and a cancel request stops a running job.
 Skipped when the broker is not a reachable Redis, unless LODESTAR_REQUIRE_SERVICES=1 (CI),
 where that is a failure."""
 
-import os
 import random
-import subprocess
-import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
+from tests.services import celery_worker, configured_redis_broker
+
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKER_START_TIMEOUT = 90
 JOB_TIMEOUT = 180
 CLUSTERS, USERS_PER_CLUSTER, ITEMS_PER_CLUSTER, EVENTS_PER_USER = 3, 10, 15, 12
 
 
-def _redis_reachable(url: str) -> bool:
-    from kombu import Connection
-
-    try:
-        with Connection(url, connect_timeout=2) as broker:
-            broker.ensure_connection(max_retries=0, timeout=2)
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
-def broker_url() -> str:
-    from django.conf import settings
-
-    url = settings.CELERY_BROKER_URL
-    if url.startswith(("redis://", "rediss://")) and _redis_reachable(url):
-        return url
-    reason = f"needs a reachable Redis broker (CELERY_BROKER_URL is {url!r})"
-    if os.environ.get("LODESTAR_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"LODESTAR_REQUIRE_SERVICES=1 but the worker test {reason}")
-    pytest.skip(reason)
-
-
-def _database_url(settings_dict: dict) -> str:
-    """DATABASE_URL for the test database pytest-django created, for the worker."""
-    if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{Path(settings_dict['NAME']).resolve()}"
-    credentials = quote(settings_dict["USER"] or "", safe="")
-    if settings_dict.get("PASSWORD"):
-        credentials += ":" + quote(settings_dict["PASSWORD"], safe="")
-    host = settings_dict["HOST"] or "127.0.0.1"
-    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
-    return f"postgres://{credentials}@{host}{port}/{settings_dict['NAME']}"
-
-
-@pytest.fixture(scope="module")
-def worker(broker_url, django_db_setup, tmp_path_factory):
-    """`celery worker` on both queues, solo pool, on the test database; always stopped."""
-    from django.db import connection
-
-    from config.celery import app
-
+def worker(django_db_setup, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("worker")
-    log_path = run_dir / "worker.log"
-    env = {**os.environ,
-           "DJANGO_SETTINGS_MODULE": "config.settings.local",
-           "DATABASE_URL": _database_url(connection.settings_dict),
-           "CELERY_BROKER_URL": broker_url,
-           "CELERY_TASK_ALWAYS_EAGER": "false",
-           "MODEL_STORE": str(run_dir / "models"),
-           "PYTHONUNBUFFERED": "1"}
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,training",
-             "--pool", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "-n", f"test-{uuid.uuid4().hex[:8]}@%h"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    # This process only sends tasks; the test settings would otherwise run them inline.
-    was_eager = app.conf.task_always_eager
-    app.conf.task_always_eager = False
-    try:
-        deadline = time.monotonic() + WORKER_START_TIMEOUT
-        while " ready." not in log_path.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"The worker did not start:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.2)
-        yield {"log": log_path, "model_store": run_dir / "models"}
-    finally:
-        app.conf.task_always_eager = was_eager
-        # Cold shutdown: a warm one would wait for a training task to finish.
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with celery_worker(broker_url=configured_redis_broker(), run_dir=run_dir) as process:
+        yield {"log": process.log, "model_store": run_dir / "models"}
 
 
 def seed_clustered_interactions() -> None:
