@@ -14,6 +14,27 @@ class ArtifactRefused(Exception):
     """The artifact is missing or does not match its recorded checksum."""
 
 
+class ArtifactNotSaved(Exception):
+    """The model store refused the artifact (read-only, full, not a directory)."""
+
+
+def save_artifact(model, *, kind: str, name: str) -> tuple[Path, str]:
+    """Writes the model under MODEL_STORE and returns (directory, checksum). A write the
+    store refuses leaves nothing behind: a half-written directory would otherwise be
+    mistaken for an artifact by whoever looks at the store next."""
+    directory = artifact_directory(kind=kind, name=name)
+    try:
+        model.save(directory)
+        return directory, directory_checksum(directory)
+    except OSError as error:
+        remove_artifact(directory)
+        reason = error.strerror or str(error)
+        raise ArtifactNotSaved(
+            f"Could not save the {kind} artifact to {directory}: {reason} "
+            f"(errno {error.errno}). Check that MODEL_STORE ({settings.MODEL_STORE}) is "
+            "writable and has free space; the active version keeps serving.") from error
+
+
 def artifact_directory(*, kind: str, name: str) -> Path:
     return Path(settings.MODEL_STORE) / kind / name
 

@@ -5,6 +5,11 @@ snapshot once, so a swap never changes a model under a request in flight. Every
 MODEL_REFRESH_SECONDS the first request to notice asks the database which versions
 should serve; a changed version is loaded (checksum verified) before it replaces the
 old one, and a refused artifact is logged while the previous version keeps serving.
+
+The artifacts of loaded versions are watched too: one changed on disk after loading
+(someone's copy, a bad restore, bit rot) is re-checksummed; on a mismatch the process keeps
+the copy it verified and loaded, logs once, and /readyz reports it, because the next
+process to start would refuse that artifact.
 """
 
 import hashlib
@@ -17,7 +22,12 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 
-from recommender.artifacts import ArtifactRefused, load_verified_model
+from recommender.artifacts import (
+    ArtifactRefused,
+    artifact_directory,
+    directory_checksum,
+    load_verified_model,
+)
 from recommender.models import ModelKind, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -32,6 +42,20 @@ class LoadedVersion:
     version_id: int
     name: str
     model: Any
+    kind: str = ""
+    checksum: str = ""
+    # (relative path, size, mtime) of each file as verified at load time: a cheap stat
+    # on every refresh tells whether the full checksum must be computed again.
+    files: tuple = ()
+
+
+def _artifact_files(directory) -> tuple:
+    try:
+        return tuple(sorted((str(path.relative_to(directory)), stat.st_size, stat.st_mtime_ns)
+                            for path in directory.rglob("*")
+                            if path.is_file() and (stat := path.stat())))
+    except OSError:
+        return ("unreadable",)
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,8 @@ class _Registry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # (version pk, checksum) -> (when refused, why) for artifacts that failed to load.
     refused: dict[tuple[int, str], tuple[float, str]] = field(default_factory=dict)
+    # version pk -> (files seen, why) for loaded versions whose artifact changed on disk.
+    changed_on_disk: dict[int, tuple[tuple, str]] = field(default_factory=dict)
 
     def state(self, kind: str) -> ServingState:
         if time.monotonic() - self.checked_at >= settings.MODEL_REFRESH_SECONDS:
@@ -93,6 +119,7 @@ class _Registry:
             for kind, want in wanted.items():
                 states[kind] = self._next_state(kind, states.get(kind, ServingState()), want)
             self.states = states
+            self._watch_artifacts()
             self.checked_at = time.monotonic()
         finally:
             self.lock.release()
@@ -129,12 +156,43 @@ class _Registry:
             return loaded, f"{version.name}: {error}"
         self.refused.pop(key, None)
         logger.info("Loaded %s version %s", kind, version.name)
-        return LoadedVersion(version_id=version.pk, name=version.name, model=model), ""
+        directory = artifact_directory(kind=kind, name=version.name)
+        return LoadedVersion(version_id=version.pk, name=version.name, model=model, kind=kind,
+                             checksum=version.checksum, files=_artifact_files(directory)), ""
+
+    def _watch_artifacts(self) -> None:
+        loaded = {version.version_id: version for state in self.states.values()
+                  for version in (state.active, state.candidate) if version is not None}
+        for version_id in set(self.changed_on_disk) - set(loaded):
+            del self.changed_on_disk[version_id]
+        for version in loaded.values():
+            directory = artifact_directory(kind=version.kind, name=version.name)
+            files = _artifact_files(directory)
+            seen, _ = self.changed_on_disk.get(version.version_id, (version.files, ""))
+            if files == seen:
+                continue
+            try:
+                matches = directory_checksum(directory) == version.checksum
+            except OSError:
+                matches = False
+            if matches:
+                # Restored, or only touched: nothing to report any more.
+                self.changed_on_disk.pop(version.version_id, None)
+                continue
+            if version.version_id not in self.changed_on_disk:
+                logger.error("The artifact of %s version %s changed on disk since it was "
+                             "loaded (checksum mismatch); this process keeps serving the "
+                             "copy it verified, a new process would refuse it",
+                             version.kind, version.name)
+            self.changed_on_disk[version.version_id] = (
+                files, f"{version.name}: artifact changed on disk after loading "
+                       "(checksum mismatch); serving the verified copy loaded before")
 
     def reset(self) -> None:
         with self.lock:
             self.states = {}
             self.refused = {}
+            self.changed_on_disk = {}
             self.checked_at = float("-inf")
 
 
@@ -153,11 +211,15 @@ def serving_version(*, kind: str, user_id: str | None = None) -> LoadedVersion |
 
 def loaded_versions() -> dict[str, dict]:
     """For /readyz: what each kind serves. A kind with no trained version is ready on its
-    fallback; one whose active artifact was refused is not."""
+    fallback; one whose active artifact was refused is not. One whose loaded artifact
+    changed on disk is still ready (it serves what it verified) and says so in `warning`."""
     fallbacks = {ModelKind.RECOMMENDER: "popular", ModelKind.SENTIMENT: "vader"}
     report = {}
     for kind in ModelKind.values:
         state = registry.state(kind)
+        warnings = [registry.changed_on_disk[version.version_id][1]
+                    for version in (state.active, state.candidate)
+                    if version is not None and version.version_id in registry.changed_on_disk]
         report[kind] = {
             "version": state.active.name if state.active else None,
             "serving": state.active.name if state.active else fallbacks[kind],
@@ -165,5 +227,6 @@ def loaded_versions() -> dict[str, dict]:
             "candidate_percent": state.candidate_percent,
             "loaded": not state.load_failed,
             "error": state.load_failed or None,
+            "warning": "; ".join(warnings) or None,
         }
     return report

@@ -11,12 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from recommender import selectors
-from recommender.artifacts import (
-    ArtifactRefused,
-    artifact_directory,
-    directory_checksum,
-    load_verified_model,
-)
+from recommender.artifacts import ArtifactRefused, load_verified_model, save_artifact
 from recommender.models import ModelKind, ModelVersion
 from recommender.services import JobReporter, NotEnoughData, register_version
 
@@ -131,8 +126,7 @@ def _store_version(reporter: JobReporter, *, kind: str, model, metric: str, metr
                    baseline: dict, baseline_score: float, active: ModelVersion | None,
                    active_metrics: dict | None, params: dict, counts: dict) -> ModelVersion:
     name = _version_name(kind, reporter.job.pk)
-    directory = artifact_directory(kind=kind, name=name)
-    model.save(directory)
+    directory, checksum = save_artifact(model, kind=kind, name=name)
     score = metrics[metric]
     beats_baseline = score > baseline_score
     beats_active = active_metrics is None or score > active_metrics[metric]
@@ -142,7 +136,7 @@ def _store_version(reporter: JobReporter, *, kind: str, model, metric: str, metr
     if active is not None and active_metrics is not None:
         baseline = {**baseline, "active": {"version": active.name, **_json_safe(active_metrics)}}
     version = register_version(
-        kind=kind, name=name, artifact_path=str(directory), checksum=directory_checksum(directory),
+        kind=kind, name=name, artifact_path=str(directory), checksum=checksum,
         metrics=_json_safe(metrics), baseline_metrics=_json_safe(baseline),
         params=_json_safe(params), data_counts=counts, data_window=selectors.data_window(),
         promote_if=beats_baseline and beats_active, reason=reason)
