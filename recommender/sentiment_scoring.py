@@ -3,6 +3,7 @@ candidate, or VADER while no trained model has beaten it."""
 
 import functools
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from django.db import transaction
 
@@ -51,10 +52,13 @@ def score_events(*, event_pks: Sequence[int]) -> int:
 
 
 def backfill_missing_scores(*, batch_size: int = 2000,
-                            on_batch: Callable[[int], None] | None = None) -> int:
-    """Scores every event with text and no score yet, in primary-key order; re-running
-    finds nothing left to do."""
+                            on_batch: Callable[[int], None] | None = None,
+                            received_before: datetime | None = None) -> int:
+    """Scores every event with text and no score yet (received before `received_before`,
+    if given), in primary-key order; re-running finds nothing left to do."""
     missing = Event.objects.exclude(text="").filter(sentiment_model="")
+    if received_before is not None:
+        missing = missing.filter(received_at__lt=received_before)
     scored = 0
     last_pk = 0
     while True:

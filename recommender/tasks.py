@@ -1,9 +1,12 @@
 """Thin Celery wrappers: take ids, call a service, retry what is transient."""
 
+from datetime import timedelta
+
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from recommender import services
 
@@ -35,9 +38,12 @@ def score_event_sentiment(event_pks: list[int]) -> int:
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)
 def score_missed_sentiment() -> int:
+    """The periodic sweep: reviews whose scoring task never ran. The most recent ones are
+    left to the task queued for them, so a backlogged worker does not score them twice."""
     from recommender.sentiment_scoring import backfill_missing_scores
 
-    return backfill_missing_scores()
+    grace = timedelta(seconds=settings.SENTIMENT_SWEEP_GRACE_SECONDS)
+    return backfill_missing_scores(received_before=timezone.now() - grace)
 
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)

@@ -207,5 +207,7 @@ LOGGING = {
 # A running job without a heartbeat for this long is taken to have lost its worker.
 TRAINING_HEARTBEAT_TIMEOUT = env.int("TRAINING_HEARTBEAT_TIMEOUT", default=600)
 TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=2)
+# The sentiment sweep leaves reviews younger than this to the scoring task queued for them.
+SENTIMENT_SWEEP_GRACE_SECONDS = env.int("SENTIMENT_SWEEP_GRACE_SECONDS", default=60)
 # How often a web process looks for a newly promoted model version (hot swap).
 MODEL_REFRESH_SECONDS = env.float("MODEL_REFRESH_SECONDS", default=5.0)
