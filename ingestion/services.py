@@ -212,17 +212,22 @@ def ingest_events(*, events: Sequence[Any]) -> BatchResult:
     return result
 
 
-def store_events(*, events: Sequence[EventInput], received_at: datetime) -> list[int]:
+def store_events(*, events: Sequence[EventInput], received_at: datetime,
+                 item_pks: dict[str, int] | None = None) -> list[int]:
     """Inserts events whose event_id is new; creates unknown users and items on the fly.
 
     Users and items are written first, in a short transaction of their own and in key order,
     so concurrent batches neither deadlock on them nor queue behind each other's event
     inserts on the rows of popular users (a user's last_seen may thus move a moment before
     the events that moved it are committed). Returns the primary keys of the rows inserted,
-    so callers (sentiment scoring) can act on exactly the new rows."""
+    so callers (sentiment scoring) can act on exactly the new rows. ``item_pks`` are items
+    the caller already knows to be stored (by their primary keys): they are not looked up
+    again."""
+    known_items = item_pks or {}
     with transaction.atomic():
         user_pks = _ensure_users(events)
-        item_pks = _ensure_items({e.item_id for e in events if e.item_id is not None})
+        item_pks = {**known_items, **_ensure_items(
+            {e.item_id for e in events if e.item_id is not None} - known_items.keys())}
     with transaction.atomic():
         inserted: list[tuple[int, bool]] = []
         for start in range(0, len(events), settings.INGEST_MAX_BATCH):
@@ -475,10 +480,9 @@ def ingest_capture(*, batch: CaptureBatch, api_key: APIKey | None, protocol: str
             result.reject(index, error)
             rejects.append(Reject(index=index, event_name=name, field=error.field,
                                   message=error.message, payload=payload_excerpt(message)))
-    if batch.items:
-        merge_catalog_fields(rows=batch.items)
+    catalog_pks = merge_catalog_fields(rows=batch.items) if batch.items else {}
     if valid:
-        inserted = store_events(events=valid, received_at=now)
+        inserted = store_events(events=valid, received_at=now, item_pks=catalog_pks)
         result.accepted = len(inserted)
         result.duplicates = len(valid) - len(inserted)
     if batch.traits or batch.traits_once:
@@ -492,17 +496,21 @@ def ingest_capture(*, batch: CaptureBatch, api_key: APIKey | None, protocol: str
 
 
 @transaction.atomic
-def merge_catalog_fields(*, rows: dict[str, dict]) -> None:
+def merge_catalog_fields(*, rows: dict[str, dict]) -> dict[str, int]:
     """Title, category and price from e-commerce events into the catalog; only values that
     differ are written (a hot item's every purchase would otherwise rewrite its row, queue
     concurrent batches behind its row lock and make every web process rebuild its catalog
-    view). Stored rows are read as tuples, not model instances: this runs on most batches."""
-    pks = _ensure_items(set(rows))
+    view). Stored rows are read as tuples, not model instances, in the same query that
+    finds which items exist: this runs on most batches. Returns the items' primary keys."""
+    columns = ("pk", "item_id", "title", "category", "attributes")
+    stored = list(Item.objects.filter(item_id__in=list(rows)).values_list(*columns))
+    missing = sorted(rows.keys() - {item_id for _, item_id, *_ in stored})
+    if missing:  # key order: racing batches queue, not deadlock
+        Item.objects.bulk_create([Item(item_id=i) for i in missing], ignore_conflicts=True)
+        stored += Item.objects.filter(item_id__in=missing).values_list(*columns)
     now = timezone.now()
     changed = []
-    for pk, item_id, title, category, attributes in Item.objects.filter(
-            pk__in=list(pks.values())).order_by("pk").values_list(
-            "pk", "item_id", "title", "category", "attributes"):
+    for pk, item_id, title, category, attributes in sorted(stored):
         row = rows[item_id]
         new_attributes = ({**attributes, "price": row["price"]}
                           if "price" in row and attributes.get("price") != row["price"]
@@ -514,6 +522,7 @@ def merge_catalog_fields(*, rows: dict[str, dict]) -> None:
     if changed:
         Item.objects.bulk_update(changed, ["title", "category", "attributes", "updated_at"],
                                  batch_size=500)
+    return {item_id: pk for pk, item_id, *_ in stored}
 
 
 @transaction.atomic

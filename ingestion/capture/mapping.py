@@ -90,6 +90,7 @@ def payload_excerpt(message: Any) -> str:
 
 
 @functools.lru_cache(maxsize=4096)  # a shop sends a few dozen distinct event names
+@functools.lru_cache(maxsize=4096)  # a shop sends a few dozen event names, over and over
 def _normalised_name(name: str) -> str:
     return " ".join(name.replace("_", " ").lower().split())
 
@@ -184,13 +185,13 @@ def catalog_row(properties: dict) -> dict:
     return row
 
 
-def rec_id_of(properties: dict) -> str | None:
+def rec_id_of(properties: dict) -> uuid.UUID | None:
     """``rec_id`` where it is a UUID; a malformed one stays only in the properties, so a
     purchase is never lost over its attribution."""
     raw = properties.get("rec_id")
     if isinstance(raw, str):
         try:
-            return str(uuid.UUID(raw))
+            return uuid.UUID(raw)
         except ValueError:
             return None
     return None

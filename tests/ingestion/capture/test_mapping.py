@@ -62,11 +62,11 @@ def test_commerce_names_match_ignoring_case_and_underscores_and_settings_overrid
 
 
 def test_a_commerce_event_without_a_product_keeps_its_name_and_rec_id_is_kept():
-    rec = str(uuid.uuid4())
+    rec = uuid.uuid4()
     batch = segment.translate([
         {"type": "track", "userId": "u", "event": "Product Viewed", "properties": {}},
         {"type": "track", "userId": "u", "event": "Product Clicked",
-         "properties": {"product_id": "p", "rec_id": rec}},
+         "properties": {"product_id": "p", "rec_id": str(rec)}},
         {"type": "track", "userId": "u", "event": "Product Clicked",
          "properties": {"product_id": "p", "rec_id": "not-a-uuid"}}], sent_at=None, now=NOW)
     assert [(e["type"], e["rec_id"]) for e in batch.events] == [
