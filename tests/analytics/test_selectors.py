@@ -474,6 +474,16 @@ class TestLinkedIdentities:
         assert selectors.overview(date_range=JANUARY, category="toys")["days"][9][
             "new_users"] == 1
 
+    def test_items_count_one_viewer_and_purchaser(self, signed_in_shopper):
+        toy = Item.objects.get(item_id="toy")
+        event(EndUser.objects.get(user_id="u1"), "view", at(10, 11), toy)  # again, signed in
+
+        row = selectors.item_performance(date_range=JANUARY)[0]
+        category = selectors.category_performance(date_range=JANUARY)[0]
+
+        assert (row["views"], row["viewers"], row["purchasers"]) == (2, 1, 1)
+        assert (category["viewers"], category["purchasers"]) == (1, 1)
+
     def test_retention_has_one_cohort_member(self, signed_in_shopper):
         result = selectors.retention(date_range=JANUARY, period="day")
         assert [(row["cohort"], row["users"]) for row in result["cohorts"]] == [
