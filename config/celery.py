@@ -23,9 +23,10 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
-    # Publishing fails at once while the broker is down, instead of retrying the connection
-    # for seconds inside a web request: what a request enqueues is either recovered by a
-    # periodic task (sentiment sweep, job recovery) or reported to the caller.
+    # A publish that finds the broker refusing connections fails at once instead of
+    # retrying the connection for seconds inside a web request (the worker's and beat's own
+    # reconnection loops pass their own limits). Sentiment scoring is then left to the
+    # periodic sweep; a training job that could not be queued, to the job recovery.
     broker_transport_options={"max_retries": 0},
     beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
     timezone="UTC",

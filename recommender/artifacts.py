@@ -26,8 +26,10 @@ def save_artifact(model, *, kind: str, name: str) -> tuple[Path, str]:
     try:
         model.save(directory)
         return directory, directory_checksum(directory)
-    except OSError as error:
+    except BaseException as error:  # a time limit or Keras's own errors included
         remove_artifact(directory)
+        if not isinstance(error, OSError):
+            raise
         reason = error.strerror or str(error)
         raise ArtifactNotSaved(
             f"Could not save the {kind} artifact to {directory}: {reason} "

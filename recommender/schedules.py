@@ -17,27 +17,28 @@ DEFAULT_SCHEDULES = (
     ("Nightly sentiment retrain", "recommender.tasks.start_scheduled_training",
      ["sentiment"], {"minute": "30", "hour": "2"}),
 )
+SENTIMENT_SWEEP = "Score review events whose scoring was never queued"
 # (name, task, every N minutes). The sweep scores the review events whose scoring task
 # never reached the broker (it was down when they were stored), so an outage of Redis
 # costs minutes of delay in sentiment, never a lost score.
 INTERVAL_SCHEDULES = (
     ("Recover training jobs whose worker died",
      "recommender.tasks.recover_stale_training_jobs", 5),
-    ("Score review events whose scoring was never queued",
-     "recommender.tasks.score_missed_sentiment", 2),
+    (SENTIMENT_SWEEP, "recommender.tasks.score_missed_sentiment", 2),
 )
 
 
 @transaction.atomic
-def ensure_default_schedules(*, apps=installed_apps) -> list[str]:
-    """Creates the defaults that do not exist yet and returns their names. `apps` is a
-    migration's historical registry when called from one."""
+def ensure_default_schedules(*, apps=installed_apps, only: set[str] | None = None) -> list[str]:
+    """Creates the defaults that do not exist yet (of those named in `only`, if given) and
+    returns their names. `apps` is a migration's historical registry when called from one."""
     periodic_task = apps.get_model("django_celery_beat", "PeriodicTask")
     crontab_schedule = apps.get_model("django_celery_beat", "CrontabSchedule")
     interval_schedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     created = []
     for name, task, args, cron in DEFAULT_SCHEDULES:
-        if periodic_task.objects.filter(name=name).exists():
+        if (only is not None and name not in only) or \
+                periodic_task.objects.filter(name=name).exists():
             continue
         crontab, _ = crontab_schedule.objects.get_or_create(
             day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC", **cron)
@@ -45,7 +46,8 @@ def ensure_default_schedules(*, apps=installed_apps) -> list[str]:
                                      args=json.dumps(args))
         created.append(name)
     for name, task, minutes in INTERVAL_SCHEDULES:
-        if periodic_task.objects.filter(name=name).exists():
+        if (only is not None and name not in only) or \
+                periodic_task.objects.filter(name=name).exists():
             continue
         interval, _ = interval_schedule.objects.get_or_create(every=minutes, period="minutes")
         periodic_task.objects.create(name=name, task=task, interval=interval)

@@ -80,8 +80,11 @@ class _Registry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # (version pk, checksum) -> (when refused, why) for artifacts that failed to load.
     refused: dict[tuple[int, str], tuple[float, str]] = field(default_factory=dict)
-    # version pk -> (files seen, why) for loaded versions whose artifact changed on disk.
-    changed_on_disk: dict[int, tuple[tuple, str]] = field(default_factory=dict)
+    # version pk -> why, for loaded versions whose artifact changed on disk, and the file
+    # signature each loaded artifact was last checksummed at (so a file is hashed again
+    # only when it changes again).
+    changed_on_disk: dict[int, str] = field(default_factory=dict)
+    checked_files: dict[int, tuple] = field(default_factory=dict)
 
     def state(self, kind: str) -> ServingState:
         if time.monotonic() - self.checked_at >= settings.MODEL_REFRESH_SECONDS:
@@ -147,6 +150,8 @@ class _Registry:
         refused_at, reason = self.refused.get(key, (float("-inf"), ""))
         if time.monotonic() - refused_at < REFUSED_RETRY_SECONDS:
             return loaded, reason
+        # The signature is taken before verifying: a change made meanwhile is noticed.
+        files = _artifact_files(artifact_directory(kind=kind, name=version.name))
         try:
             model = load_verified_model(kind=kind, name=version.name, checksum=version.checksum)
         except (ArtifactRefused, OSError, ValueError, KeyError) as error:
@@ -156,21 +161,22 @@ class _Registry:
             return loaded, f"{version.name}: {error}"
         self.refused.pop(key, None)
         logger.info("Loaded %s version %s", kind, version.name)
-        directory = artifact_directory(kind=kind, name=version.name)
         return LoadedVersion(version_id=version.pk, name=version.name, model=model, kind=kind,
-                             checksum=version.checksum, files=_artifact_files(directory)), ""
+                             checksum=version.checksum, files=files), ""
 
     def _watch_artifacts(self) -> None:
         loaded = {version.version_id: version for state in self.states.values()
                   for version in (state.active, state.candidate) if version is not None}
-        for version_id in set(self.changed_on_disk) - set(loaded):
-            del self.changed_on_disk[version_id]
+        for gone in set(self.changed_on_disk) - set(loaded):
+            self.changed_on_disk.pop(gone, None)
+        for gone in set(self.checked_files) - set(loaded):
+            self.checked_files.pop(gone, None)
         for version in loaded.values():
             directory = artifact_directory(kind=version.kind, name=version.name)
             files = _artifact_files(directory)
-            seen, _ = self.changed_on_disk.get(version.version_id, (version.files, ""))
-            if files == seen:
+            if files == self.checked_files.get(version.version_id, version.files):
                 continue
+            self.checked_files[version.version_id] = files
             try:
                 matches = directory_checksum(directory) == version.checksum
             except OSError:
@@ -185,14 +191,15 @@ class _Registry:
                              "copy it verified, a new process would refuse it",
                              version.kind, version.name)
             self.changed_on_disk[version.version_id] = (
-                files, f"{version.name}: artifact changed on disk after loading "
-                       "(checksum mismatch); serving the verified copy loaded before")
+                f"{version.name}: artifact changed on disk after loading "
+                "(checksum mismatch); serving the verified copy loaded before")
 
     def reset(self) -> None:
         with self.lock:
             self.states = {}
             self.refused = {}
             self.changed_on_disk = {}
+            self.checked_files = {}
             self.checked_at = float("-inf")
 
 
@@ -217,9 +224,10 @@ def loaded_versions() -> dict[str, dict]:
     report = {}
     for kind in ModelKind.values:
         state = registry.state(kind)
-        warnings = [registry.changed_on_disk[version.version_id][1]
-                    for version in (state.active, state.candidate)
-                    if version is not None and version.version_id in registry.changed_on_disk]
+        # .get, not `in` then [ ]: another thread's refresh may drop an entry in between.
+        warnings = [warning for version in (state.active, state.candidate)
+                    if version is not None
+                    and (warning := registry.changed_on_disk.get(version.version_id))]
         report[kind] = {
             "version": state.active.name if state.active else None,
             "serving": state.active.name if state.active else fallbacks[kind],

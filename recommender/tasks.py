@@ -38,8 +38,9 @@ def score_event_sentiment(event_pks: list[int]) -> int:
 
 @shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)
 def score_missed_sentiment() -> int:
-    """The periodic sweep: reviews whose scoring task never ran. The most recent ones are
-    left to the task queued for them, so a backlogged worker does not score them twice."""
+    """The periodic sweep: reviews whose scoring task never ran. Those received in the last
+    SENTIMENT_SWEEP_GRACE_SECONDS are left to the task queued for them (a worker further
+    behind than that may score a review twice, with the same result)."""
     from recommender.sentiment_scoring import backfill_missing_scores
 
     grace = timedelta(seconds=settings.SENTIMENT_SWEEP_GRACE_SECONDS)

@@ -90,7 +90,6 @@ def payload_excerpt(message: Any) -> str:
 
 
 @functools.lru_cache(maxsize=4096)  # a shop sends a few dozen distinct event names
-@functools.lru_cache(maxsize=4096)  # a shop sends a few dozen event names, over and over
 def _normalised_name(name: str) -> str:
     return " ".join(name.replace("_", " ").lower().split())
 

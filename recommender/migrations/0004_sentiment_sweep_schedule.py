@@ -1,20 +1,20 @@
 from django.db import migrations
 
 
-def install_default_schedules(apps, schema_editor):
-    from recommender.schedules import ensure_default_schedules
+def install_sentiment_sweep(apps, schema_editor):
+    from recommender.schedules import SENTIMENT_SWEEP, ensure_default_schedules
 
-    ensure_default_schedules(apps=apps)
+    ensure_default_schedules(apps=apps, only={SENTIMENT_SWEEP})
 
 
 class Migration(migrations.Migration):
-    """Adds the sentiment sweep to deployments that migrated before it existed; schedules
-    already there (and an admin's edits to them) are left as they are."""
+    """Adds the sentiment sweep to deployments that migrated before it existed, and nothing
+    else: a default schedule an admin deleted stays deleted."""
 
     dependencies = [
         ("recommender", "0003_impression_version_fk_without_own_index"),
     ]
 
     operations = [
-        migrations.RunPython(install_default_schedules, migrations.RunPython.noop),
+        migrations.RunPython(install_sentiment_sweep, migrations.RunPython.noop),
     ]

@@ -11,7 +11,12 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from config.celery import app
 from recommender.models import TrainingJob
-from recommender.schedules import DEFAULT_SCHEDULES, INTERVAL_SCHEDULES, ensure_default_schedules
+from recommender.schedules import (
+    DEFAULT_SCHEDULES,
+    INTERVAL_SCHEDULES,
+    SENTIMENT_SWEEP,
+    ensure_default_schedules,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +46,20 @@ def test_setup_schedules_creates_the_defaults_once():
     assert json.loads(retrain.args) == ["recommender"]
     assert (retrain.crontab.minute, retrain.crontab.hour) == ("0", "2")
     assert retrain.enabled
+
+
+def test_the_sweep_migration_brings_back_no_schedule_an_admin_deleted():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    PeriodicTask.objects.all().delete()
+    migration = import_module("recommender.migrations.0004_sentiment_sweep_schedule")
+
+    migration.install_sentiment_sweep(apps, None)
+
+    assert list(PeriodicTask.objects.values_list("name", "task")) == [
+        (SENTIMENT_SWEEP, "recommender.tasks.score_missed_sentiment")]
 
 
 def test_an_admins_edits_survive_setup_schedules():
