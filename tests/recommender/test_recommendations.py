@@ -72,27 +72,21 @@ def test_a_new_event_changes_the_next_answer_without_retraining(client_app, shop
     def mean(values):
         return sum(values) / len(values)
 
-    # The cluster-2 items still on offer gain on the items of other clusters (compared among
-    # the items listed both times): they lose no rank to them, and their scores pull ahead.
-    # Ranks alone can be tied: some models already rank them behind only the 4 unseen
-    # cluster-0 items and ahead of everything else, and clicks do not undo the user's 11
-    # cluster-0 interactions (in 48 trial trainings the score gap grew every time).
+    # The cluster-2 items still on offer pull ahead of the items of other clusters in score
+    # (compared among the items listed both times). Their ranks are not asserted: the
+    # user's 11 cluster-0 interactions still dominate, and in some trainings (TensorFlow on
+    # the CPU does not repeat a run exactly) a cluster-2 item swaps places with a close
+    # rival either way, although the score gap grew in every trial.
     ranked_before = [i["item_id"] for i in before["items"]]
     ranked_after = [i["item_id"] for i in after["items"]]
     remaining_two = [i for i in ranked_before if cluster_of(i) == 2 and i not in new_taste]
     others = [i for i in ranked_after if cluster_of(i) != 2 and i in ranked_before]
-
-    def share_ahead(ranked, items, rivals):
-        return mean([sum(ranked.index(i) < ranked.index(r) for r in rivals) / len(rivals)
-                     for i in items])
 
     def score_gap(body):
         scores = {i["item_id"]: i["score"] for i in body["items"]}
         return mean([scores[i] for i in remaining_two]) - mean([scores[i] for i in others])
 
     assert remaining_two and others
-    assert share_ahead(ranked_after, remaining_two, others) >= \
-        share_ahead(ranked_before, remaining_two, others)
     assert score_gap(after) > score_gap(before)
 
 
