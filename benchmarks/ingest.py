@@ -329,15 +329,7 @@ class Server:
         raise SystemExit(f"gunicorn did not answer /healthz in 180 s; see {self.log}")
 
     def worker_pids(self) -> list[int]:
-        pids = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if self.proc is not None and int(fields[1]) == self.proc.pid:
-                pids.append(int(stat.parent.name))
-        return pids
+        return child_pids(self.proc.pid) if self.proc is not None else []
 
     def cpu_seconds(self) -> float:
         """User+system CPU of the master and its live workers."""
@@ -353,6 +345,19 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log_file.close()
+
+
+def child_pids(parent: int) -> list[int]:
+    """The live processes whose parent is `parent` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def _proc_cpu_seconds(pid: int) -> float:

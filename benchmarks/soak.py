@@ -46,7 +46,15 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from benchmarks.ingest import ROOT, Server, _cpu_model, manage, recreate_database, server_env
+from benchmarks.ingest import (
+    ROOT,
+    Server,
+    _cpu_model,
+    child_pids,
+    manage,
+    recreate_database,
+    server_env,
+)
 from benchmarks.output import publish
 from benchmarks.serving import generate_shop, seed_database, train_and_register
 
@@ -76,18 +84,6 @@ def resident_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def child_pids(parent: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            children.append(int(stat.parent.name))
-    return children
 
 
 class Worker:
