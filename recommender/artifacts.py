@@ -75,6 +75,6 @@ def load_verified_model(*, kind: str, name: str, checksum: str):
         from recommender.ml.two_tower import TwoTowerModel
 
         return TwoTowerModel.load(directory)
-    from recommender.ml.sentiment import SentimentModel
+    from recommender.ml.encoder_sentiment import load_sentiment_model
 
-    return SentimentModel.load(directory)
+    return load_sentiment_model(directory)

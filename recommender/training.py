@@ -83,6 +83,8 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
 
 
 def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
+    from recommender.ml.encoder import encoder_installed
+    from recommender.ml.encoder_sentiment import EncoderSentimentConfig, train_encoder_sentiment
     from recommender.ml.sentiment import (
         SentimentConfig,
         VaderBaseline,
@@ -105,10 +107,24 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
                             f"{counts['positive']} positive); at least {MIN_SENTIMENT_TEXTS} "
                             "with both sides present are needed. VADER keeps serving.")
     train_texts, test_texts, train_labels, test_labels = stratified_split(texts, labels)
-    config = SentimentConfig()
-    model, report = train_sentiment(train_texts, train_labels, config=config,
-                                    on_epoch_end=reporter.on_epoch_end,
-                                    should_stop=reporter.should_stop)
+    # Both candidates where the encoder is installed: it knows English before it has seen
+    # a review and wins for small shops; the n-gram model learns a large shop's own words
+    # and can win there (benchmarks/README.md). The better on the validation slice of
+    # the training data goes on to the holdout; the holdout itself is not used to choose.
+    candidates = {"ngram": (SentimentConfig(), train_sentiment)}
+    if encoder_installed():
+        candidates = {"encoder": (EncoderSentimentConfig(), train_encoder_sentiment), **candidates}
+    trained = {}
+    for architecture, (config, train) in candidates.items():
+        trained[architecture] = (config, *train(train_texts, train_labels, config=config,
+                                                on_epoch_end=reporter.on_epoch_end,
+                                                should_stop=reporter.should_stop))
+        reporter.log(f"Candidate {architecture}: validation macro-F1 "
+                     f"{trained[architecture][2]['threshold_macro_f1']:.4f}")
+    chosen = max(trained, key=lambda architecture: trained[architecture][2]["threshold_macro_f1"])
+    config, model, report = trained[chosen]
+    report = {**report, "candidates": {architecture: candidate[2]["threshold_macro_f1"]
+                                       for architecture, candidate in trained.items()}}
     metrics = evaluate_sentiment(model, test_texts, test_labels)
     vader = evaluate_sentiment(VaderBaseline(), test_texts, test_labels)
     active, active_model = _load_active(ModelKind.SENTIMENT)

@@ -148,6 +148,53 @@ def stratified_split(texts: Sequence[str], labels: Sequence[Any], test_fraction:
             label_array[~test_mask], label_array[test_mask])
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """Labelled texts split into a fit part and a validation part for early stopping and
+    thresholds. When there are too few texts to hold some out for both poles, both
+    parts are all the texts (thresholds from training scores: optimistic, but still
+    training data) and ``has_validation`` is False."""
+
+    class_counts: dict[str, int]
+    fit_texts: np.ndarray
+    fit_labels: np.ndarray
+    validation_texts: np.ndarray
+    validation_labels: np.ndarray
+    has_validation: bool
+
+    @property
+    def binary_fit_texts(self) -> np.ndarray:
+        return self.fit_texts[self.fit_labels != NEUTRAL]
+
+    @property
+    def binary_fit_targets(self) -> np.ndarray:
+        """1.0 for positive, 0.0 for negative, over ``binary_fit_texts``."""
+        return (self.fit_labels[self.fit_labels != NEUTRAL] == POSITIVE).astype(np.float32)
+
+    @property
+    def binary_validation_targets(self) -> np.ndarray:
+        return (self.validation_labels[self.validation_labels != NEUTRAL] == POSITIVE).astype(np.float32)
+
+
+def prepare_training_data(texts: Sequence[str], labels: Sequence[Any], validation_fraction: float,
+                          seed: int) -> TrainingData:
+    """Raises ``ValueError`` unless both negative and positive texts are present: with one
+    pole there is nothing to separate."""
+    text_array = as_text_array(texts)
+    label_array = sentiment_labels(labels)
+    if len(text_array) != len(label_array):
+        raise ValueError("texts and labels differ in length")
+    class_counts = {label: int((label_array == label).sum()) for label in SENTIMENT_LABELS}
+    if class_counts[NEGATIVE] == 0 or class_counts[POSITIVE] == 0:
+        raise ValueError(f"Sentiment training needs negative and positive texts, got {class_counts}")
+    fit_texts, validation_texts, fit_labels, validation_labels = stratified_split(
+        text_array, label_array, validation_fraction, seed)
+    validation_poles = set(validation_labels[validation_labels != NEUTRAL].tolist())
+    if len(validation_poles) < 2:
+        return TrainingData(class_counts, text_array, label_array, text_array, label_array, False)
+    return TrainingData(class_counts, fit_texts, fit_labels, validation_texts, validation_labels, True)
+
+
 class SentimentModel(SentimentScorer):
     """The trained network (raw strings in, p(positive) out) plus its thresholds."""
 
@@ -170,7 +217,7 @@ class SentimentModel(SentimentScorer):
 
     def predict_with_source(self, texts: Iterable[str]) -> list[tuple[str, float, str]]:
         scores, fell_back = self._scores_and_fallbacks(texts, 256)
-        lexicon = _lexicon()
+        lexicon = lexicon_scorer()
         return [(label_for_score(score, lexicon.negative_threshold, lexicon.positive_threshold),
                  float(score), lexicon.source) if fallback else
                 (label_for_score(score, self.negative_threshold, self.positive_threshold),
@@ -191,7 +238,7 @@ class SentimentModel(SentimentScorer):
         scores = np.concatenate(batches).reshape(-1).astype(np.float64)
         fell_back = ~np.isfinite(scores)
         if fell_back.any():
-            scores[fell_back] = _lexicon().predict_positive_proba(text_array[fell_back])
+            scores[fell_back] = lexicon_scorer().predict_positive_proba(text_array[fell_back])
         return np.clip(scores, 0.0, 1.0), fell_back
 
     def save(self, directory: Path) -> None:
@@ -219,7 +266,7 @@ class SentimentModel(SentimentScorer):
 
 
 @functools.cache
-def _lexicon() -> VaderBaseline:
+def lexicon_scorer() -> VaderBaseline:
     return VaderBaseline()
 
 
@@ -261,31 +308,17 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     """
     config = config or SentimentConfig()
     started = time.perf_counter()
-    text_array = as_text_array(texts)
-    label_array = sentiment_labels(labels)
-    if len(text_array) != len(label_array):
-        raise ValueError("texts and labels differ in length")
-    class_counts = {label: int((label_array == label).sum()) for label in SENTIMENT_LABELS}
-    if class_counts[NEGATIVE] == 0 or class_counts[POSITIVE] == 0:
-        raise ValueError(f"Sentiment training needs negative and positive texts, got {class_counts}")
-    _raise_if_cancelled(should_stop)
+    data = prepare_training_data(texts, labels, config.validation_fraction, config.seed)
+    raise_if_cancelled(should_stop)
 
     tf.keras.utils.set_random_seed(config.seed)
     accelerator = configure_accelerator()
-    fit_texts, validation_texts, fit_labels, validation_labels = stratified_split(
-        text_array, label_array, config.validation_fraction, config.seed)
+    fit_texts, fit_labels = data.fit_texts, data.fit_labels
+    validation_texts, validation_labels = data.validation_texts, data.validation_labels
+    has_validation = data.has_validation
     validation_binary = validation_labels != NEUTRAL
-    has_validation = len(set(validation_labels[validation_binary].tolist())) == 2
-    if not has_validation:
-        # Too few texts to hold some out for both poles: train on everything and take
-        # the thresholds from training scores (optimistic, but still training data).
-        fit_texts, fit_labels = text_array, label_array
-        validation_texts, validation_labels = text_array, label_array
-        validation_binary = validation_labels != NEUTRAL
-
-    fit_binary = fit_labels != NEUTRAL
-    binary_texts = fit_texts[fit_binary]
-    binary_targets = (fit_labels[fit_binary] == POSITIVE).astype(np.float32)
+    binary_texts = data.binary_fit_texts
+    binary_targets = data.binary_fit_targets
     sequence_length = _sequence_length(fit_texts, config)
     batch_size = config.batch_size or _derived_batch_size(len(binary_texts))
     steps_per_epoch = math.ceil(len(binary_texts) / batch_size)
@@ -305,22 +338,22 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     train_data = _token_dataset(binary_texts, binary_targets, vectorizer, batch_size,
                                 shuffle_seed=config.seed)
     validation_data = None
-    callbacks: list[tf.keras.callbacks.Callback] = [_ProgressCallback(on_epoch_end, should_stop)]
+    callbacks: list[tf.keras.callbacks.Callback] = [ProgressCallback(on_epoch_end, should_stop)]
     if has_validation:
-        validation_targets = (validation_labels[validation_binary] == POSITIVE).astype(np.float32)
+        validation_targets = data.binary_validation_targets
         validation_data = _token_dataset(validation_texts[validation_binary], validation_targets,
                                          vectorizer, batch_size)
         # Stop on the metric the product is judged by (macro-F1 at the best threshold),
         # not on the loss or AUC; it is computed first so the other callbacks see it.
-        callbacks.insert(0, _ValidationMacroF1(validation_data, validation_targets > 0.5))
+        callbacks.insert(0, ValidationMacroF1(validation_data, validation_targets > 0.5))
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             monitor=VALIDATION_MONITOR, mode="max", patience=config.patience,
             restore_best_weights=True))
     history = classifier.fit(train_data, validation_data=validation_data, epochs=max_epochs,
-                             class_weight=_balanced_class_weights(binary_targets),
+                             class_weight=balanced_class_weights(binary_targets),
                              callbacks=callbacks, verbose=0)
 
-    with _global_dtype_policy("float32"):
+    with global_dtype_policy("float32"):
         # Always exported in float32: a mixed-precision artifact would run float16
         # kernels when served from a CPU, which is slower there, not faster.
         export_model = _build_end_to_end(vocabulary, sequence_length, config)
@@ -328,22 +361,18 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
 
     provisional = SentimentModel(export_model, decision_threshold=0.5,
                                  negative_threshold=0.5, positive_threshold=0.5)
-    validation_scores = provisional.predict_positive_proba(validation_texts)
-    validation_is_positive = validation_labels[validation_binary] == POSITIVE
-    decision_threshold = best_binary_threshold(validation_scores[validation_binary],
-                                               validation_is_positive)
-    negative_threshold, positive_threshold = fit_neutral_band(
-        validation_scores, validation_labels, decision_threshold)
-    model = SentimentModel(export_model, decision_threshold=decision_threshold,
-                           negative_threshold=negative_threshold,
-                           positive_threshold=positive_threshold)
+    thresholds = choose_thresholds(provisional.predict_positive_proba(validation_texts),
+                                   validation_labels)
+    model = SentimentModel(export_model, decision_threshold=thresholds.decision,
+                           negative_threshold=thresholds.negative,
+                           positive_threshold=thresholds.positive)
 
-    validation_predictions = (validation_scores[validation_binary] >= decision_threshold).astype(int)
     monitored = history.history.get(VALIDATION_MONITOR, history.history["auc"])
     report = {
+        "architecture": "ngram",
         "device": accelerator.device,
         "mixed_precision": accelerator.mixed_precision,
-        "class_counts": class_counts,
+        "class_counts": data.class_counts,
         "train_texts": int(len(binary_texts)),
         "validation_texts": int(validation_binary.sum()) if has_validation else 0,
         "threshold_source": "validation" if has_validation else "training",
@@ -353,16 +382,34 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
         "max_epochs": max_epochs,
         "epochs_run": len(monitored),
         "best_epoch": int(np.argmax(monitored)) + 1 if has_validation else len(monitored),
-        "threshold_macro_f1": float(f1_score(validation_is_positive.astype(int), validation_predictions,
-                                             average="macro", labels=[0, 1], zero_division=0)),
-        "decision_threshold": decision_threshold,
-        "negative_threshold": negative_threshold,
-        "positive_threshold": positive_threshold,
+        "threshold_macro_f1": thresholds.macro_f1,
+        "decision_threshold": thresholds.decision,
+        "negative_threshold": thresholds.negative,
+        "positive_threshold": thresholds.positive,
         "config": asdict(config),
         "train_seconds": time.perf_counter() - started,
     }
     logger.info("Sentiment model trained: %s", report)
     return model, report
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    decision: float
+    negative: float
+    positive: float
+    # Negative-vs-positive macro-F1 at ``decision`` on the texts they were chosen on.
+    macro_f1: float
+
+
+def choose_thresholds(scores: np.ndarray, labels: np.ndarray) -> Thresholds:
+    """The decision threshold and neutral band (see the module docstring) for scores of
+    texts with known labels; neutral texts only place the band."""
+    labels = np.asarray(labels, dtype=object)
+    binary = labels != NEUTRAL
+    decision, macro_f1 = best_binary_cut(scores[binary], labels[binary] == POSITIVE)
+    negative, positive = fit_neutral_band(scores, labels, decision)
+    return Thresholds(decision=decision, negative=negative, positive=positive, macro_f1=macro_f1)
 
 
 def best_binary_threshold(scores: np.ndarray, is_positive: np.ndarray) -> float:
@@ -479,7 +526,7 @@ def _derived_max_epochs(steps_per_epoch: int) -> int:
     return int(np.clip(math.ceil(1_500 / steps_per_epoch), 8, 60))
 
 
-def _balanced_class_weights(targets: np.ndarray) -> dict[int, float]:
+def balanced_class_weights(targets: np.ndarray) -> dict[int, float]:
     """Each class weighs as much as the other in the loss: shops are 85-95% positive,
     and an unweighted loss would barely learn the negative side."""
     positives = float(targets.sum())
@@ -527,7 +574,7 @@ def _build_end_to_end(vocabulary: list[str], sequence_length: int,
 
 
 @contextmanager
-def _global_dtype_policy(policy: str) -> Iterator[None]:
+def global_dtype_policy(policy: str) -> Iterator[None]:
     previous = tf.keras.mixed_precision.global_policy()
     tf.keras.mixed_precision.set_global_policy(policy)
     try:
@@ -536,12 +583,12 @@ def _global_dtype_policy(policy: str) -> Iterator[None]:
         tf.keras.mixed_precision.set_global_policy(previous)
 
 
-def _raise_if_cancelled(should_stop: Callable[[], bool] | None) -> None:
+def raise_if_cancelled(should_stop: Callable[[], bool] | None) -> None:
     if should_stop is not None and should_stop():
         raise TrainingCancelled("Sentiment training cancelled")
 
 
-class _ValidationMacroF1(tf.keras.callbacks.Callback):
+class ValidationMacroF1(tf.keras.callbacks.Callback):
     """Adds VALIDATION_MONITOR, the validation texts' negative-vs-positive macro-F1 at
     their best threshold, to every epoch's logs."""
 
@@ -556,7 +603,7 @@ class _ValidationMacroF1(tf.keras.callbacks.Callback):
             logs[VALIDATION_MONITOR] = best_binary_cut(scores, self._is_positive)[1]
 
 
-class _ProgressCallback(tf.keras.callbacks.Callback):
+class ProgressCallback(tf.keras.callbacks.Callback):
     def __init__(self, on_epoch_end: Callable[[int, dict[str, float]], None] | None,
                  should_stop: Callable[[], bool] | None) -> None:
         super().__init__()
@@ -565,7 +612,7 @@ class _ProgressCallback(tf.keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Raising here leaves fit() at once; batches run outside the traced graph.
-        _raise_if_cancelled(self._should_stop)
+        raise_if_cancelled(self._should_stop)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._on_epoch_end is not None:

@@ -10,6 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from ingestion.models import EndUser, Event, Item
+from recommender.ml.encoder import encoder_installed
 from recommender.models import ModelAuditEntry, ModelVersion, TrainingJob
 from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
     register_model,
@@ -155,15 +156,14 @@ def _slang(word: str, rng: random.Random) -> str:
     return " ".join(words[:2] + [word] + words[2:4] + [word] + words[4:])
 
 
-def test_sentiment_that_does_not_beat_vader_stays_candidate_and_vader_serves(serving,
-                                                                             client_app):
+def test_a_shop_of_50_reviews_whose_models_do_not_beat_vader_keeps_vader(serving, client_app):
     rng = random.Random(3)
     good = ["I love it, great quality", "Wonderful, excellent and happy with it",
             "Great product, love it", "Amazing! Really good"]
     bad = ["Terrible, I hate it", "Awful quality, horrible", "Bad, broken and sad",
            "Horrible, worst purchase, hate it"]
-    _store_reviews([(rng.choice(good), 5) for _ in range(20)]
-                   + [(rng.choice(bad), 1) for _ in range(20)])
+    _store_reviews([(rng.choice(good), 5) for _ in range(25)]
+                   + [(rng.choice(bad), 1) for _ in range(25)])
 
     result, _ = _train("sentiment")
 
@@ -205,3 +205,30 @@ def test_sentiment_that_beats_vader_becomes_active_and_serves(serving, client_ap
     scores = [r["score"] for r in body["results"]]
     assert min(scores[:5]) > max(scores[5:])
     assert [r["label"] for r in body["results"]].count("positive") >= 4
+
+
+@pytest.mark.skipif(not encoder_installed(), reason="sentence encoder not installed")
+def test_both_candidates_train_and_the_better_on_validation_is_registered(serving):
+    rng = random.Random(5)
+    _store_reviews([(_slang("zorp", rng), 5) for _ in range(60)]
+                   + [(_slang("blick", rng), 1) for _ in range(60)])
+
+    result, _ = _train("sentiment")
+
+    training = ModelVersion.objects.get(name=result["model_version"]).metrics["training"]
+    assert set(training["candidates"]) == {"encoder", "ngram"}
+    assert training["candidates"][training["architecture"]] == max(training["candidates"].values())
+    job = TrainingJob.objects.get()
+    assert "Candidate encoder: validation macro-F1" in job.log
+
+
+def test_without_the_encoder_the_ngram_model_is_the_only_candidate(serving, monkeypatch):
+    monkeypatch.setattr("recommender.ml.encoder.encoder_installed", lambda: False)
+    rng = random.Random(5)
+    _store_reviews([(_slang("zorp", rng), 5) for _ in range(60)]
+                   + [(_slang("blick", rng), 1) for _ in range(60)])
+
+    result, _ = _train("sentiment")
+
+    training = ModelVersion.objects.get(name=result["model_version"]).metrics["training"]
+    assert training["architecture"] == "ngram" and list(training["candidates"]) == ["ngram"]

@@ -1,0 +1,160 @@
+"""Sentiment on the sentence encoder, trained on a few dozen hand-written reviews."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from recommender.ml.encoder import encoder_installed
+from recommender.ml.sentiment import VaderBaseline, evaluate_sentiment, train_sentiment
+from tests.recommender.planted import NASTY_TEXTS
+
+pytestmark = pytest.mark.skipif(not encoder_installed(), reason="sentence encoder not installed")
+
+# Clothing reviews that say how they feel without the words a lexicon knows, and a test
+# set that says the same things in other words: a model has to know English to carry
+# "had to send it back" over to "returned it the next day".
+TRAIN_POSITIVE = [
+    "Fits like a glove and I wear it all the time.",
+    "Bought it in two more colours right away.",
+    "True to size, the cut flatters my shape.",
+    "My new favourite top, it goes with everything.",
+    "I get compliments every time I wear this.",
+    "Washes well and still looks new after months.",
+    "Exactly as pictured, the length is just right.",
+    "Worth every penny, I would buy it again.",
+    "So comfortable I forget I am wearing it.",
+    "The colour is even richer in person.",
+    "Keeps me warm without being bulky.",
+    "Ordered my usual size and it fits perfectly.",
+    "The stitching is neat and the fabric feels sturdy.",
+    "I have worn it to work three times this week.",
+    "Great jeans, they hold their shape all day.",
+    "Runs true to size and the material is thick.",
+]
+TRAIN_NEGATIVE = [
+    "Had to send it back, way too tight across the chest.",
+    "The seams came undone after one wash.",
+    "The material is see-through, could not wear it outside.",
+    "Shrank two sizes in the dryer.",
+    "The zipper broke the first time I used it.",
+    "Nothing like the picture, the colour is off.",
+    "Sleeves are far too short and the waist is huge.",
+    "Returned it, the fabric feels like plastic.",
+    "Holes appeared after wearing it twice.",
+    "The dye ran and stained my other clothes.",
+    "Much smaller than the size chart says.",
+    "Buttons fell off within a week.",
+    "It arrived wrinkled with a stain on the front.",
+    "The hem was uneven and threads were hanging off.",
+    "Way too thin for the price, sending it back.",
+    "Runs tiny and the straps dig into my shoulders.",
+]
+TEST_POSITIVE = [
+    "I reach for this dress every weekend.",
+    "Ordered another one as soon as it arrived.",
+    "It hangs nicely and the size was spot on.",
+    "Still looks brand new after many washes.",
+    "My husband says it is the best thing I own.",
+    "I plan to get it in every colour.",
+]
+TEST_NEGATIVE = [
+    "I returned it the next day.",
+    "The stitching unravelled after a week.",
+    "The fabric pilled almost immediately.",
+    "You can see right through it.",
+    "It lost its shape after one wash.",
+    "The straps snapped the second time I wore it.",
+]
+
+
+def labelled(positive: list[str], negative: list[str]) -> tuple[list[str], list[int]]:
+    return positive + negative, [5] * len(positive) + [1] * len(negative)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from recommender.ml.encoder_sentiment import train_encoder_sentiment
+
+    return train_encoder_sentiment(*labelled(TRAIN_POSITIVE, TRAIN_NEGATIVE))
+
+
+def test_with_a_few_dozen_reviews_it_beats_the_lexicon_and_the_ngram_model(trained):
+    model, report = trained
+    texts, ratings = labelled(TEST_POSITIVE, TEST_NEGATIVE)
+    ngram, _ = train_sentiment(*labelled(TRAIN_POSITIVE, TRAIN_NEGATIVE))
+
+    encoder_f1 = evaluate_sentiment(model, texts, ratings)["macro_f1"]
+    vader_f1 = evaluate_sentiment(VaderBaseline(), texts, ratings)["macro_f1"]
+    ngram_f1 = evaluate_sentiment(ngram, texts, ratings)["macro_f1"]
+
+    assert encoder_f1 > max(vader_f1, ngram_f1) + 0.1, (encoder_f1, vader_f1, ngram_f1)
+    # A validation slice of five texts is too few to place a cut on.
+    assert report["threshold_source"] == "balanced classes" and model.decision_threshold == 0.5
+
+
+@settings(max_examples=20, deadline=None)
+@given(NASTY_TEXTS)
+def test_any_text_gets_a_finite_score_and_a_label(trained, text):
+    model, _ = trained
+    [(label, score)] = model.predict([text])
+    assert np.isfinite(score) and 0.0 <= score <= 1.0
+    assert label in {"negative", "neutral", "positive"}
+
+
+def test_the_artifact_round_trips_through_the_registry_checksum(trained, settings, tmp_path: Path):
+    from recommender.artifacts import load_verified_model, save_artifact
+
+    settings.MODEL_STORE = str(tmp_path)
+    model, _ = trained
+    directory, checksum = save_artifact(model, kind="sentiment", name="encoder-round-trip")
+    loaded = load_verified_model(kind="sentiment", name="encoder-round-trip", checksum=checksum)
+
+    texts = TEST_POSITIVE + TEST_NEGATIVE
+    np.testing.assert_allclose(loaded.predict_positive_proba(texts), model.predict_positive_proba(texts),
+                               atol=1e-6)
+    assert loaded.decision_threshold == model.decision_threshold
+    # The encoder's 90 MB stay in the installed package; the artifact is the head.
+    assert sum(path.stat().st_size for path in directory.rglob("*") if path.is_file()) < 5_000_000
+
+
+def test_an_artifact_trained_on_other_encoder_weights_is_refused(trained, tmp_path: Path):
+    import json
+
+    from recommender.ml.encoder_sentiment import load_sentiment_model
+
+    model, _ = trained
+    model.save(tmp_path)
+    metadata_path = tmp_path / "sentiment.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["encoder"]["sha256"] = "0" * 64
+    metadata_path.write_text(json.dumps(metadata))
+
+    with pytest.raises(ValueError, match="encoder weights 000000000000"):
+        load_sentiment_model(tmp_path)
+
+
+def test_ngram_artifacts_still_load(tmp_path: Path):
+    from recommender.ml.encoder_sentiment import load_sentiment_model
+    from recommender.ml.sentiment import SentimentModel
+    from tests.recommender.planted import trained_sentiment_model
+
+    trained_sentiment_model().save(tmp_path)
+
+    assert isinstance(load_sentiment_model(tmp_path), SentimentModel)
+
+
+def test_with_enough_validation_texts_the_cut_and_neutral_band_are_fitted():
+    from recommender.ml.encoder_sentiment import train_encoder_sentiment
+    from tests.recommender.planted import planted_reviews
+
+    texts, ratings = planted_reviews(800, seed=4)
+    # Every seventh review a 3: the neutral band has something to fit on.
+    ratings = [3 if index % 7 == 0 else rating for index, rating in enumerate(ratings)]
+
+    model, report = train_encoder_sentiment(texts, ratings)
+
+    assert report["threshold_source"] == "validation"
+    assert model.negative_threshold <= model.decision_threshold <= model.positive_threshold
+    assert model.decision_threshold != 0.5
