@@ -115,6 +115,8 @@ def test_the_artifact_round_trips_through_the_registry_checksum(trained, setting
     np.testing.assert_allclose(loaded.predict_positive_proba(texts), model.predict_positive_proba(texts),
                                atol=1e-6)
     assert loaded.decision_threshold == model.decision_threshold
+    # A second version loaded into the same process reuses the encoder already loaded.
+    assert loaded.encoder is model.encoder
     # The encoder's 90 MB stay in the installed package; the artifact is the head.
     assert sum(path.stat().st_size for path in directory.rglob("*") if path.is_file()) < 5_000_000
 
