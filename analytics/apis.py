@@ -13,9 +13,23 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsProductManagerOrStaff
+from analytics.insights import (
+    common,
+    funnels,
+    items,
+    overview,
+    recommendations,
+    retention,
+    sentiment,
+)
+from analytics.insights.common import (
+    DEFAULT_FUNNEL_STEPS,
+    DEFAULT_RANGE_DAYS,
+    MAX_RANGE_DAYS,
+    DateRange,
+)
 from config.query_params import CategoryFilterField, QueryParamsSerializer
-from analytics import selectors
-from analytics.selectors import DEFAULT_FUNNEL_STEPS, DEFAULT_RANGE_DAYS, MAX_RANGE_DAYS, DateRange
+
 
 MAX_FUNNEL_STEPS = 8
 # Non-blank names between commas; declared as the schema's patterns, so what the API
@@ -28,7 +42,7 @@ MAX_WINDOW_DAYS = 90
 
 class FiltersInputSerializer(QueryParamsSerializer):
     """Query parameters shared by every analytics endpoint and dashboard. Validated data
-    holds `date_range` (a selectors.DateRange) and `category` (None for all)."""
+    holds `date_range` (a DateRange) and `category` (None for all)."""
 
     start = serializers.DateField(required=False, help_text="First day, YYYY-MM-DD; "
                                                             "default 29 days before end")
@@ -37,7 +51,7 @@ class FiltersInputSerializer(QueryParamsSerializer):
     category = CategoryFilterField(help_text="Only events on items of this category")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        end = attrs.pop("end", None) or selectors.default_date_range().end
+        end = attrs.pop("end", None) or common.default_date_range().end
         start = attrs.pop("start", None) or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
         if start > end:
             raise serializers.ValidationError({"start": "start must be on or before end."},
@@ -60,7 +74,7 @@ class AnalyticsApi(APIView):
     InputSerializer: type[serializers.Serializer] = FiltersInputSerializer
 
     def dispatch(self, request, *args, **kwargs):
-        with selectors.analytics_queries():
+        with common.analytics_queries():
             return super().dispatch(request, *args, **kwargs)
 
     def filters(self, request) -> dict[str, Any]:
@@ -79,7 +93,7 @@ class OverviewApi(AnalyticsApi):
         description="DAU/WAU/MAU, stickiness (average DAU / MAU), and per day: active, new "
                     "and returning users, events by type, purchases and revenue.")
     def get(self, request):
-        return Response(selectors.overview(**self.filters(request)))
+        return Response(overview.overview(**self.filters(request)))
 
 
 class FunnelApi(AnalyticsApi):
@@ -121,7 +135,7 @@ class FunnelApi(AnalyticsApi):
                     "With `breakdown=category`, `breakdown` repeats the funnel per item "
                     "category; otherwise it is empty.")
     def get(self, request):
-        return Response(selectors.funnel(**{"breakdown": None, **self.filters(request)}))
+        return Response(funnels.funnel(**{"breakdown": None, **self.filters(request)}))
 
 
 class RetentionApi(AnalyticsApi):
@@ -134,7 +148,7 @@ class RetentionApi(AnalyticsApi):
         description="Cohorts by first-seen week (default, Monday-based) or day; `retention[n]` "
                     "is the share of the cohort active n periods later.")
     def get(self, request):
-        return Response(selectors.retention(**self.filters(request)))
+        return Response(retention.retention(**self.filters(request)))
 
 
 class ItemsApi(AnalyticsApi):
@@ -153,7 +167,7 @@ class ItemsApi(AnalyticsApi):
                     "(view growth against the previous period of equal length).")
     def get(self, request):
         # One shared pass over the events serves all three lists.
-        return Response(selectors.item_report(**self.filters(request)))
+        return Response(items.item_report(**self.filters(request)))
 
 
 class SentimentApi(AnalyticsApi):
@@ -170,7 +184,7 @@ class SentimentApi(AnalyticsApi):
     def get(self, request):
         filters = self.filters(request)
         filters.setdefault("period", "day")
-        return Response(selectors.sentiment_summary(**filters))
+        return Response(sentiment.sentiment_summary(**filters))
 
 
 class RecommendationsApi(AnalyticsApi):
@@ -194,4 +208,4 @@ class RecommendationsApi(AnalyticsApi):
                     "and purchase conversion per model version and strategy, with a 95% "
                     "confidence interval on the CTR difference of two versions.")
     def get(self, request):
-        return Response(selectors.recommendation_performance(**self.filters(request)))
+        return Response(recommendations.recommendation_performance(**self.filters(request)))

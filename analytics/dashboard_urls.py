@@ -3,6 +3,7 @@ from django.views.generic import RedirectView
 
 from analytics import views
 
+
 app_name = "dashboards"
 
 urlpatterns = [

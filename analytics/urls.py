@@ -9,6 +9,7 @@ from analytics.apis import (
     SentimentApi,
 )
 
+
 app_name = "analytics"
 
 urlpatterns = [

@@ -18,7 +18,17 @@ from django.views import View
 from rest_framework import serializers
 
 from accounts.permissions import is_product_manager_or_staff
-from analytics import apis, selectors
+from analytics import apis
+from analytics.insights import (
+    common,
+    funnels,
+    items,
+    overview,
+    recommendations,
+    retention,
+    sentiment,
+)
+
 
 Row = list[Any]
 SERIES_COLORS = ["#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2", "#db2777",
@@ -97,7 +107,7 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
         return is_product_manager_or_staff(self.request.user)
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        with selectors.analytics_queries():
+        with common.analytics_queries():
             return super().dispatch(request, *args, **kwargs)
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
@@ -106,17 +116,17 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
 
     def empty_state(self) -> str | None:
         """A message telling what to do when there is nothing to analyse yet."""
-        if selectors.has_events():
+        if common.has_events():
             return None
         return ("No events yet — send events to POST /api/v1/events or run "
                 "`manage.py seed_demo`.")
 
     def get(self, request: HttpRequest) -> HttpResponse:
         serializer = self.input_serializer(data=request.GET)
-        default_range = selectors.default_date_range()
+        default_range = common.default_date_range()
         context: dict[str, Any] = {
             "page": self.page, "title": self.title, "params": request.GET,
-            "categories": selectors.category_list(),
+            "categories": common.category_list(),
             "form_start": request.GET.get("start") or default_range.start.isoformat(),
             "form_end": request.GET.get("end") or default_range.end.isoformat(),
             "presets": self.presets(request, today=default_range.end),
@@ -152,7 +162,7 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
         return links
 
     def csv_response(self, tables: list[dict[str, Any]], name: str,
-                     date_range: selectors.DateRange) -> HttpResponse:
+                     date_range: common.DateRange) -> HttpResponse:
         chosen = next((t for t in tables if t["name"] == name), None)
         if chosen is None:
             names = ", ".join(t["name"] for t in tables)
@@ -172,7 +182,7 @@ class OverviewView(DashboardView):
     input_serializer = apis.OverviewApi.InputSerializer
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
-        data = selectors.overview(**filters)
+        data = overview.overview(**filters)
         days = data["days"]
         labels = [day["date"] for day in days]
         event_types = list(data["events_by_type"])
@@ -218,7 +228,7 @@ class FunnelView(DashboardView):
     input_serializer = apis.FunnelApi.InputSerializer
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
-        data = selectors.funnel(**{**filters, "breakdown": "category"})
+        data = funnels.funnel(**{**filters, "breakdown": "category"})
         steps = data["steps"]
         names = [step["name"] for step in steps]
         return {
@@ -256,7 +266,7 @@ class RetentionView(DashboardView):
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
         filters.setdefault("period", "week")
-        data = selectors.retention(**filters)
+        data = retention.retention(**filters)
         period = data["period"]
         offsets = list(range(data["periods"]))
         cohorts = data["cohorts"]
@@ -312,9 +322,9 @@ class ItemsView(DashboardView):
     input_serializer = apis.ItemsApi.InputSerializer
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
-        report = selectors.item_report(**filters)
-        items, categories, trending = report["items"], report["categories"], report["trending"]
-        top = items[:10]
+        report = items.item_report(**filters)
+        item_rows, categories, trending = report["items"], report["categories"], report["trending"]
+        top = item_rows[:10]
         return {
             "order_by": filters["order_by"],
             "order_choices": [("views", "Views"), ("revenue", "Revenue"),
@@ -335,7 +345,7 @@ class ItemsView(DashboardView):
                       columns=[("Item", "text"), ("Title", "text"), ("Category", "text"),
                                *_item_columns()],
                       rows=[[row["item_id"], row["title"], row["category"], *_item_values(row)]
-                            for row in items]),
+                            for row in item_rows]),
                 table(name="categories", title="Categories",
                       columns=[("Category", "text"), *_item_columns()],
                       rows=[[row["category"] or "(none)", *_item_values(row)]
@@ -358,9 +368,9 @@ class SentimentView(DashboardView):
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
         filters.setdefault("period", "day")
-        data = selectors.sentiment_summary(**filters)
+        data = sentiment.sentiment_summary(**filters)
         trend = data["trend"]
-        labels = selectors.SENTIMENT_LABELS
+        labels = common.SENTIMENT_LABELS
         return {
             "period": filters["period"],
             "most_negative": data["most_negative_items"],
@@ -433,21 +443,21 @@ class RecommendationsView(DashboardView):
     input_serializer = apis.RecommendationsApi.InputSerializer
 
     def empty_state(self) -> str | None:
-        if selectors.has_impressions():
+        if common.has_impressions():
             return None
         return ("No recommendations served yet — client apps call GET "
                 "/api/v1/recommendations with their API key; each response is logged as an "
                 "impression, and events sent back with its rec_id are attributed to it.")
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
-        data = selectors.recommendation_performance(**filters)
+        data = recommendations.recommendation_performance(**filters)
         versions = data["by_model_version"]
         strategies = data["by_strategy"]
         return {
             "comparison": data["comparison"],
             "comparison_text": _comparison_text(data["comparison"]),
             "compare_value": ",".join(filters["compare"]) if filters.get("compare") else "",
-            "version_names": sorted(selectors.model_version_names()),
+            "version_names": sorted(recommendations.model_version_names()),
             "cards": [card("Impressions", data["impressions"]),
                       card("CTR", data["ctr"], "percent"),
                       card("Purchase rate", data["purchase_rate"], "percent"),

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import schemathesis
 
-MAX_RANGE_DAYS = 731  # analytics.selectors.MAX_RANGE_DAYS (no Django in this process)
+MAX_RANGE_DAYS = 731  # analytics.insights.common.MAX_RANGE_DAYS (no Django in this process)
 DEFAULT_RANGE_DAYS = 30
 
 

@@ -1,0 +1,136 @@
+"""What every insight shares: the date range, the per-request PostgreSQL settings for
+analytics reads, constants, and the helpers that shape aggregated rows.
+
+Dates are calendar days in the project's TIME_ZONE; a ``DateRange`` covers whole days,
+both ends included.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
+
+from django.db import connection, transaction
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from ingestion.models import Event, Item
+from recommender.models import Impression
+
+
+DEFAULT_RANGE_DAYS = 30
+MAX_RANGE_DAYS = 731
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+RATED_EVENT_TYPES = ("rating", "review")
+DEFAULT_FUNNEL_STEPS = ("view", "add_to_cart", "purchase")
+Z_95 = 1.959963984540054
+
+Period = Literal["day", "week"]
+
+
+@dataclass(frozen=True)
+class DateRange:
+    start: date
+    end: date
+
+    @property
+    def start_at(self) -> datetime:
+        return timezone.make_aware(datetime.combine(self.start, time.min))
+
+    @property
+    def end_before(self) -> datetime:
+        """Midnight after the last day: ranges are half-open on timestamps."""
+        return timezone.make_aware(datetime.combine(self.end + timedelta(days=1), time.min))
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def dates(self) -> list[date]:
+        return [self.start + timedelta(days=offset) for offset in range(self.days)]
+
+    def previous(self) -> "DateRange":
+        """The period of equal length that ends the day before this one starts."""
+        return DateRange(start=self.start - timedelta(days=self.days),
+                         end=self.start - timedelta(days=1))
+
+
+# Per-request PostgreSQL settings for the analytics reads: the exact distinct counts and
+# funnel step tables sort or hash a few hundred thousand rows, which spills to disk under
+# the default 4 MB work_mem; and JIT compilation, triggered by these queries' high cost
+# estimates, costs more (about 300 ms a query) than it saves on scans this size.
+ANALYTICS_WORK_MEM = "64MB"
+
+
+@contextmanager
+def analytics_queries() -> Iterator[None]:
+    """Runs the enclosed reads in one transaction with ANALYTICS_WORK_MEM and JIT off
+    (SET LOCAL: the settings end with the transaction). A no-op outside PostgreSQL."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL work_mem = '{ANALYTICS_WORK_MEM}'")
+                cursor.execute("SET LOCAL jit = off")
+        yield
+
+
+def default_date_range(*, today: date | None = None) -> DateRange:
+    last_day = today or timezone.localdate()
+    return DateRange(start=last_day - timedelta(days=DEFAULT_RANGE_DAYS - 1), end=last_day)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if not denominator:
+        return None
+    return (numerator or 0) / denominator
+
+
+def events_in_range(*, date_range: DateRange, category: str | None = None) -> QuerySet[Event]:
+    events = Event.objects.filter(timestamp__gte=date_range.start_at,
+                                  timestamp__lt=date_range.end_before)
+    if category:
+        events = events.filter(item__category=category)
+    return events
+
+
+def has_events() -> bool:
+    return Event.objects.exists()
+
+
+def has_impressions() -> bool:
+    return Impression.objects.exists()
+
+
+def category_list() -> list[str]:
+    return list(Item.objects.exclude(category="").values_list("category", flat=True)
+                .distinct().order_by("category"))
+
+
+
+ITEM_FIELDS = ("item__item_id", "item__title", "item__category")
+
+
+def sentiment_counts() -> dict[str, Any]:
+    return {
+        "reviews": Count("id", filter=Q(sentiment_label__in=SENTIMENT_LABELS)),
+        **{label: Count("id", filter=Q(sentiment_label=label)) for label in SENTIMENT_LABELS},
+    }
+
+
+def with_shares(row: dict[str, Any]) -> dict[str, Any]:
+    """Adds conversion and sentiment shares to an aggregated row."""
+    row = renamed_item_fields(row)
+    if "viewers" in row:
+        row["conversion"] = ratio(row["purchasers"], row["viewers"])
+        row["revenue"] = round(row["revenue"] or 0.0, 2)
+        if row.get("average_rating") is not None:
+            row["average_rating"] = round(row["average_rating"], 2)
+    row["sentiment_shares"] = {label: ratio(row[label], row["reviews"])
+                               for label in SENTIMENT_LABELS}
+    return row
+
+
+def renamed_item_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """`item__item_id` -> `item_id` etc.; the ORM cannot alias them so (Event.item_id exists)."""
+    return {key.removeprefix("item__"): value for key, value in row.items()}

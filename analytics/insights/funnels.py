@@ -1,0 +1,165 @@
+"""Funnels: how many persons reach each of a sequence of steps within a conversion window."""
+
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any, Literal
+
+from django.db import connection
+
+from analytics.insights.common import DateRange, ratio
+from ingestion.models import Event, IdentityLink, Item
+
+
+def _sql_add_days(column: str) -> str:
+    """SQL for `column + N days` with N as the next query parameter."""
+    if connection.vendor == "postgresql":
+        return f"({column} + %s * INTERVAL '1 day')"
+    # SQLite stores datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text; this keeps that shape
+    # so comparisons with stored values stay text comparisons in time order.
+    return f"strftime('%%Y-%%m-%%d %%H:%%M:%%f', {column}, %s)"
+
+
+def _days_param(days: int) -> Any:
+    return days if connection.vendor == "postgresql" else f"+{days} days"
+
+
+def _sql_seconds_between(earlier: str, later: str) -> str:
+    if connection.vendor == "postgresql":
+        return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+
+
+def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
+                 category: str | None, by_category: bool) -> list[tuple]:
+    """One query: for each (category, step) the users who reached the step and the median
+    seconds from the previous step.
+
+    Step 1 is each user's first event of that type in the range. Step k is the user's
+    earliest event of type k strictly after their step k-1 time and no later than the
+    first step time + window_days. With by_category every step must happen on an item of
+    the same category, and a user can count in several categories."""
+    event_table = connection.ops.quote_name(Event._meta.db_table)
+    item_table = connection.ops.quote_name(Item._meta.db_table)
+    link_table = connection.ops.quote_name(IdentityLink._meta.db_table)
+    # Steps are counted per person: a linked anonymous id's events are its person's (a
+    # product viewed before signing in and bought after is one user's funnel). The link
+    # table is small, so each event costs one hash probe, not a join through the users.
+    link_join = f"LEFT JOIN {link_table} l ON l.alias_id = e.user_id"
+    person = "COALESCE(l.person_id, e.user_id)"
+    join_items = by_category or bool(category)
+    # The deadline placeholder comes first in the SQL text, before the WHERE clause.
+    params: list[Any] = [_days_param(window_days)]
+    first_filters = ["e.type = %s", "e.timestamp >= %s", "e.timestamp < %s"]
+    params += [steps[0], connection.ops.adapt_datetimefield_value(date_range.start_at),
+               connection.ops.adapt_datetimefield_value(date_range.end_before)]
+    if category:
+        first_filters.append("i.category = %s")
+        params.append(category)
+    category_column = "i.category" if by_category else "''"
+    first_group_by = f"{person}, i.category" if by_category else person
+    item_join = f"JOIN {item_table} i ON i.id = e.item_id" if join_items else ""
+    ctes = [
+        f"step0 AS (SELECT user_id, category, reached_at, {_sql_add_days('reached_at')} "
+        f"AS deadline FROM (SELECT {person} AS user_id, {category_column} AS category, "
+        f"MIN(e.timestamp) AS reached_at FROM {event_table} e {link_join} {item_join} "
+        f"WHERE {' AND '.join(first_filters)} GROUP BY {first_group_by}) firsts)"
+    ]
+    # Bounds the later steps' scan to the (type, timestamp) index range they can fall in.
+    latest_possible = date_range.end_before + timedelta(days=window_days)
+    for index, step in enumerate(steps[1:], start=1):
+        same_category = ""
+        if join_items:
+            same_category = (f"JOIN {item_table} i ON i.id = e.item_id AND "
+                             + ("i.category = p.category" if by_category else "i.category = %s"))
+        ctes.append(
+            f"step{index} AS (SELECT p.user_id, p.category, MIN(e.timestamp) AS reached_at, "
+            f"p.deadline FROM step{index - 1} p JOIN ({event_table} e {link_join}) "
+            f"ON {person} = p.user_id "
+            f"AND e.type = %s AND e.timestamp > p.reached_at AND e.timestamp <= p.deadline "
+            f"AND e.timestamp >= %s AND e.timestamp < %s "
+            f"{same_category} GROUP BY p.user_id, p.category, p.deadline)")
+        params += [step, connection.ops.adapt_datetimefield_value(date_range.start_at),
+                   connection.ops.adapt_datetimefield_value(latest_possible)]
+        if join_items and not by_category:
+            params.append(category)
+
+    counts = [f"SELECT 'users' AS metric, {index} AS step, category, COUNT(*) AS amount "
+              f"FROM step{index} GROUP BY category" for index in range(len(steps))]
+    gaps = [f"SELECT {index} AS step, b.category AS category, "
+            f"{_sql_seconds_between('a.reached_at', 'b.reached_at')} AS seconds "
+            f"FROM step{index - 1} a JOIN step{index} b "
+            f"ON b.user_id = a.user_id AND b.category = a.category"
+            for index in range(1, len(steps))]
+    medians = ""
+    if gaps:
+        medians = (
+            " UNION ALL SELECT 'median_seconds', step, category, AVG(seconds) FROM ("
+            "SELECT step, category, seconds, ROW_NUMBER() OVER (PARTITION BY step, category "
+            "ORDER BY seconds) AS position, COUNT(*) OVER (PARTITION BY step, category) AS n "
+            f"FROM ({' UNION ALL '.join(gaps)}) gaps) ranked "
+            "WHERE position IN ((n + 1) / 2, (n + 2) / 2) GROUP BY step, category")
+    sql = f"WITH {', '.join(ctes)} {' UNION ALL '.join(counts)}{medians}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _funnel_steps(*, steps: list[str], users: dict[int, int],
+                  medians: dict[int, float]) -> list[dict[str, Any]]:
+    first = users.get(0, 0)
+    result = []
+    for index, name in enumerate(steps):
+        reached = users.get(index, 0)
+        previous = users.get(index - 1, 0) if index else reached
+        median = medians.get(index)
+        result.append({
+            "name": name,
+            "users": reached,
+            "conversion": ratio(reached, previous) if index else (1.0 if reached else None),
+            "overall_conversion": ratio(reached, first),
+            "median_seconds_from_previous": round(median, 1) if median is not None else None,
+        })
+    return result
+
+
+def funnel(*, date_range: DateRange, steps: list[str], window_days: int = 7,
+           category: str | None = None, breakdown: Literal["category"] | None = "category",
+           breakdown_limit: int = 20) -> dict[str, Any]:
+    """Users per ordered step with step conversion (from the previous step), overall
+    conversion (from the first step) and the median time between consecutive steps; plus,
+    with breakdown="category", the same funnel per item category (the largest
+    `breakdown_limit` categories by step 1). The breakdown is a second pass over the events
+    and costs more than the funnel itself; without it `breakdown` is empty."""
+    totals: dict[int, int] = {}
+    total_medians: dict[int, float] = {}
+    for metric, step, _, amount in _funnel_rows(date_range=date_range, steps=steps,
+                                                window_days=window_days, category=category,
+                                                by_category=False):
+        if metric == "users":
+            totals[int(step)] = int(amount)
+        else:
+            total_medians[int(step)] = float(amount)
+
+    category_users: dict[str, dict[int, int]] = defaultdict(dict)
+    category_medians: dict[str, dict[int, float]] = defaultdict(dict)
+    category_rows = _funnel_rows(date_range=date_range, steps=steps, window_days=window_days,
+                                 category=category, by_category=True) if breakdown else []
+    for metric, step, category_name, amount in category_rows:
+        if metric == "users":
+            category_users[category_name][int(step)] = int(amount)
+        else:
+            category_medians[category_name][int(step)] = float(amount)
+    largest = sorted(category_users, key=lambda name: (-category_users[name].get(0, 0), name))
+    breakdown = [
+        {"category": name,
+         "steps": _funnel_steps(steps=steps, users=category_users[name],
+                                medians=category_medians[name])}
+        for name in largest[:breakdown_limit]
+    ]
+    step_rows = _funnel_steps(steps=steps, users=totals, medians=total_medians)
+    return {
+        "steps": step_rows,
+        "window_days": window_days,
+        "overall_conversion": step_rows[-1]["overall_conversion"],
+        "breakdown": breakdown,
+    }

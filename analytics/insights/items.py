@@ -1,0 +1,241 @@
+"""Items: per-item and per-category performance, and what is trending."""
+
+from typing import Any, Literal
+
+from django.db import connection
+
+from analytics.insights.common import (
+    RATED_EVENT_TYPES,
+    SENTIMENT_LABELS,
+    DateRange,
+    ratio,
+    with_shares,
+)
+from ingestion.models import Event, IdentityLink, Item
+
+
+ItemOrder = Literal["views", "revenue", "conversion", "average_rating"]
+# The additive per-item totals of _item_totals, in its SELECT order after item and category.
+_TOTAL_FIELDS = ("events", "views", "previous_views", "purchases", "revenue", "rating_sum",
+                 "ratings", *SENTIMENT_LABELS)
+
+
+def _sql_in(values: tuple[str, ...] | list[Any]) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _item_totals(*, date_range: DateRange, category: str | None,
+                 with_previous: bool) -> list[dict[str, Any]]:
+    """One pass over the range's item events, grouped by the integer item key (no join per
+    event): per item its category and the additive totals of _TOTAL_FIELDS. `events`,
+    `purchases` etc. count the range only; with_previous the scan starts at the previous
+    period of equal length and `previous_views` counts its views (else it is 0). The
+    distinct viewers and purchasers are not additive and come from _distinct_users."""
+    event_table = connection.ops.quote_name(Event._meta.db_table)
+    item_table = connection.ops.quote_name(Item._meta.db_table)
+    start = connection.ops.adapt_datetimefield_value(date_range.start_at)
+    since = date_range.previous().start_at if with_previous else date_range.start_at
+    rated = _sql_in(RATED_EVENT_TYPES)
+    current = "e.timestamp >= %s"
+    # (SQL, parameters) per total; FILTER works on PostgreSQL and on SQLite >= 3.30.
+    totals: list[tuple[str, list[Any]]] = [
+        (f"COUNT(*) FILTER (WHERE {current})", [start]),
+        (f"COUNT(*) FILTER (WHERE e.type = %s AND {current})", ["view", start]),
+        ("COUNT(*) FILTER (WHERE e.type = %s AND e.timestamp < %s)", ["view", start]),
+        (f"COUNT(*) FILTER (WHERE e.type = %s AND {current})", ["purchase", start]),
+        (f"SUM(e.value) FILTER (WHERE e.type = %s AND {current})", ["purchase", start]),
+        (f"SUM(e.value) FILTER (WHERE e.type IN ({rated}) AND {current})",
+         [*RATED_EVENT_TYPES, start]),
+        (f"COUNT(e.value) FILTER (WHERE e.type IN ({rated}) AND {current})",
+         [*RATED_EVENT_TYPES, start]),
+        *[(f"COUNT(*) FILTER (WHERE e.sentiment_label = %s AND {current})", [label, start])
+          for label in SENTIMENT_LABELS],
+    ]
+    params: list[Any] = [value for _, values in totals for value in values]
+    filters = ["e.item_id IS NOT NULL", "e.timestamp >= %s", "e.timestamp < %s"]
+    params += [connection.ops.adapt_datetimefield_value(since),
+               connection.ops.adapt_datetimefield_value(date_range.end_before)]
+    if category:
+        filters.append(f"e.item_id IN (SELECT id FROM {item_table} WHERE category = %s)")
+        params.append(category)
+    columns = ", ".join(f"{sql} AS {name}" for (sql, _), name in zip(totals, _TOTAL_FIELDS))
+    sql = (f"SELECT t.*, i.category FROM (SELECT e.item_id AS item, {columns} "
+           f"FROM {event_table} e WHERE {' AND '.join(filters)} GROUP BY e.item_id) t "
+           f"JOIN {item_table} i ON i.id = t.item")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _distinct_users(*, date_range: DateRange, category: str | None, by_category: bool,
+                    item_pks: list[int] | None = None) -> dict[Any, tuple[int, int]]:
+    """Distinct viewers and purchasers in the range per item pk (only of item_pks when
+    given) or per category. Reads only view and purchase events (the (type, timestamp)
+    index). Per category the events are grouped by the category's integer rank, not its
+    name: sorting integers costs less than sorting collated text. Users are counted as
+    persons, as in the funnel: an anonymous id linked to a signed-in user is that user."""
+    event_table = connection.ops.quote_name(Event._meta.db_table)
+    item_table = connection.ops.quote_name(Item._meta.db_table)
+    link_join = (f"LEFT JOIN {connection.ops.quote_name(IdentityLink._meta.db_table)} l "
+                 "ON l.alias_id = e.user_id")
+    params: list[Any] = ["view", "purchase", "view", "purchase",
+                         connection.ops.adapt_datetimefield_value(date_range.start_at),
+                         connection.ops.adapt_datetimefield_value(date_range.end_before)]
+    filters = ["e.type IN (%s, %s)", "e.timestamp >= %s", "e.timestamp < %s",
+               "e.item_id IS NOT NULL"]
+    if category:
+        filters.append(f"e.item_id IN (SELECT id FROM {item_table} WHERE category = %s)")
+        params.append(category)
+    if item_pks is not None:
+        if not item_pks:
+            return {}
+        filters.append(f"e.item_id IN ({_sql_in(item_pks)})")
+        params += item_pks
+    person = "COALESCE(l.person_id, e.user_id)"
+    counts = (f"COUNT(DISTINCT {person}) FILTER (WHERE e.type = %s) AS viewers, "
+              f"COUNT(DISTINCT {person}) FILTER (WHERE e.type = %s) AS purchasers")
+    where = " AND ".join(filters)
+    if by_category:
+        ranks = "DENSE_RANK() OVER (ORDER BY category) AS category_rank"
+        sql = (f"SELECT names.category, users.viewers, users.purchasers FROM ("
+               f"SELECT r.category_rank, {counts} FROM {event_table} e {link_join} "
+               f"JOIN (SELECT id, {ranks} FROM {item_table}) r ON r.id = e.item_id "
+               f"WHERE {where} GROUP BY r.category_rank) users "
+               f"JOIN (SELECT DISTINCT category, {ranks} FROM {item_table}) names "
+               f"ON names.category_rank = users.category_rank")
+    else:
+        sql = (f"SELECT e.item_id, {counts} FROM {event_table} e {link_join} WHERE {where} "
+               "GROUP BY e.item_id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+
+
+def _performance_row(totals: dict[str, Any], users: tuple[int, int]) -> dict[str, Any]:
+    """The aggregated row item_performance and category_performance return, before
+    with_shares: unrounded revenue and average rating, as the ordering uses them."""
+    viewers, purchasers = users
+    reviews = sum(totals[label] or 0 for label in SENTIMENT_LABELS)
+    return {
+        "views": totals["views"], "viewers": viewers, "purchases": totals["purchases"],
+        "purchasers": purchasers, "revenue": totals["revenue"] or 0.0,
+        "average_rating": (totals["rating_sum"] / totals["ratings"]
+                           if totals["ratings"] else None),
+        "reviews": reviews, **{label: totals[label] or 0 for label in SENTIMENT_LABELS},
+        "conversion": ratio(purchasers, viewers),
+    }
+
+
+def _order_key(order_by: ItemOrder, totals: dict[str, Any], tie: Any) -> tuple:
+    """Descending by order_by (missing values last), then by views, then by `tie`."""
+    value = totals[order_by]
+    return (value is None, -(value or 0), -totals["views"], tie)
+
+
+def _top_items(*, totals: list[dict[str, Any]], date_range: DateRange, category: str | None,
+               order_by: ItemOrder, limit: int) -> list[dict[str, Any]]:
+    current = {row["item"]: row for row in totals if row["events"]}
+    users: dict[Any, tuple[int, int]] = {}
+    if order_by == "conversion":
+        # Conversion needs every item's distinct counts before ranking.
+        users = _distinct_users(date_range=date_range, category=category, by_category=False)
+    # The other orderings need only the additive totals, so the distinct counts are read
+    # for the top rows alone.
+    rows = {pk: _performance_row(row, users.get(pk, (0, 0))) for pk, row in current.items()}
+    top = sorted(rows, key=lambda pk: _order_key(order_by, rows[pk], pk))[:limit]
+    if order_by != "conversion":
+        users = _distinct_users(date_range=date_range, category=category, by_category=False,
+                                item_pks=top)
+        rows = {pk: _performance_row(current[pk], users.get(pk, (0, 0))) for pk in top}
+    details = {item.pk: item for item in Item.objects.filter(pk__in=top)
+               .only("item_id", "title", "category")}
+    return [with_shares({**rows[pk], "item_id": details[pk].item_id,
+                          "title": details[pk].title, "category": details[pk].category})
+            for pk in top]
+
+
+def _top_categories(*, totals: list[dict[str, Any]], date_range: DateRange,
+                    category: str | None, order_by: ItemOrder, limit: int
+                    ) -> list[dict[str, Any]]:
+    """Category totals are sums of their items' totals; distinct users are counted per
+    category (a user viewing two items of a category counts once)."""
+    sums: dict[str, dict[str, Any]] = {}
+    for row in totals:
+        if not row["events"]:
+            continue
+        summed = sums.setdefault(row["category"], dict.fromkeys(_TOTAL_FIELDS))
+        for field in _TOTAL_FIELDS:
+            if row[field] is not None:
+                summed[field] = (summed[field] or 0) + row[field]
+    users = _distinct_users(date_range=date_range, category=category, by_category=True)
+    rows = {name: _performance_row(summed, users.get(name, (0, 0)))
+            for name, summed in sums.items()}
+    top = sorted(rows, key=lambda name: _order_key(order_by, rows[name], name))[:limit]
+    return [with_shares({"category": name, **rows[name]}) for name in top]
+
+
+def _trending(*, totals: list[dict[str, Any]], limit: int, min_views: int
+              ) -> list[dict[str, Any]]:
+    """Growth is (current - previous) / previous views, or the current count when there
+    were none before; ties on growth and views are broken by the external item id."""
+    candidates = []
+    for row in totals:
+        current_views, previous_views = row["views"], row["previous_views"]
+        if current_views + previous_views and current_views >= min_views:
+            growth = float(current_views - previous_views) / float(max(previous_views, 1))
+            candidates.append((growth, current_views, previous_views, row["item"]))
+    candidates.sort(key=lambda candidate: (-candidate[0], -candidate[1]))
+    rows = candidates[:limit]
+    if len(rows) == limit and rows:
+        # Keep every candidate tied with the last kept one: the external ids decide.
+        last_growth, last_views = rows[-1][0], rows[-1][1]
+        rows = [candidate for candidate in candidates
+                if candidate[0] > last_growth
+                or (candidate[0] == last_growth and candidate[1] >= last_views)]
+    details = {item.pk: item for item in Item.objects.filter(pk__in=[row[3] for row in rows])
+               .only("item_id", "title", "category")}
+    result = []
+    for growth, current_views, previous_views, pk in rows:
+        item = details[pk]
+        result.append({"item_id": item.item_id, "title": item.title, "category": item.category,
+                       "current_views": current_views, "previous_views": previous_views,
+                       "growth": round(growth, 4)})
+    result.sort(key=lambda row: (-row["growth"], -row["current_views"], row["item_id"]))
+    return result[:limit]
+
+
+def item_report(*, date_range: DateRange, category: str | None = None,
+                order_by: ItemOrder = "views", limit: int = 20, trending_limit: int = 10,
+                min_views: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """item_performance, category_performance and trending_items from one shared pass
+    over the events of the range and the previous period (plus the distinct-user counts)."""
+    totals = _item_totals(date_range=date_range, category=category, with_previous=True)
+    scope = {"totals": totals, "date_range": date_range, "category": category,
+             "order_by": order_by, "limit": limit}
+    return {"items": _top_items(**scope), "categories": _top_categories(**scope),
+            "trending": _trending(totals=totals, limit=trending_limit, min_views=min_views)}
+
+
+def item_performance(*, date_range: DateRange, category: str | None = None,
+                     order_by: ItemOrder = "views", limit: int = 20) -> list[dict[str, Any]]:
+    """Top items: views, unique viewers, purchases, conversion (purchasers / viewers),
+    revenue, average rating and review sentiment shares."""
+    totals = _item_totals(date_range=date_range, category=category, with_previous=False)
+    return _top_items(totals=totals, date_range=date_range, category=category,
+                      order_by=order_by, limit=limit)
+
+
+def category_performance(*, date_range: DateRange, category: str | None = None,
+                         order_by: ItemOrder = "views", limit: int = 20) -> list[dict[str, Any]]:
+    totals = _item_totals(date_range=date_range, category=category, with_previous=False)
+    return _top_categories(totals=totals, date_range=date_range, category=category,
+                           order_by=order_by, limit=limit)
+
+
+def trending_items(*, date_range: DateRange, category: str | None = None, limit: int = 10,
+                   min_views: int = 3) -> list[dict[str, Any]]:
+    """Items whose views grew most against the previous period of equal length; growth is
+    (current - previous) / previous, or the current count when there were no views before."""
+    totals = _item_totals(date_range=date_range, category=category, with_previous=True)
+    return _trending(totals=totals, limit=limit, min_views=min_views)

@@ -1,0 +1,84 @@
+"""Funnels on a hand-built event set."""
+
+import pytest
+
+from analytics.insights import funnels
+from tests.analytics.insights.builders import JANUARY, at, event, item, user
+
+
+pytestmark = pytest.mark.django_db
+
+
+class TestFunnel:
+    @pytest.fixture
+    def shop(self):
+        book, toy = item("book", "books"), item("toy")
+        # Completes every step: gaps 1 hour, then 23 hours.
+        u1 = user("u1")
+        event(u1, "view", at(2, 10), book)
+        event(u1, "add_to_cart", at(2, 11), book)
+        event(u1, "purchase", at(3, 10), book)
+        # Cart before the view and no cart after it: stops at step 1.
+        u2 = user("u2")
+        event(u2, "add_to_cart", at(1, 9), toy)
+        event(u2, "view", at(2, 10), toy)
+        event(u2, "purchase", at(2, 12), toy)
+        # Cart 9 days after the first view: outside the 7-day window.
+        u3 = user("u3")
+        event(u3, "view", at(5), toy)
+        event(u3, "add_to_cart", at(14), toy)
+        # Purchase 10 days after the first view: outside the window.
+        u4 = user("u4")
+        event(u4, "view", at(10, 8), toy)
+        event(u4, "add_to_cart", at(10, 9), toy)
+        event(u4, "purchase", at(20), toy)
+        # Purchase before the cart: stops at step 2, gap 2 hours.
+        u5 = user("u5")
+        event(u5, "view", at(12, 12), toy)
+        event(u5, "purchase", at(12, 13), toy)
+        event(u5, "add_to_cart", at(12, 14), toy)
+        # Views a book, carts a toy 3 hours later: counts overall, not within one category.
+        u7 = user("u7")
+        event(u7, "view", at(15, 10), book)
+        event(u7, "add_to_cart", at(15, 13), toy)
+        # Only viewed before the range: never enters the funnel.
+        u6 = user("u6")
+        event(u6, "view", at(30, month=12, year=2025), toy)
+        event(u6, "add_to_cart", at(2), toy)
+
+    def test_strict_order_and_window(self, shop):
+        result = funnels.funnel(date_range=JANUARY,
+                                  steps=["view", "add_to_cart", "purchase"], window_days=7)
+
+        steps = result["steps"]
+        assert [step["users"] for step in steps] == [6, 4, 1]
+        assert [step["conversion"] for step in steps] == [1.0, 4 / 6, 1 / 4]
+        assert [step["overall_conversion"] for step in steps] == [1.0, 4 / 6, 1 / 6]
+        assert result["overall_conversion"] == pytest.approx(1 / 6)
+        # Gaps to the cart: 1h, 1h, 2h, 3h -> median 1.5h; to the purchase: 23h.
+        assert steps[1]["median_seconds_from_previous"] == 5400
+        assert steps[2]["median_seconds_from_previous"] == 23 * 3600
+        assert steps[0]["median_seconds_from_previous"] is None
+
+    def test_longer_window_lets_late_steps_in(self, shop):
+        result = funnels.funnel(date_range=JANUARY,
+                                  steps=["view", "add_to_cart", "purchase"], window_days=14)
+        assert [step["users"] for step in result["steps"]] == [6, 5, 2]
+
+    def test_breakdown_keeps_every_step_in_one_category(self, shop):
+        result = funnels.funnel(date_range=JANUARY,
+                                  steps=["view", "add_to_cart", "purchase"], window_days=7)
+        breakdown = {row["category"]: [step["users"] for step in row["steps"]]
+                     for row in result["breakdown"]}
+        assert breakdown == {"toys": [4, 2, 0], "books": [2, 1, 1]}
+
+    def test_category_filter(self, shop):
+        result = funnels.funnel(date_range=JANUARY, steps=["view", "add_to_cart"],
+                                  window_days=7, category="books")
+        assert [step["users"] for step in result["steps"]] == [2, 1]
+
+    def test_no_events(self):
+        result = funnels.funnel(date_range=JANUARY, steps=["view", "purchase"])
+        assert [step["users"] for step in result["steps"]] == [0, 0]
+        assert result["steps"][1]["conversion"] is None
+        assert result["breakdown"] == []

@@ -1,0 +1,99 @@
+"""Item and category performance on a hand-built catalog."""
+
+from datetime import date
+
+import pytest
+
+from analytics.insights import items
+from analytics.insights.common import DateRange
+from ingestion.models import EndUser
+from tests.analytics.insights.builders import JANUARY, at, event, item, user
+
+
+pytestmark = pytest.mark.django_db
+
+
+class TestItems:
+    @pytest.fixture
+    def catalog(self):
+        book, toy = item("book", "books"), item("toy")
+        viewers = [user(f"v{n}") for n in range(4)]
+        for who in viewers:
+            event(who, "view", at(20), book)
+        event(viewers[0], "view", at(21), book)
+        event(viewers[0], "purchase", at(21), book, value=12.0)
+        event(viewers[1], "purchase", at(21), book, value=8.0)
+        event(viewers[0], "review", at(22), book, value=5, sentiment_label="positive",
+              sentiment_score=0.9)
+        event(viewers[1], "review", at(22), book, value=2, sentiment_label="negative",
+              sentiment_score=0.1)
+        event(viewers[2], "rating", at(22), book, value=2)
+        event(viewers[0], "view", at(25), toy)
+        # Last year's views make the book's growth smaller than the toy's.
+        event(viewers[3], "view", at(10, month=12, year=2025), book)
+        return book, toy
+
+    def test_item_performance(self, catalog):
+        rows = items.item_performance(date_range=JANUARY)
+        book = rows[0]
+        assert (book["item_id"], book["views"], book["viewers"]) == ("book", 5, 4)
+        assert (book["purchasers"], book["conversion"], book["revenue"]) == (2, 0.5, 20.0)
+        assert book["average_rating"] == 3.0
+        assert book["sentiment_shares"] == {"negative": 0.5, "neutral": 0.0, "positive": 0.5}
+        assert rows[1]["item_id"] == "toy"
+        assert rows[1]["conversion"] == 0.0
+        by_revenue = items.item_performance(date_range=JANUARY, order_by="revenue", limit=1)
+        assert [row["item_id"] for row in by_revenue] == ["book"]
+
+    def test_category_performance(self, catalog):
+        rows = {row["category"]: row for row in
+                items.category_performance(date_range=JANUARY)}
+        assert rows["books"]["revenue"] == 20.0
+        assert rows["toys"]["views"] == 1
+
+    def test_trending_against_previous_period(self, catalog):
+        rows = items.trending_items(date_range=JANUARY, min_views=1)
+        assert [(row["item_id"], row["current_views"], row["previous_views"], row["growth"])
+                for row in rows] == [("book", 5, 1, 4.0), ("toy", 1, 0, 1.0)]
+
+    def test_category_users_are_distinct_across_its_items(self, catalog):
+        book, _ = catalog
+        novel = item("novel", "books")
+        viewer = EndUser.objects.get(user_id="v0")
+        event(viewer, "view", at(23), novel)
+        event(viewer, "purchase", at(23), novel, value=5.0)
+        rows = {row["category"]: row for row in
+                items.category_performance(date_range=JANUARY)}
+        books = rows["books"]
+        assert (books["views"], books["viewers"]) == (6, 4)
+        assert (books["purchases"], books["purchasers"], books["revenue"]) == (3, 2, 25.0)
+        assert books["conversion"] == 0.5
+        assert books["reviews"] == 2 and books["average_rating"] == 3.0
+        # The previous period's views count for trending only.
+        assert items.item_performance(date_range=JANUARY, category="books")[0]["views"] == 5
+
+    def test_item_report_matches_the_three_selectors(self, catalog):
+        report = items.item_report(date_range=JANUARY, order_by="conversion", limit=5,
+                                       min_views=1)
+        filters = {"date_range": JANUARY, "order_by": "conversion", "limit": 5}
+        assert report["items"] == items.item_performance(**filters)
+        assert report["categories"] == items.category_performance(**filters)
+        assert report["trending"] == items.trending_items(date_range=JANUARY, min_views=1)
+        assert [row["item_id"] for row in report["items"]] == ["book", "toy"]
+        empty = items.item_report(date_range=DateRange(start=date(2025, 6, 1),
+                                                           end=date(2025, 6, 2)))
+        assert empty == {"items": [], "categories": [], "trending": []}
+
+    def test_items_tied_on_the_ordering_keep_a_stable_order(self):
+        for name in ["b", "a", "c"]:
+            event(user(f"u{name}"), "view", at(20), item(name))
+        first = [row["item_id"] for row in items.item_performance(date_range=JANUARY)]
+        assert first == [row["item_id"] for row in items.item_performance(date_range=JANUARY)]
+        assert sorted(first) == ["a", "b", "c"]
+
+    def test_trending_ties_at_the_limit_go_by_item_id(self):
+        # Created in reverse order so database ids disagree with the external ids.
+        for name in ["d", "c", "b", "a"]:
+            event(user(f"u{name}"), "view", at(20), item(name))
+        rows = items.trending_items(date_range=JANUARY, min_views=1, limit=2)
+        assert [row["item_id"] for row in rows] == ["a", "b"]

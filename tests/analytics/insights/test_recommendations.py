@@ -1,0 +1,99 @@
+"""Recommendation performance and the A/B comparison on hand-built impressions."""
+
+import math
+
+import pytest
+
+from analytics.insights import recommendations
+from ingestion.models import EndUser, Event
+from recommender.models import Impression, ModelVersion
+from tests.analytics.insights.builders import JANUARY, at, event, impressions, item, user
+
+
+pytestmark = pytest.mark.django_db
+
+
+class TestRecommendations:
+    @pytest.fixture
+    def traffic(self):
+        book = item("book", "books")
+        shopper = user("shopper")
+        v1 = ModelVersion.objects.create(kind="recommender", name="v1", artifact_path="a",
+                                         checksum="x")
+        v2 = ModelVersion.objects.create(kind="recommender", name="v2", artifact_path="b",
+                                         checksum="y")
+        shown_v1 = impressions(v1, "two_tower", 100)
+        shown_v2 = impressions(v2, "two_tower", 80)
+        impressions(None, "popular", 20)
+        clicks = [(shown, "click") for shown in shown_v1[:30] + shown_v2[:16]]
+        # A second click on the same response does not count twice.
+        clicks.append((shown_v1[0], "click"))
+        clicks.append((shown_v1[0], "purchase"))
+        Event.objects.bulk_create(
+            Event(user=shopper, item=book, type=kind, timestamp=at(11), received_at=at(11),
+                  rec_id=shown.rec_id, value=40.0 if kind == "purchase" else None)
+            for shown, kind in clicks)
+        # A click without a rec_id is not attributed.
+        event(shopper, "click", at(11), book)
+        return v1, v2
+
+    def test_attribution_through_rec_id(self, traffic):
+        result = recommendations.recommendation_performance(date_range=JANUARY)
+
+        versions = {row["model_version"]: row for row in result["by_model_version"]}
+        assert (versions["v1"]["impressions"], versions["v1"]["clicks"]) == (100, 30)
+        assert (versions["v1"]["purchases"], versions["v1"]["revenue"]) == (1, 40.0)
+        assert versions["v2"]["ctr"] == 0.2
+        assert versions[None]["clicks"] == 0
+        strategies = {row["strategy"]: row for row in result["by_strategy"]}
+        assert strategies["two_tower"]["impressions"] == 180
+        assert strategies["popular"]["impressions"] == 20
+        assert (result["impressions"], result["clicks"], result["purchases"]) == (200, 46, 1)
+
+    def test_ctr_and_purchase_rate_differences_have_confidence_intervals(self, traffic):
+        comparison = recommendations.recommendation_performance(
+            date_range=JANUARY)["comparison"]
+
+        assert (comparison["version_a"], comparison["version_b"]) == ("v1", "v2")
+        margin = 1.959964 * math.sqrt(0.3 * 0.7 / 100 + 0.2 * 0.8 / 80)
+        assert comparison["difference"] == pytest.approx(0.1)
+        assert comparison["ci_low"] == pytest.approx(0.1 - margin, abs=1e-6)
+        assert comparison["ci_high"] == pytest.approx(0.1 + margin, abs=1e-6)
+        assert comparison["significant"] is False
+        # Purchase rate: 1 of 100 (v1) against 0 of 80 (v2).
+        purchases = comparison["purchase_rate_difference"]
+        assert (comparison["purchase_rate_a"], comparison["purchase_rate_b"]) == (0.01, 0.0)
+        purchase_margin = 1.959964 * math.sqrt(0.01 * 0.99 / 100)
+        assert purchases["difference"] == pytest.approx(0.01)
+        assert purchases["ci_low"] == pytest.approx(0.01 - purchase_margin, abs=1e-6)
+        assert purchases["ci_high"] == pytest.approx(0.01 + purchase_margin, abs=1e-6)
+        assert purchases["significant"] is False
+
+    def test_explicit_comparison_order(self, traffic):
+        comparison = recommendations.recommendation_performance(
+            date_range=JANUARY, compare=("v2", "v1"))["comparison"]
+        assert comparison["difference"] == pytest.approx(-0.1)
+
+    def test_category_filter_keeps_only_outcomes_on_its_items(self, traffic):
+        toy = item("toy")
+        shown = Impression.objects.filter(model_version__name="v2").first()
+        event(EndUser.objects.get(user_id="shopper"), "purchase", at(12), toy,
+              rec_id=shown.rec_id, value=15.0)
+
+        books = recommendations.recommendation_performance(date_range=JANUARY, category="books")
+        toys = recommendations.recommendation_performance(date_range=JANUARY, category="toys")
+
+        assert (books["clicks"], books["purchases"], books["revenue"]) == (46, 1, 40.0)
+        assert (toys["clicks"], toys["purchases"], toys["revenue"]) == (0, 1, 15.0)
+
+    def test_significant_difference(self):
+        result = recommendations.proportion_difference(hits_a=500, total_a=1000, hits_b=400,
+                                                 total_b=1000)
+        assert result["significant"] is True
+        assert result["ci_low"] == pytest.approx(0.1 - 1.959964 * math.sqrt(0.00049), abs=1e-6)
+
+    def test_no_impressions(self):
+        result = recommendations.recommendation_performance(date_range=JANUARY)
+        assert result["impressions"] == 0
+        assert result["ctr"] is None
+        assert result["comparison"] is None
