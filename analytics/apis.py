@@ -21,6 +21,7 @@ from analytics.insights import (
     recommendations,
     retention,
     sentiment,
+    trends,
 )
 from analytics.insights.common import (
     DEFAULT_FUNNEL_STEPS,
@@ -28,7 +29,7 @@ from analytics.insights.common import (
     MAX_RANGE_DAYS,
     DateRange,
 )
-from config.query_params import CategoryFilterField, QueryParamsSerializer
+from config.query_params import NO_NUL, CategoryFilterField, QueryParamsSerializer
 
 
 MAX_FUNNEL_STEPS = 8
@@ -36,6 +37,9 @@ MAX_FUNNEL_STEPS = 8
 # refuses is what the schema says.
 _NAME = r"[^,\x00]*[^,\s\x00][^,\x00]*"
 STEPS_PATTERN = rf"^{_NAME}(,{_NAME}){{1,{MAX_FUNNEL_STEPS - 1}}}$"
+MAX_TREND_EVENTS = 5
+TREND_EVENTS_PATTERN = rf"^{_NAME}(,{_NAME}){{0,{MAX_TREND_EVENTS - 1}}}$"
+PROPERTY_KEY_MAX_CHARS = 200
 COMPARE_PATTERN = rf"^{_NAME},{_NAME}$"
 MAX_WINDOW_DAYS = 90
 
@@ -209,3 +213,73 @@ class RecommendationsApi(AnalyticsApi):
                     "confidence interval on the CTR difference of two versions.")
     def get(self, request):
         return Response(recommendations.recommendation_performance(**self.filters(request)))
+
+
+class TrendsApi(AnalyticsApi):
+    class InputSerializer(FiltersInputSerializer):
+        events = serializers.CharField(
+            required=False, default="view",
+            validators=[RegexValidator(TREND_EVENTS_PATTERN, message=(
+                f"Give between 1 and {MAX_TREND_EVENTS} comma-separated, non-blank event types."))],
+            help_text="Comma-separated event types, any name stored (e.g. search,signup)")
+        measure = serializers.ChoiceField(choices=list(trends.MEASURES), required=False,
+                                          default="count",
+                                          help_text="count, users (distinct persons), sum or "
+                                                    "average of the events' value")
+        interval = serializers.ChoiceField(choices=list(trends.INTERVALS), required=False,
+                                           default="day")
+        breakdown = serializers.CharField(
+            required=False, max_length=PROPERTY_KEY_MAX_CHARS, validators=[NO_NUL],
+            help_text="`category` (the item's category) or a key of the events' properties; "
+                      f"the {trends.MAX_BREAKDOWN_VALUES} most frequent values get their own "
+                      "series, the rest one series `other`")
+        property = serializers.CharField(
+            required=False, max_length=PROPERTY_KEY_MAX_CHARS, validators=[NO_NUL],
+            help_text="Keep only events whose properties[property] equals `value`")
+        value = serializers.CharField(required=False, max_length=PROPERTY_KEY_MAX_CHARS,
+                                      validators=[NO_NUL])
+        compare = serializers.BooleanField(required=False, default=False,
+                                           help_text="Also the period of equal length before")
+
+        def validate_events(self, value: str) -> list[str]:
+            return list(dict.fromkeys(name.strip() for name in value.split(",")))
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            attrs = super().validate(attrs)
+            key, value = attrs.pop("property", None), attrs.pop("value", None)
+            if (key is None) != (value is None):
+                raise serializers.ValidationError(
+                    {"property" if key is None else "value": "Give both property and value."},
+                    code="incomplete_filter")
+            event_types = attrs.pop("events")
+            return {**attrs, "event_types": event_types,
+                    "property_filter": (key, value) if key is not None else None}
+
+    @extend_schema(
+        operation_id="analytics_trends", parameters=[InputSerializer],
+        responses={200: inline_serializer("Trends", fields={
+            "interval": serializers.CharField(),
+            "measure": serializers.CharField(),
+            "breakdown": serializers.CharField(allow_null=True),
+            "periods": serializers.ListField(child=serializers.DateField(),
+                                             help_text="First day of each period"),
+            "previous_periods": serializers.ListField(child=serializers.DateField(),
+                                                      allow_null=True),
+            "series": inline_serializer("TrendSeries", fields={
+                "event_type": serializers.CharField(),
+                "breakdown_value": serializers.CharField(allow_null=True),
+                "values": serializers.ListField(child=serializers.FloatField()),
+                "total": serializers.FloatField(help_text="Counts and sums: over all periods; "
+                                                          "users and averages: over the range"),
+                "previous_values": serializers.ListField(child=serializers.FloatField(),
+                                                         required=False),
+                "previous_total": serializers.FloatField(required=False),
+            }, many=True),
+        })},
+        description="How often the chosen events happened per day, week (from Monday) or "
+                    "month: events counted, distinct persons, or the sum or average of "
+                    "`value`; optionally filtered by one property and broken down by a "
+                    "property or by item category, with the previous period beside it. An "
+                    "event type or property key never sent is not an error: it shows zeros.")
+    def get(self, request):
+        return Response(trends.trends(**self.filters(request)))

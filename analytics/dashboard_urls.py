@@ -9,6 +9,7 @@ app_name = "dashboards"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboards:overview"), name="home"),
     path("dashboards/overview/", views.OverviewView.as_view(), name="overview"),
+    path("dashboards/trends/", views.TrendsView.as_view(), name="trends"),
     path("dashboards/funnels/", views.FunnelView.as_view(), name="funnels"),
     path("dashboards/retention/", views.RetentionView.as_view(), name="retention"),
     path("dashboards/items/", views.ItemsView.as_view(), name="items"),

@@ -7,6 +7,7 @@ from analytics.apis import (
     RecommendationsApi,
     RetentionApi,
     SentimentApi,
+    TrendsApi,
 )
 
 
@@ -19,4 +20,5 @@ urlpatterns = [
     path("items", ItemsApi.as_view(), name="items"),
     path("sentiment", SentimentApi.as_view(), name="sentiment"),
     path("recommendations", RecommendationsApi.as_view(), name="recommendations"),
+    path("trends", TrendsApi.as_view(), name="trends"),
 ]

@@ -27,6 +27,7 @@ from analytics.insights import (
     recommendations,
     retention,
     sentiment,
+    trends,
 )
 
 
@@ -484,3 +485,55 @@ class RecommendationsView(DashboardView):
                             for row in strategies]),
             ],
         }
+
+
+class TrendsPageInputSerializer(apis.TrendsApi.InputSerializer):
+    """The API's parameters plus how the page draws them."""
+
+    chart = serializers.ChoiceField(choices=["line", "bar"], required=False, default="line")
+
+
+class TrendsView(DashboardView):
+    page, title = "trends", "Trends"
+    template_name = "analytics/trends.html"
+    input_serializer = TrendsPageInputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        chart_kind = filters.pop("chart")
+        data = trends.trends(**filters)
+        names = [_series_name(row) for row in data["series"]]
+        measure_label = {"count": "Events", "users": "Unique users", "sum": "Sum of value",
+                         "average": "Average value"}[data["measure"]]
+        number_kind = "int" if data["measure"] in ("count", "users") else "float"
+        series = [(name, row["values"]) for name, row in zip(names, data["series"], strict=True)]
+        if filters["compare"]:
+            series += [(f"{name} (previous period)", row["previous_values"])
+                       for name, row in zip(names, data["series"], strict=True)]
+        columns = [("Series", "text"), (f"Total ({measure_label.lower()})", number_kind)]
+        rows = [[name, row["total"]] for name, row in zip(names, data["series"], strict=True)]
+        if filters["compare"]:
+            columns += [("Previous period", number_kind), ("Change", "percent")]
+            rows = [[*values, row["previous_total"],
+                     (row["total"] - row["previous_total"]) / row["previous_total"]
+                     if row["previous_total"] else None]
+                    for values, row in zip(rows, data["series"], strict=True)]
+        return {
+            "property_keys": trends.property_keys(),
+            "cards": [],
+            "charts": [chart(chart_id="trend", title=f"{measure_label} per {data['interval']}",
+                             kind=chart_kind, labels=data["periods"], series=series,
+                             horizontal=False)],
+            "tables": [
+                table(name="totals", title="Totals", columns=columns, rows=rows),
+                table(name="periods", title=f"Per {data['interval']}",
+                      columns=[("Period", "text"), *[(name, number_kind) for name in names]],
+                      rows=[[period, *[row["values"][index] for row in data["series"]]]
+                            for index, period in enumerate(data["periods"])]),
+            ],
+        }
+
+
+def _series_name(row: dict[str, Any]) -> str:
+    if row["breakdown_value"] is None:
+        return row["event_type"]
+    return f"{row['event_type']} · {row['breakdown_value']}"

@@ -8,7 +8,7 @@ from tests.factories import EndUserFactory, EventFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
 
-ENDPOINTS = ["overview", "funnel", "retention", "items", "sentiment", "recommendations"]
+ENDPOINTS = ["overview", "trends", "funnel", "retention", "items", "sentiment", "recommendations"]
 
 
 def url(name: str) -> str:
@@ -49,6 +49,13 @@ class TestAccess:
     ("items", "order_by=price", "order_by"),
     ("recommendations", "compare=v1", "compare"),
     ("recommendations", "compare=v1,v1", "compare"),
+    ("trends", "interval=hour", "interval"),
+    ("trends", "measure=median", "measure"),
+    ("trends", "events=a,b,c,d,e,f", "events"),
+    ("trends", "events=view,,search", "events"),
+    ("trends", "property=plan", "value"),
+    ("trends", "value=pro", "property"),
+    ("trends", "start=2023-01-01&end=2025-06-30", "end"),
 ])
 def test_bad_parameters_are_400_in_the_error_shape(pm_client, name, query, attr):
     response = pm_client.get(f"{url(name)}?{query}")
@@ -132,3 +139,21 @@ def test_schema_documents_the_endpoints(admin_api_client):
         assert f"/api/v1/analytics/{name}" in paths
     parameters = {p["name"] for p in paths["/api/v1/analytics/funnel"]["get"]["parameters"]}
     assert {"start", "end", "category", "steps", "window_days"} <= parameters
+
+
+def test_trends_of_a_custom_event_broken_down_by_a_property(pm_client):
+    shopper = EndUserFactory()
+    for plan in ("pro", "pro", "free"):
+        EventFactory(user=shopper, type="signup", properties={"plan": plan, "utm_source": "ads"},
+                     timestamp=datetime(2026, 1, 5, 12, tzinfo=UTC))
+
+    body = pm_client.get(f"{url('trends')}?start=2026-01-05&end=2026-01-11&events=signup"
+                         "&interval=week&breakdown=plan&property=utm_source&value=ads"
+                         "&compare=true").json()
+
+    assert body["periods"] == ["2026-01-05"]
+    assert [(row["breakdown_value"], row["values"], row["previous_total"])
+            for row in body["series"]] == [("pro", [2], 0), ("free", [1], 0)]
+    # A property key nobody sends is an empty answer, not an error.
+    unknown = pm_client.get(f"{url('trends')}?events=signup&breakdown=nonexistent")
+    assert unknown.status_code == 200

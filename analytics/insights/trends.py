@@ -1,0 +1,188 @@
+"""Trends: how often chosen events happened per day, week or month, optionally filtered
+and broken down by a property or by item category, next to the period before."""
+
+from collections import Counter
+from datetime import date, timedelta
+from typing import Any, Literal
+
+from django.db.models import Avg, Case, CharField, Count, DateField, QuerySet, Sum, Value, When
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, Trunc
+
+from analytics.insights.common import DateRange, events_in_range
+from ingestion.models import Event
+from ingestion.selectors import person_key
+
+
+Interval = Literal["day", "week", "month"]
+Measure = Literal["count", "users", "sum", "average"]
+INTERVALS = ("day", "week", "month")
+MEASURES = ("count", "users", "sum", "average")
+# Breakdown values beyond the most frequent ones are summed up as OTHER, so a property
+# with thousands of values (a search query) still draws a readable chart.
+MAX_BREAKDOWN_VALUES = 10
+OTHER = "other"
+NONE_VALUE = "(none)"
+CATEGORY_BREAKDOWN = "category"
+
+
+# Property keys are suggested from this many of the most recent events: enough to see
+# every key a shop sends, bounded so the suggestion costs the same at any event count.
+PROPERTY_KEY_SAMPLE = 5_000
+
+
+def property_keys(*, limit: int = 20) -> list[str]:
+    """The most frequent keys of recent events' properties, most frequent first."""
+    counts: Counter[str] = Counter()
+    for properties in (Event.objects.order_by("-id")
+                       .values_list("properties", flat=True)[:PROPERTY_KEY_SAMPLE]):
+        if isinstance(properties, dict):
+            counts.update(properties.keys())
+    return [key for key, _ in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[:limit]]
+
+
+def period_starts(date_range: DateRange, interval: Interval) -> list[date]:
+    """The first day of every period that overlaps the range (weeks start on Monday)."""
+    if interval == "day":
+        return date_range.dates()
+    if interval == "week":
+        current = date_range.start - timedelta(days=date_range.start.weekday())
+    else:
+        current = date_range.start.replace(day=1)
+    starts = []
+    while current <= date_range.end:
+        starts.append(current)
+        if interval == "week":
+            current += timedelta(days=7)
+        else:
+            current = (current.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return starts
+
+
+def trends(*, date_range: DateRange, event_types: list[str], measure: Measure = "count",
+           interval: Interval = "day", category: str | None = None,
+           property_filter: tuple[str, str] | None = None, breakdown: str | None = None,
+           compare: bool = False) -> dict[str, Any]:
+    """One series per event type (and breakdown value), a value per period.
+
+    ``measure``: events counted, distinct persons, or the sum or average of ``value``.
+    ``property_filter`` ``(key, value)`` keeps events whose ``properties[key]`` equals the
+    value as text; ``breakdown`` is ``"category"`` (the item's category) or a property key.
+    A key no event has is not an error: it filters everything out, or breaks down into
+    "(none)". Only the MAX_BREAKDOWN_VALUES most frequent values (by events in the range)
+    get their own series; the rest are one series "other". With ``compare``, every series
+    also carries ``previous``: the same measure over the period of equal length before.
+    """
+    starts = period_starts(date_range, interval)
+    kept_values = None
+    if breakdown:
+        kept_values = _top_breakdown_values(
+            _matching(date_range=date_range, event_types=event_types, category=category,
+                      property_filter=property_filter), breakdown)
+    ranges = {"current": (date_range, starts)}
+    if compare:
+        previous_range = date_range.previous()
+        ranges["previous"] = (previous_range, period_starts(previous_range, interval))
+    figures, totals = {}, {}
+    for name, (measured_range, _) in ranges.items():
+        events = _matching(date_range=measured_range, event_types=event_types, category=category,
+                           property_filter=property_filter)
+        figures[name] = _measured(events, measure=measure, interval=interval, breakdown=breakdown,
+                                  kept_values=kept_values)
+        totals[name] = (_measured(events, measure=measure, interval=None, breakdown=breakdown,
+                                  kept_values=kept_values)
+                        if measure in ("users", "average") else {})
+
+    if breakdown:
+        found = set().union(*(set(by_key) for by_key in figures.values()))
+        series_keys = sorted(found, key=lambda key: (event_types.index(key[0]), key[1] == OTHER,
+                                                     _rank(key[1], kept_values or [])))
+    else:
+        series_keys = [(event_type, None) for event_type in event_types]
+    series = []
+    for key in series_keys:
+        row: dict[str, Any] = {"event_type": key[0], "breakdown_value": key[1]}
+        for name, (_, period_list) in ranges.items():
+            values = [figures[name].get(key, {}).get(start, 0) for start in period_list]
+            prefix = "" if name == "current" else "previous_"
+            row[f"{prefix}values"] = values
+            row[f"{prefix}total"] = _total(values, measure, totals[name].get(key, {}))
+        series.append(row)
+    return {
+        "interval": interval, "measure": measure, "breakdown": breakdown,
+        "periods": [start.isoformat() for start in starts],
+        "previous_periods": ([start.isoformat() for start in ranges["previous"][1]]
+                             if compare else None),
+        "series": series,
+    }
+
+
+def _rank(value: str | None, kept_values: list[str]) -> int:
+    return kept_values.index(value) if value in kept_values else len(kept_values)
+
+
+def _matching(*, date_range: DateRange, event_types: list[str], category: str | None,
+              property_filter: tuple[str, str] | None) -> QuerySet[Event]:
+    events = events_in_range(date_range=date_range, category=category).filter(type__in=event_types)
+    if property_filter:
+        key, value = property_filter
+        # As text, so "3" matches a stored 3 and "true" a stored true, as a user types them.
+        events = events.alias(filter_value=_property_text(key)).filter(filter_value=value)
+    return events
+
+
+def _breakdown_expression(breakdown: str):
+    if breakdown == CATEGORY_BREAKDOWN:
+        return Coalesce("item__category", Value(NONE_VALUE), output_field=CharField())
+    return Coalesce(_property_text(breakdown), Value(NONE_VALUE), output_field=CharField())
+
+
+def _property_text(key: str) -> Cast:
+    """``properties[key]`` as plain text; compared as a string, not as JSON."""
+    return Cast(KeyTextTransform(key, "properties"), CharField())
+
+
+def _top_breakdown_values(events: QuerySet[Event], breakdown: str) -> list[str]:
+    ranked = (events.annotate(bucket=_breakdown_expression(breakdown)).values("bucket")
+              .annotate(events=Count("id")).order_by("-events", "bucket"))
+    return [row["bucket"] for row in ranked[:MAX_BREAKDOWN_VALUES]]
+
+
+def _measured(events: QuerySet[Event], *, measure: Measure, interval: Interval | None,
+              breakdown: str | None, kept_values: list[str] | None
+              ) -> dict[tuple[str, str | None], dict[date | None, float]]:
+    """``{(event type, breakdown value): {period start: figure}}`` from one grouped query;
+    with no interval, one figure for the whole range under the key None."""
+    aggregate = {
+        "count": Count("id"),
+        "users": Count(person_key(), distinct=True),
+        "sum": Sum("value"),
+        "average": Avg("value"),
+    }[measure]
+    grouped = events.annotate(period=(Trunc("timestamp", interval, output_field=DateField())
+                                      if interval else Value(None, output_field=DateField())))
+    fields = ["type", "period"]
+    if breakdown:
+        kept = kept_values or []
+        # Values outside the kept ones are grouped as OTHER in the query itself: distinct
+        # persons and averages do not add up across the values folded into it.
+        if kept:
+            grouped = grouped.alias(raw_bucket=_breakdown_expression(breakdown)).annotate(
+                bucket=Case(*[When(raw_bucket=value, then=Value(value)) for value in kept],
+                            default=Value(OTHER), output_field=CharField()))
+        else:
+            grouped = grouped.annotate(bucket=Value(OTHER, output_field=CharField()))
+        fields.append("bucket")
+    figures: dict[tuple[str, str | None], dict[date | None, float]] = {}
+    for row in grouped.values(*fields).annotate(figure=aggregate):
+        key = (row["type"], row["bucket"] if breakdown else None)
+        figures.setdefault(key, {})[row["period"]] = round(float(row["figure"] or 0), 2)
+    return figures
+
+
+def _total(values: list[float], measure: Measure, whole_range: dict[date | None, float]) -> float:
+    """Counts and sums add up over periods; distinct persons and averages do not, so
+    theirs are measured over the whole range."""
+    if measure in ("count", "sum"):
+        return round(sum(values), 2)
+    return whole_range.get(None, 0.0)

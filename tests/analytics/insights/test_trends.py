@@ -1,0 +1,117 @@
+"""Trends on a hand-built event set whose answers are worked out by hand."""
+
+from datetime import date
+
+import pytest
+
+from analytics.insights import trends
+from analytics.insights.common import DateRange
+from tests.analytics.insights.builders import at, event, item, user
+
+
+pytestmark = pytest.mark.django_db
+
+FIRST_WEEK = DateRange(start=date(2026, 1, 5), end=date(2026, 1, 11))  # Monday to Sunday
+
+
+@pytest.fixture
+def searches():
+    """Week of 5 Jan: ann searches twice on the 5th (plan pro), bob once on the 6th (plan
+    free) and signs up on the 6th; the week before, ann searched once."""
+    ann, bob = user("ann"), user("bob")
+    event(ann, "search", at(5, 9), properties={"query": "red dress", "plan": "pro"}, value=2.0)
+    event(ann, "search", at(5, 10), properties={"query": "boots", "plan": "pro"}, value=4.0)
+    event(bob, "search", at(6), properties={"query": "boots", "plan": "free"}, value=6.0)
+    event(bob, "signup", at(6), properties={"plan": "free", "utm_source": "ads"})
+    event(ann, "search", at(1), properties={"plan": "pro"})
+
+
+def series(result, event_type, value=None):
+    return next(row for row in result["series"]
+                if row["event_type"] == event_type and row["breakdown_value"] == value)
+
+
+def test_counts_unique_users_sums_and_averages_per_day(searches):
+    def measured(measure):
+        return trends.trends(date_range=FIRST_WEEK, event_types=["search"], measure=measure)
+
+    assert measured("count")["series"][0]["values"] == [2, 1, 0, 0, 0, 0, 0]
+    assert measured("users")["series"][0]["values"] == [1, 1, 0, 0, 0, 0, 0]
+    # Two distinct persons over the week, not the sum of the days' counts.
+    assert measured("users")["series"][0]["total"] == 2
+    assert measured("sum")["series"][0]["values"][:2] == [6.0, 6.0]
+    assert measured("average")["series"][0]["values"][:2] == [3.0, 6.0]
+    assert measured("average")["series"][0]["total"] == 4.0
+
+
+def test_several_event_types_of_any_name_and_weekly_and_monthly_intervals(searches):
+    weekly = trends.trends(date_range=FIRST_WEEK, event_types=["search", "signup"], interval="week")
+    assert weekly["periods"] == ["2026-01-05"]
+    assert [(row["event_type"], row["values"]) for row in weekly["series"]] == [
+        ("search", [3]), ("signup", [1])]
+
+    monthly = trends.trends(date_range=DateRange(start=date(2026, 1, 1), end=date(2026, 2, 3)),
+                            event_types=["search"], interval="month")
+    assert monthly["periods"] == ["2026-01-01", "2026-02-01"]
+    assert monthly["series"][0]["values"] == [4, 0]
+
+
+def test_filter_and_breakdown_by_a_property(searches):
+    # "free" and "pro" tie on 2 events each over both types, so they go alphabetically.
+    by_plan = trends.trends(date_range=FIRST_WEEK, event_types=["search", "signup"],
+                            interval="week", breakdown="plan")
+    assert [(row["event_type"], row["breakdown_value"], row["total"]) for row in by_plan["series"]] == [
+        ("search", "free", 1), ("search", "pro", 2), ("signup", "free", 1)]
+
+    boots = trends.trends(date_range=FIRST_WEEK, event_types=["search"],
+                          property_filter=("query", "boots"))
+    assert boots["series"][0]["total"] == 2
+
+
+def test_an_unknown_property_key_filters_everything_out_or_breaks_down_into_none(searches):
+    filtered = trends.trends(date_range=FIRST_WEEK, event_types=["search"],
+                             property_filter=("colour", "red"))
+    assert filtered["series"][0]["total"] == 0
+
+    broken_down = trends.trends(date_range=FIRST_WEEK, event_types=["search"], breakdown="colour")
+    assert [(row["breakdown_value"], row["total"]) for row in broken_down["series"]] == [("(none)", 3)]
+
+
+def test_more_than_ten_breakdown_values_keep_the_ten_most_frequent_and_fold_the_rest():
+    shopper = user("shopper")
+    for query_number in range(12):
+        for _ in range(12 - query_number):  # query 0 is the most frequent, query 11 the least
+            event(shopper, "search", at(5), properties={"query": f"q{query_number:02d}"})
+
+    result = trends.trends(date_range=FIRST_WEEK, event_types=["search"], breakdown="query")
+
+    values = [row["breakdown_value"] for row in result["series"]]
+    assert values == [f"q{n:02d}" for n in range(10)] + ["other"]
+    assert series(result, "search", "other")["total"] == 2 + 1  # q10 and q11
+    # One shopper behind both folded queries: "other" counts persons once.
+    users = trends.trends(date_range=FIRST_WEEK, event_types=["search"], breakdown="query",
+                          measure="users")
+    assert series(users, "search", "other")["total"] == 1
+
+
+def test_breakdown_by_item_category(searches):
+    shoes, hats = item("sneaker", "shoes"), item("beanie", "hats")
+    viewer = user("viewer")
+    event(viewer, "view", at(7), shoes)
+    event(viewer, "view", at(7), shoes)
+    event(viewer, "view", at(8), hats)
+
+    result = trends.trends(date_range=FIRST_WEEK, event_types=["view"], breakdown="category",
+                           interval="week")
+
+    assert [(row["breakdown_value"], row["total"]) for row in result["series"]] == [
+        ("shoes", 2), ("hats", 1)]
+
+
+def test_compare_to_the_previous_period(searches):
+    result = trends.trends(date_range=FIRST_WEEK, event_types=["search"], interval="week",
+                           compare=True)
+
+    row = result["series"][0]
+    assert result["previous_periods"] == ["2025-12-29"]
+    assert (row["total"], row["previous_total"]) == (3, 1)
