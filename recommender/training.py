@@ -5,6 +5,7 @@ active version on one holdout, store the artifact and register the version."""
 import logging
 import math
 from dataclasses import asdict
+from typing import Any, NamedTuple
 
 import numpy as np
 from django.conf import settings
@@ -34,7 +35,7 @@ def _load_active(kind: str):
     try:
         return active, load_verified_model(kind=kind, name=active.name,
                                            checksum=active.checksum)
-    except (ArtifactRefused, OSError, ValueError) as error:
+    except (ArtifactRefused, OSError, ValueError, KeyError) as error:
         logger.error("Active %s version %s not compared: %s", kind, active.name, error)
         return active, None
 
@@ -82,8 +83,21 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
         params=asdict(config), counts=counts)
 
 
+class TrainedCandidate(NamedTuple):
+    config: Any
+    model: Any
+    report: dict[str, Any]
+
+
+def choose_candidate(selection_scores: dict[str, float]) -> str:
+    """The candidate with the highest validation macro-F1; on a tie the one listed first
+    (the encoder, which generalises beyond the words of a small validation slice)."""
+    return max(selection_scores, key=lambda name: (selection_scores[name],
+                                                   -list(selection_scores).index(name)))
+
+
 def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
-    from recommender.ml.encoder import encoder_installed
+    from recommender.ml.encoder import EncoderNotInstalled, encoder_installed
     from recommender.ml.encoder_sentiment import EncoderSentimentConfig, train_encoder_sentiment
     from recommender.ml.sentiment import (
         SentimentConfig,
@@ -114,17 +128,23 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
     candidates = {"ngram": (SentimentConfig(), train_sentiment)}
     if encoder_installed():
         candidates = {"encoder": (EncoderSentimentConfig(), train_encoder_sentiment), **candidates}
-    trained = {}
+    trained: dict[str, TrainedCandidate] = {}
     for architecture, (config, train) in candidates.items():
-        trained[architecture] = (config, *train(train_texts, train_labels, config=config,
-                                                on_epoch_end=reporter.on_epoch_end,
-                                                should_stop=reporter.should_stop))
+        try:
+            model, report = train(train_texts, train_labels, config=config,
+                                  on_epoch_end=reporter.on_epoch_end,
+                                  should_stop=reporter.should_stop)
+        except EncoderNotInstalled as error:
+            reporter.log(f"Candidate {architecture} skipped: {error}")
+            continue
+        trained[architecture] = TrainedCandidate(config, model, report)
         reporter.log(f"Candidate {architecture}: validation macro-F1 "
-                     f"{trained[architecture][2]['threshold_macro_f1']:.4f}")
-    chosen = max(trained, key=lambda architecture: trained[architecture][2]["threshold_macro_f1"])
-    config, model, report = trained[chosen]
-    report = {**report, "candidates": {architecture: candidate[2]["threshold_macro_f1"]
-                                       for architecture, candidate in trained.items()}}
+                     f"{report['selection_macro_f1']:.4f}")
+    chosen = trained[choose_candidate({name: candidate.report["selection_macro_f1"]
+                                       for name, candidate in trained.items()})]
+    config, model = chosen.config, chosen.model
+    report = {**chosen.report, "candidates": {name: candidate.report["selection_macro_f1"]
+                                              for name, candidate in trained.items()}}
     metrics = evaluate_sentiment(model, test_texts, test_labels)
     vader = evaluate_sentiment(VaderBaseline(), test_texts, test_labels)
     active, active_model = _load_active(ModelKind.SENTIMENT)

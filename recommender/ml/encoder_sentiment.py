@@ -29,15 +29,22 @@ import tensorflow as tf
 from sklearn.metrics import f1_score
 
 from recommender.ml.accelerator import configure_accelerator
-from recommender.ml.encoder import ENCODER_NAME, ENCODER_PACKAGE, SentenceEncoder, shared_encoder
-from recommender.ml.lexicon import SentimentScorer, as_text_array
+from recommender.ml.encoder import (
+    ENCODER_NAME,
+    ENCODER_PACKAGE,
+    EncoderNotInstalled,
+    SentenceEncoder,
+    shared_encoder,
+)
+from recommender.ml.lexicon import NEUTRAL, SentimentScorer, as_text_array
 from recommender.ml.sentiment import (
     METADATA_FILENAME,
     VALIDATION_MONITOR,
     ProgressCallback,
+    Thresholds,
     ValidationMacroF1,
     balanced_class_weights,
-    Thresholds,
+    best_binary_cut,
     choose_thresholds,
     prepare_training_data,
     raise_if_cancelled,
@@ -48,6 +55,8 @@ logger = logging.getLogger(__name__)
 HEAD_FILENAME = "head.keras"
 ARCHITECTURE = "encoder"
 ARTIFACT_FORMAT_VERSION = 1
+# Texts encoded between two checks for a cancelled job: about 20 s on 2 CPU cores.
+ENCODE_CHUNK_TEXTS = 1_000
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,12 @@ class EncoderSentimentModel(SentimentScorer):
     def load(cls, directory: Path, metadata: dict[str, Any]) -> EncoderSentimentModel:
         if metadata.get("format_version") != ARTIFACT_FORMAT_VERSION:
             raise ValueError(f"Unsupported encoder sentiment format: {metadata.get('format_version')!r}")
-        encoder = shared_encoder()
+        try:
+            encoder = shared_encoder()
+        except EncoderNotInstalled as error:
+            # A ValueError, as for any artifact this process cannot load: serving then
+            # refuses this version and keeps answering, instead of failing every request.
+            raise ValueError(f"This sentiment version needs the sentence encoder: {error}") from error
         expected = metadata["encoder"]["sha256"]
         if encoder.fingerprint != expected:
             raise ValueError(f"This sentiment model was trained on encoder weights {expected[:12]}..., "
@@ -144,13 +158,14 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     started = time.perf_counter()
     data = prepare_training_data(texts, labels, config.validation_fraction, config.seed)
     raise_if_cancelled(should_stop)
-    encoder = encoder or shared_encoder()
+    # Before the encoder's variables exist: they would initialise the GPUs, after which
+    # memory growth can no longer be set.
     accelerator = configure_accelerator()
+    encoder = encoder or shared_encoder()
 
-    fit_embeddings = encoder_features(encoder, data.binary_fit_texts, config.encode_batch_size)
-    validation_embeddings = encoder_features(encoder, data.validation_texts, config.encode_batch_size)
+    fit_embeddings = _features_cancellable(encoder, data.binary_fit_texts, config, should_stop)
+    validation_embeddings = _features_cancellable(encoder, data.validation_texts, config, should_stop)
     encode_seconds = time.perf_counter() - started
-    raise_if_cancelled(should_stop)
 
     tf.keras.utils.set_random_seed(config.seed)
     fit_targets = data.binary_fit_targets
@@ -171,7 +186,7 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
                   .shuffle(len(fit_targets), seed=config.seed, reshuffle_each_iteration=True)
                   .batch(config.batch_size).repeat(repeats))
     callbacks: list[tf.keras.callbacks.Callback] = [ProgressCallback(on_epoch_end, should_stop)]
-    validation_binary = data.validation_labels != "neutral"
+    validation_binary = data.validation_labels != NEUTRAL
     if data.has_validation:
         validation_targets = data.binary_validation_targets
         validation_data = tf.data.Dataset.from_tensor_slices(
@@ -206,11 +221,14 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
         "class_counts": data.class_counts,
         "train_texts": int(len(fit_targets)),
         "validation_texts": int(validation_binary.sum()) if data.has_validation else 0,
-        "threshold_source": ("validation" if validation_poles.min() >= config.min_threshold_texts
+        "threshold_source": ("training" if not data.has_validation
+                             else "validation" if validation_poles.min() >= config.min_threshold_texts
                              else "balanced classes"),
         "epochs_run": len(history.history["loss"]),
         "validation_macro_f1": history.history[VALIDATION_MONITOR][-1] if data.has_validation else None,
         "threshold_macro_f1": thresholds.macro_f1,
+        "selection_macro_f1": best_binary_cut(validation_scores[validation_binary],
+                                              data.binary_validation_targets > 0.5)[1],
         "decision_threshold": thresholds.decision,
         "negative_threshold": thresholds.negative,
         "positive_threshold": thresholds.positive,
@@ -224,7 +242,19 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
 
 def encoder_features(encoder: SentenceEncoder, texts: np.ndarray, batch_size: int) -> np.ndarray:
     """What the head reads: every layer's mean token state, side by side."""
-    return encoder.layer_means(texts.tolist(), batch_size).reshape(len(texts), -1)
+    return encoder.layer_means(texts.tolist(), batch_size).reshape(len(texts), feature_size(encoder))
+
+
+def _features_cancellable(encoder: SentenceEncoder, texts: np.ndarray, config: EncoderSentimentConfig,
+                          should_stop: Callable[[], bool] | None) -> np.ndarray:
+    """encoder_features in chunks, polling ``should_stop`` between them: encoding a large
+    shop's reviews takes minutes on a CPU, and a cancelled job should end within seconds."""
+    chunks = [np.zeros((0, feature_size(encoder)), dtype=np.float32)]
+    for start in range(0, len(texts), ENCODE_CHUNK_TEXTS):
+        raise_if_cancelled(should_stop)
+        chunks.append(encoder_features(encoder, texts[start:start + ENCODE_CHUNK_TEXTS],
+                                       config.encode_batch_size))
+    return np.concatenate(chunks)
 
 
 def feature_size(encoder: SentenceEncoder) -> int:
@@ -249,6 +279,9 @@ def load_sentiment_model(directory: Path) -> SentimentScorer:
     from recommender.ml.sentiment import SentimentModel
 
     metadata = json.loads((Path(directory) / METADATA_FILENAME).read_text())
-    if metadata.get("architecture") == ARCHITECTURE:
+    architecture = metadata.get("architecture", "ngram")  # n-gram artifacts predate the key
+    if architecture == ARCHITECTURE:
         return EncoderSentimentModel.load(directory, metadata)
+    if architecture != "ngram":
+        raise ValueError(f"Unknown sentiment artifact architecture: {architecture!r}")
     return SentimentModel.load(directory)

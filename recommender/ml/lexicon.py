@@ -53,8 +53,11 @@ def as_text_array(texts: Iterable[Any]) -> np.ndarray:
     """Python strings in an object array: what TensorFlow takes as a string tensor
     (pandas 3 string columns are not object arrays), missing texts as ""."""
     values = texts.tolist() if hasattr(texts, "tolist") else list(texts)
-    return np.asarray(["" if value is None or value != value else str(value) for value in values],
-                      dtype=object)
+    # A lone surrogate (valid JSON, "\ud800") is not UTF-8: tokenizers and TensorFlow
+    # refuse it, so it becomes "?".
+    return np.asarray(["" if value is None or value != value
+                       else str(value).encode("utf-8", "replace").decode("utf-8")
+                       for value in values], dtype=object)
 
 
 class VaderBaseline(SentimentScorer):

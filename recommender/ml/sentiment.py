@@ -313,7 +313,7 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
 
     tf.keras.utils.set_random_seed(config.seed)
     accelerator = configure_accelerator()
-    fit_texts, fit_labels = data.fit_texts, data.fit_labels
+    fit_texts = data.fit_texts
     validation_texts, validation_labels = data.validation_texts, data.validation_labels
     has_validation = data.has_validation
     validation_binary = validation_labels != NEUTRAL
@@ -383,6 +383,9 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
         "epochs_run": len(monitored),
         "best_epoch": int(np.argmax(monitored)) + 1 if has_validation else len(monitored),
         "threshold_macro_f1": thresholds.macro_f1,
+        # What the training pipeline compares candidates on: the validation texts'
+        # macro-F1 at their best cut, the same rule for every architecture.
+        "selection_macro_f1": thresholds.macro_f1,
         "decision_threshold": thresholds.decision,
         "negative_threshold": thresholds.negative,
         "positive_threshold": thresholds.positive,

@@ -90,7 +90,7 @@ def test_with_a_few_dozen_reviews_it_beats_the_lexicon_and_the_ngram_model(train
     ngram_f1 = evaluate_sentiment(ngram, texts, ratings)["macro_f1"]
 
     assert encoder_f1 > max(vader_f1, ngram_f1) + 0.1, (encoder_f1, vader_f1, ngram_f1)
-    # A validation slice of five texts is too few to place a cut on.
+    # A validation slice of four texts is too few to place a cut on.
     assert report["threshold_source"] == "balanced classes" and model.decision_threshold == 0.5
 
 
@@ -160,3 +160,42 @@ def test_with_enough_validation_texts_the_cut_and_neutral_band_are_fitted():
     assert report["threshold_source"] == "validation"
     assert model.negative_threshold <= model.decision_threshold <= model.positive_threshold
     assert model.decision_threshold != 0.5
+
+
+def test_no_texts_give_no_scores_and_a_lone_surrogate_gets_a_score(trained):
+    model, _ = trained
+
+    assert model.predict_positive_proba([]).shape == (0,)
+    [(_, score)] = model.predict(["\ud800 fits well"])
+    assert 0.0 <= score <= 1.0
+
+
+def test_an_encoder_version_without_the_encoder_installed_is_refused_not_crashed(
+        trained, tmp_path: Path, monkeypatch):
+    from recommender.ml import encoder_sentiment
+    from recommender.ml.encoder import EncoderNotInstalled
+
+    model, _ = trained
+    model.save(tmp_path)
+
+    def not_installed():
+        raise EncoderNotInstalled("The sentence encoder is not installed")
+
+    monkeypatch.setattr(encoder_sentiment, "shared_encoder", not_installed)
+    # ValueError is what serving and the training pipeline treat as "cannot load this".
+    with pytest.raises(ValueError, match="needs the sentence encoder"):
+        encoder_sentiment.load_sentiment_model(tmp_path)
+
+
+def test_an_unknown_artifact_architecture_is_refused(trained, tmp_path: Path):
+    import json
+
+    from recommender.ml.encoder_sentiment import load_sentiment_model
+
+    model, _ = trained
+    model.save(tmp_path)
+    metadata = json.loads((tmp_path / "sentiment.json").read_text())
+    (tmp_path / "sentiment.json").write_text(json.dumps({**metadata, "architecture": "gpt"}))
+
+    with pytest.raises(ValueError, match="Unknown sentiment artifact architecture"):
+        load_sentiment_model(tmp_path)

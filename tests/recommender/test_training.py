@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from ingestion.models import EndUser, Event, Item
 from recommender.ml.encoder import encoder_installed
 from recommender.models import ModelAuditEntry, ModelVersion, TrainingJob
+from recommender.training import choose_candidate
 from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
     register_model,
     serving,
@@ -217,9 +218,38 @@ def test_both_candidates_train_and_the_better_on_validation_is_registered(servin
 
     training = ModelVersion.objects.get(name=result["model_version"]).metrics["training"]
     assert set(training["candidates"]) == {"encoder", "ngram"}
-    assert training["candidates"][training["architecture"]] == max(training["candidates"].values())
+    assert training["architecture"] == choose_candidate(training["candidates"])
     job = TrainingJob.objects.get()
     assert "Candidate encoder: validation macro-F1" in job.log
+    assert "Candidate ngram: validation macro-F1" in job.log
+
+
+def test_the_candidate_with_the_higher_validation_score_wins_and_a_tie_goes_to_the_first():
+    assert choose_candidate({"encoder": 0.81, "ngram": 0.86}) == "ngram"
+    assert choose_candidate({"encoder": 0.9, "ngram": 0.9}) == "encoder"
+    assert choose_candidate({"ngram": 0.7}) == "ngram"
+
+
+def test_an_unreadable_encoder_skips_its_candidate_and_the_ngram_model_trains(serving,
+                                                                             monkeypatch):
+    from recommender.ml import encoder_sentiment
+    from recommender.ml.encoder import EncoderNotInstalled
+
+    def unreadable():
+        raise EncoderNotInstalled("The sentence encoder at model.zip is unreadable")
+
+    monkeypatch.setattr("recommender.ml.encoder.encoder_installed", lambda: True)
+    monkeypatch.setattr(encoder_sentiment, "shared_encoder", unreadable)
+    rng = random.Random(5)
+    _store_reviews([(_slang("zorp", rng), 5) for _ in range(60)]
+                   + [(_slang("blick", rng), 1) for _ in range(60)])
+
+    result, _ = _train("sentiment")
+
+    training = ModelVersion.objects.get(name=result["model_version"]).metrics["training"]
+    assert training["architecture"] == "ngram" and list(training["candidates"]) == ["ngram"]
+    assert "Candidate encoder skipped: The sentence encoder at model.zip is unreadable" in (
+        TrainingJob.objects.get().log)
 
 
 def test_without_the_encoder_the_ngram_model_is_the_only_candidate(serving, monkeypatch):
