@@ -17,10 +17,12 @@ from analytics.insights import (
     common,
     funnels,
     items,
+    lifecycle,
     overview,
     recommendations,
     retention,
     sentiment,
+    stickiness,
     trends,
 )
 from analytics.insights.common import (
@@ -40,6 +42,7 @@ STEPS_PATTERN = rf"^{_NAME}(,{_NAME}){{1,{MAX_FUNNEL_STEPS - 1}}}$"
 MAX_TREND_EVENTS = 5
 TREND_EVENTS_PATTERN = rf"^{_NAME}(,{_NAME}){{0,{MAX_TREND_EVENTS - 1}}}$"
 PROPERTY_KEY_MAX_CHARS = 200
+WHERE_PATTERN = r"^[^=\x00]+=[^\x00]*$"
 COMPARE_PATTERN = rf"^{_NAME},{_NAME}$"
 MAX_WINDOW_DAYS = 90
 
@@ -233,27 +236,24 @@ class TrendsApi(AnalyticsApi):
             help_text="`category` (the item's category) or a key of the events' properties; "
                       f"the {trends.MAX_BREAKDOWN_VALUES} most frequent values get their own "
                       "series, the rest one series `other`")
-        property = serializers.CharField(
-            required=False, max_length=PROPERTY_KEY_MAX_CHARS, validators=[NO_NUL],
-            help_text="Keep only events whose properties[property] equals `value`")
-        value = serializers.CharField(required=False, max_length=PROPERTY_KEY_MAX_CHARS,
-                                      validators=[NO_NUL])
+        where = serializers.CharField(
+            required=False, max_length=2 * PROPERTY_KEY_MAX_CHARS,
+            validators=[RegexValidator(WHERE_PATTERN, message="Give key=value, e.g. plan=pro.")],
+            help_text="`key=value`: keep only events whose properties[key], as text, is value")
         compare = serializers.BooleanField(required=False, default=False,
                                            help_text="Also the period of equal length before")
 
         def validate_events(self, value: str) -> list[str]:
             return list(dict.fromkeys(name.strip() for name in value.split(",")))
 
+        def validate_where(self, value: str) -> tuple[str, str]:
+            key, _, expected = value.partition("=")
+            return key, expected
+
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             attrs = super().validate(attrs)
-            key, value = attrs.pop("property", None), attrs.pop("value", None)
-            if (key is None) != (value is None):
-                raise serializers.ValidationError(
-                    {"property" if key is None else "value": "Give both property and value."},
-                    code="incomplete_filter")
-            event_types = attrs.pop("events")
-            return {**attrs, "event_types": event_types,
-                    "property_filter": (key, value) if key is not None else None}
+            event_types, where = attrs.pop("events"), attrs.pop("where", None)
+            return {**attrs, "event_types": event_types, "property_filter": where}
 
     @extend_schema(
         operation_id="analytics_trends", parameters=[InputSerializer],
@@ -283,3 +283,50 @@ class TrendsApi(AnalyticsApi):
                     "event type or property key never sent is not an error: it shows zeros.")
     def get(self, request):
         return Response(trends.trends(**self.filters(request)))
+
+
+class LifecycleApi(AnalyticsApi):
+    class InputSerializer(FiltersInputSerializer):
+        interval = serializers.ChoiceField(choices=list(trends.INTERVALS), required=False,
+                                           default="week")
+
+    @extend_schema(
+        operation_id="analytics_lifecycle", parameters=[InputSerializer],
+        responses={200: inline_serializer("Lifecycle", fields={
+            "interval": serializers.CharField(),
+            "periods": inline_serializer("LifecyclePeriod", fields={
+                "period": serializers.DateField(help_text="First day of the period"),
+                "new": serializers.IntegerField(),
+                "returning": serializers.IntegerField(),
+                "resurrecting": serializers.IntegerField(),
+                "dormant": serializers.IntegerField(help_text="Negative: persons lost"),
+            }, many=True),
+        })},
+        description="Per day, week (from Monday) or month: persons first seen in it (new), "
+                    "also active the period before (returning), back after at least one "
+                    "period away (resurrecting), and active the period before but not in "
+                    "this one (dormant, as a negative count).")
+    def get(self, request):
+        return Response(lifecycle.lifecycle(**self.filters(request)))
+
+
+class StickinessApi(AnalyticsApi):
+    class InputSerializer(FiltersInputSerializer):
+        interval = serializers.ChoiceField(choices=["week", "month"], required=False,
+                                           default="week")
+
+    @extend_schema(
+        operation_id="analytics_stickiness", parameters=[InputSerializer],
+        responses={200: inline_serializer("Stickiness", fields={
+            "interval": serializers.CharField(),
+            "person_periods": serializers.IntegerField(),
+            "days": inline_serializer("StickinessDays", fields={
+                "days": serializers.IntegerField(),
+                "persons": serializers.IntegerField(),
+                "share": serializers.FloatField(allow_null=True),
+            }, many=True),
+        })},
+        description="How many persons were active on exactly 1, 2, ... 7 days of a week (or "
+                    "1..31 days of a month), counted once per person and period in the range.")
+    def get(self, request):
+        return Response(stickiness.stickiness(**self.filters(request)))

@@ -10,6 +10,8 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboards:overview"), name="home"),
     path("dashboards/overview/", views.OverviewView.as_view(), name="overview"),
     path("dashboards/trends/", views.TrendsView.as_view(), name="trends"),
+    path("dashboards/lifecycle/", views.LifecycleView.as_view(), name="lifecycle"),
+    path("dashboards/stickiness/", views.StickinessView.as_view(), name="stickiness"),
     path("dashboards/funnels/", views.FunnelView.as_view(), name="funnels"),
     path("dashboards/retention/", views.RetentionView.as_view(), name="retention"),
     path("dashboards/items/", views.ItemsView.as_view(), name="items"),

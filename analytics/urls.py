@@ -3,10 +3,12 @@ from django.urls import path
 from analytics.apis import (
     FunnelApi,
     ItemsApi,
+    LifecycleApi,
     OverviewApi,
     RecommendationsApi,
     RetentionApi,
     SentimentApi,
+    StickinessApi,
     TrendsApi,
 )
 
@@ -21,4 +23,6 @@ urlpatterns = [
     path("sentiment", SentimentApi.as_view(), name="sentiment"),
     path("recommendations", RecommendationsApi.as_view(), name="recommendations"),
     path("trends", TrendsApi.as_view(), name="trends"),
+    path("lifecycle", LifecycleApi.as_view(), name="lifecycle"),
+    path("stickiness", StickinessApi.as_view(), name="stickiness"),
 ]

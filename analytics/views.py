@@ -23,10 +23,12 @@ from analytics.insights import (
     common,
     funnels,
     items,
+    lifecycle,
     overview,
     recommendations,
     retention,
     sentiment,
+    stickiness,
     trends,
 )
 
@@ -537,3 +539,54 @@ def _series_name(row: dict[str, Any]) -> str:
     if row["breakdown_value"] is None:
         return row["event_type"]
     return f"{row['event_type']} · {row['breakdown_value']}"
+
+
+class LifecycleView(DashboardView):
+    page, title = "lifecycle", "Lifecycle"
+    template_name = "analytics/lifecycle.html"
+    input_serializer = apis.LifecycleApi.InputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        data = lifecycle.lifecycle(**filters)
+        periods = data["periods"]
+        labels = [period["period"] for period in periods]
+        return {
+            "cards": [card(f"New (last {data['interval']})", periods[-1]["new"]),
+                      card("Returning", periods[-1]["returning"]),
+                      card("Resurrecting", periods[-1]["resurrecting"]),
+                      card("Dormant", -periods[-1]["dormant"])],
+            "charts": [chart(
+                chart_id="lifecycle", title=f"Persons per {data['interval']} by lifecycle stage",
+                kind="bar", labels=labels, stacked=True,
+                colors=["#2563eb", "#16a34a", "#f59e0b", "#dc2626"],
+                series=[(status.capitalize(), [period[status] for period in periods])
+                        for status in lifecycle.STATUSES])],
+            "tables": [table(
+                name="lifecycle", title=f"Per {data['interval']}",
+                columns=[("Period", "text"), ("New", "int"), ("Returning", "int"),
+                         ("Resurrecting", "int"), ("Dormant", "int")],
+                rows=[[period["period"], *[period[status] for status in lifecycle.STATUSES]]
+                      for period in reversed(periods)])],
+        }
+
+
+class StickinessView(DashboardView):
+    page, title = "stickiness", "Stickiness"
+    template_name = "analytics/stickiness.html"
+    input_serializer = apis.StickinessApi.InputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        data = stickiness.stickiness(**filters)
+        rows = data["days"]
+        return {
+            "cards": [card(f"Persons × {data['interval']}s active", data["person_periods"])],
+            "charts": [chart(
+                chart_id="stickiness",
+                title=f"Persons by days active in a {data['interval']}", kind="bar",
+                labels=[str(row["days"]) for row in rows],
+                series=[("Persons", [row["persons"] for row in rows])])],
+            "tables": [table(
+                name="stickiness", title=f"Days active per {data['interval']}",
+                columns=[("Days active", "int"), ("Persons", "int"), ("Share", "percent")],
+                rows=[[row["days"], row["persons"], row["share"]] for row in rows])],
+        }

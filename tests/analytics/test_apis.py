@@ -8,7 +8,8 @@ from tests.factories import EndUserFactory, EventFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
 
-ENDPOINTS = ["overview", "trends", "funnel", "retention", "items", "sentiment", "recommendations"]
+ENDPOINTS = ["overview", "trends", "funnel", "retention", "lifecycle", "stickiness", "items",
+             "sentiment", "recommendations"]
 
 
 def url(name: str) -> str:
@@ -53,9 +54,11 @@ class TestAccess:
     ("trends", "measure=median", "measure"),
     ("trends", "events=a,b,c,d,e,f", "events"),
     ("trends", "events=view,,search", "events"),
-    ("trends", "property=plan", "value"),
-    ("trends", "value=pro", "property"),
+    ("trends", "where=plan", "where"),
+    ("trends", "where==pro", "where"),
     ("trends", "start=2023-01-01&end=2025-06-30", "end"),
+    ("lifecycle", "interval=year", "interval"),
+    ("stickiness", "interval=day", "interval"),
 ])
 def test_bad_parameters_are_400_in_the_error_shape(pm_client, name, query, attr):
     response = pm_client.get(f"{url(name)}?{query}")
@@ -148,7 +151,7 @@ def test_trends_of_a_custom_event_broken_down_by_a_property(pm_client):
                      timestamp=datetime(2026, 1, 5, 12, tzinfo=UTC))
 
     body = pm_client.get(f"{url('trends')}?start=2026-01-05&end=2026-01-11&events=signup"
-                         "&interval=week&breakdown=plan&property=utm_source&value=ads"
+                         "&interval=week&breakdown=plan&where=utm_source%3Dads"
                          "&compare=true").json()
 
     assert body["periods"] == ["2026-01-05"]

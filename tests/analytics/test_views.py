@@ -14,7 +14,8 @@ from tests.factories import EndUserFactory, EventFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["overview", "trends", "funnels", "retention", "items", "sentiment", "recommendations"]
+PAGES = ["overview", "trends", "funnels", "retention", "lifecycle", "stickiness", "items",
+         "sentiment", "recommendations"]
 
 
 def page_url(name: str) -> str:
