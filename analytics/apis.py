@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -24,6 +25,7 @@ from analytics.insights import (
     sentiment,
     stickiness,
     trends,
+    user_timeline,
 )
 from analytics.insights.common import (
     DEFAULT_FUNNEL_STEPS,
@@ -330,3 +332,21 @@ class StickinessApi(AnalyticsApi):
                     "1..31 days of a month), counted once per person and period in the range.")
     def get(self, request):
         return Response(stickiness.stickiness(**self.filters(request)))
+
+
+class UserTimelineApi(AnalyticsApi):
+    class InputSerializer(QueryParamsSerializer):
+        limit = serializers.IntegerField(required=False, default=user_timeline.DEFAULT_EVENT_LIMIT,
+                                         min_value=1, max_value=1000)
+
+    @extend_schema(
+        operation_id="analytics_user_timeline", parameters=[InputSerializer],
+        responses={200: OpenApiTypes.OBJECT},
+        description="One person's events (theirs and their linked anonymous ids', newest "
+                    "first), traits, review sentiment, and the recommendations they would get "
+                    "now with the recent items behind them. Looking does not log an impression.")
+    def get(self, request, user_id: str):
+        timeline = user_timeline.user_timeline(user_id=user_id, **self.filters(request))
+        if timeline is None:
+            raise NotFound(f"No user with id {user_id!r} has been seen.")
+        return Response(timeline)

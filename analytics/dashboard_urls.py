@@ -12,6 +12,7 @@ urlpatterns = [
     path("dashboards/trends/", views.TrendsView.as_view(), name="trends"),
     path("dashboards/lifecycle/", views.LifecycleView.as_view(), name="lifecycle"),
     path("dashboards/stickiness/", views.StickinessView.as_view(), name="stickiness"),
+    path("dashboards/users/", views.UserTimelineView.as_view(), name="users"),
     path("dashboards/funnels/", views.FunnelView.as_view(), name="funnels"),
     path("dashboards/retention/", views.RetentionView.as_view(), name="retention"),
     path("dashboards/items/", views.ItemsView.as_view(), name="items"),

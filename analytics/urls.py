@@ -10,6 +10,7 @@ from analytics.apis import (
     SentimentApi,
     StickinessApi,
     TrendsApi,
+    UserTimelineApi,
 )
 
 
@@ -25,4 +26,5 @@ urlpatterns = [
     path("trends", TrendsApi.as_view(), name="trends"),
     path("lifecycle", LifecycleApi.as_view(), name="lifecycle"),
     path("stickiness", StickinessApi.as_view(), name="stickiness"),
+    path("users/<str:user_id>/timeline", UserTimelineApi.as_view(), name="user-timeline"),
 ]

@@ -7,6 +7,7 @@ CSV with `?format=csv&table=<name>` added to the page's query string.
 """
 
 import csv
+import json
 from datetime import date, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ from analytics.insights import (
     sentiment,
     stickiness,
     trends,
+    user_timeline,
 )
 
 
@@ -143,7 +145,7 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
         content = self.build(filters)
         if request.GET.get("format") == "csv":
             return self.csv_response(content["tables"], request.GET.get("table", ""),
-                                     filters["date_range"])
+                                     filters.get("date_range"))
         query = request.GET.copy()
         query.pop("format", None)
         query.pop("table", None)
@@ -165,14 +167,16 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
         return links
 
     def csv_response(self, tables: list[dict[str, Any]], name: str,
-                     date_range: common.DateRange) -> HttpResponse:
+                     date_range: common.DateRange | None) -> HttpResponse:
         chosen = next((t for t in tables if t["name"] == name), None)
         if chosen is None:
             names = ", ".join(t["name"] for t in tables)
             return HttpResponseBadRequest(f"Unknown table {name!r}; choose one of: {names}.",
                                           content_type="text/plain")
         response = HttpResponse(content_type="text/csv; charset=utf-8")
-        filename = slugify(f"{self.page}-{chosen['name']}-{date_range.start}-{date_range.end}")
+        # A page without a date range (a user's timeline) is named by its table alone.
+        period = f"-{date_range.start}-{date_range.end}" if date_range else ""
+        filename = slugify(f"{self.page}-{chosen['name']}{period}")
         response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
         writer = csv.writer(response)
         writer.writerow(chosen["columns"])
@@ -589,4 +593,61 @@ class StickinessView(DashboardView):
                 name="stickiness", title=f"Days active per {data['interval']}",
                 columns=[("Days active", "int"), ("Persons", "int"), ("Share", "percent")],
                 rows=[[row["days"], row["persons"], row["share"]] for row in rows])],
+        }
+
+
+class UserTimelineInputSerializer(serializers.Serializer):
+    user_id = serializers.CharField(required=False, allow_blank=True, max_length=255)
+
+
+class UserTimelineView(DashboardView):
+    page, title = "users", "User timeline"
+    template_name = "analytics/user_timeline.html"
+    input_serializer = UserTimelineInputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        user_id = (filters.get("user_id") or "").strip()
+        timeline = user_timeline.user_timeline(user_id=user_id) if user_id else None
+        if timeline is None:
+            return {"user_id": user_id, "not_found": bool(user_id), "cards": [], "charts": [],
+                    "tables": []}
+        per_day: dict[str, int] = {}
+        for row in timeline["events"]:
+            day = row["timestamp"].date().isoformat()
+            per_day[day] = per_day.get(day, 0) + 1
+        days = sorted(per_day)
+        recommendations = timeline["recommendations"]
+        return {
+            "user_id": user_id, "timeline": timeline,
+            "cards": [card("Events", timeline["event_count"]),
+                      card("Ids (with linked anonymous ones)", len(timeline["ids"])),
+                      *[card(f"{label.capitalize()} reviews", count)
+                        for label, count in timeline["sentiment"].items()]],
+            "charts": [chart(chart_id="user-events", title="Events per day (latest shown)",
+                             kind="bar", labels=days,
+                             series=[("Events", [per_day[day] for day in days])])],
+            "tables": [
+                table(name="events", title="Events, newest first",
+                      columns=[("Time", "text"), ("Type", "text"), ("Id", "text"),
+                               ("Item", "text"), ("Value", "float"), ("Text", "text"),
+                               ("Sentiment", "text"), ("Properties", "text")],
+                      rows=[[row["timestamp"].isoformat(timespec="seconds"), row["type"],
+                             row["user_id"], row["item_title"] or row["item_id"] or "",
+                             row["value"], row["text"], row["sentiment_label"],
+                             json.dumps(row["properties"]) if row["properties"] else ""]
+                            for row in timeline["events"]]),
+                table(name="recommendations",
+                      title=f"Recommendations now ({recommendations['strategy']}"
+                            + (f", {recommendations['model_version']}"
+                               if recommendations["model_version"] else "") + ")",
+                      columns=[("Item", "text"), ("Title", "text"), ("Category", "text"),
+                               ("Score", "float")],
+                      rows=[[row["item_id"], row["title"], row["category"], row["score"]]
+                            for row in recommendations["items"]],
+                      empty="No active items to recommend."),
+                table(name="recent-items", title="Recent items behind them, newest first",
+                      columns=[("Item", "text")],
+                      rows=[[item] for item in timeline["recent_items"]],
+                      empty="No item interactions yet: this user gets popular items."),
+            ],
         }

@@ -133,12 +133,17 @@ def _still_active(item_ids: list[str]) -> dict[str, dict]:
 
 
 def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
-            loaded: LoadedVersion | None, strategy: str, endpoint: str) -> Recommendation:
+            loaded: LoadedVersion | None, strategy: str, endpoint: str,
+            log_impression: bool = True) -> Recommendation:
     impression = Impression(user_id=user_id, model_version_id=loaded.version_id if loaded
                             else None, strategy=strategy, endpoint=endpoint,
                             created_at=timezone.now())
     scores = dict(ranked)
-    if connection.vendor == "postgresql":
+    if not log_impression:
+        details = _still_active([item for item, _ in ranked])
+        chosen = [(item, details[item]["title"], details[item]["category"])
+                  for item, _ in ranked if item in details][:k]
+    elif connection.vendor == "postgresql":
         # One round trip: the still-active check of the final candidates and the
         # impression insert in one statement (this runs on every request).
         chosen = _choose_and_log(impression, [item for item, _ in ranked], k)
@@ -210,9 +215,12 @@ def _log_impression(impression: Impression) -> Impression:
 
 def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None,
                        exclude: frozenset[str] = frozenset(),
-                       exclude_interacted: bool = True) -> Recommendation:
+                       exclude_interacted: bool = True,
+                       log_impression: bool = True) -> Recommendation:
     """Two-tower over the user's current history; popular items for a user without one
-    (or while no model is trained). Inactive items never appear."""
+    (or while no model is trained). Inactive items never appear. Without
+    ``log_impression`` (a product manager looking at what a user would get) no impression
+    is stored, so the look is not counted as the user having been shown anything."""
     loaded = serving_version(kind=ModelKind.RECOMMENDER, user_id=user_id)
     history_length = loaded.model.config.history_length if loaded else 0
     view = _catalog_view(loaded) if loaded else None
@@ -226,7 +234,8 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
         ranked = [(item, score) for item, item_category, score in _popular()
                   if item not in excluded and (category is None or item_category == category)]
         return _answer(user_id=user_id, ranked=ranked[:margin], k=k, loaded=None,
-                       strategy="popular", endpoint="recommendations")
+                       strategy="popular", endpoint="recommendations",
+                       log_impression=log_impression)
 
     model = loaded.model
     scores = model.score_items(model.query_embeddings([person.user_id],
@@ -239,7 +248,7 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
     top = _top_rows(scores, margin)
     ranked = [(str(model.item_ids[row]), float(scores[row])) for row in top]
     return _answer(user_id=user_id, ranked=ranked, k=k, loaded=loaded, strategy="two_tower",
-                   endpoint="recommendations")
+                   endpoint="recommendations", log_impression=log_impression)
 
 
 class UnknownItem(Exception):

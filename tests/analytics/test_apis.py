@@ -160,3 +160,16 @@ def test_trends_of_a_custom_event_broken_down_by_a_property(pm_client):
     # A property key nobody sends is an empty answer, not an error.
     unknown = pm_client.get(f"{url('trends')}?events=signup&breakdown=nonexistent")
     assert unknown.status_code == 200
+
+
+def test_a_user_timeline_for_product_managers_only_and_404_for_an_unknown_id(pm_client, anonymous):
+    shopper = EndUserFactory(user_id="u-42")
+    EventFactory(user=shopper, type="view")
+
+    assert anonymous.get(url("users/u-42/timeline")).status_code in (401, 403)
+    body = pm_client.get(url("users/u-42/timeline")).json()
+    assert body["user_id"] == "u-42" and body["event_count"] == 1
+
+    missing = pm_client.get(url("users/nobody/timeline"))
+    assert missing.status_code == 404
+    assert missing.json()["type"] == "client_error" and "nobody" in missing.json()["detail"]

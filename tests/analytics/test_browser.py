@@ -80,6 +80,23 @@ def test_every_dashboard_draws_its_charts(live_server, pm_user, shop_data, brows
     assert errors == []
 
 
+def test_a_user_timeline_is_looked_up_and_drawn(live_server, pm_user, shop_data, browser):
+    page = browser.new_page()
+    errors = watch_errors(page)
+    _log_in(page, live_server.url)
+
+    page.goto(f"{live_server.url}/dashboards/users/")
+    page.fill("input[name=user_id]", "u3")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+
+    assert "user_id=u3" in page.url
+    drawn = page.evaluate(DRAWN_CANVASES)
+    assert drawn and all(drawn)
+    assert page.locator("#table-events tbody tr").count() >= 4
+    assert errors == []
+
+
 def test_filters_and_empty_state(live_server, pm_user, browser):
     page = browser.new_page()
     errors = watch_errors(page)

@@ -156,3 +156,20 @@ def test_recommendations_page_compares_versions(pm_browser, activity):
     assert "95% confidence interval" in content
     assert "Purchase rate: <strong>tt-1</strong>" in content
     assert Event.objects.filter(rec_id__isnull=False).exists()
+
+
+def test_user_timeline_page_looks_a_user_up_and_downloads_their_events(pm_browser, activity):
+    user_id = Event.objects.filter(type="purchase").first().user.user_id
+
+    page = pm_browser.get(page_url("users") + f"?user_id={user_id}").content.decode()
+    assert "Events, newest first" in page and "Recommendations now" in page
+    assert "<canvas" in page
+
+    download = pm_browser.get(page_url("users") + f"?user_id={user_id}&format=csv&table=events")
+    rows = list(csv.reader(io.StringIO(download.content.decode())))
+    assert rows[0][:2] == ["Time", "Type"] and "purchase" in {row[1] for row in rows[1:]}
+    assert download["Content-Disposition"].startswith('attachment; filename="users-events')
+
+    unknown = pm_browser.get(page_url("users") + "?user_id=nobody").content.decode()
+    assert "No user with id" in unknown
+    assert pm_browser.get(page_url("users")).status_code == 200
