@@ -35,6 +35,11 @@ ENDPOINTS = {
     "items": "/api/v1/analytics/items",
     "sentiment": "/api/v1/analytics/sentiment",
     "recommendations": "/api/v1/analytics/recommendations",
+    "trends": "/api/v1/analytics/trends?events=view,purchase",
+    "lifecycle": "/api/v1/analytics/lifecycle",
+    "stickiness": "/api/v1/analytics/stickiness",
+    # user-1 is the most active seeded user (user ids are drawn with a power law).
+    "user timeline": "/api/v1/analytics/users/user-1/timeline",
 }
 # What the dashboards also ask for: the funnel page's category breakdown, the costliest
 # ordering, one category, and the whole seeded span (every cohort populated).
@@ -46,6 +51,9 @@ VARIANTS = {
     "overview, 120 days": ENDPOINTS["overview"] + "?start={span_start}",
     "retention, 120 days": ENDPOINTS["retention"] + "?start={span_start}",
     "recommendations, 120 days": ENDPOINTS["recommendations"] + "?start={span_start}",
+    "trends, persons by category": ENDPOINTS["trends"] + "&measure=users&breakdown=category",
+    "trends, by a property, weekly, compared": (ENDPOINTS["trends"]
+                                                 + "&breakdown=plan&interval=week&compare=true"),
 }
 SPAN_DAYS = 120
 ITEMS = 5_000

@@ -4,11 +4,12 @@ from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
 
-from django.db.models import DateField
-from django.db.models.functions import Trunc, TruncDate
+from django.db.models import Count, DateField, F
+from django.db.models.functions import Trunc
 
 from analytics.insights.common import DateRange, events_in_range
 from analytics.insights.trends import Interval, period_starts
+from ingestion.models import EndUser
 from ingestion.selectors import person_first_seen, person_key
 
 
@@ -32,33 +33,41 @@ def lifecycle(*, date_range: DateRange, interval: Interval = "week",
     lifecycle charts draw it below the axis). Weeks start on Monday.
 
     The database returns one row per person and active period (not per event), from the
-    period before the range's first one to its end."""
+    period before the range's first one to its end, and the number of persons first seen
+    per period."""
     starts = period_starts(date_range, interval)
     lookback = DateRange(start=_previous_start(starts[0], interval), end=date_range.end)
-    activity = (events_in_range(date_range=lookback, category=category)
-                .annotate(person=person_key(), first_seen=TruncDate(person_first_seen()),
-                          period=Trunc("timestamp", interval, output_field=DateField()))
-                .values_list("person", "period", "first_seen").distinct())
+    events = events_in_range(date_range=lookback, category=category).annotate(
+        person=person_key(), period=Trunc("timestamp", interval, output_field=DateField()))
     active: dict[date, set[int]] = defaultdict(set)
-    first_period: dict[int, date] = {}
-    for person, period, first_seen in activity:
+    for person, period in events.values_list("person", "period").distinct():
         active[period].add(person)
-        if first_seen is not None:
-            first_period[person] = _period_of(first_seen, interval)
+    new_counts = _new_persons(events, lookback=lookback, interval=interval, category=category)
     periods = []
     for start in starts:
         now, before = active.get(start, set()), active.get(_previous_start(start, interval), set())
-        new = {person for person in now if first_period.get(person) == start}
-        returning = (now & before) - new
-        resurrecting = now - before - new
-        periods.append({"period": start.isoformat(), "new": len(new), "returning": len(returning),
-                        "resurrecting": len(resurrecting), "dormant": -len(before - now)})
+        # A person first seen in a period was active in it and in no period before it, so
+        # the new are a part of (now - before) and only their number is needed.
+        new = new_counts.get(start, 0)
+        periods.append({"period": start.isoformat(), "new": new,
+                        "returning": len(now & before), "resurrecting": len(now - before) - new,
+                        "dormant": -len(before - now)})
     return {"interval": interval, "periods": periods}
 
 
-def _period_of(day: date, interval: Interval) -> date:
-    if interval == "day":
-        return day
-    if interval == "week":
-        return day - timedelta(days=day.weekday())
-    return day.replace(day=1)
+def _new_persons(events, *, lookback: DateRange, interval: Interval,
+                 category: str | None) -> dict[date, int]:
+    """Persons first seen per period. Without a category, from the users table (first_seen
+    is the time of a user's first event; a linked alias is not a person of its own), which
+    spares joining every event to its person's first_seen."""
+    if category is None:
+        return dict(EndUser.objects.filter(first_seen__gte=lookback.start_at,
+                                           first_seen__lt=lookback.end_before,
+                                           identity_link__isnull=True)
+                    .annotate(period=Trunc("first_seen", interval, output_field=DateField()))
+                    .values("period").annotate(persons=Count("id")).values_list("period", "persons"))
+    # First seen in the period and active in the category in it.
+    return dict(events.annotate(first_period=Trunc(person_first_seen(), interval,
+                                                   output_field=DateField()))
+                .filter(first_period=F("period")).values("period")
+                .annotate(persons=Count("person", distinct=True)).values_list("period", "persons"))

@@ -57,3 +57,20 @@ def test_daily_and_monthly_periods():
         (1, 0, 0, 0), (0, 0, 0, -1), (0, 0, 1, 0)]
     assert [(p["period"], p["new"], p["dormant"]) for p in monthly] == [
         ("2026-01-01", 1, 0), ("2026-02-01", 0, -1)]
+
+
+def test_with_a_category_new_means_first_seen_and_active_in_it_that_period():
+    from tests.analytics.insights.builders import item
+
+    shoes, hats = item("sneaker", "shoes"), item("beanie", "hats")
+    ann = user("ann", first_seen=at(5))
+    bob = user("bob", first_seen=at(6))
+    event(ann, "view", at(5), shoes)
+    event(bob, "view", at(6), hats)      # new to the shop, but not in shoes this week
+    event(bob, "view", at(13), shoes)    # first time in shoes: resurrecting there, not new
+
+    weeks = lifecycle.lifecycle(date_range=DateRange(start=date(2026, 1, 5), end=date(2026, 1, 18)),
+                                category="shoes")["periods"]
+
+    assert [(p["new"], p["returning"], p["resurrecting"], p["dormant"]) for p in weeks] == [
+        (1, 0, 0, 0), (0, 0, 1, -1)]
