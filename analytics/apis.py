@@ -61,7 +61,12 @@ class FiltersInputSerializer(QueryParamsSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         end = attrs.pop("end", None) or common.default_date_range().end
-        start = attrs.pop("start", None) or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        try:
+            start = attrs.pop("start", None) or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        except OverflowError:
+            raise serializers.ValidationError(
+                {"end": "Give a start: the default range would begin before year 1."},
+                code="invalid_range") from None
         if start > end:
             raise serializers.ValidationError({"start": "start must be on or before end."},
                                               code="invalid_range")

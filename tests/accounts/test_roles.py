@@ -33,10 +33,12 @@ ENDPOINTS = [
      {CLIENT_APP, ADMIN}),
     *[(f"analytics API {name}", "get", f"/api/v1/analytics/{name}", None,
        {PRODUCT_MANAGER, ADMIN})
-      for name in ("overview", "funnel", "retention", "items", "sentiment", "recommendations")],
+      for name in ("overview", "trends", "funnel", "retention", "lifecycle", "stickiness", "items",
+                   "sentiment", "recommendations", "users/timeline-user/timeline")],
     ("dashboards", "get", "/", None, {PRODUCT_MANAGER, ADMIN}),
     *[(f"dashboard {name}", "get", f"/dashboards/{name}/", None, {PRODUCT_MANAGER, ADMIN})
-      for name in ("overview", "funnels", "retention", "items", "sentiment", "recommendations")],
+      for name in ("overview", "trends", "funnels", "retention", "lifecycle", "stickiness",
+                   "items", "sentiment", "recommendations", "users")],
     # The SDK endpoints take the client app's key the SDKs' way (the body's api_key,
     # Basic auth): see test_role_access. An admin's login does not open them.
     *[("posthog capture", "post", f"/{path}", {"batch": [
@@ -95,11 +97,12 @@ def world(db, settings, model_store, monkeypatch):
     a sentiment scorer that does not load TensorFlow (this test is about access)."""
     from recommender import sentiment_scoring
     from recommender.models import ModelVersion, TrainingJob
-    from tests.factories import ItemFactory
+    from tests.factories import EndUserFactory, ItemFactory
 
     settings.CELERY_BROKER_URL = "memory://"
     monkeypatch.setattr(sentiment_scoring, "_vader", StubSentimentScorer)
     ItemFactory(item_id="sku-1")
+    EndUserFactory(user_id="timeline-user")
     version = ModelVersion.objects.create(kind="recommender", name="rec-candidate",
                                           artifact_path="missing", checksum="x")
     return {"job_id": TrainingJob.objects.create(kind="sentiment", started_by="test").pk,

@@ -58,6 +58,7 @@ class TestAccess:
     ("trends", "where==pro", "where"),
     ("trends", "start=2023-01-01&end=2025-06-30", "end"),
     ("lifecycle", "interval=year", "interval"),
+    ("overview", "end=0001-01-05", "end"),
     ("stickiness", "interval=day", "interval"),
 ])
 def test_bad_parameters_are_400_in_the_error_shape(pm_client, name, query, attr):

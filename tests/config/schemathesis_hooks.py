@@ -30,7 +30,10 @@ def filter_query(ctx, query):
     if "start" not in query and "end" not in query:
         return True
     end = _day(query.get("end")) or date.today()
-    start = _day(query.get("start")) or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    try:
+        start = _day(query.get("start")) or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    except OverflowError:
+        return False  # an end in the first days of year 1 leaves no room for the default start
     if "start" in query and _day(query["start"]) is None or \
             "end" in query and _day(query["end"]) is None:
         return True  # not a date: the schema's own rule, left to the fuzzer
