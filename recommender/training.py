@@ -143,8 +143,10 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
     chosen = trained[choose_candidate({name: candidate.report["selection_macro_f1"]
                                        for name, candidate in trained.items()})]
     config, model = chosen.config, chosen.model
-    report = {**chosen.report, "candidates": {name: candidate.report["selection_macro_f1"]
-                                              for name, candidate in trained.items()}}
+    # A list, not a mapping: PostgreSQL's jsonb reorders keys, and the order breaks ties.
+    report = {**chosen.report, "candidates": [
+        {"architecture": name, "selection_macro_f1": candidate.report["selection_macro_f1"]}
+        for name, candidate in trained.items()]}
     metrics = evaluate_sentiment(model, test_texts, test_labels)
     vader = evaluate_sentiment(VaderBaseline(), test_texts, test_labels)
     active, active_model = _load_active(ModelKind.SENTIMENT)
