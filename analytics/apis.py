@@ -239,12 +239,13 @@ class TrendsApi(AnalyticsApi):
         interval = serializers.ChoiceField(choices=list(trends.INTERVALS), required=False,
                                            default="day")
         breakdown = serializers.CharField(
-            required=False, max_length=PROPERTY_KEY_MAX_CHARS, validators=[NO_NUL],
+            required=False, allow_blank=True, max_length=PROPERTY_KEY_MAX_CHARS,
+            validators=[NO_NUL],
             help_text="`category` (the item's category) or a key of the events' properties; "
                       f"the {trends.MAX_BREAKDOWN_VALUES} most frequent values get their own "
                       "series, the rest one series `other`")
         where = serializers.CharField(
-            required=False, max_length=2 * PROPERTY_KEY_MAX_CHARS,
+            required=False, allow_blank=True, max_length=2 * PROPERTY_KEY_MAX_CHARS,
             validators=[RegexValidator(WHERE_PATTERN, message="Give key=value, e.g. plan=pro.")],
             help_text="`key=value`: keep only events whose properties[key], as text, is value")
         compare = serializers.BooleanField(required=False, default=False,
@@ -253,14 +254,17 @@ class TrendsApi(AnalyticsApi):
         def validate_events(self, value: str) -> list[str]:
             return list(dict.fromkeys(name.strip() for name in value.split(",")))
 
-        def validate_where(self, value: str) -> tuple[str, str]:
+        def validate_where(self, value: str) -> tuple[str, str] | None:
+            if not value:
+                return None  # the page's empty field: no filter
             key, _, expected = value.partition("=")
-            return key, expected
+            return key.strip(), expected
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             attrs = super().validate(attrs)
             event_types, where = attrs.pop("events"), attrs.pop("where", None)
-            return {**attrs, "event_types": event_types, "property_filter": where}
+            return {**attrs, "event_types": event_types, "property_filter": where,
+                    "breakdown": attrs.get("breakdown") or None}
 
     @extend_schema(
         operation_id="analytics_trends", parameters=[InputSerializer],

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from django.db.models import Avg, Case, CharField, Count, DateField, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Coalesce, Trunc
+from django.db.models.functions import Cast, Coalesce, NullIf, Trunc
 
 from analytics.insights.common import DateRange, events_in_range
 from ingestion.models import Event
@@ -133,7 +133,9 @@ def _matching(*, date_range: DateRange, event_types: list[str], category: str | 
 
 def _breakdown_expression(breakdown: str):
     if breakdown == CATEGORY_BREAKDOWN:
-        return Coalesce("item__category", Value(NONE_VALUE), output_field=CharField())
+        # No item and an item without a category are one series, as on the items page.
+        return Coalesce(NullIf("item__category", Value("")), Value(NONE_VALUE),
+                        output_field=CharField())
     return Coalesce(_property_text(breakdown), Value(NONE_VALUE), output_field=CharField())
 
 

@@ -39,7 +39,8 @@ def user_timeline(*, user_id: str, limit: int = DEFAULT_EVENT_LIMIT) -> dict[str
         "user_id": person.user_id,
         "looked_up": user_id,
         "ids": [{"user_id": user.user_id, "first_seen": user.first_seen, "last_seen": user.last_seen,
-                 "traits": user.traits} for user in users],
+                 "traits": sorted(user.traits.items()) if isinstance(user.traits, dict) else []}
+                for user in users],
         "first_seen": min((user.first_seen for user in users if user.first_seen), default=None),
         "last_seen": max((user.last_seen for user in users if user.last_seen), default=None),
         "event_count": person_events.count(),

@@ -147,8 +147,8 @@ def test_schema_documents_the_endpoints(admin_api_client):
 
 def test_trends_of_a_custom_event_broken_down_by_a_property(pm_client):
     shopper = EndUserFactory()
-    for plan in ("pro", "pro", "free"):
-        EventFactory(user=shopper, type="signup", properties={"plan": plan, "utm_source": "ads"},
+    for plan, source in (("pro", "ads"), ("pro", "ads"), ("free", "ads"), ("pro", "mail")):
+        EventFactory(user=shopper, type="signup", properties={"plan": plan, "utm_source": source},
                      timestamp=datetime(2026, 1, 5, 12, tzinfo=UTC))
 
     body = pm_client.get(f"{url('trends')}?start=2026-01-05&end=2026-01-11&events=signup"

@@ -173,3 +173,11 @@ def test_user_timeline_page_looks_a_user_up_and_downloads_their_events(pm_browse
     unknown = pm_browser.get(page_url("users") + "?user_id=nobody").content.decode()
     assert "No user with id" in unknown
     assert pm_browser.get(page_url("users")).status_code == 200
+
+
+def test_the_trends_form_applied_as_it_comes_with_empty_breakdown_and_filter(pm_browser, activity):
+    response = pm_browser.get(page_url("trends") + "?events=view,purchase&measure=count"
+                              "&interval=day&breakdown=&where=&chart=line")
+
+    assert response.status_code == 200, response.content.decode()[:500]
+    assert "Events per day" in response.content.decode()

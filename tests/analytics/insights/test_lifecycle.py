@@ -74,3 +74,17 @@ def test_with_a_category_new_means_first_seen_and_active_in_it_that_period():
 
     assert [(p["new"], p["returning"], p["resurrecting"], p["dormant"]) for p in weeks] == [
         (1, 0, 0, 0), (0, 0, 1, -1)]
+
+
+def test_a_linked_anonymous_id_is_not_a_new_person_of_its_own():
+    from ingestion.services import link_identities
+
+    anonymous, known = user("anon-1", first_seen=at(5)), user("u1", first_seen=at(5))
+    event(anonymous, "view", at(5))
+    event(known, "view", at(6))
+    link_identities(links=[("anon-1", "u1")], linked_at=at(6))
+
+    week = lifecycle.lifecycle(date_range=DateRange(start=date(2026, 1, 5),
+                                                    end=date(2026, 1, 11)))["periods"][0]
+
+    assert (week["new"], week["resurrecting"]) == (1, 0)

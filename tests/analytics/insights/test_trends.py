@@ -95,17 +95,19 @@ def test_more_than_ten_breakdown_values_keep_the_ten_most_frequent_and_fold_the_
 
 
 def test_breakdown_by_item_category(searches):
-    shoes, hats = item("sneaker", "shoes"), item("beanie", "hats")
+    shoes, hats, plain = item("sneaker", "shoes"), item("beanie", "hats"), item("sock", "")
     viewer = user("viewer")
     event(viewer, "view", at(7), shoes)
     event(viewer, "view", at(7), shoes)
     event(viewer, "view", at(8), hats)
+    event(viewer, "view", at(8), plain)   # no category and no item: one "(none)" series
+    event(viewer, "view", at(9))
 
     result = trends.trends(date_range=FIRST_WEEK, event_types=["view"], breakdown="category",
                            interval="week")
 
     assert [(row["breakdown_value"], row["total"]) for row in result["series"]] == [
-        ("shoes", 2), ("hats", 1)]
+        ("(none)", 2), ("shoes", 2), ("hats", 1)]
 
 
 def test_compare_to_the_previous_period(searches):

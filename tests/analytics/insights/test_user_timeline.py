@@ -20,7 +20,7 @@ def shopper():
     event(user("someone-else"), "view", at(2), scarf)
     anonymous = user("anon-7", first_seen=at(3))
     known = user("u7", first_seen=at(4))
-    known.traits = {"plan": "pro"}
+    known.traits = {"plan": "pro", "items": "a trait named like a dict method"}
     known.save()
     event(anonymous, "view", at(3), dress)
     event(known, "purchase", at(4), dress, value=40.0)
@@ -39,7 +39,7 @@ def test_the_person_across_ids_newest_first_with_traits_and_sentiment(shopper):
         ("view", "anon-7", "dress")]
     assert timeline["event_count"] == 4
     assert {row["user_id"]: row["traits"] for row in timeline["ids"]} == {
-        "anon-7": {}, "u7": {"plan": "pro"}}
+        "anon-7": [], "u7": [("items", "a trait named like a dict method"), ("plan", "pro")]}
     assert timeline["sentiment"] == {"negative": 0, "neutral": 0, "positive": 1}
     assert timeline["recent_items"][0] == "boots"
 
