@@ -1,8 +1,8 @@
 """Dashboard pages for product managers and admins.
 
 Each page validates its query string with the same input serializer as its API endpoint,
-asks the insights (analytics/insights/) for data and turns it into summary cards, charts (drawn in the browser
-by static/js/dashboards.js with the vendored Chart.js) and tables. Every table downloads as
+asks the insights (analytics/insights/) for data and turns it into summary cards, charts
+(drawn in the browser by static/js/dashboards.js with the vendored Chart.js) and tables. Every table downloads as
 CSV with `?format=csv&table=<name>` added to the page's query string.
 """
 
