@@ -139,11 +139,7 @@ def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
                             else None, strategy=strategy, endpoint=endpoint,
                             created_at=timezone.now())
     scores = dict(ranked)
-    if not log_impression:
-        details = _still_active([item for item, _ in ranked])
-        chosen = [(item, details[item]["title"], details[item]["category"])
-                  for item, _ in ranked if item in details][:k]
-    elif connection.vendor == "postgresql":
+    if log_impression and connection.vendor == "postgresql":
         # One round trip: the still-active check of the final candidates and the
         # impression insert in one statement (this runs on every request).
         chosen = _choose_and_log(impression, [item for item, _ in ranked], k)
@@ -151,8 +147,9 @@ def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
         details = _still_active([item for item, _ in ranked])
         chosen = [(item, details[item]["title"], details[item]["category"])
                   for item, _ in ranked if item in details][:k]
-        impression.item_ids = [item for item, _, _ in chosen]
-        _log_impression(impression)
+        if log_impression:
+            impression.item_ids = [item for item, _, _ in chosen]
+            _log_impression(impression)
     items = [{"item_id": item, "score": round(float(scores[item]), 6), "title": title,
               "category": category} for item, title, category in chosen]
     return Recommendation(rec_id=impression.rec_id, items=items,
