@@ -20,6 +20,7 @@ from analytics.insights import (
     items,
     lifecycle,
     overview,
+    paths,
     recommendations,
     retention,
     sentiment,
@@ -341,6 +342,63 @@ class StickinessApi(AnalyticsApi):
                     "1..31 days of a month), counted once per person and period in the range.")
     def get(self, request):
         return Response(stickiness.stickiness(**self.filters(request)))
+
+
+class PathsApi(AnalyticsApi):
+    class InputSerializer(FiltersInputSerializer):
+        start_event = serializers.CharField(
+            required=False, allow_blank=True, max_length=PROPERTY_KEY_MAX_CHARS,
+            validators=[NO_NUL], help_text="Steps after each person's first event of this "
+                                           "type; default: after their first event")
+        end_event = serializers.CharField(
+            required=False, allow_blank=True, max_length=PROPERTY_KEY_MAX_CHARS,
+            validators=[NO_NUL], help_text="Instead: steps before each person's last event "
+                                           "of this type")
+        steps = serializers.IntegerField(required=False, default=paths.DEFAULT_STEPS,
+                                         min_value=1, max_value=paths.MAX_STEPS)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            attrs = super().validate(attrs)
+            attrs["start_event"] = (attrs.get("start_event") or "").strip() or None
+            attrs["end_event"] = (attrs.get("end_event") or "").strip() or None
+            if attrs["start_event"] and attrs["end_event"]:
+                raise serializers.ValidationError(
+                    {"end_event": "Give start_event or end_event, not both."},
+                    code="invalid_anchor")
+            return attrs
+
+    @extend_schema(
+        operation_id="analytics_paths", parameters=[InputSerializer],
+        responses={200: inline_serializer("Paths", fields={
+            "direction": serializers.ChoiceField(choices=["after", "before"]),
+            "event_type": serializers.CharField(allow_null=True),
+            "steps": serializers.IntegerField(),
+            "persons": serializers.IntegerField(),
+            "nodes": inline_serializer("PathNode", fields={
+                "step": serializers.IntegerField(),
+                "event_type": serializers.CharField(),
+                "persons": serializers.IntegerField(),
+                "continued": serializers.IntegerField(),
+                "dropped_off": serializers.IntegerField(allow_null=True),
+            }, many=True),
+            "links": inline_serializer("PathLink", fields={
+                "step": serializers.IntegerField(help_text="Step of the source"),
+                "source": serializers.CharField(),
+                "target": serializers.CharField(),
+                "persons": serializers.IntegerField(),
+            }, many=True),
+            "paths": inline_serializer("PathSequence", fields={
+                "events": serializers.ListField(child=serializers.CharField()),
+                "persons": serializers.IntegerField(),
+            }, many=True),
+        })},
+        description="The most common next (or, with end_event, previous) steps of persons, "
+                    f"up to {paths.MAX_STEPS} deep, with persons and drop-off per step. "
+                    "Repeats of one event type in a row are one step; past the "
+                    f"{paths.EVENTS_PER_STEP} most common types a step's persons are "
+                    "`other`.")
+    def get(self, request):
+        return Response(paths.paths(**self.filters(request)))
 
 
 class UserTimelineApi(AnalyticsApi):

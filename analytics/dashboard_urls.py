@@ -10,6 +10,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboards:overview"), name="home"),
     path("dashboards/overview/", views.OverviewView.as_view(), name="overview"),
     path("dashboards/trends/", views.TrendsView.as_view(), name="trends"),
+    path("dashboards/paths/", views.PathsView.as_view(), name="paths"),
     path("dashboards/lifecycle/", views.LifecycleView.as_view(), name="lifecycle"),
     path("dashboards/stickiness/", views.StickinessView.as_view(), name="stickiness"),
     path("dashboards/users/", views.UserTimelineView.as_view(), name="users"),

@@ -5,6 +5,7 @@ from analytics.apis import (
     ItemsApi,
     LifecycleApi,
     OverviewApi,
+    PathsApi,
     RecommendationsApi,
     RetentionApi,
     SentimentApi,
@@ -25,6 +26,7 @@ urlpatterns = [
     path("recommendations", RecommendationsApi.as_view(), name="recommendations"),
     path("trends", TrendsApi.as_view(), name="trends"),
     path("lifecycle", LifecycleApi.as_view(), name="lifecycle"),
+    path("paths", PathsApi.as_view(), name="paths"),
     path("stickiness", StickinessApi.as_view(), name="stickiness"),
     path("users/<str:user_id>/timeline", UserTimelineApi.as_view(), name="user-timeline"),
 ]

@@ -26,6 +26,7 @@ from analytics.insights import (
     items,
     lifecycle,
     overview,
+    paths,
     recommendations,
     retention,
     sentiment,
@@ -524,7 +525,7 @@ class TrendsView(DashboardView):
                      if row["previous_total"] else None]
                     for values, row in zip(rows, data["series"], strict=True)]
         return {
-            "property_keys": trends.property_keys(),
+            "suggestions": trends.filter_suggestions(),
             "cards": [],
             "charts": [chart(chart_id="trend", title=f"{measure_label} per {data['interval']}",
                              kind=chart_kind, labels=data["periods"], series=series,
@@ -543,6 +544,61 @@ def _series_name(row: dict[str, Any]) -> str:
     if row["breakdown_value"] is None:
         return row["event_type"]
     return f"{row['event_type']} · {row['breakdown_value']}"
+
+
+class PathsView(DashboardView):
+    page, title = "paths", "Paths"
+    template_name = "analytics/paths.html"
+    input_serializer = apis.PathsApi.InputSerializer
+
+    def build(self, filters: dict[str, Any]) -> dict[str, Any]:
+        data = paths.paths(**filters)
+        before = data["direction"] == "before"
+        anchor = data["event_type"] or "first event"
+        first_steps = [row for row in data["links"] if row["step"] == 0]
+        return {
+            "suggestions": trends.filter_suggestions(),
+            "cards": [card(f"Persons with {anchor}", data["persons"]),
+                      card("Most common step " + ("before" if before else "after"),
+                           first_steps[0]["target"] if first_steps else None, "text")],
+            "charts": [_sankey(data)],
+            "tables": [
+                table(name="steps", title="Steps " + ("before " if before else "after ") + anchor,
+                      columns=[("Step", "int"), ("Event", "text"), ("Persons", "int"),
+                               ("Went on", "int"), ("Dropped off", "int"),
+                               ("Drop-off rate", "percent")],
+                      rows=[[row["step"], row["event_type"], row["persons"], row["continued"],
+                             row["dropped_off"],
+                             common.ratio(row["dropped_off"], row["persons"])
+                             if row["dropped_off"] is not None else None]
+                            for row in data["nodes"]]),
+                table(name="paths", title="Most common paths",
+                      columns=[("Path", "text"), ("Persons", "int"), ("Share", "percent")],
+                      rows=[[" → ".join(reversed(row["events"]) if before else row["events"]),
+                             row["persons"], common.ratio(row["persons"], data["persons"])]
+                            for row in data["paths"]]),
+            ],
+        }
+
+
+def _sankey(data: dict[str, Any]) -> dict[str, Any]:
+    """A Sankey chart spec for static/js/dashboards.js: one node per step and event type.
+    Steps before an event flow towards it, so the chart always reads in time order."""
+    before = data["direction"] == "before"
+
+    def key(step: int, event_type: str) -> str:
+        return f"{step}:{event_type}"
+
+    flows = []
+    for row in data["links"]:
+        source, target = key(row["step"], row["source"]), key(row["step"] + 1, row["target"])
+        if before:
+            source, target = target, source
+        flows.append({"from": source, "to": target, "flow": row["persons"]})
+    return {"id": "paths", "type": "sankey", "title": "Persons from step to step",
+            "flows": flows, "labels": {key(row["step"], row["event_type"]): row["event_type"]
+                                       for row in data["nodes"]},
+            "datasets": [], "horizontal": True}
 
 
 class LifecycleView(DashboardView):

@@ -26,19 +26,42 @@ NONE_VALUE = "(none)"
 CATEGORY_BREAKDOWN = "category"
 
 
-# Property keys are suggested from this many of the most recent events: enough to see
-# every key a shop sends, bounded so the suggestion costs the same at any event count.
-PROPERTY_KEY_SAMPLE = 5_000
+# Filter suggestions come from this many of the most recent events: enough to see every
+# event type and key a shop sends, bounded so they cost the same at any event count.
+SUGGESTION_SAMPLE = 5_000
+SUGGESTED_VALUE_MAX_CHARS = 100
 
 
-def property_keys(*, limit: int = 20) -> list[str]:
-    """The most frequent keys of recent events' properties, most frequent first."""
-    counts: Counter[str] = Counter()
-    for properties in (Event.objects.order_by("-id")
-                       .values_list("properties", flat=True)[:PROPERTY_KEY_SAMPLE]):
-        if isinstance(properties, dict):
-            counts.update(properties.keys())
-    return [key for key, _ in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[:limit]]
+def filter_suggestions(*, limit: int = 20, values_per_key: int = 5) -> dict[str, list[str]]:
+    """What the filter fields offer, from recent events, most frequent first:
+    ``event_types``, ``property_keys``, and ``property_filters``: `key=value` for the most
+    frequent text and whole-number values of each suggested key (other values compare
+    differently as text on SQLite and PostgreSQL, so they are typed, not suggested)."""
+    types: Counter[str] = Counter()
+    keys: Counter[str] = Counter()
+    values: dict[str, Counter[str]] = {}
+    for event_type, properties in (Event.objects.order_by("-id")
+                                   .values_list("type", "properties")[:SUGGESTION_SAMPLE]):
+        types[event_type] += 1
+        if not isinstance(properties, dict):
+            continue
+        keys.update(properties.keys())
+        for key, value in properties.items():
+            if isinstance(value, str | int) and not isinstance(value, bool) \
+                    and len(str(value)) <= SUGGESTED_VALUE_MAX_CHARS:
+                values.setdefault(key, Counter())[str(value)] += 1
+    suggested_keys = _most_frequent(keys, limit)
+    return {
+        "event_types": _most_frequent(types, limit),
+        "property_keys": suggested_keys,
+        "property_filters": [f"{key}={value}" for key in suggested_keys
+                             for value in _most_frequent(values.get(key, Counter()),
+                                                         values_per_key)],
+    }
+
+
+def _most_frequent(counts: Counter[str], limit: int) -> list[str]:
+    return [name for name, _ in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[:limit]]
 
 
 def period_starts(date_range: DateRange, interval: Interval) -> list[date]:

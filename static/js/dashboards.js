@@ -16,9 +16,43 @@
     return Math.round(value * 1000) / 10 + "%";
   }
 
+  var NODE_COLORS = ["#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2",
+                     "#db2777", "#65a30d"];
+
+  // Paths: flows between (step, event type) nodes, drawn by the vendored
+  // chartjs-chart-sankey plugin; a node's colour follows its event type at every step.
+  function buildSankey(canvas, spec) {
+    var colorOf = {};
+    function color(key) {
+      var name = spec.labels[key] || key;
+      if (!(name in colorOf)) {
+        colorOf[name] = NODE_COLORS[Object.keys(colorOf).length % NODE_COLORS.length];
+      }
+      return colorOf[name];
+    }
+    new Chart(canvas, {
+      type: "sankey",
+      data: {
+        datasets: [{
+          data: spec.flows,
+          labels: spec.labels,
+          colorFrom: function (context) { return color(context.dataset.data[context.dataIndex].from); },
+          colorTo: function (context) { return color(context.dataset.data[context.dataIndex].to); },
+          colorMode: "gradient",
+          size: "max"
+        }]
+      },
+      options: { plugins: { legend: { display: false } } }
+    });
+  }
+
   function build(spec) {
     var canvas = document.getElementById("chart-" + spec.id);
     if (!canvas) {
+      return;
+    }
+    if (spec.type === "sankey") {
+      buildSankey(canvas, spec);
       return;
     }
     var isLine = spec.type === "line";

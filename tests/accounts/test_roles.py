@@ -33,12 +33,12 @@ ENDPOINTS = [
      {CLIENT_APP, ADMIN}),
     *[(f"analytics API {name}", "get", f"/api/v1/analytics/{name}", None,
        {PRODUCT_MANAGER, ADMIN})
-      for name in ("overview", "trends", "funnel", "retention", "lifecycle", "stickiness", "items",
-                   "sentiment", "recommendations", "users/timeline-user/timeline")],
+      for name in ("overview", "trends", "funnel", "retention", "lifecycle", "stickiness", "paths",
+                   "items", "sentiment", "recommendations", "users/timeline-user/timeline")],
     ("dashboards", "get", "/", None, {PRODUCT_MANAGER, ADMIN}),
     *[(f"dashboard {name}", "get", f"/dashboards/{name}/", None, {PRODUCT_MANAGER, ADMIN})
       for name in ("overview", "trends", "funnels", "retention", "lifecycle", "stickiness",
-                   "items", "sentiment", "recommendations", "users")],
+                   "paths", "items", "sentiment", "recommendations", "users")],
     # The SDK endpoints take the client app's key the SDKs' way (the body's api_key,
     # Basic auth): see test_role_access. An admin's login does not open them.
     *[("posthog capture", "post", f"/{path}", {"batch": [

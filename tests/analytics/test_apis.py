@@ -8,8 +8,8 @@ from tests.factories import EndUserFactory, EventFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
 
-ENDPOINTS = ["overview", "trends", "funnel", "retention", "lifecycle", "stickiness", "items",
-             "sentiment", "recommendations"]
+ENDPOINTS = ["overview", "trends", "funnel", "retention", "lifecycle", "stickiness", "paths",
+             "items", "sentiment", "recommendations"]
 
 
 def url(name: str) -> str:
@@ -60,6 +60,11 @@ class TestAccess:
     ("lifecycle", "interval=year", "interval"),
     ("overview", "end=0001-01-05", "end"),
     ("stickiness", "interval=day", "interval"),
+    ("paths", "steps=6", "steps"),
+    ("paths", "steps=0", "steps"),
+    ("paths", "steps=two", "steps"),
+    ("paths", "start_event=view&end_event=purchase", "end_event"),
+    ("paths", "start=2023-01-01&end=2025-06-30", "end"),
 ])
 def test_bad_parameters_are_400_in_the_error_shape(pm_client, name, query, attr):
     response = pm_client.get(f"{url(name)}?{query}")
@@ -174,3 +179,23 @@ def test_a_user_timeline_for_product_managers_only_and_404_for_an_unknown_id(pm_
     missing = pm_client.get(url("users/nobody/timeline"))
     assert missing.status_code == 404
     assert missing.json()["type"] == "client_error" and "nobody" in missing.json()["detail"]
+
+
+def test_paths_after_an_event_with_drop_off(pm_client):
+    when = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    for name, kinds in (("ann", ["add_to_cart", "purchase"]), ("bob", ["add_to_cart"])):
+        shopper = EndUserFactory(user_id=name)
+        for minute, kind in enumerate(kinds):
+            EventFactory(user=shopper, type=kind, timestamp=when + timedelta(minutes=minute))
+
+    body = pm_client.get(f"{url('paths')}?start=2026-01-01&end=2026-01-31"
+                         "&start_event=add_to_cart&steps=2").json()
+
+    assert body["persons"] == 2 and body["direction"] == "after"
+    assert body["nodes"][0] == {"step": 0, "event_type": "add_to_cart", "persons": 2,
+                                "continued": 1, "dropped_off": 1}
+    assert body["links"] == [{"step": 0, "source": "add_to_cart", "target": "purchase",
+                              "persons": 1}]
+    # An event type nobody sent is an empty answer, not an error.
+    nothing = pm_client.get(f"{url('paths')}?end_event=teleport").json()
+    assert nothing["persons"] == 0 and nothing["nodes"] == []

@@ -10,8 +10,8 @@ from ingestion.models import EndUser, Event, Item
 from recommender.models import Impression, ModelVersion
 from tests.conftest import watch_errors
 
-PAGES = ["overview", "trends", "funnels", "retention", "lifecycle", "stickiness", "items",
-         "sentiment", "recommendations"]
+PAGES = ["overview", "trends", "funnels", "retention", "lifecycle", "stickiness", "paths",
+         "items", "sentiment", "recommendations"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -14,8 +14,8 @@ from tests.factories import EndUserFactory, EventFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["overview", "trends", "funnels", "retention", "lifecycle", "stickiness", "items",
-         "sentiment", "recommendations"]
+PAGES = ["overview", "trends", "funnels", "retention", "lifecycle", "stickiness", "paths",
+         "items", "sentiment", "recommendations"]
 
 
 def page_url(name: str) -> str:
@@ -181,3 +181,31 @@ def test_the_trends_form_applied_as_it_comes_with_empty_breakdown_and_filter(pm_
 
     assert response.status_code == 200, response.content.decode()[:500]
     assert "Events per day" in response.content.decode()
+
+
+def test_paths_page_draws_a_sankey_of_the_steps_and_downloads_them(pm_browser, activity):
+    response = pm_browser.get(page_url("paths") + "?start_event=add_to_cart&steps=2")
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert '"type": "sankey"' in content and "chartjs-chart-sankey.min.js" in content
+    assert "add_to_cart → purchase" in content
+    rows = list(csv.reader(io.StringIO(pm_browser.get(
+        page_url("paths") + "?start_event=add_to_cart&steps=2&format=csv&table=steps")
+        .content.decode())))
+    assert rows[0] == ["Step", "Event", "Persons", "Went on", "Dropped off", "Drop-off rate"]
+    assert rows[1][:5] == ["0", "add_to_cart", "3", "3", "0"]
+
+
+def test_filter_fields_suggest_the_event_types_keys_and_values_sent(pm_browser):
+    for plan in ("pro", "pro", "free"):
+        EventFactory(type="signup", item=None, properties={"plan": plan, "seats": 3,
+                                                             "trial": True})
+
+    content = pm_browser.get(page_url("trends")).content.decode()
+
+    assert '<option value="signup">' in content
+    assert '<option value="plan">' in content
+    assert content.index('value="plan=pro"') < content.index('value="plan=free"')
+    assert 'value="seats=3"' in content and "trial=" not in content
+    assert '<option value="signup">' in pm_browser.get(page_url("paths")).content.decode()
