@@ -10,7 +10,12 @@ something real to show:
   returning less week after week;
 - ratings and reviews after purchases, about 85% positive, with review texts whose
   sentiment follows the rating;
-- `signup` and `search` custom events, and plan/country traits on most users.
+- `signup` and `search` custom events, and plan/country traits on most users;
+- the recommender at work: an A/B test of two recommender versions (users split 50/50,
+  sticky), a recommendations widget shown on a share of visits, each showing logged as an
+  impression with a rec_id, and clicks, carts and purchases of recommended items carrying
+  that rec_id. The newer version ranks by each user's taste, the older one mostly by
+  popularity, so the newer one earns measurably more clicks and purchases.
 
 Everything depends only on (users, items, days, seed, end): scalar draws come from
 `random.Random(seed)` and arrays from `numpy.random.default_rng(seed)`, in a fixed order.
@@ -111,7 +116,7 @@ PLANS = ("free", "pro", "team")
 PLAN_WEIGHTS = (0.7, 0.25, 0.05)
 COUNTRIES = ("US", "GB", "DE", "FR", "NL", "ES", "CA", "AU", "IN", "BR")
 COUNTRY_WEIGHTS = (0.32, 0.12, 0.12, 0.08, 0.05, 0.05, 0.08, 0.06, 0.07, 0.05)
-SIGNUP_SOURCES = ("organic", "ads", "referral", "newsletter")
+SIGNUP_SOURCES = ("organic", "ads", "referral", "newsletter")  # the signup's utm_source
 SIGNUP_SOURCE_WEIGHTS = (0.45, 0.3, 0.15, 0.1)
 # Share of sessions by UTC hour: quiet at night, busiest in the evening.
 HOURLY_WEIGHTS = (1, 1, 1, 1, 1, 1, 2, 3, 4, 5, 5, 5, 6, 6, 5, 5, 5, 6, 7, 8, 8, 7, 4, 2)
@@ -132,12 +137,40 @@ RATING_PROBABILITY = 0.25
 REVIEW_PROBABILITY = 0.25
 WEEKLY_RETURN_DECAY = (6.0, 2.5)  # Beta parameters: each user keeps ~70% of their visits a week.
 
+# The recommendations widget: shown on this share of visits, RECOMMENDED_ITEMS items each.
+# A first visit gets the popular items (nothing is known of the user yet); later visits
+# get the version of the user's A/B arm.
+RECOMMENDATION_SHARE = 0.6
+RECOMMENDED_ITEMS = 10
+AB_VERSIONS = ("demo-two-tower-1", "demo-two-tower-2")
+# How far each version's ranking strays from the user's taste (Gumbel noise on log-taste):
+# the older version mostly ranks by popularity, the newer one by the user's own taste.
+AB_RANKING_NOISE = (2.0, 0.3)
+# Chance of a click on a shown item at the top position, for an item of top fit; it falls
+# with the cube of fit and with the position, and a user clicks at most one item.
+RECOMMENDATION_CLICK_PROBABILITY = 0.06
+POSITION_DECAY = 0.3
+ATTRIBUTED_TYPES = frozenset({"view", "click", "add_to_cart", "purchase"})
+
+
+@dataclass(frozen=True)
+class DemoImpression:
+    """One recommendations response, as the recommender's Impression stores it."""
+
+    rec_id: uuid.UUID
+    user_id: str
+    item_ids: list[str]
+    model_version: str | None
+    strategy: str
+    created_at: datetime
+
 
 @dataclass(frozen=True)
 class DemoShop:
     items: list[dict]  # rows for upsert_items
     users: list[dict]  # rows for upsert_users
     events: list[EventInput]  # in time order
+    impressions: list[DemoImpression]  # in time order
 
 
 @dataclass(frozen=True)
@@ -168,23 +201,36 @@ def generate_demo_shop(*, users: int = 600, items: int = 240, days: int = 90, se
     sessions = _sessions(users, days, rng)
     simulation = _Simulation(catalog=catalog, taste=taste, fit=fit,
                              category_preference=category_preference, draw=draw,
-                             horizon=days * SECONDS_PER_DAY)
+                             horizon=days * SECONDS_PER_DAY,
+                             recommended=_recommended_items(taste, rng))
     for user, day in sessions:
         simulation.session(user=int(user), day=int(day))
     window_start = end - timedelta(days=days)
     run_key = f"{seed}:{users}:{items}:{days}"
+    # Ids name "the n-th event (showing) of this seed and size", not the date, so seeding
+    # again on a later day stores nothing new instead of doubling the demo data.
+    rec_ids = [uuid.uuid5(DEMO_NAMESPACE, f"{run_key}:rec:{n}")
+               for n in range(len(simulation.impressions))]
+    impressions = [
+        DemoImpression(rec_id=rec_ids[n], user_id=user_ids[user],
+                       item_ids=[catalog.item_ids[item] for item in shown],
+                       model_version=AB_VERSIONS[arm] if arm is not None else None,
+                       strategy="two_tower" if arm is not None else "popular",
+                       created_at=window_start + timedelta(seconds=second))
+        for n, (second, user, shown, arm) in enumerate(simulation.impressions)
+    ]
     events = [
-        # Ids name "the n-th event of this seed and size", not the date, so seeding again on a
-        # later day stores nothing new instead of doubling the demo data.
         EventInput(event_id=uuid.uuid5(DEMO_NAMESPACE, f"{run_key}:{n}"), type=event_type,
                    user_id=user_ids[user],
                    item_id=catalog.item_ids[item] if item is not None else None,
                    timestamp=window_start + timedelta(seconds=second), value=value, text=text,
-                   properties=properties)
-        for n, (second, _, event_type, user, item, value, text, properties)
+                   properties=properties,
+                   rec_id=rec_ids[shown_in] if shown_in is not None else None)
+        for n, (second, _, event_type, user, item, value, text, properties, shown_in)
         in enumerate(sorted(simulation.events, key=lambda event: event[:2]))
     ]
-    return DemoShop(items=item_rows, users=_user_rows(user_ids, draw), events=events)
+    return DemoShop(items=item_rows, users=_user_rows(user_ids, simulation.plans, draw), events=events,
+                    impressions=sorted(impressions, key=lambda shown: shown.created_at))
 
 
 def store_demo_shop(*, shop: DemoShop, batch_size: int = STORE_BATCH_SIZE) -> int:
@@ -269,12 +315,27 @@ def _sessions(users: int, days: int, rng: np.random.Generator) -> np.ndarray:
     return visits[np.lexsort((visits[:, 1], visits[:, 0]))]
 
 
-def _user_rows(user_ids: list[str], draw: random.Random) -> list[dict]:
+def _recommended_items(taste: np.ndarray, rng: np.random.Generator) -> dict[int | None, np.ndarray]:
+    """What each version shows each user (rows of item indexes, best first), and under
+    None the popular items everybody new gets. A version's ranking is the user's log-taste
+    plus Gumbel noise of that version's scale: the larger the noise, the less personal."""
+    count = min(RECOMMENDED_ITEMS, taste.shape[1])
+    log_taste = np.log(taste)
+    shown: dict[int | None, np.ndarray] = {
+        None: np.argsort(-taste.sum(axis=0), kind="stable")[None, :count]}
+    for arm, noise in enumerate(AB_RANKING_NOISE):
+        scores = log_taste + noise * rng.gumbel(size=taste.shape)
+        shown[arm] = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+    return shown
+
+
+def _user_rows(user_ids: list[str], plans: dict[int, str], draw: random.Random) -> list[dict]:
+    """Traits: the plan chosen at signup, and a country for most users."""
     rows = []
-    for user_id in user_ids:
+    for user, user_id in enumerate(user_ids):
         traits: dict[str, str] = {}
-        if draw.random() < 0.85:
-            traits["plan"] = draw.choices(PLANS, PLAN_WEIGHTS)[0]
+        if user in plans:
+            traits["plan"] = plans[user]
         if draw.random() < 0.75:
             traits["country"] = draw.choices(COUNTRIES, COUNTRY_WEIGHTS)[0]
         if traits:
@@ -282,22 +343,31 @@ def _user_rows(user_ids: list[str], draw: random.Random) -> list[dict]:
     return rows
 
 
-# (second in window, sequence, type, user, item, value, text, properties): sorting on the
-# first two keeps events of one second in the order they happened.
-_Event = tuple[int, int, str, int, int | None, float | None, str, dict]
+# (second in window, sequence, type, user, item, value, text, properties, index of the
+# impression it is attributed to): sorting on the first two keeps events of one second in
+# the order they happened.
+_Event = tuple[int, int, str, int, int | None, float | None, str, dict, int | None]
+# (second in window, user, items shown, A/B arm or None for the popular items)
+_Impression = tuple[int, int, list[int], int | None]
 
 
 class _Simulation:
     """Walks each visit through search, browsing, the funnel and later ratings/reviews."""
 
     def __init__(self, *, catalog: _Catalog, taste: np.ndarray, fit: np.ndarray,
-                 category_preference: np.ndarray, draw: random.Random, horizon: int):
+                 category_preference: np.ndarray, draw: random.Random, horizon: int,
+                 recommended: dict[int | None, np.ndarray]):
         self.catalog = catalog
+        self.recommended = {arm: rows.tolist() for arm, rows in recommended.items()}
+        self.impressions: list[_Impression] = []
+        # The impression an item of the current visit was recommended in.
+        self.attributed: dict[int, int] = {}
         self.fit = fit.tolist()
         self.draw = draw
         self.horizon = horizon
         self.events: list[_Event] = []
         self.signed_up: set[int] = set()
+        self.plans: dict[int, str] = {}  # chosen at signup
         self.hour_weights = list(accumulate(HOURLY_WEIGHTS))
         self.category_weights = [list(accumulate(row)) for row in category_preference.tolist()]
         self.taste = taste
@@ -309,28 +379,42 @@ class _Simulation:
         draw = self.draw
         hour = bisect_right(self.hour_weights, draw.random() * self.hour_weights[-1])
         second = day * SECONDS_PER_DAY + hour * 3600 + draw.randrange(3600)
-        if user not in self.signed_up:
+        self.attributed = {}
+        first_visit = user not in self.signed_up
+        if first_visit:
             self.signed_up.add(user)
-            self._emit(second, "signup", user, None,
-                       properties={"source": draw.choices(SIGNUP_SOURCES,
-                                                          SIGNUP_SOURCE_WEIGHTS)[0]})
+            self.plans[user] = draw.choices(PLANS, PLAN_WEIGHTS)[0]
+            self._emit(second, "signup", user, None, properties={
+                "plan": self.plans[user],
+                "utm_source": draw.choices(SIGNUP_SOURCES, SIGNUP_SOURCE_WEIGHTS)[0]})
             second += self._pause()
         category = self._pick(self.category_weights[user])
-        if draw.random() < SEARCH_PROBABILITY:
+        item = None
+        if draw.random() < RECOMMENDATION_SHARE and second < self.horizon:
+            item = self._recommendations(user, second, arm=None if first_visit else user % 2)
+            if item is not None:
+                self._emit(second, "click", user, item)
+                second += self._pause()
+        if item is None and draw.random() < SEARCH_PROBABILITY:
             query = draw.choice(CATEGORIES[category].nouns).lower()
             self._emit(second, "search", user, None, properties={"query": query})
             second += self._pause()
-        item = self._favourite_in(user, category)
+        if item is None:
+            item = self._favourite_in(user, category)
         cart: list[int] = []
         views = min(1 + int(draw.expovariate(1 / (MEAN_VIEWS_PER_SESSION - 1))),
                     MAX_VIEWS_PER_SESSION)
-        for _ in range(views):
+        for index in range(views):
             fit = self.fit[user][item]
             self._emit(second, "view", user, item)
             second += self._pause()
-            if draw.random() < _by_fit(CLICK_PROBABILITY, fit):
+            # The page of a recommended item was opened by its click in the widget.
+            clicked = index == 0 and item in self.attributed
+            if not clicked and draw.random() < _by_fit(CLICK_PROBABILITY, fit):
                 self._emit(second, "click", user, item)
                 second += self._pause()
+                clicked = True
+            if clicked:
                 if draw.random() < _by_fit(ADD_TO_CART_PROBABILITY, fit):
                     self._emit(second, "add_to_cart", user, item)
                     second += self._pause()
@@ -341,6 +425,18 @@ class _Simulation:
                 self._emit(second, "purchase", user, item, value=self.catalog.prices[item])
                 second += self._pause()
                 self._maybe_rate(user, item, second)
+
+    def _recommendations(self, user: int, second: int, *, arm: int | None) -> int | None:
+        """Logs the widget's impression; returns the item the user clicked in it, if any."""
+        shown = self.recommended[arm][0 if arm is None else user]
+        self.impressions.append((second, user, shown, arm))
+        for position, item in enumerate(shown):
+            chance = (RECOMMENDATION_CLICK_PROBABILITY * self.fit[user][item] ** 3
+                      / (1 + POSITION_DECAY * position))
+            if self.draw.random() < chance:
+                self.attributed[item] = len(self.impressions) - 1
+                return item
+        return None
 
     def _maybe_rate(self, user: int, item: int, purchased_at: int) -> None:
         draw = self.draw
@@ -414,8 +510,11 @@ class _Simulation:
     def _emit(self, second: int, event_type: str, user: int, item: int | None, *,
               value: float | None = None, text: str = "", properties: dict | None = None) -> None:
         if second < self.horizon:  # A visit late on the last day stops at the window's end.
+            # The shop passes a recommended item's rec_id along with what is done to it
+            # in the visit; ratings and reviews come days later, without one.
+            shown_in = self.attributed.get(item) if event_type in ATTRIBUTED_TYPES else None
             self.events.append((second, len(self.events), event_type, user, item, value, text,
-                                properties or {}))
+                                properties or {}, shown_in))
 
 
 def _by_fit(probabilities: tuple[float, float], fit: float) -> float:

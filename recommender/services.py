@@ -1,13 +1,13 @@
 """Writes for training jobs and the model registry: start, run, cancel and recover jobs;
-register, promote, roll back and A/B-split model versions."""
+register, promote, roll back and A/B-split model versions; store the demo's A/B history."""
 
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import Error as DjangoDatabaseError
@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from recommender.artifacts import ArtifactRefused, artifact_directory, verify_artifact
 from recommender.ml.cancellation import TrainingCancelled
-from recommender.models import ModelAuditEntry, ModelKind, ModelVersion, TrainingJob
+from recommender.models import Impression, ModelAuditEntry, ModelKind, ModelVersion, TrainingJob
 
 logger = logging.getLogger(__name__)
 
@@ -388,3 +388,34 @@ def set_traffic_split(*, version_id: int, percent: int, actor: str) -> ModelVers
     ModelAuditEntry.objects.create(version=version, action="traffic-split", actor=actor,
                                    note=f"{percent}% of users")
     return version
+
+
+class PastImpression(Protocol):
+    rec_id: Any
+    user_id: str
+    item_ids: list[str]
+    model_version: str | None
+    strategy: str
+    created_at: datetime
+
+
+@transaction.atomic
+def store_past_impressions(*, impressions: Sequence[PastImpression],
+                           version_names: Sequence[str], note: str,
+                           batch_size: int = 5000) -> int:
+    """Stores recommendations served before this database knew of them (the demo shop's A/B
+    test) and returns how many were new; a rec_id stored already is skipped. The versions
+    they name are registered as retired, without an artifact and never activated: the
+    dashboards compare them, while promoting one, or rolling back to it, is refused."""
+    versions = {name: ModelVersion.objects.get_or_create(
+        name=name, defaults={"kind": ModelKind.RECOMMENDER, "status": ModelVersion.Status.RETIRED,
+                             "artifact_path": "", "checksum": "",
+                             "params": {"note": note}})[0]
+        for name in version_names}
+    before = Impression.objects.count()
+    Impression.objects.bulk_create(
+        (Impression(rec_id=shown.rec_id, user_id=shown.user_id, item_ids=shown.item_ids,
+                    model_version=versions[shown.model_version] if shown.model_version else None,
+                    strategy=shown.strategy, created_at=shown.created_at)
+         for shown in impressions), batch_size=batch_size, ignore_conflicts=True)
+    return Impression.objects.count() - before

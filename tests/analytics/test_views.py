@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -209,3 +210,20 @@ def test_filter_fields_suggest_the_event_types_keys_and_values_sent(pm_browser):
     assert content.index('value="plan=pro"') < content.index('value="plan=free"')
     assert 'value="seats=3"' in content and "trial=" not in content
     assert '<option value="signup">' in pm_browser.get(page_url("paths")).content.decode()
+
+
+def test_a_fresh_demo_fills_every_dashboard_and_shows_the_ab_test_won(
+        pm_browser, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # reviews are scored after commit
+        call_command("seed_demo", stdout=io.StringIO())
+    user_id = Event.objects.filter(type="purchase").last().user.user_id
+
+    for name in [*PAGES, "users"]:
+        query = f"?user_id={user_id}" if name == "users" else ""
+        content = pm_browser.get(page_url(name) + query).content.decode()
+        assert "empty-state" not in content, name
+        assert 'class="empty-table"' not in content, name
+        assert '"data": []' not in content.split('id="chart-data"')[-1], name
+    recommendations = pm_browser.get(page_url("recommendations")).content.decode()
+    assert "demo-two-tower-2" in recommendations and "demo-two-tower-1" in recommendations
+    assert "The difference is statistically significant at 95%." in recommendations

@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from ingestion.demo import generate_demo_shop, window_end
 from ingestion.models import EndUser, Event, Item
+from recommender.models import Impression
 from tests.factories import EventFactory
 
 DATA = Path(__file__).parent / "data"
@@ -181,13 +182,18 @@ class TestSeedDemo:
         assert f"{len(expected):,} events" in summary
         assert Item.objects.filter(category="").count() == 0
         assert EndUser.objects.exclude(traits={}).exists()
+        assert set(Impression.objects.values_list("rec_id", "model_version__name")) == {
+            (shown.rec_id, shown.model_version) for shown in shop.impressions}
+        assert f"{len(shop.impressions):,} recommendation impressions" in summary
 
     def test_running_again_stores_nothing_new(self):
         run("seed_demo", *SMALL_SHOP_OPTIONS, "--end-date", "2026-03-01")
         before = stored_events()
+        impressions = Impression.objects.count()
         summary, _ = run("seed_demo", *SMALL_SHOP_OPTIONS, "--end-date", "2026-03-01")
-        assert "0 of them new" in summary
+        assert summary.count(" 0 of them new") == 2
         assert stored_events() == before
+        assert Impression.objects.count() == impressions
 
     def test_another_seed_stores_other_events(self):
         run("seed_demo", *SMALL_SHOP_OPTIONS, "--end-date", "2026-03-01")

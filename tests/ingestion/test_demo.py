@@ -1,3 +1,4 @@
+import math
 import re
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -5,8 +6,9 @@ from statistics import mean
 
 import pytest
 
-from ingestion.demo import (CATEGORIES, NEGATIVE_OPENINGS, NEGATIVE_REMARKS, POSITIVE_OPENINGS,
-                            DemoShop, count_by_type, generate_demo_shop, window_end)
+from ingestion.demo import (AB_VERSIONS, CATEGORIES, NEGATIVE_OPENINGS, NEGATIVE_REMARKS,
+                            POSITIVE_OPENINGS, DemoShop, count_by_type, generate_demo_shop,
+                            window_end)
 
 END = window_end(date(2026, 3, 1))
 SIZE = {"users": 240, "items": 96, "days": 56}
@@ -14,7 +16,7 @@ SIZE = {"users": 240, "items": 96, "days": 56}
 
 def fingerprint(shop: DemoShop) -> list[tuple]:
     return [(e.event_id, e.type, e.user_id, e.item_id, e.timestamp, e.value, e.text,
-             e.properties) for e in shop.events]
+             e.properties, e.rec_id) for e in shop.events] + shop.impressions
 
 
 def phrase_stems(templates: tuple[str, ...]) -> list[str]:
@@ -125,9 +127,49 @@ def test_catalog_users_and_custom_events_look_like_a_shop(shop):
     assert sum("country" in user["traits"] for user in shop.users) > SIZE["users"] / 2
     searches = [e for e in shop.events if e.type == "search"]
     assert searches and all(e.item_id is None and e.properties["query"] for e in searches)
+    signups = [e for e in shop.events if e.type == "signup"]
+    plan_of = {user["user_id"]: user["traits"].get("plan") for user in shop.users}
+    assert all(e.properties["plan"] == plan_of[e.user_id] and e.properties["utm_source"]
+               for e in signups)
 
 
-def test_a_shop_smaller_than_the_category_list_still_works():
-    tiny = generate_demo_shop(users=3, items=2, days=2, seed=1, end=END)
-    assert {e.item_id for e in tiny.events} - {None} <= {"sku-0001", "sku-0002"}
-    assert count_by_type(tiny.events)["signup"] == 3
+def test_recommendations_are_logged_and_what_follows_them_carries_their_rec_id(shop):
+    shown = {impression.rec_id: impression for impression in shop.impressions}
+    assert len(shown) == len(shop.impressions) > 100
+    attributed = [e for e in shop.events if e.rec_id is not None]
+    assert {e.type for e in attributed} == {"view", "click", "add_to_cart", "purchase"}
+    for event in attributed:
+        impression = shown[event.rec_id]
+        assert event.user_id == impression.user_id and event.item_id in impression.item_ids
+        assert event.timestamp >= impression.created_at
+    # A user's first visit gets the popular items; later ones the version of their arm.
+    arms: dict[str, set] = defaultdict(set)
+    for impression in shop.impressions:
+        arms[impression.user_id].add(impression.model_version)
+        assert (impression.strategy == "popular") == (impression.model_version is None)
+    assert all(len(versions - {None}) <= 1 for versions in arms.values())
+    split = Counter(v for versions in arms.values() for v in versions - {None})
+    assert set(split) == set(AB_VERSIONS) and abs(split[AB_VERSIONS[0]] - split[AB_VERSIONS[1]]) < 0.2 * sum(split.values())
+
+
+def rate_difference_low(shop: DemoShop, kind: str, *, days: int) -> float:
+    """The lower end of the 95% interval of (newer - older version's) share of impressions
+    with a `kind` event attributed, over the last `days` days."""
+    since = END - timedelta(days=days)
+    shown = {i.rec_id: i.model_version for i in shop.impressions if i.created_at >= since}
+    impressions = Counter(shown.values())
+    hits = Counter(shown[rec_id] for rec_id in {e.rec_id for e in shop.events
+                                                if e.type == kind and e.rec_id in shown})
+    older, newer = AB_VERSIONS
+    rate_new, rate_old = hits[newer] / impressions[newer], hits[older] / impressions[older]
+    error = math.sqrt(rate_new * (1 - rate_new) / impressions[newer]
+                      + rate_old * (1 - rate_old) / impressions[older])
+    return rate_new - rate_old - 1.96 * error
+
+
+def test_the_newer_version_is_better_beyond_chance_on_the_default_shop():
+    default = generate_demo_shop(end=END)
+    # The dashboard's default 30 days show the CTR gain; purchases are rarer and need the
+    # whole 90 days.
+    assert rate_difference_low(default, "click", days=30) > 0
+    assert rate_difference_low(default, "purchase", days=90) > 0

@@ -2,6 +2,7 @@
 replaced by small functions, artifacts by a file whose checksum is recorded."""
 
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from django.utils import timezone
 from recommender import services
 from recommender.artifacts import artifact_directory, directory_checksum
 from recommender.ml.cancellation import TrainingCancelled
-from recommender.models import ModelAuditEntry, ModelVersion, TrainingJob
+from recommender.models import Impression, ModelAuditEntry, ModelVersion, TrainingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -409,3 +410,31 @@ class TestAbSplitServing:
 
         assert {registry.serving_version(kind="recommender", user_id=f"u{n}").name
                 for n in range(200)} == {"active"}
+
+
+@pytest.mark.django_db
+class TestPastImpressions:
+    @staticmethod
+    def shown(version: str | None, rec_id: uuid.UUID | None = None):
+        from ingestion.demo import DemoImpression
+
+        return DemoImpression(rec_id=rec_id or uuid.uuid4(), user_id="u1", item_ids=["a", "b"],
+                              model_version=version, strategy="two_tower" if version else "popular",
+                              created_at=timezone.now() - timedelta(days=3))
+
+    def test_stores_them_once_under_retired_versions_that_cannot_be_served(self, model_store):
+        history = [self.shown("old"), self.shown("new"), self.shown(None)]
+
+        assert services.store_past_impressions(impressions=history, version_names=["old", "new"],
+                                               note="demo") == 3
+        assert services.store_past_impressions(impressions=history, version_names=["old", "new"],
+                                               note="demo") == 0
+
+        assert Impression.objects.filter(model_version__name="old").count() == 1
+        assert Impression.objects.filter(model_version=None, strategy="popular").count() == 1
+        old = ModelVersion.objects.get(name="old")
+        assert (old.status, old.activated_at) == (Version.RETIRED, None)
+        with pytest.raises(services.RegistryActionRefused, match="cannot serve"):
+            services.promote_version(version_id=old.pk, actor="admin:boss")
+        with pytest.raises(services.RegistryActionRefused, match="No earlier"):
+            services.roll_back(kind="recommender", actor="admin:boss")

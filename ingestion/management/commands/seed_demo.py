@@ -5,13 +5,22 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from ingestion.demo import count_by_type, generate_demo_shop, store_demo_shop, window_end
+from ingestion.demo import (
+    AB_VERSIONS,
+    count_by_type,
+    generate_demo_shop,
+    store_demo_shop,
+    window_end,
+)
 from ingestion.models import Event
+from recommender.services import store_past_impressions
 
 
 class Command(BaseCommand):
     help = ("Fill the database with a deterministic demo shop: a catalog, users and their "
-            "views, clicks, carts, purchases, ratings and reviews over the last --days days. "
+            "views, clicks, carts, purchases, ratings and reviews over the last --days days, "
+            "and an A/B test of two recommender versions (impressions and the clicks and "
+            "purchases attributed to them). "
             "The same arguments give the same events (ids included), so running it again "
             "stores nothing new.")
 
@@ -37,10 +46,14 @@ class Command(BaseCommand):
         end = window_end(end_date or timezone.now().date())
         shop = generate_demo_shop(users=users, items=items, days=days, seed=seed, end=end)
         stored = store_demo_shop(shop=shop)
+        shown = store_past_impressions(
+            impressions=shop.impressions, version_names=AB_VERSIONS,
+            note="seed_demo: the demo shop's A/B test; no model behind it")
         first_day, last_day = (end - timedelta(days=days)).date(), (end - timedelta(days=1)).date()
         self.stdout.write(self.style.SUCCESS(
             f"Demo shop (seed {seed}, {first_day} to {last_day}): {users} users, {items} items, "
             f"{len(shop.events):,} events, {stored:,} of them new; "
+            f"{len(shop.impressions):,} recommendation impressions, {shown:,} of them new; "
             f"took {time.monotonic() - started:.1f} s."))
         for event_type, count in count_by_type(shop.events).items():
             self.stdout.write(f"  {event_type:<12} {count:>8,}")
