@@ -346,26 +346,21 @@ class StickinessApi(AnalyticsApi):
 
 class PathsApi(AnalyticsApi):
     class InputSerializer(FiltersInputSerializer):
-        start_event = serializers.CharField(
+        event = serializers.CharField(
             required=False, allow_blank=True, max_length=PROPERTY_KEY_MAX_CHARS,
-            validators=[NO_NUL], help_text="Steps after each person's first event of this "
-                                           "type; default: after their first event")
-        end_event = serializers.CharField(
-            required=False, allow_blank=True, max_length=PROPERTY_KEY_MAX_CHARS,
-            validators=[NO_NUL], help_text="Instead: steps before each person's last event "
-                                           "of this type")
+            validators=[NO_NUL], help_text="The event type paths start at (or, looking "
+                                           "before, end at); default: each person's first "
+                                           "(or last) event")
+        direction = serializers.ChoiceField(choices=["after", "before"], required=False,
+                                            default="after",
+                                            help_text="Steps after the event or before it")
         steps = serializers.IntegerField(required=False, default=paths.DEFAULT_STEPS,
                                          min_value=1, max_value=paths.MAX_STEPS)
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             attrs = super().validate(attrs)
-            attrs["start_event"] = (attrs.get("start_event") or "").strip() or None
-            attrs["end_event"] = (attrs.get("end_event") or "").strip() or None
-            if attrs["start_event"] and attrs["end_event"]:
-                raise serializers.ValidationError(
-                    {"end_event": "Give start_event or end_event, not both."},
-                    code="invalid_anchor")
-            return attrs
+            event_type = (attrs.pop("event", "") or "").strip() or None
+            return {**attrs, "event_type": event_type}
 
     @extend_schema(
         operation_id="analytics_paths", parameters=[InputSerializer],
@@ -392,7 +387,7 @@ class PathsApi(AnalyticsApi):
                 "persons": serializers.IntegerField(),
             }, many=True),
         })},
-        description="The most common next (or, with end_event, previous) steps of persons, "
+        description="The most common next (or previous) steps of persons, "
                     f"up to {paths.MAX_STEPS} deep, with persons and drop-off per step. "
                     "Repeats of one event type in a row are one step; past the "
                     f"{paths.EVENTS_PER_STEP} most common types a step's persons are "

@@ -554,7 +554,7 @@ class PathsView(DashboardView):
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
         data = paths.paths(**filters)
         before = data["direction"] == "before"
-        anchor = data["event_type"] or "first event"
+        anchor = data["event_type"] or ("last event" if before else "first event")
         first_steps = [row for row in data["links"] if row["step"] == 0]
         return {
             "suggestions": trends.filter_suggestions(),

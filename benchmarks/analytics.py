@@ -38,7 +38,7 @@ ENDPOINTS = {
     "trends": "/api/v1/analytics/trends?events=view,purchase",
     "lifecycle": "/api/v1/analytics/lifecycle",
     "stickiness": "/api/v1/analytics/stickiness",
-    "paths": "/api/v1/analytics/paths?start_event=add_to_cart",
+    "paths": "/api/v1/analytics/paths?event=add_to_cart",
     # user-1 is the most active seeded user (user ids are drawn with a power law).
     "user timeline": "/api/v1/analytics/users/user-1/timeline",
 }
@@ -53,7 +53,7 @@ VARIANTS = {
     "retention, 120 days": ENDPOINTS["retention"] + "?start={span_start}",
     "recommendations, 120 days": ENDPOINTS["recommendations"] + "?start={span_start}",
     "paths after the first event, 5 steps": "/api/v1/analytics/paths?steps=5",
-    "paths before purchase, 5 steps, 120 days": ("/api/v1/analytics/paths?end_event=purchase"
+    "paths before purchase, 5 steps, 120 days": ("/api/v1/analytics/paths?event=purchase&direction=before"
                                                   "&steps=5&start={span_start}"),
     "trends, persons by category": ENDPOINTS["trends"] + "&measure=users&breakdown=category",
     "trends, by a property, weekly, compared": (ENDPOINTS["trends"]

@@ -2,9 +2,10 @@
 
 A person's path is their events in the range in time order with repeats of the same type
 in a row folded into one step (five views in a row are one `view` step), as a product
-manager reads "what happens after add_to_cart" by kinds of action, not by clicks. The path
-starts at the person's first event of the chosen type in the range (or, looking back from
-an event, ends at their last one); without a chosen type it starts at their first event.
+manager reads "what happens after add_to_cart" by kinds of action, not by clicks. Looking
+after an event type, the path starts at the person's first event of it in the range;
+looking before, it ends at their last one. Without an event type it starts at the person's
+first event in the range (or ends at their last).
 
 The database folds repeats and numbers the steps with window functions, pivots each
 person's steps into one row and counts persons per distinct path; Python only shapes the
@@ -31,12 +32,11 @@ OTHER = "other"
 Direction = Literal["after", "before"]
 
 
-def paths(*, date_range: DateRange, start_event: str | None = None,
-          end_event: str | None = None, steps: int = DEFAULT_STEPS,
+def paths(*, date_range: DateRange, event_type: str | None = None,
+          direction: Direction = "after", steps: int = DEFAULT_STEPS,
           category: str | None = None) -> dict[str, Any]:
-    """Steps 0..`steps` from the anchor: with `end_event`, step 0 is that event and step k
-    the k-th step before it; otherwise step 0 is `start_event` (or each person's first
-    event) and step k the k-th step after it.
+    """Steps 0..`steps` from the anchor: step 0 is `event_type` (or each person's first or
+    last event) and step k the k-th step after it, or before it.
 
     ``nodes``: per step, the event types persons were at, with ``persons``, ``continued``
     (went on to another step) and ``dropped_off`` (had no further step in the range;
@@ -45,10 +45,7 @@ def paths(*, date_range: DateRange, start_event: str | None = None,
     Ties are ordered by event type, so the answer does not depend on storage order."""
     if not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be between 1 and {MAX_STEPS}")
-    if start_event and end_event:
-        raise ValueError("Give a start event or an end event, not both")
-    direction: Direction = "before" if end_event else "after"
-    counted = _persons_per_path(date_range=date_range, anchor=end_event or start_event,
+    counted = _persons_per_path(date_range=date_range, anchor=event_type,
                                 direction=direction, steps=steps, category=category)
     shown = _shown_events(counted, steps=steps)
 
@@ -84,7 +81,7 @@ def paths(*, date_range: DateRange, start_event: str | None = None,
     top = sorted(whole_paths.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_PATHS]
     return {
         "direction": direction,
-        "event_type": end_event or start_event,
+        "event_type": event_type,
         "steps": steps,
         "persons": sum(counted.values()),
         "nodes": nodes,

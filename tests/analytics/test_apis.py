@@ -63,7 +63,7 @@ class TestAccess:
     ("paths", "steps=6", "steps"),
     ("paths", "steps=0", "steps"),
     ("paths", "steps=two", "steps"),
-    ("paths", "start_event=view&end_event=purchase", "end_event"),
+    ("paths", "direction=sideways", "direction"),
     ("paths", "start=2023-01-01&end=2025-06-30", "end"),
 ])
 def test_bad_parameters_are_400_in_the_error_shape(pm_client, name, query, attr):
@@ -189,13 +189,13 @@ def test_paths_after_an_event_with_drop_off(pm_client):
             EventFactory(user=shopper, type=kind, timestamp=when + timedelta(minutes=minute))
 
     body = pm_client.get(f"{url('paths')}?start=2026-01-01&end=2026-01-31"
-                         "&start_event=add_to_cart&steps=2").json()
+                         "&event=add_to_cart&steps=2").json()
 
-    assert body["persons"] == 2 and body["direction"] == "after"
+    assert body["persons"] == 2 and body["direction"] == "after", body
     assert body["nodes"][0] == {"step": 0, "event_type": "add_to_cart", "persons": 2,
                                 "continued": 1, "dropped_off": 1}
     assert body["links"] == [{"step": 0, "source": "add_to_cart", "target": "purchase",
                               "persons": 1}]
     # An event type nobody sent is an empty answer, not an error.
-    nothing = pm_client.get(f"{url('paths')}?end_event=teleport").json()
+    nothing = pm_client.get(f"{url('paths')}?event=teleport&direction=before").json()
     assert nothing["persons"] == 0 and nothing["nodes"] == []

@@ -185,14 +185,14 @@ def test_the_trends_form_applied_as_it_comes_with_empty_breakdown_and_filter(pm_
 
 
 def test_paths_page_draws_a_sankey_of_the_steps_and_downloads_them(pm_browser, activity):
-    response = pm_browser.get(page_url("paths") + "?start_event=add_to_cart&steps=2")
+    response = pm_browser.get(page_url("paths") + "?event=add_to_cart&steps=2")
 
     content = response.content.decode()
     assert response.status_code == 200
     assert '"type": "sankey"' in content and "chartjs-chart-sankey.min.js" in content
     assert "add_to_cart → purchase" in content
     rows = list(csv.reader(io.StringIO(pm_browser.get(
-        page_url("paths") + "?start_event=add_to_cart&steps=2&format=csv&table=steps")
+        page_url("paths") + "?event=add_to_cart&steps=2&format=csv&table=steps")
         .content.decode())))
     assert rows[0] == ["Step", "Event", "Persons", "Went on", "Dropped off", "Drop-off rate"]
     assert rows[1][:5] == ["0", "add_to_cart", "3", "3", "0"]
@@ -214,6 +214,9 @@ def test_filter_fields_suggest_the_event_types_keys_and_values_sent(pm_browser):
 
 def test_a_fresh_demo_fills_every_dashboard_and_shows_the_ab_test_won(
         pm_browser, django_capture_on_commit_callbacks):
+    from recommender.recommendations import reset_caches
+
+    reset_caches()  # popular items are cached per process
     with django_capture_on_commit_callbacks(execute=True):  # reviews are scored after commit
         call_command("seed_demo", stdout=io.StringIO())
     user_id = Event.objects.filter(type="purchase").last().user.user_id
