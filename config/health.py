@@ -6,6 +6,7 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 from kombu import Connection
 
+from analytics.services import rollup_status
 from recommender.serving import loaded_versions
 
 
@@ -37,9 +38,24 @@ def _broker_ready() -> bool:
 @require_GET
 def readyz(request):
     """503 until the database and broker answer and every model kind has something to
-    serve (a trained version, or the documented fallback)."""
+    serve (a trained version, or the documented fallback). Rollups behind by more than
+    ANALYTICS_ROLLUP_MAX_LAG_SECONDS are reported, not failed: dashboards stay exact (they
+    read the raw events not rolled up), and pulling web processes out of the load balancer
+    would not bring a stopped worker back."""
     checks = {"database": _database_ready(), "broker": _broker_ready()}
     models = loaded_versions() if checks["database"] else {}
     ready = all(checks.values()) and all(entry["loaded"] for entry in models.values())
-    return JsonResponse({"ready": ready, "checks": checks, "models": models},
-                        status=200 if ready else 503)
+    body = {"ready": ready, "checks": checks, "models": models}
+    if checks["database"]:
+        body["analytics"] = _rollup_health()
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+def _rollup_health() -> dict:
+    status = rollup_status(count_pending=False)
+    health = {"rollup_watermark": status["watermark"], "rollup_lag_seconds":
+              round(status["lag_seconds"], 1)}
+    if status["lagging"]:
+        health["warning"] = (f"Events have waited {status['lag_seconds'] / 60:.0f} minutes for "
+                             "the analytics rollups: is a Celery worker with beat running?")
+    return health

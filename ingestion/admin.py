@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.db import transaction
 
 from ingestion.models import CaptureReject, EndUser, Event, IdentityLink, Item
+from ingestion.signals import item_categories_changed
 
 
 @admin.register(Item)
@@ -8,6 +10,12 @@ class ItemAdmin(admin.ModelAdmin):
     list_display = ("item_id", "title", "category", "is_active", "updated_at")
     list_filter = ("is_active", "category")
     search_fields = ("item_id", "title")
+
+    @transaction.atomic
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "category" in form.changed_data:
+            item_categories_changed.send(sender=Item, item_pks=[obj.pk])
 
 
 @admin.register(EndUser)

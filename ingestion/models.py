@@ -70,6 +70,8 @@ class Event(models.Model):
             models.Index(fields=["item", "timestamp"], name="event_item_time"),
             models.Index(fields=["type", "timestamp"], name="event_type_time"),
             models.Index(fields=["timestamp"], name="event_time"),
+            # Analytics rollups read the events received since their watermark.
+            models.Index(fields=["received_at"], name="event_received"),
             # Funnels look up each user's next step of a given type.
             models.Index(fields=["user", "type", "timestamp"], name="event_user_type_time"),
             # Sentiment analytics read only scored texts.

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +30,7 @@ from ingestion.models import (
     IdentityLink,
     Item,
 )
-from ingestion.signals import events_with_text_stored
+from ingestion.signals import events_stored, events_with_text_stored, item_categories_changed
 
 logger = logging.getLogger(__name__)
 
@@ -240,11 +241,16 @@ def store_events(*, events: Sequence[EventInput], received_at: datetime,
                      item_pks[e.item_id] if e.item_id is not None else None,
                      e.timestamp, received_at, e.value, e.text, e.properties, e.rec_id)
                     for e in chunk]))
-        text_event_pks = [pk for pk, has_text in inserted if has_text]
-        if text_event_pks:
-            transaction.on_commit(lambda: events_with_text_stored.send(
-                sender=Event, event_pks=text_event_pks))
+        if inserted:
+            transaction.on_commit(partial(_announce_stored, inserted))
     return [pk for pk, _ in inserted]
+
+
+def _announce_stored(inserted: list[tuple[int, bool]]) -> None:
+    events_stored.send(sender=Event, count=len(inserted))
+    text_event_pks = [pk for pk, has_text in inserted if has_text]
+    if text_event_pks:
+        events_with_text_stored.send(sender=Event, event_pks=text_event_pks)
 
 
 def _insert_new_events_pg(events: Sequence[EventInput], user_pks: dict[str, int],
@@ -421,8 +427,11 @@ def upsert_items(*, items: Sequence[Any]) -> BatchResult:
     _ensure_items(set(parsed))
     stored = Item.objects.in_bulk(list(parsed), field_name="item_id")
     now = timezone.now()
+    recategorised = []
     for item_id, row in parsed.items():
         item = stored[item_id]
+        if "category" in row and row["category"] != item.category:
+            recategorised.append(item.pk)
         for name, value in row.items():
             setattr(item, name, value)
         item.updated_at = now
@@ -430,6 +439,8 @@ def upsert_items(*, items: Sequence[Any]) -> BatchResult:
         Item.objects.bulk_update(list(stored.values()), ["title", "category", "tags",
                                                          "attributes", "is_active", "updated_at"],
                                  batch_size=500)
+    if recategorised:
+        item_categories_changed.send(sender=Item, item_pks=recategorised)
     result.accepted = len(items) - result.rejected
     return result
 
@@ -510,6 +521,7 @@ def merge_catalog_fields(*, rows: dict[str, dict]) -> dict[str, int]:
         stored += Item.objects.filter(item_id__in=missing).values_list(*columns)
     now = timezone.now()
     changed = []
+    recategorised = []
     for pk, item_id, title, category, attributes in sorted(stored):
         row = rows[item_id]
         new_attributes = ({**attributes, "price": row["price"]}
@@ -519,9 +531,13 @@ def merge_catalog_fields(*, rows: dict[str, dict]) -> dict[str, int]:
         if new != (title, category, attributes):
             changed.append(Item(pk=pk, title=new[0], category=new[1], attributes=new[2],
                                 updated_at=now))
+            if new[1] != category:
+                recategorised.append(pk)
     if changed:
         Item.objects.bulk_update(changed, ["title", "category", "attributes", "updated_at"],
                                  batch_size=500)
+    if recategorised:
+        item_categories_changed.send(sender=Item, item_pks=recategorised)
     return {item_id: pk for pk, item_id, *_ in stored}
 
 

@@ -18,6 +18,7 @@ DEFAULT_SCHEDULES = (
      ["sentiment"], {"minute": "30", "hour": "2"}),
 )
 SENTIMENT_SWEEP = "Score review events whose scoring was never queued"
+ANALYTICS_ROLLUP = "Roll up new events for the dashboards"
 # (name, task, every N minutes). The sweep scores the review events whose scoring task
 # never reached the broker (it was down when they were stored), so an outage of Redis
 # costs minutes of delay in sentiment, never a lost score.
@@ -25,6 +26,9 @@ INTERVAL_SCHEDULES = (
     ("Recover training jobs whose worker died",
      "recommender.tasks.recover_stale_training_jobs", 5),
     (SENTIMENT_SWEEP, "recommender.tasks.score_missed_sentiment", 2),
+    # Dashboards add the events received since the last update from the raw table, so
+    # this bounds how many raw events a dashboard reads, not how fresh it is.
+    (ANALYTICS_ROLLUP, "analytics.tasks.roll_up_events", 1),
 )
 
 

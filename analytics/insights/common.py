@@ -66,10 +66,16 @@ ANALYTICS_WORK_MEM = "64MB"
 @contextmanager
 def analytics_queries() -> Iterator[None]:
     """Runs the enclosed reads in one transaction with ANALYTICS_WORK_MEM and JIT off
-    (SET LOCAL: the settings end with the transaction). A no-op outside PostgreSQL."""
+    (SET LOCAL: the settings end with the transaction). On PostgreSQL the transaction is
+    REPEATABLE READ, so the rollups, their watermark and the raw events after it are read
+    from one snapshot: an update committing between two reads cannot count events twice
+    or not at all. SQLite's transactions are snapshots already."""
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
+                if outermost:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cursor.execute(f"SET LOCAL work_mem = '{ANALYTICS_WORK_MEM}'")
                 cursor.execute("SET LOCAL jit = off")
         yield

@@ -1,16 +1,11 @@
 """Lifecycle: per period, how many persons were new, returning, resurrecting or dormant."""
 
-from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
 
-from django.db.models import DateField, F
-from django.db.models.functions import Trunc
-
-from analytics.insights.common import DateRange, events_in_range
+from analytics.insights import sources
+from analytics.insights.common import DateRange
 from analytics.insights.trends import Interval, period_starts
-from ingestion.models import EndUser
-from ingestion.selectors import person_first_seen, person_key
 
 
 STATUSES = ("new", "returning", "resurrecting", "dormant")
@@ -24,6 +19,11 @@ def _previous_start(start: date, interval: Interval) -> date:
     return (start - timedelta(days=1)).replace(day=1)
 
 
+def _period_of(interval: Interval):
+    return {"day": lambda day: day, "week": sources.week_start,
+            "month": sources.month_start}[interval]
+
+
 def lifecycle(*, date_range: DateRange, interval: Interval = "week",
               category: str | None = None) -> dict[str, Any]:
     """For every period of the range, the persons active in it split into
@@ -32,45 +32,61 @@ def lifecycle(*, date_range: DateRange, interval: Interval = "week",
     active in the period before and not in this one (reported as a negative count, as
     lifecycle charts draw it below the axis). Weeks start on Monday.
 
-    The database returns one row per person and active period (not per event), from the
-    period before the range's first one to its end, and one per person first seen in it."""
+    The database reduces the activity (rollups where built, sources.py) to one row per
+    person and active period, from the period before the range's first one to its end, and
+    counts each status per period from it; only the counts come back."""
     starts = period_starts(date_range, interval)
     lookback = DateRange(start=_previous_start(starts[0], interval), end=date_range.end)
-    events = events_in_range(date_range=lookback, category=category).annotate(
-        person=person_key(), period=Trunc("timestamp", interval, output_field=DateField()))
-    active: dict[date, set[int]] = defaultdict(set)
-    for person, period in events.values_list("person", "period").distinct():
-        active[period].add(person)
-    first_seen_in = _new_persons(events, lookback=lookback, interval=interval, category=category)
-    periods = []
-    for start in starts:
-        now, before = active.get(start, set()), active.get(_previous_start(start, interval), set())
-        # Intersected, not assumed: a late event can make a person's first_seen disagree
-        # with the activity stored so far.
-        new = (now - before) & first_seen_in.get(start, set())
-        periods.append({"period": start.isoformat(), "new": len(new),
-                        "returning": len(now & before),
-                        "resurrecting": len(now - before - new), "dormant": -len(before - now)})
+    period_of = _period_of(interval)
+    active_sql, active_params = sources.person_days(date_range=lookback, category=category)
+    seen_sql, seen_params = sources.first_seen_days(date_range=lookback)
+    periods_sql, periods_params = sources.periods(days=lookback.dates(), period_of=period_of)
+    # (period, the period before it) for every period of the range.
+    previous_sql, previous_params = sources.periods(
+        days=starts, period_of=lambda start: _previous_start(start, interval))
+    # Persons active per period; whether each was active the period before; and whether
+    # they were first seen in it (a late event can make first_seen disagree with the
+    # activity stored so far, so "new" also requires no activity the period before).
+    sql = f"""
+        WITH active AS (
+            SELECT DISTINCT period_of.period AS period, activity.person AS person
+            FROM ({active_sql}) AS activity
+            JOIN ({periods_sql}) AS period_of ON period_of.day = activity.day),
+        previous AS ({previous_sql}),
+        seen AS (
+            SELECT DISTINCT first.id AS person, period_of.period AS period
+            FROM ({seen_sql}) AS first
+            JOIN ({periods_sql}) AS period_of ON period_of.day = first.first_day),
+        current AS (
+            SELECT active.period, active.person,
+                   CASE WHEN before.person IS NULL THEN 0 ELSE 1 END AS was_active,
+                   CASE WHEN seen.person IS NULL THEN 0 ELSE 1 END AS first_seen_now
+            FROM active JOIN previous ON previous.day = active.period
+            LEFT JOIN active AS before ON before.person = active.person
+                                      AND before.period = previous.period
+            LEFT JOIN seen ON seen.person = active.person AND seen.period = active.period)
+        SELECT period, COUNT(*),
+               SUM(was_active),
+               SUM(CASE WHEN was_active = 0 AND first_seen_now = 1 THEN 1 ELSE 0 END)
+        FROM current GROUP BY period
+        UNION ALL
+        SELECT previous.day, -COUNT(*), NULL, NULL
+        FROM previous JOIN active ON active.period = previous.period
+        LEFT JOIN active AS after ON after.person = active.person AND after.period = previous.day
+        WHERE after.person IS NULL GROUP BY previous.day
+    """
+    counts: dict[date, dict[str, int]] = {start: {"active": 0, "returning": 0, "new": 0,
+                                                  "dormant": 0} for start in starts}
+    for period, persons, returning, new in sources.fetch(
+            sql, [*active_params, *periods_params, *previous_params, *seen_params,
+                  *periods_params]):
+        row = counts[sources.as_date(period)]
+        if returning is None:
+            row["dormant"] = int(persons)
+        else:
+            row.update(active=int(persons), returning=int(returning), new=int(new))
+    periods = [{"period": start.isoformat(), "new": row["new"], "returning": row["returning"],
+                "resurrecting": row["active"] - row["returning"] - row["new"],
+                "dormant": row["dormant"]}
+               for start, row in ((start, counts[start]) for start in starts)]
     return {"interval": interval, "periods": periods}
-
-
-def _new_persons(events, *, lookback: DateRange, interval: Interval,
-                 category: str | None) -> dict[date, set[int]]:
-    """Persons first seen per period. Without a category, from the users table (first_seen
-    is the time of a user's first event; a linked alias is not a person of its own), which
-    spares joining every event to its person's first_seen."""
-    if category is None:
-        rows = (EndUser.objects.filter(first_seen__gte=lookback.start_at,
-                                       first_seen__lt=lookback.end_before,
-                                       identity_link__isnull=True)
-                .annotate(period=Trunc("first_seen", interval, output_field=DateField()))
-                .values_list("period", "id"))
-    else:
-        # First seen in the period and active in the category in it.
-        rows = (events.annotate(first_period=Trunc(person_first_seen(), interval,
-                                                   output_field=DateField()))
-                .filter(first_period=F("period")).values_list("period", "person").distinct())
-    persons: dict[date, set[int]] = defaultdict(set)
-    for period, person in rows:
-        persons[period].add(person)
-    return persons

@@ -4,31 +4,35 @@ from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
 
-from django.db.models import Count, F, Max, Q, Sum
+from django.db.models import Count
 from django.db.models.functions import TruncDate
 
-from analytics.insights.common import DateRange, events_in_range, ratio
+from analytics.insights import sources
+from analytics.insights.common import DateRange, ratio
 from ingestion.models import EndUser
-from ingestion.selectors import person_first_seen, person_key
 
 
 def overview(*, date_range: DateRange, category: str | None = None) -> dict[str, Any]:
     """Active users (DAU per day; WAU and MAU over the 7 and 30 days ending on the last day),
     new vs returning users per day (new = first seen that day, from EndUser.first_seen),
     events by type per day, purchases and revenue per day, and stickiness: the average DAU
-    over the range divided by MAU."""
-    events = events_in_range(date_range=date_range, category=category)
-    daily_active = dict(events.annotate(day=TruncDate("timestamp")).values("day")
-                        .annotate(users=Count(person_key(), distinct=True))
-                        .values_list("day", "users"))
+    over the range divided by MAU. Read from the rollups where built (sources.py)."""
+    # One read of the range and the 30 days ending on its last day, whichever is longer.
+    both = DateRange(start=min(date_range.start, date_range.end - timedelta(days=29)),
+                     end=date_range.end)
+    active_sql, active_params = sources.person_days(date_range=both, category=category)
+    daily_active = {sources.as_date(day): users for day, users in sources.fetch(
+        f"SELECT day, COUNT(DISTINCT person) FROM ({active_sql}) AS active "
+        "WHERE day >= %s GROUP BY day",
+        [*active_params, sources.date_param(date_range.start)])}
     if category:
         # New to the product that day and active in the category that day.
-        daily_new = dict(events.annotate(day=TruncDate("timestamp"),
-                                         first_day=TruncDate(person_first_seen()))
-                         .values("day")
-                         .annotate(users=Count(person_key(), distinct=True,
-                                               filter=Q(first_day=F("day"))))
-                         .values_list("day", "users"))
+        seen_sql, seen_params = sources.first_seen_days(date_range=date_range)
+        daily_new = {sources.as_date(day): users for day, users in sources.fetch(
+            f"SELECT active.day, COUNT(DISTINCT active.person) FROM ({active_sql}) AS active "
+            f"JOIN ({seen_sql}) AS seen ON seen.id = active.person "
+            "AND seen.first_day = active.day GROUP BY active.day",
+            [*active_params, *seen_params])}
     else:
         # first_seen is the timestamp of the user's first event, so every user first seen
         # on a day was active that day: counting EndUser rows avoids a join over the events.
@@ -41,28 +45,26 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
     daily_types: dict[date, dict[str, int]] = defaultdict(dict)
     daily_revenue: dict[date, float] = defaultdict(float)
     type_totals: dict[str, int] = defaultdict(int)
-    for row in (events.annotate(day=TruncDate("timestamp")).values("day", "type")
-                .annotate(events=Count("id"), value_sum=Sum("value"))):
-        daily_types[row["day"]][row["type"]] = row["events"]
-        type_totals[row["type"]] += row["events"]
-        if row["type"] == "purchase":
-            daily_revenue[row["day"]] += row["value_sum"] or 0.0
+    events_sql, events_params = sources.daily_events(date_range=date_range, category=category)
+    for day, event_type, count, value_sum in sources.fetch(
+            f"SELECT day, event_type, SUM(events), SUM(value_sum) FROM ({events_sql}) AS daily "
+            "GROUP BY day, event_type", events_params):
+        day, count = sources.as_date(day), int(count)  # PostgreSQL sums bigints as numeric
+        daily_types[day][event_type] = count
+        type_totals[event_type] += count
+        if event_type == "purchase":
+            daily_revenue[day] += float(value_sum or 0.0)
 
-    # One scan over the range and the 30 days ending on its last day, whichever is longer.
-    month_start = date_range.end_before - timedelta(days=30)
-    both = DateRange(start=min(date_range.start, date_range.end - timedelta(days=29)),
-                     end=date_range.end)
-    # Each user's latest event in that span says which of the four windows they were
-    # active in: one hash aggregate per user instead of four sorted DISTINCT counts.
-    latest_per_user = (events_in_range(date_range=both, category=category)
-                       .annotate(person=person_key()).values("person")
-                       .annotate(latest=Max("timestamp")))
-    active = latest_per_user.aggregate(
-        active_users=Count("person", filter=Q(latest__gte=date_range.start_at)),
-        mau=Count("person", filter=Q(latest__gte=month_start)),
-        wau=Count("person", filter=Q(latest__gte=date_range.end_before - timedelta(days=7))),
-        dau=Count("person", filter=Q(latest__gte=date_range.end_before - timedelta(days=1))),
-    )
+    # Each person's latest active day says which of the four windows they were active in:
+    # one hash aggregate per person instead of four distinct counts.
+    windows = {"active_users": date_range.start, "mau": date_range.end - timedelta(days=29),
+               "wau": date_range.end - timedelta(days=6), "dau": date_range.end}
+    counted = ", ".join(f"COUNT(CASE WHEN latest >= %s THEN 1 END) AS {name}"
+                        for name in windows)
+    active = dict(zip(windows, sources.fetch(
+        f"SELECT {counted} FROM (SELECT person, MAX(day) AS latest FROM ({active_sql}) "
+        "AS active GROUP BY person) AS latest_days",
+        [*[sources.date_param(day) for day in windows.values()], *active_params])[0]))
 
     days = []
     for day in date_range.dates():
@@ -88,7 +90,7 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
         "stickiness": ratio(average_dau, active["mau"]),
         "active_users": active["active_users"],
         "events": sum(type_totals.values()),
-        "events_by_type": dict(sorted(type_totals.items(), key=lambda kv: -kv[1])),
+        "events_by_type": dict(sorted(type_totals.items(), key=lambda kv: (-kv[1], kv[0]))),
         "purchases": type_totals.get("purchase", 0),
         "revenue": round(sum(daily_revenue.values()), 2),
         "days": days,

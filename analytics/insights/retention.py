@@ -7,9 +7,9 @@ from typing import Any
 from django.db.models import Count, DateField
 from django.db.models.functions import Trunc
 
-from analytics.insights.common import DateRange, Period, events_in_range, ratio
+from analytics.insights import sources
+from analytics.insights.common import DateRange, Period, ratio
 from ingestion.models import EndUser
-from ingestion.selectors import person_first_seen, person_key
 
 
 def retention(*, date_range: DateRange, period: Period = "week",
@@ -17,16 +17,20 @@ def retention(*, date_range: DateRange, period: Period = "week",
     """Cohorts of users by the period of their first event ever (EndUser.first_seen) within
     the range; for each cohort the share active 0, 1, 2... periods later, up to the end of the
     range. Weeks start on Monday. With a category, activity means events on its items and a
-    cohort's size counts only users with such activity in the range."""
-    events = events_in_range(date_range=date_range, category=category).annotate(
-        person=person_key(), person_first_seen=person_first_seen()).filter(
-        person_first_seen__gte=date_range.start_at, person_first_seen__lt=date_range.end_before)
-    cohort = Trunc("person_first_seen", period, output_field=DateField())
-    active_period = Trunc("timestamp", period, output_field=DateField())
+    cohort's size counts only users with such activity in the range. Read from the rollups
+    where built (sources.py)."""
+    period_of = sources.week_start if period == "week" else (lambda day: day)
+    active_sql, active_params = sources.person_days(date_range=date_range, category=category)
+    seen_sql, seen_params = sources.first_seen_days(date_range=date_range)
+    periods_sql, periods_params = sources.periods(days=date_range.dates(), period_of=period_of)
+    joined = (f"FROM ({active_sql}) AS active JOIN ({seen_sql}) AS seen ON seen.id = active.person "
+              f"JOIN ({periods_sql}) AS cohort ON cohort.day = seen.first_day "
+              f"JOIN ({periods_sql}) AS active_period ON active_period.day = active.day")
+    joined_params = [*active_params, *seen_params, *periods_params, *periods_params]
     if category:
-        sizes = dict(events.annotate(cohort=cohort).values("cohort")
-                     .annotate(users=Count("person", distinct=True))
-                     .values_list("cohort", "users"))
+        sizes = {sources.as_date(cohort): users for cohort, users in sources.fetch(
+            f"SELECT cohort.period, COUNT(DISTINCT active.person) {joined} "
+            "GROUP BY cohort.period", joined_params)}
     else:
         sizes = dict(EndUser.objects.filter(first_seen__gte=date_range.start_at,
                                             first_seen__lt=date_range.end_before,
@@ -36,11 +40,12 @@ def retention(*, date_range: DateRange, period: Period = "week",
                      .values_list("cohort", "users"))
     active: dict[date, dict[int, int]] = defaultdict(dict)
     step_days = 7 if period == "week" else 1
-    for row in (events.annotate(cohort=cohort, active_period=active_period)
-                .values("cohort", "active_period")
-                .annotate(users=Count("person", distinct=True))):
-        offset = (row["active_period"] - row["cohort"]).days // step_days
-        active[row["cohort"]][offset] = row["users"]
+    for cohort, active_period, users in sources.fetch(
+            f"SELECT cohort.period, active_period.period, COUNT(DISTINCT active.person) "
+            f"{joined} GROUP BY cohort.period, active_period.period", joined_params):
+        cohort, active_period = sources.as_date(cohort), sources.as_date(active_period)
+        if active_period >= cohort:
+            active[cohort][(active_period - cohort).days // step_days] = users
 
     last_period = date_range.end - timedelta(
         days=date_range.end.weekday() if period == "week" else 0)

@@ -1,13 +1,9 @@
 """Stickiness: how many persons were active on 1, 2, ... days of a week (or a month)."""
 
-from collections import Counter
 from typing import Any, Literal
 
-from django.db.models import Count, DateField
-from django.db.models.functions import Trunc, TruncDate
-
-from analytics.insights.common import DateRange, events_in_range
-from ingestion.selectors import person_key
+from analytics.insights import sources
+from analytics.insights.common import DateRange
 
 
 StickinessInterval = Literal["week", "month"]
@@ -18,14 +14,18 @@ def stickiness(*, date_range: DateRange, interval: StickinessInterval = "week",
                category: str | None = None) -> dict[str, Any]:
     """For each n from 1 to 7 (weeks) or 31 (months): how many (person, period) pairs had
     events on exactly n distinct days of that period, within the range. A person active in
-    three weeks counts once per week. ``share`` is each count over all pairs."""
-    per_person_period = (events_in_range(date_range=date_range, category=category)
-                         .annotate(person=person_key(),
-                                   period=Trunc("timestamp", interval, output_field=DateField()))
-                         .values("person", "period")
-                         .annotate(days=Count(TruncDate("timestamp"), distinct=True))
-                         .values_list("days", flat=True))
-    histogram = Counter(per_person_period)
+    three weeks counts once per week. ``share`` is each count over all pairs. Read from the
+    rollups where built (sources.py)."""
+    period_of = sources.week_start if interval == "week" else sources.month_start
+    active_sql, active_params = sources.person_days(date_range=date_range, category=category)
+    periods_sql, periods_params = sources.periods(days=date_range.dates(), period_of=period_of)
+    histogram = {int(days): int(pairs) for days, pairs in sources.fetch(
+        f"SELECT days, COUNT(*) FROM ("
+        f"  SELECT period_of.period, activity.person, COUNT(DISTINCT activity.day) AS days"
+        f"  FROM ({active_sql}) AS activity"
+        f"  JOIN ({periods_sql}) AS period_of ON period_of.day = activity.day"
+        f"  GROUP BY period_of.period, activity.person) AS per_person_period "
+        "GROUP BY days", [*active_params, *periods_params])}
     total = sum(histogram.values())
     return {
         "interval": interval,

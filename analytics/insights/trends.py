@@ -9,6 +9,7 @@ from django.db.models import Avg, Case, CharField, Count, DateField, QuerySet, S
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, NullIf, Trunc
 
+from analytics.insights import sources
 from analytics.insights.common import DateRange, events_in_range
 from ingestion.models import Event
 from ingestion.selectors import person_key
@@ -97,24 +98,42 @@ def trends(*, date_range: DateRange, event_types: list[str], measure: Measure = 
     also carries ``previous``: the same measure over the period of equal length before.
     """
     starts = period_starts(date_range, interval)
-    kept_values = None
-    if breakdown:
-        kept_values = _top_breakdown_values(
-            _matching(date_range=date_range, event_types=event_types, category=category,
-                      property_filter=property_filter), breakdown)
     ranges = {"current": (date_range, starts)}
     if compare:
         previous_range = date_range.previous()
         ranges["previous"] = (previous_range, period_starts(previous_range, interval))
+    # Counts, sums and averages by type and category add up from per-day figures (the
+    # rollups where built); unique persons of chosen types and property filters or
+    # breakdowns need the events themselves.
+    from_days = (measure != "users" and property_filter is None
+                 and breakdown in (None, CATEGORY_BREAKDOWN))
+    kept_values = None
     figures, totals = {}, {}
-    for name, (measured_range, _) in ranges.items():
-        events = _matching(date_range=measured_range, event_types=event_types, category=category,
-                           property_filter=property_filter)
-        figures[name] = _measured(events, measure=measure, interval=interval, breakdown=breakdown,
-                                  kept_values=kept_values)
-        totals[name] = (_measured(events, measure=measure, interval=None, breakdown=breakdown,
-                                  kept_values=kept_values)
-                        if measure in ("users", "average") else {})
+    if from_days:
+        days = {name: _day_rows(date_range=measured_range, event_types=event_types,
+                                category=category, breakdown=breakdown)
+                for name, (measured_range, _) in ranges.items()}
+        if breakdown:
+            kept_values = _top_day_buckets(days["current"])
+        for name, rows in days.items():
+            figures[name] = _figures_from_days(rows, measure=measure, interval=interval,
+                                               kept_values=kept_values)
+            totals[name] = (_figures_from_days(rows, measure=measure, interval=None,
+                                               kept_values=kept_values)
+                            if measure == "average" else {})
+    else:
+        if breakdown:
+            kept_values = _top_breakdown_values(
+                _matching(date_range=date_range, event_types=event_types, category=category,
+                          property_filter=property_filter), breakdown)
+        for name, (measured_range, _) in ranges.items():
+            events = _matching(date_range=measured_range, event_types=event_types,
+                               category=category, property_filter=property_filter)
+            figures[name] = _measured(events, measure=measure, interval=interval,
+                                      breakdown=breakdown, kept_values=kept_values)
+            totals[name] = (_measured(events, measure=measure, interval=None,
+                                      breakdown=breakdown, kept_values=kept_values)
+                            if measure in ("users", "average") else {})
 
     if breakdown:
         found = set().union(*(set(by_key) for by_key in figures.values()))
@@ -138,6 +157,56 @@ def trends(*, date_range: DateRange, event_types: list[str], measure: Measure = 
                              if compare else None),
         "series": series,
     }
+
+
+# (day, event type, breakdown bucket or None, events, value sum, events with a value)
+DayRow = tuple[date, str, str | None, int, float, int]
+
+
+def _day_rows(*, date_range: DateRange, event_types: list[str], category: str | None,
+              breakdown: str | None) -> list[DayRow]:
+    sql, params = sources.daily_events(date_range=date_range, category=category,
+                                       event_types=event_types)
+    rows: dict[tuple[date, str, str | None], list[float]] = {}
+    for day, event_type, item_category, events, value_sum, value_events in sources.fetch(
+            f"SELECT day, event_type, category, SUM(events), SUM(value_sum), "
+            f"SUM(value_events) FROM ({sql}) AS daily GROUP BY day, event_type, category",
+            params):
+        bucket = (item_category or NONE_VALUE) if breakdown else None
+        figures = rows.setdefault((sources.as_date(day), event_type, bucket), [0, 0.0, 0])
+        figures[0] += int(events)
+        figures[1] += float(value_sum or 0.0)
+        figures[2] += int(value_events)
+    return [(*key, *figures) for key, figures in rows.items()]
+
+
+def _top_day_buckets(rows: list[DayRow]) -> list[str]:
+    events: Counter[str] = Counter()
+    for _, _, bucket, count, _, _ in rows:
+        events[bucket] += count
+    return [bucket for bucket, _ in sorted(events.items(), key=lambda kv: (-kv[1], kv[0]))
+            [:MAX_BREAKDOWN_VALUES]]
+
+
+def _figures_from_days(rows: list[DayRow], *, measure: Measure, interval: Interval | None,
+                       kept_values: list[str] | None
+                       ) -> dict[tuple[str, str | None], dict[date | None, float]]:
+    """What _measured computes on events, from per-day rows."""
+    period_of = {None: lambda day: None, "day": lambda day: day, "week": sources.week_start,
+                 "month": sources.month_start}[interval]
+    sums: dict[tuple[str, str | None], dict[date | None, list[float]]] = {}
+    for day, event_type, bucket, count, value_sum, value_events in rows:
+        if kept_values is not None and bucket not in kept_values:
+            bucket = OTHER
+        figures = sums.setdefault((event_type, bucket), {}).setdefault(period_of(day),
+                                                                       [0, 0.0, 0])
+        figures[0] += count
+        figures[1] += value_sum
+        figures[2] += value_events
+    measured = {"count": lambda f: f[0], "sum": lambda f: f[1],
+                "average": lambda f: f[1] / f[2] if f[2] else 0}[measure]
+    return {key: {period: round(float(measured(f)), 2) for period, f in by_period.items()}
+            for key, by_period in sums.items()}
 
 
 def _rank(value: str | None, kept_values: list[str]) -> int:

@@ -209,5 +209,11 @@ TRAINING_HEARTBEAT_TIMEOUT = env.int("TRAINING_HEARTBEAT_TIMEOUT", default=600)
 TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=2)
 # The sentiment sweep leaves reviews younger than this to the scoring task queued for them.
 SENTIMENT_SWEEP_GRACE_SECONDS = env.int("SENTIMENT_SWEEP_GRACE_SECONDS", default=60)
+# Analytics rollups: the watermark stays this far behind now, so a batch committing a
+# little after its received_at was taken is not skipped; /readyz reports events waiting
+# longer than ANALYTICS_ROLLUP_MAX_LAG_SECONDS. Without rollups every read scans raw events.
+ANALYTICS_ROLLUP_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_LAG_SECONDS", default=60)
+ANALYTICS_ROLLUP_MAX_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_MAX_LAG_SECONDS", default=600)
+ANALYTICS_USE_ROLLUPS = env.bool("ANALYTICS_USE_ROLLUPS", default=True)
 # How often a web process looks for a newly promoted model version (hot swap).
 MODEL_REFRESH_SECONDS = env.float("MODEL_REFRESH_SECONDS", default=5.0)

@@ -53,6 +53,8 @@ ENDPOINTS = [
     ("posthog remote config", "get", "/array/any-key/config", None, EVERYONE),
     ("ops jobs page", "get", "/ops/jobs/", None, {ADMIN}),
     ("ops models page", "get", "/ops/models/", None, {ADMIN}),
+    ("ops analytics rollups", "get", "/ops/analytics/rollups/", None, {ADMIN}),
+    ("ops analytics update", "post", "/ops/analytics/rollups/update/", None, {ADMIN}),
     ("ops train now", "post", "/ops/jobs/train/", None, {ADMIN}),
     ("ops progress JSON", "get", "/ops/jobs/{job_id}/progress.json", None, {ADMIN}),
     ("ops job detail", "get", "/ops/jobs/{job_id}/", None, {ADMIN}),

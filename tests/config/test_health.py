@@ -2,9 +2,13 @@
 each model kind's active version loaded (or its documented fallback)."""
 
 import time
+import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
+from ingestion.services import EventInput, store_events
 from recommender import serving
 from recommender.artifacts import artifact_directory, directory_checksum
 from recommender.models import ModelVersion
@@ -70,3 +74,18 @@ def test_not_ready_when_the_active_artifact_is_corrupt(anonymous, fresh_registry
 
 def test_probes_answer_only_get(anonymous):
     assert anonymous.post("/healthz").status_code == 405
+
+
+def test_ready_reports_rollups_that_fell_behind_without_failing(anonymous, fresh_registry,
+                                                                settings):
+    settings.ANALYTICS_ROLLUP_MAX_LAG_SECONDS = 600
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
+                                    item_id="sku-1", timestamp=timezone.now())],
+                 received_at=timezone.now() - timedelta(minutes=15))
+
+    response = anonymous.get("/readyz")
+
+    assert response.status_code == 200
+    analytics = response.json()["analytics"]
+    assert analytics["rollup_lag_seconds"] > 14 * 60
+    assert "15 minutes" in analytics["warning"]

@@ -40,7 +40,7 @@ def test_setup_schedules_creates_the_defaults_once():
     assert "Nightly recommender retrain" in setup_schedules()
     assert "exist already" in setup_schedules()
 
-    assert PeriodicTask.objects.filter(name__in=DEFAULT_NAMES).count() == 4
+    assert PeriodicTask.objects.filter(name__in=DEFAULT_NAMES).count() == 5
     retrain = PeriodicTask.objects.get(name=RECOMMENDER_RETRAIN)
     assert retrain.task == "recommender.tasks.start_scheduled_training"
     assert json.loads(retrain.args) == ["recommender"]

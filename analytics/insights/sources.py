@@ -1,0 +1,163 @@
+"""Where the insights read activity from: the rollups (analytics/models.py) plus the events
+received since their watermark, or the raw events alone. Both give identical answers
+(tests/analytics/test_rollup_exactness.py); the rollups make the cost grow with the days
+and persons shown instead of the events behind them.
+
+Two relations, as SQL over which the insights aggregate:
+- ``person_days``: (day, person), a row (or several) for every person active on a day;
+- ``daily_events``: (day, event_type, category, events, value_sum, value_events), summable.
+
+With rollups, each is the rollup rows of the range UNION ALL the same figures computed
+from the events received at or after the watermark (a few minutes' worth when the
+schedule runs), so a dashboard is exact whatever the rollups' state. Late events (old
+timestamps received now) are in that tail until the next update adds them to their day.
+
+What is not rolled up, and why, is said where it is read: funnels (conversion windows across
+arbitrary steps), paths (event sequences), items (distinct persons per item), sentiment
+(reviews only, scored after they arrive), recommendations (impressions), property filters
+and breakdowns, and unique persons of chosen event types (trends) read raw events.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, F, FloatField, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate
+
+from analytics.insights.common import DateRange, events_in_range
+from analytics.models import DailyEventRollup, RollupState, UserDayRollup
+from ingestion.models import EndUser, Event
+from ingestion.selectors import person_key
+
+_raw_only: ContextVar[bool] = ContextVar("analytics_raw_only", default=False)
+
+Relation = tuple[str, list[Any]]
+
+
+@contextmanager
+def raw_events_only() -> Iterator[None]:
+    """Within it, insights ignore the rollups (the benchmark's raw path, exactness tests)."""
+    token = _raw_only.set(True)
+    try:
+        yield
+    finally:
+        _raw_only.reset(token)
+
+
+def rollup_watermark() -> datetime | None:
+    """The watermark to read the rollups with, or None to read raw events: rollups off,
+    never built, or cut into days in another time zone than today's setting."""
+    if _raw_only.get() or not settings.ANALYTICS_USE_ROLLUPS:
+        return None
+    state = RollupState.objects.filter(pk=1).values_list("watermark", "time_zone").first()
+    if state is None or state[1] != settings.TIME_ZONE:
+        return None
+    return state[0]
+
+
+def _sql(queryset: QuerySet) -> Relation:
+    sql, params = queryset.query.sql_with_params()
+    return sql, list(params)
+
+
+def _union(*relations: Relation) -> Relation:
+    return (" UNION ALL ".join(f"SELECT * FROM ({sql}) AS part{n}"
+                               for n, (sql, _) in enumerate(relations)),
+            [param for _, params in relations for param in params])
+
+
+def person_days(*, date_range: DateRange, category: str | None = None) -> Relation:
+    """SQL with columns (day, person): persons active on each day of the range (in the
+    category); a (day, person) pair may repeat."""
+    events = events_in_range(date_range=date_range, category=category)
+    watermark = rollup_watermark()
+
+    def from_events(selected: QuerySet[Event]) -> Relation:
+        return _sql(selected.annotate(day=TruncDate("timestamp"), person=person_key())
+                    .values_list("day", "person").distinct())
+
+    if watermark is None:
+        return from_events(events)
+    rolled = UserDayRollup.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
+    if category:
+        rolled = rolled.filter(category=category)
+    rolled = rolled.annotate(person=Coalesce(F("identity_link__person_id"), F("user_id"))
+                             ).values_list("day", "person")
+    return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
+
+
+def daily_events(*, date_range: DateRange, category: str | None = None,
+                 event_types: list[str] | None = None) -> Relation:
+    """SQL with columns (day, event_type, category, events, value_sum, value_events): per
+    day, type and item category ("" for none), possibly split over several rows."""
+    events = events_in_range(date_range=date_range, category=category)
+    if event_types is not None:
+        events = events.filter(type__in=event_types)
+    watermark = rollup_watermark()
+
+    def from_events(selected: QuerySet[Event]) -> Relation:
+        return _sql(selected.annotate(day=TruncDate("timestamp"), event_type=F("type"),
+                                      category=Coalesce("item__category", Value("")))
+                    .values("day", "event_type", "category")
+                    .annotate(events=Count("id"),
+                              value_sum=Coalesce(Sum("value"), Value(0.0),
+                                                 output_field=FloatField()),
+                              value_events=Count("value"))
+                    .values_list("day", "event_type", "category", "events", "value_sum",
+                                 "value_events"))
+
+    if watermark is None:
+        return from_events(events)
+    rolled = DailyEventRollup.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
+    if category:
+        rolled = rolled.filter(category=category)
+    if event_types is not None:
+        rolled = rolled.filter(event_type__in=event_types)
+    rolled = rolled.values_list("day", "event_type", "category", "events", "value_sum",
+                                "value_events")
+    return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
+
+
+def first_seen_days(*, date_range: DateRange) -> Relation:
+    """SQL with columns (person, first_day): persons (not aliases) first seen in the range."""
+    return _sql(EndUser.objects.filter(first_seen__gte=date_range.start_at,
+                                       first_seen__lt=date_range.end_before,
+                                       identity_link__isnull=True)
+                .annotate(first_day=TruncDate("first_seen")).values_list("id", "first_day"))
+
+
+def periods(*, days: list[date], period_of) -> Relation:
+    """SQL with columns (day, period): each day and the first day of its period."""
+    values = ", ".join(["(%s, %s)"] * len(days))
+    # A CTE names the columns the same way on SQLite and PostgreSQL.
+    return (f"WITH periods(day, period) AS (VALUES {values}) SELECT day, period FROM periods",
+            [date_param(value) for day in days for value in (day, period_of(day))])
+
+
+def date_param(value: date) -> date | str:
+    # SQLite stores dates as ISO text; PostgreSQL compares date to date.
+    return value if connection.vendor == "postgresql" else value.isoformat()
+
+
+def as_date(value: date | str) -> date:
+    """Raw cursors return SQLite's dates as text."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def fetch(sql: str, params: list[Any]) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def week_start(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)

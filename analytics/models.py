@@ -1,0 +1,68 @@
+"""Rollups of the event log that the dashboards read instead of every raw event.
+
+Shapes, chosen by measurement (benchmarks/README.md): a day's events of one type and
+category are one `DailyEventRollup` row (counts and value sums add up over any range), and a
+user's activity on a day in one category is one `UserDayRollup` row (distinct persons are
+counted over these, with identity links applied when read, so a link made later changes
+past counts exactly as on raw events). Categories are the item's when the day was rolled
+up; a category change marks the item's days for a rebuild (`RollupDirtyItem`).
+
+What the rollups cover is every event received before `RollupState.watermark`; readers
+add the events received since from the raw table (see analytics/rollups.py).
+"""
+
+from django.db import models
+
+from ingestion.models import EndUser, IdentityLink, Item
+
+
+class DailyEventRollup(models.Model):
+    day = models.DateField()
+    event_type = models.CharField(max_length=64)
+    # The item's category; "" for events without an item or items without a category.
+    category = models.CharField(max_length=255)
+    events = models.BigIntegerField()
+    value_sum = models.FloatField()
+    value_events = models.BigIntegerField(help_text="Events with a value (for averages)")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "event_type", "category"],
+                                               name="daily_event_rollup_key")]
+
+
+class UserDayRollup(models.Model):
+    day = models.DateField()
+    user = models.ForeignKey(EndUser, on_delete=models.CASCADE, db_index=False,
+                             related_name="+")
+    category = models.CharField(max_length=255)
+    events = models.BigIntegerField()
+    # The user's identity link, joined straight on user_id as Event.identity_link is.
+    identity_link = models.ForeignObject(IdentityLink, on_delete=models.DO_NOTHING,
+                                         from_fields=["user"], to_fields=["alias"], null=True,
+                                         related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "user", "category"],
+                                               name="user_day_rollup_key")]
+
+
+class RollupState(models.Model):
+    """One row: how far the rollups reach, and how the last update went."""
+
+    watermark = models.DateTimeField(
+        help_text="Every event received before this is in the rollups")
+    time_zone = models.CharField(max_length=64, help_text="Days are calendar days here")
+    updated_at = models.DateTimeField()
+    last_events = models.BigIntegerField(default=0, help_text="Events the last update added")
+    last_seconds = models.FloatField(default=0.0)
+    rebuilt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "rollup state"
+
+
+class RollupDirtyItem(models.Model):
+    """An item whose category changed: its days are rebuilt by the next update."""
+
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, primary_key=True,
+                                related_name="+")

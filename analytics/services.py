@@ -1,0 +1,277 @@
+"""Maintaining the rollups (analytics/models.py) from the event log.
+
+The invariant every function here keeps: the rollups hold exactly the events received
+before ``RollupState.watermark``, each counted once. Readers add the events received since
+(analytics/insights/sources.py), so an answer is exact whatever state the rollups are in.
+
+- ``roll_up_new_events`` moves the watermark forward over the events received since, in
+  chunks of at most ROLLUP_CHUNK_EVENTS, each chunk one transaction that adds the chunk's
+  counts and moves the watermark together. A crash loses the chunk's work and nothing else.
+- The watermark stops ROLLUP_LAG_SECONDS short of now, so a batch whose transaction
+  commits a few seconds after its received_at was taken is not skipped.
+- Every update starts by locking the state row; a second worker waits, then sees the moved
+  watermark and adds nothing twice. On PostgreSQL the transaction is REPEATABLE READ, so
+  each statement of a chunk reads the same snapshot of events and items; a worker that
+  waited for the lock gets a serialization failure and leaves the chunk to the next run.
+- Days are rebuilt from raw events when an item's category changed (it was rolled up
+  under the old one) and by ``rebuild_days``; ``reset_rollups`` starts over (both from
+  manage.py rebuild_analytics).
+"""
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import Count, FloatField, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from analytics.models import DailyEventRollup, RollupDirtyItem, RollupState, UserDayRollup
+from ingestion.models import Event
+
+logger = logging.getLogger(__name__)
+
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+ROLLUP_CHUNK_EVENTS = 200_000
+
+
+@dataclass(frozen=True)
+class RollupProgress:
+    events: int  # rolled up by this call
+    watermark: datetime
+    caught_up: bool
+
+
+class RollupBusy(Exception):
+    """Another worker holds the rollups; this run leaves the work to it or the next run."""
+
+
+def _lag() -> timedelta:
+    return timedelta(seconds=settings.ANALYTICS_ROLLUP_LAG_SECONDS)
+
+
+@contextmanager
+def _rollup_transaction() -> Iterator[None]:
+    """A transaction that reads one snapshot throughout on PostgreSQL (REPEATABLE READ;
+    only settable on the outermost block: within a caller's transaction, its level holds)."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
+def _locked_state() -> RollupState:
+    """Within a transaction: the state row, locked (created at the beginning of time when
+    missing, so the first updates roll up the whole log)."""
+    try:
+        RollupState.objects.get_or_create(pk=1, defaults={
+            "watermark": BEGINNING, "time_zone": settings.TIME_ZONE,
+            "updated_at": timezone.now()})
+        return RollupState.objects.select_for_update().get(pk=1)
+    except (OperationalError, IntegrityError, RollupState.DoesNotExist) as error:
+        # PostgreSQL: "could not serialize access" after waiting for the lock, or a
+        # first state row created by another worker at the same moment.
+        raise RollupBusy(str(error)) from error
+
+
+def _daily_rows(events: QuerySet[Event]) -> QuerySet:
+    return (events.annotate(day=TruncDate("timestamp"),
+                            category=Coalesce("item__category", Value("")))
+            .values("day", "type", "category")
+            .annotate(events=Count("id"),
+                      value_sum=Coalesce(Sum("value"), Value(0.0), output_field=FloatField()),
+                      value_events=Count("value")))
+
+
+def _user_day_rows(events: QuerySet[Event]) -> QuerySet:
+    return (events.annotate(day=TruncDate("timestamp"),
+                            category=Coalesce("item__category", Value("")))
+            .values("day", "user_id", "category").annotate(events=Count("id")))
+
+
+def _add(events: QuerySet[Event]) -> None:
+    """Adds the events' counts to both rollups (one INSERT ... SELECT each: no rows cross
+    the wire), creating rows or adding to existing ones."""
+    for rows, table, columns, key, added in (
+            (_daily_rows(events), DailyEventRollup._meta.db_table,
+             ("day", "type", "category", "events", "value_sum", "value_events"),
+             ("day", "event_type", "category"), ("events", "value_sum", "value_events")),
+            (_user_day_rows(events), UserDayRollup._meta.db_table,
+             ("day", "user_id", "category", "events"),
+             ("day", "user_id", "category"), ("events",))):
+        select_sql, params = rows.query.sql_with_params()
+        target_columns = (*key, *added)
+        # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
+        sql = (f"INSERT INTO {table} ({', '.join(target_columns)}) "
+               f"SELECT {', '.join(_quoted(c) for c in columns)} FROM ({select_sql}) AS batch "
+               f"WHERE true ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+               + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in added))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+
+
+def _quoted(column: str) -> str:
+    return connection.ops.quote_name(column)
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = timezone.make_aware(datetime.combine(day, datetime.min.time()))
+    return start, timezone.make_aware(datetime.combine(day + timedelta(days=1),
+                                                       datetime.min.time()))
+
+
+def _rebuild_day(day: date, *, watermark: datetime) -> None:
+    start, end = _day_bounds(day)
+    DailyEventRollup.objects.filter(day=day).delete()
+    UserDayRollup.objects.filter(day=day).delete()
+    _add(Event.objects.filter(timestamp__gte=start, timestamp__lt=end,
+                              received_at__lt=watermark))
+
+
+def _rebuild_dirty_items(state: RollupState) -> int:
+    """Rebuilds the days holding events of items whose category changed; returns how many."""
+    dirty = list(RollupDirtyItem.objects.values_list("item_id", flat=True))
+    if not dirty:
+        return 0
+    days = sorted(set(Event.objects.filter(item_id__in=dirty, received_at__lt=state.watermark)
+                      .annotate(day=TruncDate("timestamp")).values_list("day", flat=True)))
+    for day in days:
+        _rebuild_day(day, watermark=state.watermark)
+    RollupDirtyItem.objects.filter(item_id__in=dirty).delete()
+    return len(days)
+
+
+def _chunk_end(watermark: datetime, upper: datetime) -> datetime:
+    """Where a chunk starting at the watermark ends: after ROLLUP_CHUNK_EVENTS events, or
+    later when they share one received_at (a whole import can), or at `upper`."""
+    pending = Event.objects.filter(received_at__gte=watermark, received_at__lt=upper)
+    boundary = (pending.order_by("received_at")
+                .values_list("received_at", flat=True)[ROLLUP_CHUNK_EVENTS:ROLLUP_CHUNK_EVENTS + 1]
+                .first())
+    if boundary is None:
+        return upper
+    if boundary <= watermark:
+        boundary = (pending.filter(received_at__gt=watermark).order_by("received_at")
+                    .values_list("received_at", flat=True).first()) or upper
+    return min(boundary, upper)
+
+
+def _roll_up_chunk(*, now: datetime) -> RollupProgress:
+    started = time.monotonic()
+    with _rollup_transaction():
+        state = _locked_state()
+        if state.time_zone != settings.TIME_ZONE:
+            # Days were cut in another time zone: start over in this one.
+            DailyEventRollup.objects.all().delete()
+            UserDayRollup.objects.all().delete()
+            state.watermark, state.time_zone = BEGINNING, settings.TIME_ZONE
+        _rebuild_dirty_items(state)
+        upper = now - _lag()
+        if upper <= state.watermark:
+            state.updated_at, state.last_events = timezone.now(), 0
+            state.save()
+            return RollupProgress(events=0, watermark=state.watermark, caught_up=True)
+        end = _chunk_end(state.watermark, upper)
+        window = Event.objects.filter(received_at__gte=state.watermark, received_at__lt=end)
+        count = window.count()
+        if count:
+            _add(window)
+        state.watermark = end
+        state.updated_at, state.last_events = timezone.now(), count
+        state.last_seconds = time.monotonic() - started
+        state.save()
+        return RollupProgress(events=count, watermark=end, caught_up=end == upper)
+
+
+def roll_up_new_events(*, time_budget_seconds: float | None = None,
+                       on_chunk: Callable[[RollupProgress], None] | None = None,
+                       now: datetime | None = None) -> RollupProgress:
+    """Rolls up chunk after chunk until caught up (or the time budget is spent); returns
+    the total. Raises RollupBusy when another worker holds the rollups."""
+    started = time.monotonic()
+    total = 0
+    while True:
+        progress = _roll_up_chunk(now=now or timezone.now())
+        total += progress.events
+        if on_chunk:
+            on_chunk(progress)
+        out_of_time = (time_budget_seconds is not None
+                       and time.monotonic() - started >= time_budget_seconds)
+        if progress.caught_up or out_of_time:
+            return RollupProgress(events=total, watermark=progress.watermark,
+                                  caught_up=progress.caught_up)
+
+
+def pending_events() -> int:
+    """Events received at or after the watermark (all of them before any update)."""
+    state = RollupState.objects.filter(pk=1).first()
+    watermark = state.watermark if state else BEGINNING
+    return Event.objects.filter(received_at__gte=watermark).count()
+
+
+def reset_rollups() -> None:
+    """Empties the rollups and moves the watermark back to the beginning, in one
+    transaction: readers then answer from raw events until roll_up_new_events has gone
+    over the log again."""
+    with _rollup_transaction():
+        state = _locked_state()
+        DailyEventRollup.objects.all().delete()
+        UserDayRollup.objects.all().delete()
+        RollupDirtyItem.objects.all().delete()
+        state.watermark, state.time_zone = BEGINNING, settings.TIME_ZONE
+        state.rebuilt_at = state.updated_at = timezone.now()
+        state.save()
+
+
+def rebuild_days(*, since: date, on_day: Callable[[date, int, int], None] | None = None) -> int:
+    """Recomputes each day from `since` to the last event's (or today) from raw events,
+    one day per transaction (the day's rows are replaced, so readers never see a day half
+    done); returns the number of days."""
+    last = Event.objects.order_by("-timestamp").values_list("timestamp", flat=True).first()
+    last_day = max(timezone.localtime(last).date() if last else since, timezone.localdate())
+    days = [since + timedelta(days=n) for n in range((last_day - since).days + 1)]
+    for index, day in enumerate(days):
+        with _rollup_transaction():
+            state = _locked_state()
+            _rebuild_day(day, watermark=state.watermark)
+            state.rebuilt_at = timezone.now()
+            state.save(update_fields=["rebuilt_at"])
+        if on_day:
+            on_day(day, index + 1, len(days))
+    return len(days)
+
+
+def mark_items_recategorised(*, item_pks: list[int]) -> None:
+    """Called in the transaction that changed the items' categories, so the mark commits
+    with the change."""
+    RollupDirtyItem.objects.bulk_create([RollupDirtyItem(item_id=pk) for pk in item_pks],
+                                        ignore_conflicts=True)
+
+
+def rollup_status(*, count_pending: bool = True) -> dict:
+    """The operations page's and /readyz's view: the watermark, the lag (how long the
+    oldest event not rolled up yet has waited; 0 when none waits), when the last update
+    ran and what it did. Counting the events waiting is left out for probes: before the
+    first update it would count the whole log."""
+    state = RollupState.objects.filter(pk=1).first()
+    watermark = state.watermark if state else BEGINNING
+    waiting = Event.objects.filter(received_at__gte=watermark)
+    oldest = waiting.order_by("received_at").values_list("received_at", flat=True).first()
+    lag = max((timezone.now() - oldest).total_seconds(), 0.0) if oldest else 0.0
+    return {
+        "watermark": state.watermark if state else None,
+        "lag_seconds": lag,
+        "lagging": lag > settings.ANALYTICS_ROLLUP_MAX_LAG_SECONDS,
+        "updated_at": state.updated_at if state else None,
+        "last_events": state.last_events if state else 0,
+        "last_seconds": state.last_seconds if state else 0.0,
+        "rebuilt_at": state.rebuilt_at if state else None,
+        "pending_events": waiting.count() if count_pending else None,
+    }

@@ -1,0 +1,175 @@
+"""Rollup maintenance: each event counted once, whatever runs twice, at once or crashes."""
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from analytics import services
+from analytics.models import DailyEventRollup, RollupState, UserDayRollup
+from ingestion.models import Event
+from ingestion.services import EventInput, store_events, upsert_items
+
+NOW = timezone.now()
+DAY = timezone.localdate(NOW - timedelta(days=3))
+
+
+def store(count: int, *, received_minutes_ago: float, user: str = "ann", item: str = "sku-1",
+          event_type: str = "view", days_ago: float = 3) -> None:
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type, user_id=user,
+                                    item_id=item, timestamp=NOW - timedelta(days=days_ago),
+                                    value=2.5 if event_type == "purchase" else None)
+                         for _ in range(count)],
+                 received_at=NOW - timedelta(minutes=received_minutes_ago))
+
+
+def rolled_events() -> int:
+    return sum(DailyEventRollup.objects.values_list("events", flat=True))
+
+
+@pytest.mark.django_db
+class TestRollUp:
+    def test_adds_what_arrived_before_the_watermark_and_moves_it(self):
+        store(3, received_minutes_ago=30)
+        store(2, received_minutes_ago=0.1)  # inside the lag: left to the next run
+
+        progress = services.roll_up_new_events(now=NOW)
+
+        assert (progress.events, progress.caught_up) == (3, True)
+        assert progress.watermark == NOW - services._lag()
+        assert rolled_events() == 3
+        assert UserDayRollup.objects.get().events == 3
+        assert RollupState.objects.get().last_events == 3
+
+    def test_running_again_adds_nothing_and_late_events_join_their_day(self):
+        store(3, received_minutes_ago=30, event_type="purchase")
+        services.roll_up_new_events(now=NOW)
+        assert services.roll_up_new_events(now=NOW).events == 0
+        assert rolled_events() == 3
+
+        # Received later, happened on the same day: added to that day's rows.
+        store(2, received_minutes_ago=0, event_type="purchase", user="bob")
+        services.roll_up_new_events(now=NOW + timedelta(minutes=5))
+
+        row = DailyEventRollup.objects.get()
+        assert (row.day, row.events, row.value_sum, row.value_events) == (DAY, 5, 12.5, 5)
+        assert UserDayRollup.objects.count() == 2
+
+    def test_chunks_add_up_to_one_run_even_when_a_batch_shares_one_received_at(self, monkeypatch):
+        monkeypatch.setattr(services, "ROLLUP_CHUNK_EVENTS", 2)
+        store(5, received_minutes_ago=40)  # one batch, one received_at, more than a chunk
+        store(3, received_minutes_ago=20, user="bob")
+        chunks = []
+
+        progress = services.roll_up_new_events(now=NOW, on_chunk=chunks.append)
+
+        assert progress.events == 8 and rolled_events() == 8
+        assert len(chunks) >= 2 and chunks[-1].caught_up
+
+    def test_a_crash_mid_update_keeps_nothing_of_it(self, monkeypatch):
+        store(4, received_minutes_ago=30)
+        real_save = RollupState.save
+
+        def crash(self, *args, **kwargs):
+            raise RuntimeError("worker killed")
+
+        monkeypatch.setattr(RollupState, "save", crash)
+        with pytest.raises(RuntimeError):
+            services.roll_up_new_events(now=NOW)
+        assert rolled_events() == 0
+
+        monkeypatch.setattr(RollupState, "save", real_save)
+        assert services.roll_up_new_events(now=NOW).events == 4
+        assert rolled_events() == 4
+
+    def test_a_changed_item_category_rebuilds_its_days(self):
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
+        store(2, received_minutes_ago=30)
+        services.roll_up_new_events(now=NOW)
+
+        upsert_items(items=[{"item_id": "sku-1", "category": "toys"}])
+        services.roll_up_new_events(now=NOW)
+
+        assert list(DailyEventRollup.objects.values_list("category", "events")) == [("toys", 2)]
+        assert list(UserDayRollup.objects.values_list("category", flat=True)) == ["toys"]
+
+    def test_days_cut_in_another_time_zone_are_rolled_up_again(self, settings):
+        store(2, received_minutes_ago=30)
+        services.roll_up_new_events(now=NOW)
+        RollupState.objects.update(time_zone="Pacific/Auckland")
+
+        services.roll_up_new_events(now=NOW)
+
+        assert rolled_events() == 2
+        assert RollupState.objects.get().time_zone == settings.TIME_ZONE
+
+    def test_rebuilding_days_recomputes_them_from_raw_events(self):
+        store(3, received_minutes_ago=30)
+        services.roll_up_new_events(now=NOW)
+        DailyEventRollup.objects.update(events=99)  # damaged
+
+        assert services.rebuild_days(since=DAY - timedelta(days=1)) >= 2
+
+        assert rolled_events() == 3
+
+    def test_a_reset_leaves_everything_to_the_raw_tail_until_rolled_up_again(self):
+        store(3, received_minutes_ago=30)
+        services.roll_up_new_events(now=NOW)
+
+        services.reset_rollups()
+
+        assert rolled_events() == 0
+        assert RollupState.objects.get().watermark == services.BEGINNING
+        assert services.pending_events() == 3
+
+    def test_status_reports_the_lag_of_the_oldest_event_waiting(self, settings):
+        settings.ANALYTICS_ROLLUP_MAX_LAG_SECONDS = 600
+        store(1, received_minutes_ago=30)
+        status = services.rollup_status()
+        assert status["pending_events"] == 1 and status["lagging"]
+        assert 29 * 60 < status["lag_seconds"] < 31 * 60
+
+        services.roll_up_new_events(now=timezone.now())
+
+        status = services.rollup_status()
+        assert (status["pending_events"], status["lag_seconds"], status["lagging"]) == (0, 0.0, False)
+
+
+@pytest.fixture
+def no_rollup_after_ingestion():
+    """Committed batches would roll themselves up at once (eager Celery in tests)."""
+    from analytics.receivers import schedule_rollup
+    from ingestion.signals import events_stored
+
+    events_stored.disconnect(schedule_rollup)
+    yield
+    events_stored.connect(schedule_rollup)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion):
+    store(50, received_minutes_ago=30)
+    store(30, received_minutes_ago=20, user="bob")
+    outcomes = []
+
+    def worker():
+        try:
+            outcomes.append(services.roll_up_new_events(now=NOW).events)
+        except services.RollupBusy:
+            outcomes.append("busy")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes, key=str) in ([0, 80], [80, "busy"])
+    assert rolled_events() == 80 == Event.objects.count()
+    assert UserDayRollup.objects.get(user__user_id="bob").events == 30
+
