@@ -5,10 +5,12 @@ category are one `DailyEventRollup` row (counts and value sums add up over any r
 user's activity on a day in one category is one `UserDayRollup` row (distinct persons are
 counted over these, with identity links applied when read, so a link made later changes
 past counts exactly as on raw events). Categories are the item's when the day was rolled
-up; a category change marks the item's days for a rebuild (`RollupDirtyItem`).
+up; a category change marks the item for a rebuild of its days (`RollupDirtyItem`, then
+`RollupDirtyDay`): until that update runs (within a minute), category-filtered answers
+count the item's earlier events under its old category.
 
 What the rollups cover is every event received before `RollupState.watermark`; readers
-add the events received since from the raw table (see analytics/rollups.py).
+add the events received since from the raw table (see analytics/insights/sources.py).
 """
 
 from django.db import models
@@ -62,7 +64,17 @@ class RollupState(models.Model):
 
 
 class RollupDirtyItem(models.Model):
-    """An item whose category changed: its days are rebuilt by the next update."""
+    """An item whose category changed: the next update turns it into its days to rebuild.
+    Marking again moves marked_at, so an update that read the older mark cannot remove
+    the newer one (its delete matches the mark it read)."""
 
     item = models.OneToOneField(Item, on_delete=models.CASCADE, primary_key=True,
                                 related_name="+")
+    marked_at = models.DateTimeField()
+
+
+class RollupDirtyDay(models.Model):
+    """A day whose rollup rows are rebuilt from raw events by the next updates, a few days
+    per update (only updates, which hold the rollup lock, write these)."""
+
+    day = models.DateField(primary_key=True)

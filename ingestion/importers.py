@@ -112,15 +112,15 @@ def import_rows(*, rows: Iterable[NumberedRow], report_rejected: Callable[[int, 
             reject(line, error)
             continue
         if len(batch) >= batch_size:
-            _store_batch(batch, stats=stats, received_at=now, reject=reject)
+            _store_batch(batch, stats=stats, reject=reject)
             batch = []
     if batch:
-        _store_batch(batch, stats=stats, received_at=now, reject=reject)
+        _store_batch(batch, stats=stats, reject=reject)
     return stats
 
 
 def _store_batch(batch: list[tuple[int, SourceRow, EventInput]], *, stats: ImportStats,
-                 received_at: datetime, reject: Callable[[int, RowRejected], None]) -> None:
+                 reject: Callable[[int, RowRejected], None]) -> None:
     # Catalog and events commit separately, as store_events keeps its user/item writes in
     # short transactions of their own; a crash in between is repaired by a re-run.
     catalog_lines = [(line, row.item) for line, row, _ in batch if row.item]
@@ -132,7 +132,10 @@ def _store_batch(batch: list[tuple[int, SourceRow, EventInput]], *, stats: Impor
             rejected_lines.add(line)
             reject(line, RowRejected(error.field, error.message))
     events = [event for line, _, event in batch if line not in rejected_lines]
-    stored = store_events(events=events, received_at=received_at)
+    # Each batch is received when it is stored, not when the import began: analytics
+    # rollups move past received times a minute old, and a long import's later batches
+    # would commit behind them.
+    stored = store_events(events=events, received_at=timezone.now())
     stats.imported += len(stored)
     stats.duplicates += len(events) - len(stored)
     # With DEBUG on (local settings) Django keeps the SQL of every query, each insert's SQL

@@ -1,6 +1,6 @@
 """Where the insights read activity from: the rollups (analytics/models.py) plus the events
 received since their watermark, or the raw events alone. Both give identical answers
-(tests/analytics/test_rollup_exactness.py); the rollups make the cost grow with the days
+(tests/analytics/insights/test_sources.py); the rollups make the cost grow with the days
 and persons shown instead of the events behind them.
 
 Two relations, as SQL over which the insights aggregate:
@@ -9,8 +9,11 @@ Two relations, as SQL over which the insights aggregate:
 
 With rollups, each is the rollup rows of the range UNION ALL the same figures computed
 from the events received at or after the watermark (a few minutes' worth when the
-schedule runs), so a dashboard is exact whatever the rollups' state. Late events (old
-timestamps received now) are in that tail until the next update adds them to their day.
+schedule runs), so a dashboard is exact whatever the rollups' state, with one exception:
+for up to a minute after an item's category changes (until the next update rebuilds its
+days), category filters and breakdowns count its earlier events under the old category.
+Late events (old timestamps received now) are in the tail until the next update adds them
+to their day.
 
 What is not rolled up, and why, is said where it is read: funnels (conversion windows across
 arbitrary steps), paths (event sequences), items (distinct persons per item), sentiment

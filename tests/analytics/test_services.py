@@ -1,16 +1,23 @@
 """Rollup maintenance: each event counted once, whatever runs twice, at once or crashes."""
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from analytics import services
-from analytics.models import DailyEventRollup, RollupState, UserDayRollup
-from ingestion.models import Event
+from analytics.models import (
+    DailyEventRollup,
+    RollupDirtyDay,
+    RollupDirtyItem,
+    RollupState,
+    UserDayRollup,
+)
+from ingestion.models import Event, Item
 from ingestion.services import EventInput, store_events, upsert_items
 
 NOW = timezone.now()
@@ -70,20 +77,34 @@ class TestRollUp:
         assert len(chunks) >= 2 and chunks[-1].caught_up
 
     def test_a_crash_mid_update_keeps_nothing_of_it(self, monkeypatch):
+        services.roll_up_new_events(now=NOW - timedelta(hours=1))  # the state row exists
         store(4, received_minutes_ago=30)
-        real_save = RollupState.save
+        real_add = services._add
 
-        def crash(self, *args, **kwargs):
+        def add_then_crash(events):
+            real_add(events)
+            assert rolled_events() == 4  # added inside the transaction...
             raise RuntimeError("worker killed")
 
-        monkeypatch.setattr(RollupState, "save", crash)
+        monkeypatch.setattr(services, "_add", add_then_crash)
         with pytest.raises(RuntimeError):
             services.roll_up_new_events(now=NOW)
-        assert rolled_events() == 0
+        assert rolled_events() == 0  # ...and gone with it
+        assert RollupState.objects.get().watermark < NOW - timedelta(minutes=30)
 
-        monkeypatch.setattr(RollupState, "save", real_save)
+        monkeypatch.setattr(services, "_add", real_add)
         assert services.roll_up_new_events(now=NOW).events == 4
         assert rolled_events() == 4
+
+    def test_a_database_error_that_is_not_contention_is_raised_not_skipped(self, monkeypatch):
+        store(1, received_minutes_ago=30)
+
+        def broken(*args, **kwargs):
+            raise OperationalError("disk I/O error")
+
+        monkeypatch.setattr(services, "_chunk_end", broken)
+        with pytest.raises(OperationalError):
+            services.roll_up_new_events(now=NOW)
 
     def test_a_changed_item_category_rebuilds_its_days(self):
         upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
@@ -95,6 +116,29 @@ class TestRollUp:
 
         assert list(DailyEventRollup.objects.values_list("category", "events")) == [("toys", 2)]
         assert list(UserDayRollup.objects.values_list("category", flat=True)) == ["toys"]
+        assert not RollupDirtyItem.objects.exists() and not RollupDirtyDay.objects.exists()
+
+    def test_marking_an_item_again_moves_its_mark(self):
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
+        services.mark_items_recategorised(item_pks=[Item.objects.get().pk])
+        first = RollupDirtyItem.objects.get().marked_at
+
+        services.mark_items_recategorised(item_pks=[Item.objects.get().pk])
+
+        assert RollupDirtyItem.objects.get().marked_at > first
+
+    def test_many_changed_days_are_rebuilt_a_few_per_update(self, monkeypatch):
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
+        for days_ago in range(1, 13):
+            store(1, received_minutes_ago=30, days_ago=days_ago)
+        services.roll_up_new_events(now=NOW)
+        upsert_items(items=[{"item_id": "sku-1", "category": "toys"}])
+        chunks = []
+
+        services.roll_up_new_events(now=NOW, on_chunk=chunks.append)
+
+        assert len(chunks) == 3  # 12 days, DIRTY_DAYS_PER_CHUNK = 5 per update
+        assert set(DailyEventRollup.objects.values_list("category", flat=True)) == {"toys"}
 
     def test_days_cut_in_another_time_zone_are_rolled_up_again(self, settings):
         store(2, received_minutes_ago=30)
@@ -127,7 +171,9 @@ class TestRollUp:
 
     def test_status_reports_the_lag_of_the_oldest_event_waiting(self, settings):
         settings.ANALYTICS_ROLLUP_MAX_LAG_SECONDS = 600
-        store(1, received_minutes_ago=30)
+        store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
+                                        item_id="sku-1", timestamp=timezone.now())],
+                     received_at=timezone.now() - timedelta(minutes=30))
         status = services.rollup_status()
         assert status["pending_events"] == 1 and status["lagging"]
         assert 29 * 60 < status["lag_seconds"] < 31 * 60
@@ -150,7 +196,7 @@ def no_rollup_after_ingestion():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion):
+def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion, monkeypatch):
     store(50, received_minutes_ago=30)
     store(30, received_minutes_ago=20, user="bob")
     outcomes = []
@@ -163,6 +209,14 @@ def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion):
         finally:
             connection.close()
 
+    # The first worker holds the rollup lock long enough for the second to run into it.
+    real_chunk_end = services._chunk_end
+
+    def slow_chunk_end(*args):
+        time.sleep(0.5)
+        return real_chunk_end(*args)
+
+    monkeypatch.setattr(services, "_chunk_end", slow_chunk_end)
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for thread in threads:
         thread.start()

@@ -173,3 +173,9 @@ def test_the_newer_version_is_better_beyond_chance_on_the_default_shop():
     # whole 90 days.
     assert rate_difference_low(default, "click", days=30) > 0
     assert rate_difference_low(default, "purchase", days=90) > 0
+
+
+def test_a_shop_smaller_than_the_category_list_still_works():
+    tiny = generate_demo_shop(users=3, items=2, days=2, seed=1, end=END)
+    assert {e.item_id for e in tiny.events} - {None} <= {"sku-0001", "sku-0002"}
+    assert count_by_type(tiny.events)["signup"] == 3
