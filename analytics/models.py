@@ -6,7 +6,7 @@ user's activity on a day in one category is one `UserDayRollup` row (distinct pe
 counted over these, with identity links applied when read, so a link made later changes
 past counts exactly as on raw events). Categories are the item's when the day was rolled
 up; a category change marks the item for a rebuild of its days (`RollupDirtyItem`, then
-`RollupDirtyDay`): until that update runs (within a minute), category-filtered answers
+`RollupDirtyDay`): until those updates run (5 days each), category-filtered answers
 count the item's earlier events under its old category.
 
 What the rollups cover is every event received before `RollupState.watermark`; readers

@@ -52,6 +52,7 @@ ANALYZE_AFTER_EVENTS = 100_000
 # Days rebuilt per update after category changes: a recategorised catalog is worked off
 # over several updates instead of one transaction holding the rollup lock for minutes.
 DIRTY_DAYS_PER_CHUNK = 5
+DIRTY_ITEMS_PER_CHUNK = 100
 
 T = TypeVar("T")
 
@@ -178,23 +179,26 @@ def _rebuild_day(day: date, *, watermark: datetime) -> None:
                               received_at__lt=watermark))
 
 
-def _dirty_items_to_days(state: RollupState) -> None:
-    """Turns the items whose category changed into the days holding their rolled-up events."""
-    marks = list(RollupDirtyItem.objects.values_list("item_id", "marked_at"))
-    if not marks:
-        return
-    days = (Event.objects.filter(item_id__in=RollupDirtyItem.objects.values("item_id"),
+def _dirty_items_to_days(state: RollupState) -> bool:
+    """Turns up to DIRTY_ITEMS_PER_CHUNK items whose category changed into the days holding
+    their rolled-up events; returns whether more items wait."""
+    marks = list(RollupDirtyItem.objects.order_by("item_id")
+                 .values_list("item_id", "marked_at")[:DIRTY_ITEMS_PER_CHUNK + 1])
+    batch, more = marks[:DIRTY_ITEMS_PER_CHUNK], len(marks) > DIRTY_ITEMS_PER_CHUNK
+    if not batch:
+        return False
+    days = (Event.objects.filter(item_id__in=[item_id for item_id, _ in batch],
                                  received_at__lt=state.watermark)
             .annotate(day=TruncDate("timestamp")).values_list("day", flat=True).distinct())
     RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in days],
                                        ignore_conflicts=True)
-    for start in range(0, len(marks), 500):
-        # Only the marks read: an item marked again meanwhile stays (on PostgreSQL the
-        # delete then fails to serialise and the update runs again).
-        matching = Q()
-        for item_id, marked_at in marks[start:start + 500]:
-            matching |= Q(item_id=item_id, marked_at=marked_at)
-        RollupDirtyItem.objects.filter(matching).delete()
+    # Only the marks read: an item marked again meanwhile stays (on PostgreSQL the delete
+    # then fails to serialise and the update runs again).
+    matching = Q()
+    for item_id, marked_at in batch:
+        matching |= Q(item_id=item_id, marked_at=marked_at)
+    RollupDirtyItem.objects.filter(matching).delete()
+    return more
 
 
 def _rebuild_dirty_days(state: RollupState) -> bool:
@@ -232,8 +236,8 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
             UserDayRollup.objects.all().delete()
             RollupDirtyDay.objects.all().delete()
             state.watermark, state.time_zone = BEGINNING, settings.TIME_ZONE
-        _dirty_items_to_days(state)
-        days_left = _rebuild_dirty_days(state)
+        items_left = _dirty_items_to_days(state)
+        days_left = _rebuild_dirty_days(state) or items_left
         upper = now - _lag()
         if upper <= state.watermark:
             state.updated_at, state.last_events = timezone.now(), 0

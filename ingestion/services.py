@@ -425,7 +425,10 @@ def upsert_items(*, items: Sequence[Any]) -> BatchResult:
             continue
         parsed.setdefault(row["item_id"], {}).update(row)
     _ensure_items(set(parsed))
-    stored = Item.objects.in_bulk(list(parsed), field_name="item_id")
+    # Locked (in key order: concurrent imports queue, not deadlock), so two imports
+    # changing one item's category cannot both read the old one and leave no rollup mark.
+    stored = {item.item_id: item for item in Item.objects.select_for_update()
+              .filter(item_id__in=list(parsed)).order_by("item_id")}
     now = timezone.now()
     recategorised = []
     for item_id, row in parsed.items():

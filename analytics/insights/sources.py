@@ -10,8 +10,8 @@ Two relations, as SQL over which the insights aggregate:
 With rollups, each is the rollup rows of the range UNION ALL the same figures computed
 from the events received at or after the watermark (a few minutes' worth when the
 schedule runs), so a dashboard is exact whatever the rollups' state, with one exception:
-for up to a minute after an item's category changes (until the next update rebuilds its
-days), category filters and breakdowns count its earlier events under the old category.
+until the updates after an item's category change have rebuilt its days (5 days per
+update), category filters and breakdowns count its earlier events under the old category.
 Late events (old timestamps received now) are in the tail until the next update adds them
 to their day.
 

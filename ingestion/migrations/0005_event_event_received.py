@@ -6,7 +6,14 @@ INDEX = models.Index(fields=["received_at"], name="event_received")
 def add_index(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         # CONCURRENTLY: a plain CREATE INDEX would block ingestion for the whole build
-        # (minutes on tens of millions of events).
+        # (minutes on tens of millions of events). A build interrupted earlier leaves an
+        # invalid index that IF NOT EXISTS would keep: drop it first.
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SELECT NOT indisvalid FROM pg_index "
+                           "WHERE indexrelid = to_regclass('event_received')")
+            invalid = cursor.fetchone()
+        if invalid and invalid[0]:
+            schema_editor.execute("DROP INDEX CONCURRENTLY event_received")
         schema_editor.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS event_received "
                               "ON ingestion_event (received_at)")
     else:

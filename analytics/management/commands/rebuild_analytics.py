@@ -36,8 +36,11 @@ class Command(BaseCommand):
             self._bar(done, total, f"{done:,}/{total:,} events")
 
         self._bar(0, total, f"0/{total:,} events")
-        progress = services.roll_up_new_events(on_chunk=on_chunk)
-        self._finish(f"Rolled up {progress.events:,} events (watermark "
+        # Beat's updates may take chunks meanwhile: wait for them and go on from the
+        # watermark (committed chunks stay).
+        progress = services.retry_while_busy(
+            lambda: services.roll_up_new_events(on_chunk=on_chunk))
+        self._finish(f"Rolled up {done:,} events (watermark "
                      f"{progress.watermark.isoformat(timespec='seconds')})", started)
 
     def _bar(self, done: int, total: int, label: str) -> None:
