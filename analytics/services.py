@@ -20,7 +20,6 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
   ``rebuild_analytics --since`` the first day they had events.
 """
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,8 +42,6 @@ from analytics.models import (
     UserDayRollup,
 )
 from ingestion.models import Event
-
-logger = logging.getLogger(__name__)
 
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 ROLLUP_CHUNK_EVENTS = 200_000
