@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Count, FloatField, Q, QuerySet, Sum, Value
+from django.db.models import Count, F, FloatField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -122,10 +122,13 @@ def retry_while_busy(action: Callable[[], T], *, attempts: int = 120,
     return action()
 
 
-def _daily_rows(events: QuerySet[Event]) -> QuerySet:
-    return (events.annotate(day=TruncDate("timestamp"),
+def daily_event_rows(events: QuerySet[Event]) -> QuerySet:
+    """The events' DailyEventRollup figures: per day, event_type and category, events,
+    value_sum and value_events. The rollups are filled with it and readers compute the raw
+    tail with it, so both sides of a union count alike."""
+    return (events.annotate(day=TruncDate("timestamp"), event_type=F("type"),
                             category=Coalesce("item__category", Value("")))
-            .values("day", "type", "category")
+            .values("day", "event_type", "category")
             .annotate(events=Count("id"),
                       value_sum=Coalesce(Sum("value"), Value(0.0), output_field=FloatField()),
                       value_events=Count("value")))
@@ -141,8 +144,8 @@ def _add(events: QuerySet[Event]) -> None:
     """Adds the events' counts to both rollups (one INSERT ... SELECT each: no rows cross
     the wire), creating rows or adding to existing ones."""
     for rows, table, columns, key, added in (
-            (_daily_rows(events), DailyEventRollup._meta.db_table,
-             ("day", "type", "category", "events", "value_sum", "value_events"),
+            (daily_event_rows(events), DailyEventRollup._meta.db_table,
+             ("day", "event_type", "category", "events", "value_sum", "value_events"),
              ("day", "event_type", "category"), ("events", "value_sum", "value_events")),
             (_user_day_rows(events), UserDayRollup._meta.db_table,
              ("day", "user_id", "category", "events"),
@@ -228,11 +231,7 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
     with _contended_as_busy(), _rollup_transaction():
         state = _locked_state()
         if state.time_zone != settings.TIME_ZONE:
-            # Days were cut in another time zone: start over in this one.
-            DailyEventRollup.objects.all().delete()
-            UserDayRollup.objects.all().delete()
-            RollupDirtyDay.objects.all().delete()
-            state.watermark, state.time_zone = BEGINNING, settings.TIME_ZONE
+            _empty_rollups(state)  # days were cut in another time zone: start over
         items_left = _dirty_items_to_days(state)
         days_left = _rebuild_dirty_days(state) or items_left
         upper = now - _lag()
@@ -292,6 +291,13 @@ def pending_events() -> int:
     return Event.objects.filter(received_at__gte=watermark).count()
 
 
+def _empty_rollups(state: RollupState) -> None:
+    """Within the locked transaction: nothing rolled up, the watermark at the beginning."""
+    for model in (DailyEventRollup, UserDayRollup, RollupDirtyItem, RollupDirtyDay):
+        model.objects.all().delete()
+    state.watermark, state.time_zone = BEGINNING, settings.TIME_ZONE
+
+
 def reset_rollups() -> None:
     """Empties the rollups and moves the watermark back to the beginning, in one
     transaction: readers then answer from raw events until roll_up_new_events has gone
@@ -299,11 +305,7 @@ def reset_rollups() -> None:
     def reset() -> None:
         with _contended_as_busy(), _rollup_transaction():
             state = _locked_state()
-            DailyEventRollup.objects.all().delete()
-            UserDayRollup.objects.all().delete()
-            RollupDirtyItem.objects.all().delete()
-            RollupDirtyDay.objects.all().delete()
-            state.watermark, state.time_zone = BEGINNING, settings.TIME_ZONE
+            _empty_rollups(state)
             state.rebuilt_at = state.updated_at = timezone.now()
             state.save()
 

@@ -19,11 +19,6 @@ def _previous_start(start: date, interval: Interval) -> date:
     return (start - timedelta(days=1)).replace(day=1)
 
 
-def _period_of(interval: Interval):
-    return {"day": lambda day: day, "week": sources.week_start,
-            "month": sources.month_start}[interval]
-
-
 def lifecycle(*, date_range: DateRange, interval: Interval = "week",
               category: str | None = None) -> dict[str, Any]:
     """For every period of the range, the persons active in it split into
@@ -37,7 +32,7 @@ def lifecycle(*, date_range: DateRange, interval: Interval = "week",
     counts each status per period from it; only the counts come back."""
     starts = period_starts(date_range, interval)
     lookback = DateRange(start=_previous_start(starts[0], interval), end=date_range.end)
-    period_of = _period_of(interval)
+    period_of = sources.period_of(interval)
     active_sql, active_params = sources.person_days(date_range=lookback, category=category)
     seen_sql, seen_params = sources.first_seen_days(date_range=lookback)
     periods_sql, periods_params = sources.periods(days=lookback.dates(), period_of=period_of)

@@ -15,8 +15,7 @@ person's steps into one row and counts persons per distinct path; Python only sh
 from collections import Counter
 from typing import Any, Literal
 
-from django.db import connection
-
+from analytics.insights import sources
 from analytics.insights.common import DateRange, events_in_range
 from ingestion.selectors import person_key
 
@@ -126,9 +125,7 @@ def _persons_per_path(*, date_range: DateRange, anchor: str | None, direction: D
         SELECT {step_names}, COUNT(*) FROM per_person GROUP BY {step_names}
     """
     params = [*events_params, *([anchor] if anchor else []), steps]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {tuple(row[:-1]): row[-1] for row in cursor.fetchall()}
+    return {tuple(row[:-1]): row[-1] for row in sources.fetch(sql, params)}
 
 
 def _shown_events(counted: dict[tuple[str | None, ...], int], *,

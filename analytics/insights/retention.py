@@ -19,7 +19,7 @@ def retention(*, date_range: DateRange, period: Period = "week",
     range. Weeks start on Monday. With a category, activity means events on its items and a
     cohort's size counts only users with such activity in the range. Read from the rollups
     where built (sources.py)."""
-    period_of = sources.week_start if period == "week" else (lambda day: day)
+    period_of = sources.period_of(period)
     active_sql, active_params = sources.person_days(date_range=date_range, category=category)
     seen_sql, seen_params = sources.first_seen_days(date_range=date_range)
     periods_sql, periods_params = sources.periods(days=date_range.dates(), period_of=period_of)

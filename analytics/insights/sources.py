@@ -21,7 +21,7 @@ arbitrary steps), paths (event sequences), items (distinct persons per item), se
 and breakdowns, and unique persons of chosen event types (trends) read raw events.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime, timedelta
@@ -29,17 +29,19 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, FloatField, QuerySet, Sum, Value
+from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce, TruncDate
 
 from analytics.insights.common import DateRange, events_in_range
 from analytics.models import DailyEventRollup, RollupState, UserDayRollup
+from analytics.services import daily_event_rows
 from ingestion.models import EndUser, Event
 from ingestion.selectors import person_key
 
 _raw_only: ContextVar[bool] = ContextVar("analytics_raw_only", default=False)
 
 Relation = tuple[str, list[Any]]
+DAILY_COLUMNS = ("day", "event_type", "category", "events", "value_sum", "value_events")
 
 
 @contextmanager
@@ -104,15 +106,7 @@ def daily_events(*, date_range: DateRange, category: str | None = None,
     watermark = rollup_watermark()
 
     def from_events(selected: QuerySet[Event]) -> Relation:
-        return _sql(selected.annotate(day=TruncDate("timestamp"), event_type=F("type"),
-                                      category=Coalesce("item__category", Value("")))
-                    .values("day", "event_type", "category")
-                    .annotate(events=Count("id"),
-                              value_sum=Coalesce(Sum("value"), Value(0.0),
-                                                 output_field=FloatField()),
-                              value_events=Count("value"))
-                    .values_list("day", "event_type", "category", "events", "value_sum",
-                                 "value_events"))
+        return _sql(daily_event_rows(selected).values_list(*DAILY_COLUMNS))
 
     if watermark is None:
         return from_events(events)
@@ -121,8 +115,7 @@ def daily_events(*, date_range: DateRange, category: str | None = None,
         rolled = rolled.filter(category=category)
     if event_types is not None:
         rolled = rolled.filter(event_type__in=event_types)
-    rolled = rolled.values_list("day", "event_type", "category", "events", "value_sum",
-                                "value_events")
+    rolled = rolled.values_list(*DAILY_COLUMNS)
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
 
 
@@ -158,9 +151,16 @@ def fetch(sql: str, params: list[Any]) -> list[tuple]:
         return cursor.fetchall()
 
 
-def week_start(day: date) -> date:
+def _week_start(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
-def month_start(day: date) -> date:
+def _month_start(day: date) -> date:
     return day.replace(day=1)
+
+
+def period_of(interval: str | None) -> Callable[[date], date | None]:
+    """The first day of a day's period: "day", "week" (from Monday) or "month"; None for
+    one period spanning the whole range."""
+    return {None: lambda day: None, "day": lambda day: day, "week": _week_start,
+            "month": _month_start}[interval]

@@ -16,7 +16,7 @@ def stickiness(*, date_range: DateRange, interval: StickinessInterval = "week",
     events on exactly n distinct days of that period, within the range. A person active in
     three weeks counts once per week. ``share`` is each count over all pairs. Read from the
     rollups where built (sources.py)."""
-    period_of = sources.week_start if interval == "week" else sources.month_start
+    period_of = sources.period_of(interval)
     active_sql, active_params = sources.person_days(date_range=date_range, category=category)
     periods_sql, periods_params = sources.periods(days=date_range.dates(), period_of=period_of)
     histogram = {int(days): int(pairs) for days, pairs in sources.fetch(

@@ -192,8 +192,7 @@ def _figures_from_days(rows: list[DayRow], *, measure: Measure, interval: Interv
                        kept_values: list[str] | None
                        ) -> dict[tuple[str, str | None], dict[date | None, float]]:
     """What _measured computes on events, from per-day rows."""
-    period_of = {None: lambda day: None, "day": lambda day: day, "week": sources.week_start,
-                 "month": sources.month_start}[interval]
+    period_of = sources.period_of(interval)
     sums: dict[tuple[str, str | None], dict[date | None, list[float]]] = {}
     for day, event_type, bucket, count, value_sum, value_events in rows:
         if kept_values is not None and bucket not in kept_values:
