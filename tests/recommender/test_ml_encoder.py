@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from recommender.ml.encoder import EncoderNotInstalled, encoder_installed, read_encoder_files
+from recommender.ml import encoder as encoder_module
+from recommender.ml.encoder import (
+    EncoderNotInstalled,
+    SentenceEncoder,
+    encoder_installed,
+    encoder_precision,
+    read_encoder_files,
+)
 from tests.recommender.planted import NASTY_TEXTS
 
 pytestmark = pytest.mark.skipif(not encoder_installed(), reason="sentence encoder not installed")
@@ -26,12 +33,57 @@ def encoder():
     return shared_encoder()
 
 
-def test_embeddings_match_the_reference_implementation(encoder):
-    embeddings = encoder.sentence_embeddings(REFERENCE["texts"])
+@pytest.fixture(scope="module")
+def encoders_by_precision():
+    """The port in both precisions it runs in. bfloat16 on a CPU without bfloat16
+    instructions is emulated: slow, but the same numbers."""
+    files = read_encoder_files()
+    return {precision: SentenceEncoder(files, precision=precision)
+            for precision in ("float32", "mixed_bfloat16")}
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_embeddings_match_the_reference_implementation(encoders_by_precision, precision):
+    embeddings = encoders_by_precision[precision].sentence_embeddings(REFERENCE["texts"])
     reference = np.asarray(REFERENCE["embeddings"])
 
     cosines = (embeddings * reference).sum(axis=1) / np.linalg.norm(reference, axis=1)
     assert cosines.min() >= 0.999, dict(zip(REFERENCE["texts"], cosines.round(5), strict=True))
+
+
+def test_every_layer_mean_is_nearly_the_same_in_bfloat16_as_in_float32(encoders_by_precision):
+    """What the sentiment head reads, not only the last layer: a head trained on one
+    precision must score the same on the other."""
+    texts = REFERENCE["texts"] + ["Runs small, had to send it back.", "ok"]
+    single = encoders_by_precision["float32"].layer_means(texts).reshape(len(texts), -1)
+    half = encoders_by_precision["mixed_bfloat16"].layer_means(texts).reshape(len(texts), -1)
+
+    cosines = (single * half).sum(axis=1) / np.linalg.norm(single, axis=1) / np.linalg.norm(half, axis=1)
+    assert cosines.min() >= 0.9995
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"avx2", "amx_bf16", "amx_tile"}, "mixed_bfloat16"),
+    ({"avx2", "avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+    ({"avx2", "avx512f"}, "float32"),
+    (set(), "float32"),
+])
+def test_a_cpu_computes_in_bfloat16_only_with_bfloat16_instructions(monkeypatch, flags, expected):
+    monkeypatch.setattr(encoder_module.tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(encoder_module, "cpu_flags", lambda: flags)
+
+    assert encoder_precision() == expected
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((9, 0), "mixed_bfloat16"), ((7, 5), "float32")])
+def test_a_gpu_computes_in_bfloat16_from_ampere_on(monkeypatch, capability, expected):
+    tf = encoder_module.tf
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["gpu:0"] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"compute_capability": capability})
+
+    assert encoder_precision() == expected
 
 
 def test_a_text_scores_the_same_alone_and_batched_with_longer_ones(encoder):

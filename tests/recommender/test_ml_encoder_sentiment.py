@@ -121,6 +121,23 @@ def test_the_artifact_round_trips_through_the_registry_checksum(trained, setting
     assert sum(path.stat().st_size for path in directory.rglob("*") if path.is_file()) < 5_000_000
 
 
+def test_a_head_trained_in_one_precision_scores_the_same_in_the_other(trained):
+    """A GPU or AMX node trains in bfloat16; a CPU without bfloat16 serves in float32."""
+    from recommender.ml.encoder import SentenceEncoder, read_encoder_files
+    from recommender.ml.encoder_sentiment import EncoderSentimentModel
+
+    model, _ = trained
+    other = "float32" if model.encoder.precision != "float32" else "mixed_bfloat16"
+    served = EncoderSentimentModel(SentenceEncoder(read_encoder_files(), precision=other), model.head,
+                                   decision_threshold=model.decision_threshold,
+                                   negative_threshold=model.negative_threshold,
+                                   positive_threshold=model.positive_threshold)
+    texts = TEST_POSITIVE + TEST_NEGATIVE
+
+    np.testing.assert_allclose(served.predict_positive_proba(texts), model.predict_positive_proba(texts),
+                               atol=0.01)
+
+
 def test_an_artifact_trained_on_other_encoder_weights_is_refused(trained, tmp_path: Path):
     import json
 
