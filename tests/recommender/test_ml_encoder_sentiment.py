@@ -216,3 +216,124 @@ def test_an_unknown_artifact_architecture_is_refused(trained, tmp_path: Path):
 
     with pytest.raises(ValueError, match="Unknown sentiment artifact architecture"):
         load_sentiment_model(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(trained):
+    """The trained head and a copy of the encoder's top two blocks, tuned together for
+    one epoch on the training reviews."""
+    from recommender.ml.encoder_sentiment import EncoderSentimentConfig, EncoderSentimentModel, fine_tune
+
+    model, _ = trained
+    texts, ratings = labelled(TRAIN_POSITIVE, TRAIN_NEGATIVE)
+    targets = (np.asarray(ratings) >= 4).astype(np.float32)
+    config = EncoderSentimentConfig(fine_tune_blocks=2, fine_tune_epochs=1, encode_batch_size=8)
+    blocks, head = fine_tune(model.encoder, model.head, np.asarray(texts, dtype=object), targets, config)
+    return EncoderSentimentModel(model.encoder, head, decision_threshold=0.5, negative_threshold=0.4,
+                                 positive_threshold=0.6, tuned_blocks=blocks)
+
+
+def test_fine_tuning_changes_its_own_blocks_and_head_not_the_shared_encoder(trained, fine_tuned):
+    model, _ = trained
+    texts = TEST_POSITIVE + TEST_NEGATIVE
+    before = model.predict_positive_proba(texts)
+
+    encoder_blocks = model.encoder.bert.blocks[-2:]
+    for tuned, shared in zip(fine_tuned.tuned_blocks, encoder_blocks, strict=True):
+        assert any(not np.array_equal(a, b) for a, b in zip(tuned.get_weights(), shared.get_weights()))
+    assert not np.allclose(fine_tuned.predict_positive_proba(texts), before, atol=1e-4)
+    # The frozen model, which shares the encoder, scores as before.
+    np.testing.assert_array_equal(model.predict_positive_proba(texts), before)
+
+
+def test_a_fine_tuned_model_round_trips_through_the_registry_checksum(fine_tuned, settings,
+                                                                     tmp_path: Path):
+    from recommender.artifacts import load_verified_model, save_artifact
+
+    settings.MODEL_STORE = str(tmp_path)
+    directory, checksum = save_artifact(fine_tuned, kind="sentiment", name="fine-tuned")
+    loaded = load_verified_model(kind="sentiment", name="fine-tuned", checksum=checksum)
+
+    texts = TEST_POSITIVE + TEST_NEGATIVE + ["", "\U0001F44D\U0001F44D"]
+    np.testing.assert_allclose(loaded.predict_positive_proba(texts), fine_tuned.predict_positive_proba(texts),
+                               atol=1e-6)
+    assert len(loaded.tuned_blocks) == 2 and loaded.encoder is fine_tuned.encoder
+    # The tuned blocks travel in the artifact, so a changed byte in them is caught.
+    (directory / "tuned_blocks.npz").write_bytes(b"damaged")
+    with pytest.raises(Exception, match="checksum"):
+        load_verified_model(kind="sentiment", name="fine-tuned", checksum=checksum)
+
+
+@pytest.mark.parametrize(("fine_tune", "precision", "fit_texts", "has_validation", "expected"), [
+    (None, "mixed_bfloat16", 1_000, True, True),
+    (None, "mixed_bfloat16", 999, True, False),
+    (None, "float32", 20_000, True, False),
+    (True, "float32", 50, True, True),
+    (True, "mixed_bfloat16", 20_000, False, False),
+    (False, "mixed_bfloat16", 20_000, True, False),
+])
+def test_fine_tuning_runs_where_the_encoder_is_fast_and_there_are_reviews_enough(
+        fine_tune, precision, fit_texts, has_validation, expected):
+    from types import SimpleNamespace
+
+    from recommender.ml.encoder_sentiment import EncoderSentimentConfig, _fine_tunes
+
+    config = EncoderSentimentConfig(fine_tune=fine_tune)
+
+    assert _fine_tunes(config, SimpleNamespace(precision=precision), has_validation, fit_texts) is expected
+
+
+def test_fine_tuning_is_kept_only_where_it_beats_the_frozen_encoder_on_validation():
+    from recommender.ml.encoder_sentiment import EncoderSentimentConfig, train_encoder_sentiment
+    from tests.recommender.planted import planted_reviews
+
+    texts, ratings = planted_reviews(300, seed=6)
+    config = EncoderSentimentConfig(fine_tune=True, fine_tune_blocks=1, fine_tune_epochs=1)
+
+    model, report = train_encoder_sentiment(texts, ratings, config=config)
+
+    assert report["fine_tuned_selection_macro_f1"] is not None
+    kept = report["fine_tuned_selection_macro_f1"] > report["frozen_selection_macro_f1"]
+    assert report["fine_tuned_blocks"] == len(model.tuned_blocks) == (1 if kept else 0)
+    assert report["selection_macro_f1"] == max(report["fine_tuned_selection_macro_f1"],
+                                               report["frozen_selection_macro_f1"])
+
+
+def test_cancelling_stops_fine_tuning_within_a_batch(trained):
+    from recommender.ml.cancellation import TrainingCancelled
+    from recommender.ml.encoder_sentiment import EncoderSentimentConfig, fine_tune
+
+    model, _ = trained
+    texts, ratings = labelled(TRAIN_POSITIVE, TRAIN_NEGATIVE)
+    polls = []
+
+    def cancel_on_third_poll():
+        polls.append(1)
+        return len(polls) >= 3
+
+    with pytest.raises(TrainingCancelled):
+        fine_tune(model.encoder, model.head, np.asarray(texts, dtype=object),
+                  (np.asarray(ratings) >= 4).astype(np.float32),
+                  EncoderSentimentConfig(fine_tune_blocks=1, fine_tune_epochs=3, encode_batch_size=4),
+                  should_stop=cancel_on_third_poll)
+    assert len(polls) == 3
+
+
+def test_a_fine_tuned_model_worse_on_validation_is_dropped(monkeypatch):
+    from recommender.ml import encoder_sentiment
+    from tests.recommender.planted import planted_reviews
+
+    def fine_tune_to_a_constant(encoder, head, texts, targets, config, **callbacks):
+        constant = encoder_sentiment.tf.keras.models.clone_model(head)
+        constant.set_weights([np.zeros_like(weight) for weight in head.get_weights()])
+        return encoder.bert.tunable_copy_of_top_blocks(1), constant
+
+    monkeypatch.setattr(encoder_sentiment, "fine_tune", fine_tune_to_a_constant)
+    texts, ratings = planted_reviews(300, seed=6)
+
+    model, report = encoder_sentiment.train_encoder_sentiment(
+        texts, ratings, config=encoder_sentiment.EncoderSentimentConfig(fine_tune=True))
+
+    assert report["fine_tuned_selection_macro_f1"] < report["frozen_selection_macro_f1"]
+    assert model.tuned_blocks == [] and report["fine_tuned_blocks"] == 0
+    assert len(set(model.predict_positive_proba(texts[:20]).round(3))) > 1
