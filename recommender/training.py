@@ -127,7 +127,9 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
     # the training data goes on to the holdout; the holdout itself is not used to choose.
     candidates = {"ngram": (SentimentConfig(), train_sentiment)}
     if encoder_installed():
-        candidates = {"encoder": (EncoderSentimentConfig(), train_encoder_sentiment), **candidates}
+        fine_tune = {"auto": None, "always": True, "never": False}[settings.SENTIMENT_FINE_TUNE]
+        candidates = {"encoder": (EncoderSentimentConfig(fine_tune=fine_tune), train_encoder_sentiment),
+                      **candidates}
     trained: dict[str, TrainedCandidate] = {}
     for architecture, (config, train) in candidates.items():
         try:

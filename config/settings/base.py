@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(environ.Env().str("LODESTAR_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -209,6 +210,12 @@ TRAINING_HEARTBEAT_TIMEOUT = env.int("TRAINING_HEARTBEAT_TIMEOUT", default=600)
 TRAINING_MAX_ATTEMPTS = env.int("TRAINING_MAX_ATTEMPTS", default=2)
 # The sentiment sweep leaves reviews younger than this to the scoring task queued for them.
 SENTIMENT_SWEEP_GRACE_SECONDS = env.int("SENTIMENT_SWEEP_GRACE_SECONDS", default=60)
+# Fine-tuning the sentiment encoder with its head: "auto" where the encoder computes in
+# bfloat16 (an Ampere-or-later GPU, or a CPU with AMX or AVX512-BF16) and a shop has
+# 1,000+ training reviews; "always" (slower elsewhere); "never". recommender.ml.encoder_sentiment says why.
+SENTIMENT_FINE_TUNE = env.str("SENTIMENT_FINE_TUNE", default="auto")
+if SENTIMENT_FINE_TUNE not in {"auto", "always", "never"}:
+    raise ImproperlyConfigured(f"SENTIMENT_FINE_TUNE must be auto, always or never, not {SENTIMENT_FINE_TUNE!r}")
 # Analytics rollups: the watermark stays this far behind now, so a batch committing a
 # little after its received_at was taken is not skipped; /readyz reports events waiting
 # longer than ANALYTICS_ROLLUP_MAX_LAG_SECONDS. Without rollups every read scans raw events.

@@ -127,6 +127,8 @@ class BertEncoder(tf.keras.Model):
     def tunable_copy_of_top_blocks(self, count: int) -> list[_TransformerBlock]:
         """New, trainable blocks holding the weights of the top ``count`` blocks, in this
         encoder's precision: what fine-tuning changes, while the encoder stays shared."""
+        if not 0 <= count <= len(self.blocks):
+            raise ValueError(f"This encoder has {len(self.blocks)} blocks, not {count} to copy")
         copies = []
         with global_dtype_policy(self.dtype_policy.name):
             for index, block in enumerate(self.blocks[len(self.blocks) - count:]):
@@ -185,7 +187,8 @@ class _TransformerBlock(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.heads = heads
         self.head_size = hidden // heads
-        # Query, key and value in one product: three 384-wide ones cost 3x as long.
+        # Query, key and value in one product: profiled in bfloat16, each 384-wide product
+        # took as long as the four-times-larger output one (kernel calls, not arithmetic).
         self.query_key_value = tf.keras.layers.Dense(3 * hidden, name="query_key_value")
         self.attention_output = tf.keras.layers.Dense(hidden, name="attention_output")
         self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=epsilon, name="attention_norm")

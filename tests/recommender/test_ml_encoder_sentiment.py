@@ -1,5 +1,6 @@
 """Sentiment on the sentence encoder, trained on a few dozen hand-written reviews."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -139,8 +140,6 @@ def test_a_head_trained_in_one_precision_scores_the_same_in_the_other(trained):
 
 
 def test_an_artifact_trained_on_other_encoder_weights_is_refused(trained, tmp_path: Path):
-    import json
-
     from recommender.ml.encoder_sentiment import load_sentiment_model
 
     model, _ = trained
@@ -205,8 +204,6 @@ def test_an_encoder_version_without_the_encoder_installed_is_refused_not_crashed
 
 
 def test_an_unknown_artifact_architecture_is_refused(trained, tmp_path: Path):
-    import json
-
     from recommender.ml.encoder_sentiment import load_sentiment_model
 
     model, _ = trained
@@ -234,16 +231,19 @@ def fine_tuned(trained):
 
 
 def test_fine_tuning_changes_its_own_blocks_and_head_not_the_shared_encoder(trained, fine_tuned):
+    from recommender.ml.encoder import SentenceEncoder, read_encoder_files
+
     model, _ = trained
     texts = TEST_POSITIVE + TEST_NEGATIVE
-    before = model.predict_positive_proba(texts)
 
-    encoder_blocks = model.encoder.bert.blocks[-2:]
-    for tuned, shared in zip(fine_tuned.tuned_blocks, encoder_blocks, strict=True):
+    for tuned, shared in zip(fine_tuned.tuned_blocks, model.encoder.bert.blocks[-2:], strict=True):
         assert any(not np.array_equal(a, b) for a, b in zip(tuned.get_weights(), shared.get_weights()))
-    assert not np.allclose(fine_tuned.predict_positive_proba(texts), before, atol=1e-4)
-    # The frozen model, which shares the encoder, scores as before.
-    np.testing.assert_array_equal(model.predict_positive_proba(texts), before)
+    assert not np.allclose(fine_tuned.predict_positive_proba(texts), model.predict_positive_proba(texts),
+                           atol=1e-4)
+    # The shared encoder, which every other version in the process reads, is as loaded.
+    fresh = SentenceEncoder(read_encoder_files(), precision=model.encoder.precision)
+    for shared, loaded in zip(model.encoder.bert.get_weights(), fresh.bert.get_weights(), strict=True):
+        np.testing.assert_array_equal(shared, loaded)
 
 
 def test_a_fine_tuned_model_round_trips_through_the_registry_checksum(fine_tuned, settings,
@@ -258,6 +258,9 @@ def test_a_fine_tuned_model_round_trips_through_the_registry_checksum(fine_tuned
     np.testing.assert_allclose(loaded.predict_positive_proba(texts), fine_tuned.predict_positive_proba(texts),
                                atol=1e-6)
     assert len(loaded.tuned_blocks) == 2 and loaded.encoder is fine_tuned.encoder
+    # Code that reads only frozen artifacts (format 1) refuses this one instead of
+    # serving its head on the frozen encoder's features.
+    assert json.loads((directory / "sentiment.json").read_text())["format_version"] == 2
     # The tuned blocks travel in the artifact, so a changed byte in them is caught.
     (directory / "tuned_blocks.npz").write_bytes(b"damaged")
     with pytest.raises(Exception, match="checksum"):
@@ -337,3 +340,21 @@ def test_a_fine_tuned_model_worse_on_validation_is_dropped(monkeypatch):
     assert report["fine_tuned_selection_macro_f1"] < report["frozen_selection_macro_f1"]
     assert model.tuned_blocks == [] and report["fine_tuned_blocks"] == 0
     assert len(set(model.predict_positive_proba(texts[:20]).round(3))) > 1
+
+
+def test_a_fine_tuned_model_scores_the_same_served_in_the_other_precision(fine_tuned, tmp_path: Path,
+                                                                         monkeypatch):
+    from recommender.ml import encoder_sentiment
+    from recommender.ml.encoder import SentenceEncoder, read_encoder_files
+
+    other = "float32" if fine_tuned.encoder.precision != "float32" else "mixed_bfloat16"
+    other_encoder = SentenceEncoder(read_encoder_files(), precision=other)
+    fine_tuned.save(tmp_path)
+    monkeypatch.setattr(encoder_sentiment, "shared_encoder", lambda: other_encoder)
+
+    served = encoder_sentiment.load_sentiment_model(tmp_path)
+
+    assert served.tuned_blocks[0].compute_dtype == other_encoder.bert.blocks[0].compute_dtype
+    texts = TEST_POSITIVE + TEST_NEGATIVE
+    np.testing.assert_allclose(served.predict_positive_proba(texts), fine_tuned.predict_positive_proba(texts),
+                               atol=0.01)

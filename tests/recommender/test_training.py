@@ -266,3 +266,25 @@ def test_without_the_encoder_the_ngram_model_is_the_only_candidate(serving, monk
     training = ModelVersion.objects.get(name=result["model_version"]).metrics["training"]
     assert training["architecture"] == "ngram"
     assert [row["architecture"] for row in training["candidates"]] == ["ngram"]
+
+
+@pytest.mark.parametrize(("setting", "fine_tune"), [("auto", None), ("always", True), ("never", False)])
+def test_the_fine_tune_setting_reaches_the_encoder_candidate(serving, settings, monkeypatch, setting,
+                                                             fine_tune):
+    from recommender.ml import encoder_sentiment
+    from recommender.ml.encoder import EncoderNotInstalled
+
+    configs = []
+
+    def recording(texts, labels, *, config, **callbacks):
+        configs.append(config)
+        raise EncoderNotInstalled("recorded; the n-gram model trains instead")
+
+    settings.SENTIMENT_FINE_TUNE = setting
+    monkeypatch.setattr(encoder_sentiment, "train_encoder_sentiment", recording)
+    monkeypatch.setattr("recommender.ml.encoder.encoder_installed", lambda: True)
+    _store_slang_reviews()
+
+    _train("sentiment")
+
+    assert [config.fine_tune for config in configs] == [fine_tune]
