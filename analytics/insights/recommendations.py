@@ -4,44 +4,68 @@ per model version, with the A/B comparison."""
 import math
 from typing import Any
 
-from django.db.models import Count, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db import connection
+from django.db.models import Count
 
 from analytics.insights.common import Z_95, DateRange, ratio
-from ingestion.models import Event
+from ingestion.models import Event, Item
 from recommender.models import Impression, ModelVersion
 
 
-def _recommendation_rows(*, date_range: DateRange, category: str | None,
-                         group_by: str) -> list[dict[str, Any]]:
-    """Counts impressions per group, then the few events carrying a rec_id (found through
-    the partial rec_id index) per group of the impression they name."""
-    impressions = Impression.objects.filter(created_at__gte=date_range.start_at,
-                                            created_at__lt=date_range.end_before)
-    shown = (impressions.values(group_by).annotate(impressions=Count("id"))
-             .order_by("-impressions", group_by))
-    attributed = Event.objects.filter(rec_id__isnull=False, type__in=("click", "purchase"),
-                                      rec_id__in=impressions.values("rec_id"))
-    if category:
-        attributed = attributed.filter(item__category=category)
-    impression_group = Impression.objects.filter(rec_id=OuterRef("rec_id")).values(group_by)
-    outcomes = {
-        row["group"]: row for row in attributed
-        .annotate(group=Subquery(impression_group[:1]))
-        .values("group")
-        .annotate(clicks=Count("rec_id", distinct=True, filter=Q(type="click")),
-                  purchases=Count("rec_id", distinct=True, filter=Q(type="purchase")),
-                  revenue=Coalesce(Sum("value", filter=Q(type="purchase")), 0.0))
-    }
+def _recommendation_rows(*, date_range: DateRange, group_by: str,
+                         outcomes: dict[tuple[str | None, str], tuple[int, int, float]]
+                         ) -> list[dict[str, Any]]:
+    """Impressions per group ("model_version__name" or "strategy") with their outcomes."""
+    shown = (Impression.objects.filter(created_at__gte=date_range.start_at,
+                                       created_at__lt=date_range.end_before)
+             .values(group_by).annotate(impressions=Count("id")).order_by("-impressions", group_by))
+    position = 0 if group_by == "model_version__name" else 1
     rows = []
     for row in shown:
-        outcome = outcomes.get(row[group_by], {"clicks": 0, "purchases": 0, "revenue": 0.0})
-        rows.append({"impressions": row["impressions"], "clicks": outcome["clicks"],
-                     "purchases": outcome["purchases"], "revenue": round(outcome["revenue"], 2),
-                     "ctr": ratio(outcome["clicks"], row["impressions"]),
-                     "purchase_rate": ratio(outcome["purchases"], row["impressions"]),
+        clicks, purchases, revenue = (sum(figures[index] for key, figures in outcomes.items()
+                                          if key[position] == row[group_by]) for index in range(3))
+        rows.append({"impressions": row["impressions"], "clicks": clicks,
+                     "purchases": purchases, "revenue": round(revenue, 2),
+                     "ctr": ratio(clicks, row["impressions"]),
+                     "purchase_rate": ratio(purchases, row["impressions"]),
                      "key": row[group_by]})
     return rows
+
+
+def _attributed_outcomes(*, date_range: DateRange, category: str | None
+                         ) -> dict[tuple[str | None, str], tuple[int, int, float]]:
+    """(impressions with a click, impressions with a purchase, purchase revenue) per
+    (model version name, strategy) of the impressions in the range, from the events
+    carrying their rec_id. One join on the impression's unique rec_id, reading the events
+    from the covering event_rec index: looking each attributed event's impression up on
+    its own, once per grouping, took 5.7 s over 120 days at 10M events. A rec_id names
+    one impression, of one version and one strategy, so these distinct counts add up to
+    either grouping's."""
+    quote = connection.ops.quote_name
+    params: list[Any] = [connection.ops.adapt_datetimefield_value(date_range.start_at),
+                         connection.ops.adapt_datetimefield_value(date_range.end_before)]
+    category_join = ""
+    if category:
+        category_join = (f"JOIN {quote(Item._meta.db_table)} item ON item.id = event.item_id "
+                         "AND item.category = %s")
+        params.insert(0, category)
+    # FILTER works on PostgreSQL and on SQLite >= 3.30.
+    sql = ("SELECT version.name, impression.strategy, "
+           "COUNT(DISTINCT event.rec_id) FILTER (WHERE event.type = 'click'), "
+           "COUNT(DISTINCT event.rec_id) FILTER (WHERE event.type = 'purchase'), "
+           "COALESCE(SUM(event.value) FILTER (WHERE event.type = 'purchase'), 0) "
+           f"FROM {quote(Event._meta.db_table)} event "
+           f"JOIN {quote(Impression._meta.db_table)} impression ON impression.rec_id = event.rec_id "
+           f"LEFT JOIN {quote(ModelVersion._meta.db_table)} version "
+           "ON version.id = impression.model_version_id "
+           f"{category_join} "
+           "WHERE event.rec_id IS NOT NULL AND event.type IN ('click', 'purchase') "
+           "AND impression.created_at >= %s AND impression.created_at < %s "
+           "GROUP BY version.name, impression.strategy")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {(version, strategy): (int(clicks), int(purchases), float(revenue))
+                for version, strategy, clicks, purchases, revenue in cursor.fetchall()}
 
 
 def proportion_difference(*, hits_a: int, total_a: int, hits_b: int,
@@ -68,10 +92,11 @@ def recommendation_performance(*, date_range: DateRange, category: str | None = 
     strategy. CTR = impressions with a click / impressions. With a category only clicks and
     purchases of its items count. `compare` names two model versions; by default the two
     with most impressions are compared."""
+    outcomes = _attributed_outcomes(date_range=date_range, category=category)
     by_version = [{"model_version": row.pop("key"), **row} for row in _recommendation_rows(
-        date_range=date_range, category=category, group_by="model_version__name")]
+        date_range=date_range, group_by="model_version__name", outcomes=outcomes)]
     by_strategy = [{"strategy": row.pop("key"), **row} for row in _recommendation_rows(
-        date_range=date_range, category=category, group_by="strategy")]
+        date_range=date_range, group_by="strategy", outcomes=outcomes)]
     versions = {row["model_version"]: row for row in by_version if row["model_version"]}
     if compare is None and len(versions) >= 2:
         compare = tuple(list(versions)[:2])

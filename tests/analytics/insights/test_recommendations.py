@@ -50,6 +50,26 @@ class TestRecommendations:
         assert strategies["popular"]["impressions"] == 20
         assert (result["impressions"], result["clicks"], result["purchases"]) == (200, 46, 1)
 
+    def test_outcomes_count_for_the_impressions_in_the_range_whatever_their_version(self):
+        book = item("book", "books")
+        shopper = user("shopper")
+        [unversioned] = impressions(None, "popular", 1)
+        december = Impression.objects.create(user_id="someone", item_ids=["book"], strategy="popular",
+                                             created_at=at(20, month=12, year=2025))
+        Event.objects.bulk_create(
+            Event(user=shopper, item=book, type=kind, timestamp=at(11), received_at=at(11),
+                  rec_id=shown.rec_id, value=12.5 if kind == "purchase" else None)
+            for shown in (unversioned, december) for kind in ("click", "purchase"))
+
+        result = recommendations.recommendation_performance(date_range=JANUARY)
+
+        # December's impression is outside the range, so its January click and purchase
+        # are too.
+        assert [(row["strategy"], row["impressions"], row["clicks"], row["purchases"], row["revenue"])
+                for row in result["by_strategy"]] == [("popular", 1, 1, 1, 12.5)]
+        assert result["by_model_version"][0]["model_version"] is None
+        assert result["by_model_version"][0]["clicks"] == 1
+
     def test_ctr_and_purchase_rate_differences_have_confidence_intervals(self, traffic):
         comparison = recommendations.recommendation_performance(
             date_range=JANUARY)["comparison"]
