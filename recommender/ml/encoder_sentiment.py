@@ -88,8 +88,8 @@ class EncoderSentimentConfig:
     # Fine-tuning the encoder's top blocks with the head, kept only where it beats the
     # frozen encoder on the validation slice. None: where the encoder computes in
     # bfloat16 (an Ampere-or-later GPU, or a CPU with AMX or AVX512-BF16: one epoch of
-    # 13,500 reviews took 4.6 minutes on 2 AMX cores, and float32 runs 1.7x slower
-    # there) and there are at least
+    # 13,500 reviews took about 4.5 minutes on 2 AMX cores, where float32 encodes 1.7x
+    # slower) and there are at least
     # fine_tune_min_texts training texts (fewer barely move six blocks, and overfit them).
     fine_tune: bool | None = None
     fine_tune_blocks: int = 6
