@@ -122,14 +122,22 @@ def test_the_artifact_round_trips_through_the_registry_checksum(trained, setting
     assert sum(path.stat().st_size for path in directory.rglob("*") if path.is_file()) < 5_000_000
 
 
-def test_a_head_trained_in_one_precision_scores_the_same_in_the_other(trained):
-    """A GPU or AMX node trains in bfloat16; a CPU without bfloat16 serves in float32."""
+@pytest.fixture(scope="module")
+def other_precision_encoder(trained):
+    """The encoder in the precision the shared one does not compute in: a GPU or AMX node
+    trains in bfloat16, a CPU without bfloat16 serves in float32."""
     from recommender.ml.encoder import SentenceEncoder, read_encoder_files
-    from recommender.ml.encoder_sentiment import EncoderSentimentModel
 
     model, _ = trained
     other = "float32" if model.encoder.precision != "float32" else "mixed_bfloat16"
-    served = EncoderSentimentModel(SentenceEncoder(read_encoder_files(), precision=other), model.head,
+    return SentenceEncoder(read_encoder_files(), precision=other)
+
+
+def test_a_head_trained_in_one_precision_scores_the_same_in_the_other(trained, other_precision_encoder):
+    from recommender.ml.encoder_sentiment import EncoderSentimentModel
+
+    model, _ = trained
+    served = EncoderSentimentModel(other_precision_encoder, model.head,
                                    decision_threshold=model.decision_threshold,
                                    negative_threshold=model.negative_threshold,
                                    positive_threshold=model.positive_threshold)
@@ -248,7 +256,7 @@ def test_fine_tuning_changes_its_own_blocks_and_head_not_the_shared_encoder(trai
 
 def test_a_fine_tuned_model_round_trips_through_the_registry_checksum(fine_tuned, settings,
                                                                      tmp_path: Path):
-    from recommender.artifacts import load_verified_model, save_artifact
+    from recommender.artifacts import ArtifactRefused, load_verified_model, save_artifact
 
     settings.MODEL_STORE = str(tmp_path)
     directory, checksum = save_artifact(fine_tuned, kind="sentiment", name="fine-tuned")
@@ -263,7 +271,7 @@ def test_a_fine_tuned_model_round_trips_through_the_registry_checksum(fine_tuned
     assert json.loads((directory / "sentiment.json").read_text())["format_version"] == 2
     # The tuned blocks travel in the artifact, so a changed byte in them is caught.
     (directory / "tuned_blocks.npz").write_bytes(b"damaged")
-    with pytest.raises(Exception, match="checksum"):
+    with pytest.raises(ArtifactRefused, match="checksum"):
         load_verified_model(kind="sentiment", name="fine-tuned", checksum=checksum)
 
 
@@ -342,19 +350,16 @@ def test_a_fine_tuned_model_worse_on_validation_is_dropped(monkeypatch):
     assert len(set(model.predict_positive_proba(texts[:20]).round(3))) > 1
 
 
-def test_a_fine_tuned_model_scores_the_same_served_in_the_other_precision(fine_tuned, tmp_path: Path,
-                                                                         monkeypatch):
+def test_a_fine_tuned_model_scores_the_same_served_in_the_other_precision(
+        fine_tuned, other_precision_encoder, tmp_path: Path, monkeypatch):
     from recommender.ml import encoder_sentiment
-    from recommender.ml.encoder import SentenceEncoder, read_encoder_files
 
-    other = "float32" if fine_tuned.encoder.precision != "float32" else "mixed_bfloat16"
-    other_encoder = SentenceEncoder(read_encoder_files(), precision=other)
     fine_tuned.save(tmp_path)
-    monkeypatch.setattr(encoder_sentiment, "shared_encoder", lambda: other_encoder)
+    monkeypatch.setattr(encoder_sentiment, "shared_encoder", lambda: other_precision_encoder)
 
     served = encoder_sentiment.load_sentiment_model(tmp_path)
 
-    assert served.tuned_blocks[0].compute_dtype == other_encoder.bert.blocks[0].compute_dtype
+    assert served.tuned_blocks[0].compute_dtype == other_precision_encoder.bert.blocks[0].compute_dtype
     texts = TEST_POSITIVE + TEST_NEGATIVE
     np.testing.assert_allclose(served.predict_positive_proba(texts), fine_tuned.predict_positive_proba(texts),
                                atol=0.01)
