@@ -39,6 +39,7 @@ from analytics.models import (
     RollupDirtyDay,
     RollupDirtyItem,
     RollupState,
+    UserDayActivity,
     UserDayRollup,
 )
 from ingestion.models import Event
@@ -140,8 +141,13 @@ def _user_day_rows(events: QuerySet[Event]) -> QuerySet:
             .values("day", "user_id", "category").annotate(events=Count("id")))
 
 
+def _user_activity_rows(events: QuerySet[Event]) -> QuerySet:
+    return (events.annotate(day=TruncDate("timestamp"))
+            .values("day", "user_id").annotate(events=Count("id")))
+
+
 def _add(events: QuerySet[Event]) -> None:
-    """Adds the events' counts to both rollups (one INSERT ... SELECT each: no rows cross
+    """Adds the events' counts to the rollups (one INSERT ... SELECT each: no rows cross
     the wire), creating rows or adding to existing ones."""
     for rows, table, columns, key, added in (
             (daily_event_rows(events), DailyEventRollup._meta.db_table,
@@ -149,7 +155,9 @@ def _add(events: QuerySet[Event]) -> None:
              ("day", "event_type", "category"), ("events", "value_sum", "value_events")),
             (_user_day_rows(events), UserDayRollup._meta.db_table,
              ("day", "user_id", "category", "events"),
-             ("day", "user_id", "category"), ("events",))):
+             ("day", "user_id", "category"), ("events",)),
+            (_user_activity_rows(events), UserDayActivity._meta.db_table,
+             ("day", "user_id", "events"), ("day", "user_id"), ("events",))):
         select_sql, params = rows.query.sql_with_params()
         target_columns = (*key, *added)
         # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
@@ -175,6 +183,7 @@ def _rebuild_day(day: date, *, watermark: datetime) -> None:
     start, end = _day_bounds(day)
     DailyEventRollup.objects.filter(day=day).delete()
     UserDayRollup.objects.filter(day=day).delete()
+    UserDayActivity.objects.filter(day=day).delete()
     _add(Event.objects.filter(timestamp__gte=start, timestamp__lt=end,
                               received_at__lt=watermark))
 
@@ -281,7 +290,8 @@ def _analyze_rollups() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {DailyEventRollup._meta.db_table}, "
-                           f"{UserDayRollup._meta.db_table}")
+                           f"{UserDayRollup._meta.db_table}, "
+                           f"{UserDayActivity._meta.db_table}")
 
 
 def pending_events() -> int:
@@ -293,7 +303,8 @@ def pending_events() -> int:
 
 def _empty_rollups(state: RollupState) -> None:
     """Within the locked transaction: nothing rolled up, the watermark at the beginning."""
-    for model in (DailyEventRollup, UserDayRollup, RollupDirtyItem, RollupDirtyDay):
+    for model in (DailyEventRollup, UserDayRollup, UserDayActivity, RollupDirtyItem,
+                  RollupDirtyDay):
         model.objects.all().delete()
     state.watermark, state.time_zone = BEGINNING, settings.TIME_ZONE
 

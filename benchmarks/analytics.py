@@ -169,7 +169,8 @@ SUGGESTED_INDEXES = {
 }
 SEEDED_TABLES = ("ingestion_event", "ingestion_enduser", "ingestion_item",
                  "recommender_impression", "recommender_modelversion",
-                 "analytics_dailyeventrollup", "analytics_userdayrollup", "analytics_rollupstate")
+                 "analytics_dailyeventrollup", "analytics_userdayrollup",
+                 "analytics_userdayactivity", "analytics_rollupstate")
 
 
 def bench_database_url(base_url: str, name: str) -> tuple[str, dict[str, Any]]:
@@ -367,7 +368,7 @@ def table_sizes() -> dict[str, int]:
     with connection.cursor() as cursor:
         return {table: cursor.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 for table in ("ingestion_event", "analytics_dailyeventrollup",
-                              "analytics_userdayrollup")}
+                              "analytics_userdayrollup", "analytics_userdayactivity")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce, TruncDate
 
 from analytics.insights.common import DateRange, events_in_range
-from analytics.models import DailyEventRollup, RollupState, UserDayRollup
+from analytics.models import DailyEventRollup, RollupState, UserDayActivity, UserDayRollup
 from analytics.services import daily_event_rows
 from ingestion.models import EndUser, Event
 from ingestion.selectors import person_key
@@ -88,9 +88,11 @@ def person_days(*, date_range: DateRange, category: str | None = None) -> Relati
 
     if watermark is None:
         return from_events(events)
-    rolled = UserDayRollup.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
     if category:
-        rolled = rolled.filter(category=category)
+        rolled = UserDayRollup.objects.filter(category=category)
+    else:
+        rolled = UserDayActivity.objects.all()
+    rolled = rolled.filter(day__gte=date_range.start, day__lte=date_range.end)
     rolled = rolled.annotate(person=Coalesce(F("identity_link__person_id"), F("user_id"))
                              ).values_list("day", "person")
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
@@ -133,6 +135,13 @@ def periods(*, days: list[date], period_of) -> Relation:
     # A CTE names the columns the same way on SQLite and PostgreSQL.
     return (f"WITH periods(day, period) AS (VALUES {values}) SELECT day, period FROM periods",
             [date_param(value) for day in days for value in (day, period_of(day))])
+
+
+def numbered_periods(*, days: list[date], number_of: Callable[[date], int]) -> Relation:
+    """SQL with columns (day, period): each day and the number of its period."""
+    values = ", ".join(["(%s, %s)"] * len(days))
+    return (f"WITH periods(day, period) AS (VALUES {values}) SELECT day, period FROM periods",
+            [value for day in days for value in (date_param(day), number_of(day))])
 
 
 def date_param(value: date) -> date | str:

@@ -1,5 +1,6 @@
 """Rollup maintenance: each event counted once, whatever runs twice, at once or crashes."""
 
+import importlib
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ from analytics.models import (
     RollupDirtyDay,
     RollupDirtyItem,
     RollupState,
+    UserDayActivity,
     UserDayRollup,
 )
 from ingestion.models import Event, Item
@@ -64,6 +66,36 @@ class TestRollUp:
         row = DailyEventRollup.objects.get()
         assert (row.day, row.events, row.value_sum, row.value_events) == (DAY, 5, 12.5, 5)
         assert UserDayRollup.objects.count() == 2
+
+    def test_a_users_day_over_all_categories_is_one_activity_row(self):
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"},
+                            {"item_id": "sku-2", "category": "toys"}])
+        store(2, received_minutes_ago=30, item="sku-1")
+        store(3, received_minutes_ago=30, item="sku-2")
+        store(1, received_minutes_ago=30, item="sku-2", user="bob", days_ago=4)
+        services.roll_up_new_events(now=NOW)
+
+        assert UserDayRollup.objects.count() == 3  # ann in two categories, bob in one
+        assert sorted(UserDayActivity.objects.values_list("user__user_id", "day", "events")) == [
+            ("ann", DAY, 5), ("bob", DAY - timedelta(days=1), 1)]
+
+    def test_the_migration_fills_user_activity_from_the_per_category_rollup(self):
+        """Deployments upgraded with rollups already built get the activity table filled
+        from the per-category one: the same rows rolling the events up again would give."""
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"},
+                            {"item_id": "sku-2", "category": "toys"}])
+        store(2, received_minutes_ago=30, item="sku-1")
+        store(3, received_minutes_ago=30, item="sku-2", user="bob")
+        store(4, received_minutes_ago=30, item="sku-2", days_ago=5)
+        services.roll_up_new_events(now=NOW)
+        rolled_up = sorted(UserDayActivity.objects.values_list("user_id", "day", "events"))
+        UserDayActivity.objects.all().delete()
+        migration = importlib.import_module("analytics.migrations.0003_user_day_activity")
+
+        with connection.cursor() as cursor:
+            cursor.execute(migration.FILL_FROM_USER_DAY_ROLLUP)
+
+        assert sorted(UserDayActivity.objects.values_list("user_id", "day", "events")) == rolled_up
 
     def test_chunks_add_up_to_one_run_even_when_a_batch_shares_one_received_at(self, monkeypatch):
         monkeypatch.setattr(services, "ROLLUP_CHUNK_EVENTS", 2)
@@ -154,10 +186,12 @@ class TestRollUp:
         store(3, received_minutes_ago=30)
         services.roll_up_new_events(now=NOW)
         DailyEventRollup.objects.update(events=99)  # damaged
+        UserDayActivity.objects.update(events=99)
 
         assert services.rebuild_days(since=DAY - timedelta(days=1)) >= 2
 
         assert rolled_events() == 3
+        assert UserDayActivity.objects.get().events == 3
 
     def test_a_reset_leaves_everything_to_the_raw_tail_until_rolled_up_again(self):
         store(3, received_minutes_ago=30)
@@ -166,6 +200,7 @@ class TestRollUp:
         services.reset_rollups()
 
         assert rolled_events() == 0
+        assert not UserDayActivity.objects.exists()
         assert RollupState.objects.get().watermark == services.BEGINNING
         assert services.pending_events() == 3
 
