@@ -1,15 +1,18 @@
 """Rollups of the event log that the dashboards read instead of every raw event.
 
-Shapes, chosen by measurement (benchmarks/README.md): a day's events of one type and
-category are one `DailyEventRollup` row (counts and value sums add up over any range), a
-user's activity on a day in one category is one `UserDayRollup` row, and on a day in any
-category one `UserDayActivity` row (distinct persons are counted over these, with identity
-links applied when read, so a link made later changes past counts exactly as on raw
-events). The unfiltered dashboards read `UserDayActivity`: at 10M events a user's day
-spans about 2.5 categories on average, so it is that many times fewer rows to count over. Categories are the item's when the day was rolled
-up; a category change marks the item for a rebuild of its days (`RollupDirtyItem`, then
-`RollupDirtyDay`): until those updates run (5 days each), category-filtered answers
-count the item's earlier events under its old category.
+Shapes, chosen by measurement (benchmarks/README.md):
+- `DailyEventRollup`: a day's events of one type and category (counts and value sums add
+  up over any range);
+- `UserDayRollup`: a user's activity on a day in one category, with how many of the events
+  were views and purchases (distinct persons, viewers and purchasers per category are
+  counted over these);
+- `UserDayActivity`: a user's activity on a day over all categories; the unfiltered
+  dashboards count over it (at 10M events a user's day spans about 2.5 categories, so it
+  is that many times fewer rows);
+Identity links are applied when persons are counted, so a link made later changes past
+counts exactly as on raw events. Categories are the item's when the day was rolled up; a category change marks the item for a rebuild of its days
+(`RollupDirtyItem`, then `RollupDirtyDay`): until those updates run (5 days each),
+category-filtered answers count the item's earlier events under its old category.
 
 What the rollups cover is every event received before `RollupState.watermark`; readers
 add the events received since from the raw table (see analytics/insights/sources.py).
@@ -40,6 +43,8 @@ class UserDayRollup(models.Model):
                              related_name="+")
     category = models.CharField(max_length=255)
     events = models.BigIntegerField()
+    views = models.BigIntegerField()
+    purchases = models.BigIntegerField()
     # The user's identity link, joined straight on user_id as Event.identity_link is.
     identity_link = models.ForeignObject(IdentityLink, on_delete=models.DO_NOTHING,
                                          from_fields=["user"], to_fields=["alias"], null=True,

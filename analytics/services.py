@@ -135,10 +135,18 @@ def daily_event_rows(events: QuerySet[Event]) -> QuerySet:
                       value_events=Count("value")))
 
 
-def _user_day_rows(events: QuerySet[Event]) -> QuerySet:
+def _item_events_of_type(event_type: str) -> Count:
+    return Count("id", filter=Q(type=event_type, item__isnull=False))
+
+
+def user_day_rows(events: QuerySet[Event]) -> QuerySet:
+    """The events' UserDayRollup figures: per day, user and category, events, and views and
+    purchases of items (what the items dashboard counts viewers and purchasers over)."""
     return (events.annotate(day=TruncDate("timestamp"),
                             category=Coalesce("item__category", Value("")))
-            .values("day", "user_id", "category").annotate(events=Count("id")))
+            .values("day", "user_id", "category")
+            .annotate(events=Count("id"), views=_item_events_of_type("view"),
+                      purchases=_item_events_of_type("purchase")))
 
 
 def _user_activity_rows(events: QuerySet[Event]) -> QuerySet:
@@ -153,9 +161,9 @@ def _add(events: QuerySet[Event]) -> None:
             (daily_event_rows(events), DailyEventRollup._meta.db_table,
              ("day", "event_type", "category", "events", "value_sum", "value_events"),
              ("day", "event_type", "category"), ("events", "value_sum", "value_events")),
-            (_user_day_rows(events), UserDayRollup._meta.db_table,
-             ("day", "user_id", "category", "events"),
-             ("day", "user_id", "category"), ("events",)),
+            (user_day_rows(events), UserDayRollup._meta.db_table,
+             ("day", "user_id", "category", "events", "views", "purchases"),
+             ("day", "user_id", "category"), ("events", "views", "purchases")),
             (_user_activity_rows(events), UserDayActivity._meta.db_table,
              ("day", "user_id", "events"), ("day", "user_id"), ("events",))):
         select_sql, params = rows.query.sql_with_params()

@@ -4,6 +4,7 @@ from typing import Any, Literal
 
 from django.db import connection
 
+from analytics.insights import sources
 from analytics.insights.common import (
     RATED_EVENT_TYPES,
     SENTIMENT_LABELS,
@@ -74,7 +75,17 @@ def _distinct_users(*, date_range: DateRange, category: str | None, by_category:
     given) or per category. Reads only view and purchase events (the (type, timestamp)
     index). Per category the events are grouped by the category's integer rank, not its
     name: sorting integers costs less than sorting collated text. Users are counted as
-    persons, as in the funnel: an anonymous id linked to a signed-in user is that user."""
+    persons, as in the funnel: an anonymous id linked to a signed-in user is that user.
+    Per category, the rollups hold each user's views and purchases of a day (sources.py):
+    at 10M events over 120 days that is 2M rows to count over instead of 6M events."""
+    shoppers = sources.category_shoppers(date_range=date_range, category=category) \
+        if by_category else None
+    if shoppers is not None:
+        shoppers_sql, shoppers_params = shoppers
+        return {name: (viewers, purchasers) for name, viewers, purchasers in sources.fetch(
+            "SELECT category, COUNT(DISTINCT CASE WHEN views > 0 THEN person END), "
+            "COUNT(DISTINCT CASE WHEN purchases > 0 THEN person END) "
+            f"FROM ({shoppers_sql}) AS shoppers GROUP BY category", shoppers_params)}
     event_table = connection.ops.quote_name(Event._meta.db_table)
     item_table = connection.ops.quote_name(Item._meta.db_table)
     link_join = (f"LEFT JOIN {connection.ops.quote_name(IdentityLink._meta.db_table)} l "

@@ -29,11 +29,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import Coalesce, TruncDate
 
 from analytics.insights.common import DateRange, events_in_range
-from analytics.models import DailyEventRollup, RollupState, UserDayActivity, UserDayRollup
+from analytics.models import (
+    DailyEventRollup,
+    RollupState,
+    UserDayActivity,
+    UserDayRollup,
+)
 from analytics.services import daily_event_rows
 from ingestion.models import EndUser, Event
 from ingestion.selectors import person_key
@@ -119,6 +124,30 @@ def daily_events(*, date_range: DateRange, category: str | None = None,
         rolled = rolled.filter(event_type__in=event_types)
     rolled = rolled.values_list(*DAILY_COLUMNS)
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
+
+
+def category_shoppers(*, date_range: DateRange, category: str | None = None) -> Relation | None:
+    """SQL with columns (category, person, views, purchases): persons who viewed or bought
+    items of a category on a day of the range, with how many views and purchases (a
+    (category, person) pair may repeat). None where the rollups are not built: the caller
+    reads raw events its own way."""
+    watermark = rollup_watermark()
+    if watermark is None:
+        return None
+    rolled = UserDayRollup.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
+    if category:
+        rolled = rolled.filter(category=category)
+    rolled = (rolled.filter(Q(views__gt=0) | Q(purchases__gt=0))
+              .annotate(person=Coalesce(F("identity_link__person_id"), F("user_id")))
+              .values_list("category", "person", "views", "purchases"))
+    tail = (events_in_range(date_range=date_range, category=category)
+            .filter(received_at__gte=watermark, item__isnull=False,
+                    type__in=("view", "purchase"))
+            .values(shop_category=F("item__category"), person=person_key())
+            .annotate(views=Count("id", filter=Q(type="view")),
+                      purchases=Count("id", filter=Q(type="purchase")))
+            .values_list("shop_category", "person", "views", "purchases"))
+    return _union(_sql(rolled), _sql(tail))
 
 
 def first_seen_days(*, date_range: DateRange) -> Relation:

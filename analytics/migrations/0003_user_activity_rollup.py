@@ -1,0 +1,58 @@
+import django.db.models.deletion
+from django.db import migrations, models
+
+
+def start_the_rollups_over(apps, schema_editor):
+    """The new table and columns are empty for the events rolled up so far, so the rollups
+    start over: readers answer from raw events (exact, slower) until the schedule's updates
+    have gone over the log again (about 100 s per 10M events)."""
+    for name in ("DailyEventRollup", "UserDayRollup", "UserDayActivity", "RollupDirtyItem",
+                 "RollupDirtyDay"):
+        apps.get_model("analytics", name).objects.all().delete()
+    apps.get_model("analytics", "RollupState").objects.update(
+        watermark="1970-01-01T00:00:00Z")
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("analytics", "0002_rollup_schedule"),
+        ("ingestion", "0006_covering_analytics_indexes"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="userdayrollup",
+            name="views",
+            field=models.BigIntegerField(default=0),
+            preserve_default=False,
+        ),
+        migrations.AddField(
+            model_name="userdayrollup",
+            name="purchases",
+            field=models.BigIntegerField(default=0),
+            preserve_default=False,
+        ),
+        migrations.CreateModel(
+            name="UserDayActivity",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False,
+                                           verbose_name="ID")),
+                ("day", models.DateField()),
+                ("events", models.BigIntegerField()),
+                ("identity_link", models.ForeignObject(
+                    from_fields=["user"], null=True,
+                    on_delete=django.db.models.deletion.DO_NOTHING, related_name="+",
+                    to="ingestion.identitylink", to_fields=["alias"])),
+                ("user", models.ForeignKey(db_index=False,
+                                           on_delete=django.db.models.deletion.CASCADE,
+                                           related_name="+", to="ingestion.enduser")),
+            ],
+            options={
+                "verbose_name_plural": "user day activity",
+                "constraints": [models.UniqueConstraint(fields=("day", "user"),
+                                                        name="user_day_activity_key")],
+            },
+        ),
+        migrations.RunPython(start_the_rollups_over, migrations.RunPython.noop),
+    ]
