@@ -12,7 +12,15 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from analytics import services
-from analytics.insights import lifecycle, overview, retention, sources, stickiness, trends
+from analytics.insights import (
+    items,
+    lifecycle,
+    overview,
+    retention,
+    sources,
+    stickiness,
+    trends,
+)
 from analytics.insights.common import DateRange, analytics_queries
 from analytics.models import DailyEventRollup, UserDayRollup
 from ingestion.models import EndUser, Event, IdentityLink, Item
@@ -69,6 +77,9 @@ def answers(today) -> dict:
             for interval in ("week", "month"):
                 results[("stickiness", interval, key)] = stickiness.stickiness(
                     date_range=date_range, interval=interval, category=category or None)
+            # Viewers and purchasers per category (the other item figures read raw events).
+            results[("categories", key)] = items.category_performance(
+                date_range=date_range, category=category or None, order_by="conversion")
             for measure in ("count", "sum", "average"):
                 for breakdown in (None, "category"):
                     results[("trends", measure, breakdown, key)] = trends.trends(
