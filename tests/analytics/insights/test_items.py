@@ -91,6 +91,21 @@ class TestItems:
         assert first == [row["item_id"] for row in items.item_performance(date_range=JANUARY)]
         assert sorted(first) == ["a", "b", "c"]
 
+    def test_the_top_items_by_rating_put_unrated_items_last_whatever_their_views(self):
+        unrated, low, high = item("unrated"), item("low"), item("high")
+        for n in range(5):
+            event(user(f"u{n}"), "view", at(20), unrated)
+        event(user("r1"), "rating", at(21), low, value=2)
+        event(user("r2"), "rating", at(21), high, value=4)
+        event(user("r3"), "rating", at(21), high, value=5)
+
+        def top(limit):
+            return [row["item_id"] for row in items.item_performance(
+                date_range=JANUARY, order_by="average_rating", limit=limit)]
+
+        assert top(2) == ["high", "low"]
+        assert top(3) == ["high", "low", "unrated"]
+
     def test_trending_ties_at_the_limit_go_by_item_id(self):
         # Created in reverse order so database ids disagree with the external ids.
         for name in ["d", "c", "b", "a"]:
