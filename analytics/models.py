@@ -4,15 +4,16 @@ Shapes, chosen by measurement (benchmarks/README.md):
 - `DailyEventRollup`: a day's events of one type and category (counts and value sums add
   up over any range);
 - `UserDayRollup`: a user's activity on a day in one category, with how many of the events
-  were views and purchases (distinct persons, viewers and purchasers per category are
+  were views and purchases of items (persons, viewers and purchasers per category are
   counted over these);
-- `UserDayActivity`: a user's activity on a day over all categories; the unfiltered
-  dashboards count over it (at 10M events a user's day spans about 2.5 categories, so it
-  is that many times fewer rows);
+- `UserDayActivity`: a user's activity on a day over all categories, which the unfiltered
+  dashboards count persons over (at 10M events a user's day spans about 2.5 categories,
+  so it has that many times fewer rows).
 Identity links are applied when persons are counted, so a link made later changes past
-counts exactly as on raw events. Categories are the item's when the day was rolled up; a category change marks the item for a rebuild of its days
-(`RollupDirtyItem`, then `RollupDirtyDay`): until those updates run (5 days each),
-category-filtered answers count the item's earlier events under its old category.
+counts exactly as on raw events. Categories are the item's when the day was rolled up; a
+category change marks the item for a rebuild of its days (`RollupDirtyItem`, then
+`RollupDirtyDay`): until those updates run (5 days each), category-filtered answers count
+the item's earlier events under its old category.
 
 What the rollups cover is every event received before `RollupState.watermark`; readers
 add the events received since from the raw table (see analytics/insights/sources.py).

@@ -139,7 +139,7 @@ def _item_events_of_type(event_type: str) -> Count:
     return Count("id", filter=Q(type=event_type, item__isnull=False))
 
 
-def user_day_rows(events: QuerySet[Event]) -> QuerySet:
+def _user_day_rows(events: QuerySet[Event]) -> QuerySet:
     """The events' UserDayRollup figures: per day, user and category, events, and views and
     purchases of items (what the items dashboard counts viewers and purchasers over)."""
     return (events.annotate(day=TruncDate("timestamp"),
@@ -161,7 +161,7 @@ def _add(events: QuerySet[Event]) -> None:
             (daily_event_rows(events), DailyEventRollup._meta.db_table,
              ("day", "event_type", "category", "events", "value_sum", "value_events"),
              ("day", "event_type", "category"), ("events", "value_sum", "value_events")),
-            (user_day_rows(events), UserDayRollup._meta.db_table,
+            (_user_day_rows(events), UserDayRollup._meta.db_table,
              ("day", "user_id", "category", "events", "views", "purchases"),
              ("day", "user_id", "category"), ("events", "views", "purchases")),
             (_user_activity_rows(events), UserDayActivity._meta.db_table,

@@ -3,9 +3,11 @@ received since their watermark, or the raw events alone. Both give identical ans
 (tests/analytics/insights/test_sources.py); the rollups make the cost grow with the days
 and persons shown instead of the events behind them.
 
-Two relations, as SQL over which the insights aggregate:
+Relations, as SQL over which the insights aggregate:
 - ``person_days``: (day, person), a row (or several) for every person active on a day;
-- ``daily_events``: (day, event_type, category, events, value_sum, value_events), summable.
+- ``daily_events``: (day, event_type, category, events, value_sum, value_events), summable;
+- ``category_shoppers`` (rollups only): (category, person, views, purchases), the persons
+  who viewed or bought the category's items on a day of the range.
 
 With rollups, each is the rollup rows of the range UNION ALL the same figures computed
 from the events received at or after the watermark (a few minutes' worth when the
@@ -16,7 +18,9 @@ Late events (old timestamps received now) are in the tail until the next update 
 to their day.
 
 What is not rolled up, and why, is said where it is read: funnels (conversion windows across
-arbitrary steps), paths (event sequences), items (distinct persons per item), sentiment
+arbitrary steps), paths (event sequences), items (per-item totals and distinct persons per
+item: an item-day rollup was measured, 5.8M rows at 10M events, and summed no faster than
+one pass over the events), sentiment
 (reviews only, scored after they arrive), recommendations (impressions), property filters
 and breakdowns, and unique persons of chosen event types (trends) read raw events.
 """
