@@ -17,7 +17,8 @@ from ingestion.models import Event, IdentityLink, Item
 
 
 ItemOrder = Literal["views", "revenue", "conversion", "average_rating"]
-# The additive per-item totals of _item_totals, in its SELECT order after item and category.
+# The additive per-item totals of _item_rows, in its SELECT order after the item (the
+# category and the external id follow them).
 _TOTAL_FIELDS = ("events", "views", "previous_views", "purchases", "revenue", "rating_sum",
                  "ratings", *SENTIMENT_LABELS)
 
@@ -103,16 +104,21 @@ def _item_rows(*, date_range: DateRange, category: str | None, with_previous: bo
         parts.append(f"SELECT 'categories', NULL, {sums}, category, NULL FROM per_item "
                      "WHERE events > 0 GROUP BY category")
     if wanted.trending_limit:
+        # Ties go by the external id's code points, as Python compares strings: PostgreSQL's
+        # default collation would order "sku10" before "sku-2" and "a" before "B".
+        code_points = ' COLLATE "C"' if connection.vendor == "postgresql" else ""
         parts.append("SELECT 'trending', ranked.* FROM (SELECT * FROM per_item "
                      "WHERE views + previous_views > 0 AND views >= %s "
-                     f"ORDER BY {_GROWTH} DESC, views DESC, external_id "
+                     f"ORDER BY {_GROWTH} DESC, views DESC, external_id{code_points} "
                      "LIMIT %s) AS ranked")
         params += [wanted.min_views, wanted.trending_limit]
+    rows: dict[str, list[dict[str, Any]]] = {"items": [], "categories": [], "trending": []}
+    if not parts:
+        return rows
     sql = (f"WITH per_item AS (SELECT t.*, i.category, i.item_id AS external_id FROM ("
            f"SELECT e.item_id AS item, {columns} FROM {event_table} e "
            f"WHERE {' AND '.join(filters)} GROUP BY e.item_id) t "
            f"JOIN {item_table} i ON i.id = t.item) " + " UNION ALL ".join(parts))
-    rows: dict[str, list[dict[str, Any]]] = {"items": [], "categories": [], "trending": []}
     for kind, item, *sums, category_name, external_id in sources.fetch(sql, params):
         # PostgreSQL sums bigints as numeric: back to the types a single item's totals have.
         row = {field: None if value is None

@@ -5,6 +5,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.apps import apps as django_apps
@@ -27,8 +28,8 @@ NOW = timezone.now()
 DAY = timezone.localdate(NOW - timedelta(days=3))
 
 
-def store(count: int, *, received_minutes_ago: float, user: str = "ann", item: str = "sku-1",
-          event_type: str = "view", days_ago: float = 3) -> None:
+def store(count: int, *, received_minutes_ago: float, user: str = "ann",
+          item: str | None = "sku-1", event_type: str = "view", days_ago: float = 3) -> None:
     store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type, user_id=user,
                                     item_id=item, timestamp=NOW - timedelta(days=days_ago),
                                     value=2.5 if event_type == "purchase" else None)
@@ -80,17 +81,31 @@ class TestRollUp:
         assert sorted(UserDayActivity.objects.values_list("user__user_id", "day", "events")) == [
             ("ann", DAY, 5), ("bob", DAY - timedelta(days=1), 1)]
 
+    def test_a_users_day_in_a_category_counts_its_item_views_and_purchases(self):
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
+        store(3, received_minutes_ago=30, event_type="view")
+        store(2, received_minutes_ago=30, event_type="purchase")
+        store(1, received_minutes_ago=30, event_type="add_to_cart")
+        store(4, received_minutes_ago=30, event_type="view", item=None)  # no item
+        services.roll_up_new_events(now=NOW)
+
+        rows = {row.category: (row.events, row.views, row.purchases)
+                for row in UserDayRollup.objects.all()}
+        assert rows == {"books": (6, 3, 2), "": (4, 0, 0)}
+
     def test_upgrading_to_the_new_rollup_shapes_starts_the_rollups_over(self):
         """Rollups built before the activity table and the views/purchases figures existed
         lack them: the migration empties them, so readers use raw events until rebuilt."""
         store(3, received_minutes_ago=30)
         services.roll_up_new_events(now=NOW)
+        RollupDirtyDay.objects.create(day=DAY)
         migration = importlib.import_module(
             "analytics.migrations.0003_user_activity_rollup")
 
-        migration.start_the_rollups_over(django_apps, None)
+        migration.start_the_rollups_over(django_apps, SimpleNamespace(connection=connection))
 
         assert rolled_events() == 0 and not UserDayRollup.objects.exists()
+        assert not UserDayActivity.objects.exists() and not RollupDirtyDay.objects.exists()
         assert services.pending_events() == 3
         assert services.roll_up_new_events(now=NOW).events == 3
         assert UserDayActivity.objects.get().events == 3

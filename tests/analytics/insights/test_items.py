@@ -106,6 +106,20 @@ class TestItems:
         assert top(2) == ["high", "low"]
         assert top(3) == ["high", "low", "unrated"]
 
+    def test_trending_ties_at_the_limit_go_by_the_item_ids_characters(self):
+        # Character by character "B" < "a" and "sku-2" < "sku10"; a database collation
+        # that ignores case or punctuation would keep "a" and "sku10".
+        for name in ["sku10", "a", "sku-2", "B"]:
+            event(user(f"u{name}"), "view", at(20), item(name))
+        rows = items.trending_items(date_range=JANUARY, min_views=1, limit=2)
+        assert [row["item_id"] for row in rows] == ["B", "a"]
+        rows = items.trending_items(date_range=JANUARY, min_views=1, limit=3)
+        assert [row["item_id"] for row in rows] == ["B", "a", "sku-2"]
+
+    def test_no_trending_items_asked_for_is_an_empty_list(self):
+        event(user("u"), "view", at(20), item("a"))
+        assert items.trending_items(date_range=JANUARY, limit=0) == []
+
     def test_trending_ties_at_the_limit_go_by_item_id(self):
         # Created in reverse order so database ids disagree with the external ids.
         for name in ["d", "c", "b", "a"]:
