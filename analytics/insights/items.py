@@ -138,9 +138,8 @@ def _distinct_users(*, date_range: DateRange, category: str | None, by_category:
     persons, as in the funnel: an anonymous id linked to a signed-in user is that user.
     Per category, the rollups hold each user's views and purchases of a day (sources.py):
     at 10M events over 120 days that is 2M rows to count over instead of 6M events."""
-    shoppers = sources.category_shoppers(date_range=date_range, category=category) \
-        if by_category else None
-    if shoppers is not None:
+    if by_category and (shoppers := sources.category_shoppers(date_range=date_range,
+                                                              category=category)):
         shoppers_sql, shoppers_params = shoppers
         return {name: (viewers, purchasers) for name, viewers, purchasers in sources.fetch(
             "SELECT category, COUNT(DISTINCT CASE WHEN views > 0 THEN person END), "

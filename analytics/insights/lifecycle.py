@@ -39,8 +39,8 @@ def lifecycle(*, date_range: DateRange, interval: Interval = "week",
     period_of = sources.period_of(interval)
     active_sql, active_params = sources.person_days(date_range=lookback, category=category)
     seen_sql, seen_params = sources.first_seen_days(date_range=lookback)
-    periods_sql, periods_params = sources.numbered_periods(
-        days=lookback.dates(), number_of=lambda day: number_of[period_of(day)])
+    periods_sql, periods_params = sources.periods(
+        days=lookback.dates(), period_of=lambda day: number_of[period_of(day)])
     # One sort of the person-days by person and period, one window over it: a person's
     # first day in a period carries the period of the row before (their previous active
     # period, or this one for later days), their last day the period of the row after

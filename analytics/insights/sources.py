@@ -34,7 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, F, Q, QuerySet
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.functions import TruncDate
 
 from analytics.insights.common import DateRange, events_in_range
 from analytics.models import (
@@ -102,8 +102,8 @@ def person_days(*, date_range: DateRange, category: str | None = None) -> Relati
     else:
         rolled = UserDayActivity.objects.all()
     rolled = rolled.filter(day__gte=date_range.start, day__lte=date_range.end)
-    rolled = rolled.annotate(person=Coalesce(F("identity_link__person_id"), F("user_id"))
-                             ).values_list("day", "person")
+    # The rollups carry the user's identity link as events do, so persons key alike.
+    rolled = rolled.annotate(person=person_key()).values_list("day", "person")
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
 
 
@@ -141,8 +141,7 @@ def category_shoppers(*, date_range: DateRange, category: str | None = None) -> 
     rolled = UserDayRollup.objects.filter(day__gte=date_range.start, day__lte=date_range.end)
     if category:
         rolled = rolled.filter(category=category)
-    rolled = (rolled.filter(Q(views__gt=0) | Q(purchases__gt=0))
-              .annotate(person=Coalesce(F("identity_link__person_id"), F("user_id")))
+    rolled = (rolled.filter(Q(views__gt=0) | Q(purchases__gt=0)).annotate(person=person_key())
               .values_list("category", "person", "views", "purchases"))
     tail = (events_in_range(date_range=date_range, category=category)
             .filter(received_at__gte=watermark, item__isnull=False,
@@ -162,19 +161,16 @@ def first_seen_days(*, date_range: DateRange) -> Relation:
                 .annotate(first_day=TruncDate("first_seen")).values_list("id", "first_day"))
 
 
-def periods(*, days: list[date], period_of) -> Relation:
-    """SQL with columns (day, period): each day and the first day of its period."""
+def periods(*, days: list[date], period_of: Callable[[date], date | int]) -> Relation:
+    """SQL with columns (day, period): each day and its period, as period_of names it (the
+    period's first day, or its number)."""
     values = ", ".join(["(%s, %s)"] * len(days))
+    period_params = [period_of(day) for day in days]
     # A CTE names the columns the same way on SQLite and PostgreSQL.
     return (f"WITH periods(day, period) AS (VALUES {values}) SELECT day, period FROM periods",
-            [date_param(value) for day in days for value in (day, period_of(day))])
-
-
-def numbered_periods(*, days: list[date], number_of: Callable[[date], int]) -> Relation:
-    """SQL with columns (day, period): each day and the number of its period."""
-    values = ", ".join(["(%s, %s)"] * len(days))
-    return (f"WITH periods(day, period) AS (VALUES {values}) SELECT day, period FROM periods",
-            [value for day in days for value in (date_param(day), number_of(day))])
+            [value for day, period in zip(days, period_params)
+             for value in (date_param(day),
+                           date_param(period) if isinstance(period, date) else period)])
 
 
 def date_param(value: date) -> date | str:
