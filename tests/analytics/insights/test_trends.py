@@ -94,6 +94,25 @@ def test_more_than_ten_breakdown_values_keep_the_ten_most_frequent_and_fold_the_
     assert series(users, "search", "other")["total"] == 1
 
 
+def test_persons_by_category_keep_the_ten_categories_with_most_events():
+    shopper = user("shopper")
+    for number in range(10):  # c00 has the most events (13), c09 the fewest kept (4)
+        product = item(f"sku-{number}", f"c{number:02d}")
+        for _ in range(13 - number):
+            event(shopper, "view", at(5), product)
+    rarely_viewed = item("sku-rare", "c10")
+    for name in ("ann", "bob", "cy"):  # 3 events, but more persons than any other category
+        event(user(name), "view", at(6), rarely_viewed)
+
+    result = trends.trends(date_range=FIRST_WEEK, event_types=["view"], breakdown="category",
+                           measure="users")
+
+    values = [row["breakdown_value"] for row in result["series"]]
+    assert values == [f"c{number:02d}" for number in range(10)] + ["other"]
+    assert series(result, "view", "other")["total"] == 3
+    assert series(result, "view", "c00")["total"] == 1
+
+
 def test_breakdown_by_item_category(searches):
     shoes, hats, plain = item("sneaker", "shoes"), item("beanie", "hats"), item("sock", "")
     viewer = user("viewer")
