@@ -123,11 +123,8 @@ def trends(*, date_range: DateRange, event_types: list[str], measure: Measure = 
                             if measure == "average" else {})
     else:
         if breakdown == CATEGORY_BREAKDOWN and property_filter is None:
-            # The categories ranked by events are per-day figures too (10M events, 120 days:
-            # 1.0 s less than counting them on the events).
-            kept_values = _top_day_buckets(_day_rows(date_range=date_range,
-                                                     event_types=event_types,
-                                                     category=category, breakdown=breakdown))
+            kept_values = _top_categories(date_range=date_range, event_types=event_types,
+                                          category=category)
         elif breakdown:
             kept_values = _top_breakdown_values(
                 _matching(date_range=date_range, event_types=event_types, category=category,
@@ -190,8 +187,29 @@ def _top_day_buckets(rows: list[DayRow]) -> list[str]:
     events: Counter[str] = Counter()
     for _, _, bucket, count, _, _ in rows:
         events[bucket] += count
+    return _most_events(events)
+
+
+def _most_events(events: Counter[str]) -> list[str]:
+    """The buckets with most events; ties by name in code-point order, on any database."""
     return [bucket for bucket, _ in sorted(events.items(), key=lambda kv: (-kv[1], kv[0]))
             [:MAX_BREAKDOWN_VALUES]]
+
+
+def _top_categories(*, date_range: DateRange, event_types: list[str],
+                    category: str | None) -> list[str]:
+    """The categories kept in a breakdown of a measure counted on events (distinct
+    persons), ranked as the per-day path ranks them. With rollups they come from the
+    per-day rows (10M events, 120 days: 1.0 s less than counting the events); without,
+    from one count per category, cheaper than per-day rows from the events."""
+    if sources.rollup_watermark() is not None:
+        return _top_day_buckets(_day_rows(date_range=date_range, event_types=event_types,
+                                          category=category, breakdown=CATEGORY_BREAKDOWN))
+    events = _matching(date_range=date_range, event_types=event_types, category=category,
+                       property_filter=None)
+    return _most_events(Counter(dict(
+        events.annotate(bucket=_breakdown_expression(CATEGORY_BREAKDOWN))
+        .values_list("bucket").annotate(events=Count("id")).order_by())))
 
 
 def _figures_from_days(rows: list[DayRow], *, measure: Measure, interval: Interval | None,

@@ -80,7 +80,7 @@ def answers(today) -> dict:
             # Viewers and purchasers per category (the other item figures read raw events).
             results[("categories", key)] = items.category_performance(
                 date_range=date_range, category=category or None, order_by="conversion")
-            for measure in ("count", "sum", "average"):
+            for measure in ("count", "users", "sum", "average"):
                 for breakdown in (None, "category"):
                     results[("trends", measure, breakdown, key)] = trends.trends(
                         date_range=date_range, event_types=["view", "purchase", "signup"],
