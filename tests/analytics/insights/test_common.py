@@ -1,8 +1,9 @@
-"""The date range every insight reads."""
+"""The date range every insight reads, and the settings its reads run with."""
 
 from datetime import UTC, date, datetime
 
 import pytest
+from django.db import connection
 
 from analytics.insights import common
 from analytics.insights.common import DateRange
@@ -21,3 +22,24 @@ class TestDateRange:
     def test_default_is_the_last_30_days(self):
         default = common.default_date_range(today=date(2026, 3, 30))
         assert (default.start, default.end) == (date(2026, 3, 1), date(2026, 3, 30))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL settings")
+@pytest.mark.django_db(transaction=True)  # as in a request: the reads' own transaction
+def test_dashboard_reads_plan_with_their_own_settings_and_leave_the_connection_as_it_was():
+    def setting(name: str) -> str:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SHOW {name}")
+            return cursor.fetchone()[0]
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET work_mem = '256MB'")  # a server tuned for other work
+    try:
+        with common.analytics_queries():
+            assert setting("work_mem") == common.ANALYTICS_WORK_MEM == "4MB"
+            assert setting("jit") == "off"
+            assert setting("transaction_isolation") == "repeatable read"
+        assert setting("work_mem") == "256MB"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET work_mem")
