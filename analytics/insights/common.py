@@ -58,11 +58,11 @@ class DateRange:
 
 # Per-request PostgreSQL settings for the analytics reads. work_mem is set explicitly to
 # PostgreSQL's default, so that a server with a larger global work_mem plans these reads
-# the same: with more, the planner expects the rollups' person-days to sort in memory and gives up
-# the parallel plan (10M events, 120 days, p50 at 64 MB -> 4 MB: lifecycle 993 -> 655 ms,
-# stickiness 853 -> 591, funnel by category 9.7 -> 7.8 s; 1M events within noise). JIT
-# compilation, triggered by these queries' high cost estimates, costs more (about 300 ms
-# a query) than it saves on scans this size.
+# the same: with more, the planner expects the rollups' person-days to sort in memory and
+# gives up the parallel plan (10M events, 120 days, p50 at 64 MB -> 4 MB: lifecycle 993 ->
+# 655 ms, stickiness 853 -> 591, funnel by category 9.7 -> 7.8 s; 1M events within
+# noise). JIT compilation, triggered by these queries' high cost estimates, costs more
+# (about 300 ms a query) than it saves on scans this size.
 ANALYTICS_WORK_MEM = "4MB"
 
 
