@@ -207,9 +207,8 @@ def _top_categories(*, date_range: DateRange, event_types: list[str],
                                           category=category, breakdown=CATEGORY_BREAKDOWN))
     events = _matching(date_range=date_range, event_types=event_types, category=category,
                        property_filter=None)
-    return _most_events(Counter(dict(
-        events.annotate(bucket=_breakdown_expression(CATEGORY_BREAKDOWN))
-        .values_list("bucket").annotate(events=Count("id")).order_by())))
+    return _most_events(Counter({row["bucket"]: row["events"] for row in
+                                 _events_per_bucket(events, CATEGORY_BREAKDOWN).order_by()}))
 
 
 def _figures_from_days(rows: list[DayRow], *, measure: Measure, interval: Interval | None,
@@ -259,9 +258,13 @@ def _property_text(key: str) -> Cast:
     return Cast(KeyTextTransform(key, "properties"), CharField())
 
 
+def _events_per_bucket(events: QuerySet[Event], breakdown: str) -> QuerySet:
+    return (events.annotate(bucket=_breakdown_expression(breakdown)).values("bucket")
+            .annotate(events=Count("id")))
+
+
 def _top_breakdown_values(events: QuerySet[Event], breakdown: str) -> list[str]:
-    ranked = (events.annotate(bucket=_breakdown_expression(breakdown)).values("bucket")
-              .annotate(events=Count("id")).order_by("-events", "bucket"))
+    ranked = _events_per_bucket(events, breakdown).order_by("-events", "bucket")
     return [row["bucket"] for row in ranked[:MAX_BREAKDOWN_VALUES]]
 
 
