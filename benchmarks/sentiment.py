@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recommender.ml.encoder import encoder_installed, encoder_precision
+from recommender.ml.encoder import encoder_installed, encoder_precision, quantized_runtime_installed
 from recommender.ml.encoder_sentiment import load_sentiment_model, train_encoder_sentiment
 from recommender.ml.sentiment import (
     SentimentScorer,
@@ -122,7 +122,7 @@ def compare_models(texts: list[str], ratings: list[int], *, with_encoder: bool) 
         results[name]["training"] = {key: reports[name][key] for key in (
             "epochs_run", "best_epoch", "batch_size", "sequence_length", "vocabulary_size",
             "decision_threshold", "negative_threshold", "positive_threshold", "threshold_source",
-            "selection_macro_f1", "device", "precision", "frozen_selection_macro_f1",
+            "selection_macro_f1", "device", "precision", "quantized", "frozen_selection_macro_f1",
             "fine_tuned_selection_macro_f1", "fine_tuned_blocks", "fine_tune_seconds")
             if key in reports[name]}
 
@@ -181,7 +181,8 @@ def run(reviews: Path, samples: list[int]) -> dict[str, Any]:
                     "sample_seed": SAMPLE_SEED},
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "device": comparisons["full"]["device"],
-                    "encoder_precision": encoder_precision()},
+                    "encoder_precision": encoder_precision(),
+                    "encoder_quantized": quantized_runtime_installed()},
         "models": comparisons["full"]["models"],
         "samples": {size: comparison for size, comparison in comparisons.items() if size != "full"},
         "targets": targets_met(comparisons),

@@ -128,7 +128,9 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
     candidates = {"ngram": (SentimentConfig(), train_sentiment)}
     if encoder_installed():
         fine_tune = {"auto": None, "always": True, "never": False}[settings.SENTIMENT_FINE_TUNE]
-        candidates = {"encoder": (EncoderSentimentConfig(fine_tune=fine_tune), train_encoder_sentiment),
+        quantized = {"auto": None, "never": False}[settings.SENTIMENT_QUANTIZE]
+        candidates = {"encoder": (EncoderSentimentConfig(fine_tune=fine_tune, quantized=quantized),
+                                  train_encoder_sentiment),
                       **candidates}
     trained: dict[str, TrainedCandidate] = {}
     for architecture, (config, train) in candidates.items():

@@ -220,6 +220,12 @@ SENTIMENT_SWEEP_GRACE_SECONDS = env.int("SENTIMENT_SWEEP_GRACE_SECONDS", default
 SENTIMENT_FINE_TUNE = env.str("SENTIMENT_FINE_TUNE", default="auto")
 if SENTIMENT_FINE_TUNE not in {"auto", "always", "never"}:
     raise ImproperlyConfigured(f"SENTIMENT_FINE_TUNE must be auto, always or never, not {SENTIMENT_FINE_TUNE!r}")
+# Sentiment encoder scoring with int8 weights through LiteRT, about twice TensorFlow's rate
+# on a CPU: "auto" where LiteRT is installed; "never" keeps TensorFlow's own arithmetic
+# (benchmarks/README.md has the macro-F1 of both). A version is scored as it was trained.
+SENTIMENT_QUANTIZE = env.str("SENTIMENT_QUANTIZE", default="auto")
+if SENTIMENT_QUANTIZE not in {"auto", "never"}:
+    raise ImproperlyConfigured(f"SENTIMENT_QUANTIZE must be auto or never, not {SENTIMENT_QUANTIZE!r}")
 # Analytics rollups: the watermark stays this far behind now, so a batch committing a
 # little after its received_at was taken is not skipped; /readyz reports events waiting
 # longer than ANALYTICS_ROLLUP_MAX_LAG_SECONDS. Without rollups every read scans raw events.

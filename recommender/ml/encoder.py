@@ -21,7 +21,9 @@ the fourth, 0.83 on all seven side by side).
 
 It computes in bfloat16 where the hardware multiplies bfloat16 natively (AMX or
 AVX512-BF16 CPUs, Ampere-or-later GPUs) and in float32 elsewhere (``encoder_precision``);
-both match the reference.
+both match the reference. Scoring on a CPU goes faster still through a copy of this
+model converted to LiteRT with int8 weights (``QuantizedLayerMeans``), close to the
+reference but not equal to it; training and GPUs use the Keras model.
 
 Texts longer than the model's limit (256 word pieces, from the model's own
 ``sentence_bert_config.json``) are truncated there: only their first ~200 words count.
@@ -35,6 +37,8 @@ import functools
 import hashlib
 import importlib.util
 import json
+import os
+import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -146,7 +150,7 @@ class BertEncoder(tf.keras.Model):
         token_ids, attention_mask = inputs
         batch, length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
         positions = tf.range(length)
-        states = (self.word_embeddings(token_ids) + self.position_embeddings(positions)[tf.newaxis]
+        states = (self.word_embeddings(token_ids) + tf.expand_dims(self.position_embeddings(positions), 0)
                   + self.segment_embeddings(tf.zeros_like(token_ids)))
         # One row per token from here on: the dense layers then run as plain matrix
         # products, which oneDNN fuses with their bias and GELU (a (batch, length, hidden)
@@ -154,8 +158,10 @@ class BertEncoder(tf.keras.Model):
         # the intermediate dense layer with its GELU took 4x as long).
         states = self.embedding_norm(tf.reshape(states, (batch * length, -1)))
         mask = tf.cast(attention_mask, states.dtype)
-        attention_bias = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * _MASKED_LOGIT
-        token_weights = tf.cast(attention_mask, tf.float32)[:, :, tf.newaxis]
+        # Axes are added by reshape and expand_dims, not by indexing with tf.newaxis:
+        # LiteRT's own kernels have no strided slice that adds axes (QuantizedLayerMeans).
+        attention_bias = (1.0 - tf.reshape(mask, (batch, 1, 1, length))) * _MASKED_LOGIT
+        token_weights = tf.expand_dims(tf.cast(attention_mask, tf.float32), -1)
         token_weights /= tf.maximum(tf.reduce_sum(token_weights, axis=1, keepdims=True), 1.0)
 
         def masked_mean(token_states: tf.Tensor) -> tf.Tensor:
@@ -261,9 +267,27 @@ class SentenceEncoder:
     def layer_means_function(self, top_blocks: Sequence[_TransformerBlock] = ()) -> Callable:
         """(token ids, mask) -> layer means, traced once for every batch shape: eager
         Keras calls would cost more than the arithmetic for short reviews."""
-        spec = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
-        return tf.function(lambda ids, mask: self.bert((ids, mask), training=False, top_blocks=top_blocks),
-                           input_signature=[spec, spec])
+        return _traced_layer_means(self.bert, top_blocks)
+
+    @functools.cached_property
+    def quantized_layer_means(self) -> Callable:
+        """This encoder's ``quantized_layer_means_function``, converted on first use."""
+        return self.quantized_layer_means_function()
+
+    def quantized_layer_means_function(self, top_blocks: Sequence[_TransformerBlock] = ()) -> Callable:
+        """The layer means of ``layer_means_function`` through LiteRT with int8 weights
+        (``QuantizedLayerMeans``): converted from a float32 copy of the encoder, whatever
+        precision this one computes in, whose top blocks take ``top_blocks``' weights."""
+        with global_dtype_policy("float32"):
+            bert = BertEncoder(self.bert.config, name="bert_float32")
+            bert((np.zeros((1, 2), np.int32), np.ones((1, 2), np.int32)))
+        bert.set_weights(self.bert.get_weights())
+        for own, tuned in zip(bert.blocks[len(bert.blocks) - len(top_blocks):], top_blocks, strict=True):
+            own.set_weights(tuned.get_weights())
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [_traced_layer_means(bert, ()).get_concrete_function()], bert)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return QuantizedLayerMeans(converter.convert())
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self._tokenizer.encode_batch(texts)]
@@ -289,7 +313,7 @@ class SentenceEncoder:
         function = function or self._layer_means
         features = np.zeros((len(texts), len(self.bert.blocks) + 1, self.dimension), dtype=np.float32)
         for positions, token_ids, mask in self.padded_batches(texts, batch_size):
-            features[positions] = function(tf.constant(token_ids), tf.constant(mask)).numpy()
+            features[positions] = np.asarray(function(token_ids, mask))
         return features
 
     def sentence_embeddings(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
@@ -297,6 +321,52 @@ class SentenceEncoder:
         layer's mean, L2-normalised."""
         last = self.layer_means(texts, batch_size)[:, -1]
         return last / np.maximum(np.linalg.norm(last, axis=1, keepdims=True), 1e-12)
+
+
+def _traced_layer_means(bert: BertEncoder, top_blocks: Sequence[_TransformerBlock]) -> Callable:
+    spec = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
+    return tf.function(lambda ids, mask: bert((ids, mask), training=False, top_blocks=top_blocks),
+                       input_signature=[spec, spec])
+
+
+class QuantizedLayerMeans:
+    """(token ids, mask) -> layer means, computed by LiteRT's CPU kernels (XNNPACK) on a
+    copy of the encoder whose dense weights are int8 ("dynamic range" quantisation: each
+    token's activations are quantised on the fly, so a text's means do not depend on the
+    others in its batch).
+
+    Why: serving reviews on a CPU. Measured on 2,000 clothing reviews on a 2-vCPU
+    AVX512-BF16 VM: 450 texts/s against 258 for TensorFlow in bfloat16 and 198 in
+    float32; LiteRT in float32 scored 220, so the gain is the int8 arithmetic. Every
+    layer mean keeps a cosine of at least 0.994 with float32's (0.998 on average), and
+    sentiment scores move by less than its thresholds' resolution (benchmarks/README.md
+    has the macro-F1 on both). Fine-tuning needs gradients and runs in TensorFlow; its
+    blocks are converted afterwards. One interpreter per model, used by one thread at a
+    time."""
+
+    # Texts per call. Unlike TensorFlow's bfloat16 kernels (fastest at 32-64), these are
+    # fastest on small batches, which also pad less: on 2,000 reviews, 4: 600-612 texts/s,
+    # 8: 583, 16: 531-561, 32: 467-477.
+    TEXTS_PER_CALL = 8
+
+    def __init__(self, model: bytes) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.model_bytes = len(model)
+        self._run = Interpreter(model_content=model, num_threads=len(os.sched_getaffinity(0))
+                                ).get_signature_runner()
+        self._lock = threading.Lock()
+
+    def __call__(self, token_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with self._lock:
+            outputs = self._run(ids=np.asarray(token_ids, np.int32), mask=np.asarray(mask, np.int32))
+        [layer_means] = outputs.values()
+        return layer_means
+
+
+def quantized_runtime_installed() -> bool:
+    """Whether LiteRT (``ai-edge-litert``), which runs ``QuantizedLayerMeans``, is installed."""
+    return importlib.util.find_spec("ai_edge_litert") is not None
 
 
 @functools.cache

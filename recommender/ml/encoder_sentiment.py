@@ -11,7 +11,10 @@ bfloat16 (an Ampere-or-later GPU, or a CPU with AMX or AVX512-BF16) and the shop
 enough reviews, copies of the
 encoder's top blocks are then fine-tuned together with a copy of that head, and the
 fine-tuned model is kept only if it scores a higher macro-F1 on the validation slice
-(``fine_tune``). Labels, the binary decision threshold and the neutral band work as for
+(``fine_tune``). On a CPU with LiteRT installed the head learns on, and the model scores
+with, the encoder's int8 copy (``recommender.ml.encoder.QuantizedLayerMeans``, about
+twice TensorFlow's rate); fine-tuning itself runs in TensorFlow and its blocks are then
+converted. Labels, the binary decision threshold and the neutral band work as for
 the n-gram model (its module docstring says how), chosen on a validation slice of the
 training data. The artifact holds the head, the thresholds and any fine-tuned blocks,
 not the encoder: it names the encoder by the sha256 of its weights and refuses to load
@@ -38,7 +41,9 @@ from recommender.ml.encoder import (
     ENCODER_NAME,
     ENCODER_PACKAGE,
     EncoderNotInstalled,
+    QuantizedLayerMeans,
     SentenceEncoder,
+    quantized_runtime_installed,
     shared_encoder,
 )
 from recommender.ml.lexicon import NEUTRAL, SentimentScorer, as_text_array
@@ -96,22 +101,31 @@ class EncoderSentimentConfig:
     fine_tune_epochs: int = 2
     fine_tune_learning_rate: float = 1e-4
     fine_tune_min_texts: int = 1_000
+    # Encode through QuantizedLayerMeans (int8 weights, LiteRT, on the CPU even on a GPU
+    # node) for the frozen head's training features and for scoring; None: where LiteRT
+    # is installed. The artifact records it, and serving encodes as the model learned.
+    quantized: bool | None = None
 
 
 class EncoderSentimentModel(SentimentScorer):
     """Texts -> encoder embeddings -> head -> p(positive), with the thresholds. A
     fine-tuned model carries its own copies of the encoder's top blocks
-    (``tuned_blocks``); the rest of the encoder stays the process's shared one."""
+    (``tuned_blocks``); the rest of the encoder stays the process's shared one.
+    ``quantized`` encodes through the encoder's int8 LiteRT copy, built with the tuned
+    blocks when there are any."""
 
     source = "model"
 
     def __init__(self, encoder: SentenceEncoder, head: tf.keras.Model, *, decision_threshold: float,
                  negative_threshold: float, positive_threshold: float,
-                 encode_batch_size: int = 32, tuned_blocks: Sequence[tf.keras.layers.Layer] = ()) -> None:
+                 encode_batch_size: int = 32, tuned_blocks: Sequence[tf.keras.layers.Layer] = (),
+                 quantized: bool = False, layer_means: Callable | None = None) -> None:
         self.encoder = encoder
         self.head = head
         self.tuned_blocks = list(tuned_blocks)
-        self._layer_means = encoder.layer_means_function(self.tuned_blocks) if self.tuned_blocks else None
+        self.quantized = quantized
+        self._layer_means = layer_means or _layer_means_function(encoder, self.tuned_blocks,
+                                                                 self.quantized)
         self.decision_threshold = decision_threshold
         self.negative_threshold = negative_threshold
         self.positive_threshold = positive_threshold
@@ -120,9 +134,19 @@ class EncoderSentimentModel(SentimentScorer):
                                   input_signature=[tf.TensorSpec((None, feature_size(encoder)),
                                                                  tf.float32)])
 
+    def with_thresholds(self, thresholds: Thresholds) -> EncoderSentimentModel:
+        """This model with other thresholds, sharing its encoding function (a quantised
+        copy of tuned blocks takes seconds to convert)."""
+        return EncoderSentimentModel(
+            self.encoder, self.head, decision_threshold=thresholds.decision,
+            negative_threshold=thresholds.negative, positive_threshold=thresholds.positive,
+            encode_batch_size=self.encode_batch_size, tuned_blocks=self.tuned_blocks,
+            quantized=self.quantized, layer_means=self._layer_means)
+
     def predict_positive_proba(self, texts: Iterable[str]) -> np.ndarray:
-        return self.scores_of_embeddings(encoder_features(self.encoder, as_text_array(texts),
-                                                          self.encode_batch_size, self._layer_means))
+        return self.scores_of_embeddings(encoder_features(
+            self.encoder, as_text_array(texts), _texts_per_call(self.quantized, self.encode_batch_size),
+            self._layer_means))
 
     def scores_of_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         if len(embeddings) == 0:
@@ -151,6 +175,7 @@ class EncoderSentimentModel(SentimentScorer):
             "positive_threshold": self.positive_threshold,
             "encode_batch_size": self.encode_batch_size,
             "tuned_blocks": len(self.tuned_blocks),
+            "quantized": self.quantized,
         }
         (directory / METADATA_FILENAME).write_text(json.dumps(metadata, indent=2) + "\n")
 
@@ -175,10 +200,18 @@ class EncoderSentimentModel(SentimentScorer):
                 for index, block in enumerate(tuned_blocks):
                     block.set_weights([arrays[f"block{index}_weight{position}"]
                                        for position in range(len(block.weights))])
+        # As it learned (artifacts from before the key learned on TensorFlow's features);
+        # without LiteRT, TensorFlow scores them a little differently (tested within 0.03).
+        quantized = bool(metadata.get("quantized", False))
+        if quantized and not quantized_runtime_installed():
+            logger.warning("LiteRT (ai-edge-litert) is not installed: this sentiment version, "
+                           "trained on the int8 encoder, is scored in TensorFlow")
+            quantized = False
         return cls(encoder, head, decision_threshold=metadata["decision_threshold"],
                    negative_threshold=metadata["negative_threshold"],
                    positive_threshold=metadata["positive_threshold"],
-                   encode_batch_size=metadata["encode_batch_size"], tuned_blocks=tuned_blocks)
+                   encode_batch_size=metadata["encode_batch_size"], tuned_blocks=tuned_blocks,
+                   quantized=quantized)
 
 
 def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
@@ -198,9 +231,16 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     # memory growth can no longer be set.
     accelerator = configure_accelerator()
     encoder = encoder or shared_encoder()
+    # The head learns on the features it will be served: the quantised encoder's where
+    # serving uses it.
+    quantized = quantized_runtime_installed() if config.quantized is None else config.quantized
+    frozen_means = _layer_means_function(encoder, (), quantized)
 
-    fit_embeddings = _features_cancellable(encoder, data.binary_fit_texts, config, should_stop)
-    validation_embeddings = _features_cancellable(encoder, data.validation_texts, config, should_stop)
+    texts_per_call = _texts_per_call(quantized, config.encode_batch_size)
+    fit_embeddings = _features_cancellable(encoder, data.binary_fit_texts, texts_per_call, should_stop,
+                                           frozen_means)
+    validation_embeddings = _features_cancellable(encoder, data.validation_texts, texts_per_call,
+                                                  should_stop, frozen_means)
     encode_seconds = time.perf_counter() - started
 
     tf.keras.utils.set_random_seed(config.seed)
@@ -232,9 +272,9 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
                        class_weight=balanced_class_weights(fit_targets))
 
     validation_is_positive = data.binary_validation_targets > 0.5
-    validation_scores = _provisional(encoder, head, config).scores_of_embeddings(validation_embeddings)
+    chosen = _provisional(encoder, head, config, quantized)
+    validation_scores = chosen.scores_of_embeddings(validation_embeddings)
     frozen_selection = best_binary_cut(validation_scores[validation_binary], validation_is_positive)[1]
-    tuned_blocks: list[tf.keras.layers.Layer] = []
     tuned_selection = None
     fine_tune_seconds = 0.0
     if _fine_tunes(config, encoder, data.has_validation, len(fit_targets)):
@@ -242,12 +282,12 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
         candidate_blocks, tuned_head = fine_tune(
             encoder, head, data.binary_fit_texts, fit_targets, config,
             on_epoch_end=_after_head_epochs(on_epoch_end, config.epochs), should_stop=should_stop)
-        tuned_scores = _provisional(encoder, tuned_head, config, candidate_blocks).predict_positive_proba(
-            data.validation_texts)
+        candidate = _provisional(encoder, tuned_head, config, quantized, candidate_blocks)
+        tuned_scores = candidate.predict_positive_proba(data.validation_texts)
         tuned_selection = best_binary_cut(tuned_scores[validation_binary], validation_is_positive)[1]
         fine_tune_seconds = time.perf_counter() - fine_tune_started
         if tuned_selection > frozen_selection:
-            tuned_blocks, head, validation_scores = candidate_blocks, tuned_head, tuned_scores
+            chosen, validation_scores = candidate, tuned_scores
     validation_poles = np.bincount(data.binary_validation_targets.astype(int), minlength=2)
     if validation_poles.min() >= config.min_threshold_texts:
         thresholds = choose_thresholds(validation_scores, data.validation_labels)
@@ -258,10 +298,7 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
         thresholds = Thresholds(decision=0.5, negative=0.5, positive=0.5, macro_f1=float(f1_score(
             data.binary_validation_targets.astype(int), predicted, average="macro", labels=[0, 1],
             zero_division=0)))
-    model = EncoderSentimentModel(encoder, head, decision_threshold=thresholds.decision,
-                                  negative_threshold=thresholds.negative,
-                                  positive_threshold=thresholds.positive,
-                                  encode_batch_size=config.encode_batch_size, tuned_blocks=tuned_blocks)
+    model = chosen.with_thresholds(thresholds)
     report = {
         "architecture": ARCHITECTURE,
         "encoder": ENCODER_NAME,
@@ -279,9 +316,10 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
         "selection_macro_f1": best_binary_cut(validation_scores[validation_binary],
                                               validation_is_positive)[1],
         "precision": encoder.precision,
+        "quantized": quantized,
         "frozen_selection_macro_f1": frozen_selection,
         "fine_tuned_selection_macro_f1": tuned_selection,
-        "fine_tuned_blocks": len(tuned_blocks),
+        "fine_tuned_blocks": len(model.tuned_blocks),
         "fine_tune_seconds": fine_tune_seconds,
         "decision_threshold": thresholds.decision,
         "negative_threshold": thresholds.negative,
@@ -295,11 +333,25 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
 
 
 def _provisional(encoder: SentenceEncoder, head: tf.keras.Model, config: EncoderSentimentConfig,
-                 tuned_blocks: Sequence[tf.keras.layers.Layer] = ()) -> EncoderSentimentModel:
+                 quantized: bool, tuned_blocks: Sequence[tf.keras.layers.Layer] = ()
+                 ) -> EncoderSentimentModel:
     """The model before its thresholds are chosen, to score the validation slice."""
     return EncoderSentimentModel(encoder, head, decision_threshold=0.5, negative_threshold=0.5,
                                  positive_threshold=0.5, encode_batch_size=config.encode_batch_size,
-                                 tuned_blocks=tuned_blocks)
+                                 tuned_blocks=tuned_blocks, quantized=quantized)
+
+
+def _texts_per_call(quantized: bool, encode_batch_size: int) -> int:
+    return QuantizedLayerMeans.TEXTS_PER_CALL if quantized else encode_batch_size
+
+
+def _layer_means_function(encoder: SentenceEncoder, tuned_blocks: Sequence[tf.keras.layers.Layer],
+                          quantized: bool) -> Callable | None:
+    """How texts are encoded: None for the encoder's own TensorFlow function."""
+    if quantized:
+        return (encoder.quantized_layer_means_function(tuned_blocks) if tuned_blocks
+                else encoder.quantized_layer_means)
+    return encoder.layer_means_function(tuned_blocks) if tuned_blocks else None
 
 
 def _fine_tunes(config: EncoderSentimentConfig, encoder: SentenceEncoder, has_validation: bool,
@@ -380,15 +432,16 @@ def encoder_features(encoder: SentenceEncoder, texts: np.ndarray, batch_size: in
         len(texts), feature_size(encoder))
 
 
-def _features_cancellable(encoder: SentenceEncoder, texts: np.ndarray, config: EncoderSentimentConfig,
-                          should_stop: Callable[[], bool] | None) -> np.ndarray:
+def _features_cancellable(encoder: SentenceEncoder, texts: np.ndarray, texts_per_call: int,
+                          should_stop: Callable[[], bool] | None,
+                          layer_means: Callable | None) -> np.ndarray:
     """encoder_features in chunks, polling ``should_stop`` between them: encoding a large
     shop's reviews takes minutes on a CPU, and a cancelled job should end within seconds."""
     chunks = [np.zeros((0, feature_size(encoder)), dtype=np.float32)]
     for start in range(0, len(texts), ENCODE_CHUNK_TEXTS):
         raise_if_cancelled(should_stop)
         chunks.append(encoder_features(encoder, texts[start:start + ENCODE_CHUNK_TEXTS],
-                                       config.encode_batch_size))
+                                       texts_per_call, layer_means))
     return np.concatenate(chunks)
 
 

@@ -74,6 +74,17 @@ def labelled(positive: list[str], negative: list[str]) -> tuple[list[str], list[
     return positive + negative, [5] * len(positive) + [1] * len(negative)
 
 
+def on_tensorflow(model, encoder=None):
+    """The model scoring through TensorFlow (as on a GPU node), not the quantised copy."""
+    from recommender.ml.encoder_sentiment import EncoderSentimentModel
+
+    return EncoderSentimentModel(encoder or model.encoder, model.head,
+                                 decision_threshold=model.decision_threshold,
+                                 negative_threshold=model.negative_threshold,
+                                 positive_threshold=model.positive_threshold,
+                                 tuned_blocks=model.tuned_blocks, quantized=False)
+
+
 @pytest.fixture(scope="module")
 def trained():
     from recommender.ml.encoder_sentiment import train_encoder_sentiment
@@ -116,6 +127,7 @@ def test_the_artifact_round_trips_through_the_registry_checksum(trained, setting
     np.testing.assert_allclose(loaded.predict_positive_proba(texts), model.predict_positive_proba(texts),
                                atol=1e-6)
     assert loaded.decision_threshold == model.decision_threshold
+    assert loaded.quantized == model.quantized
     # A second version loaded into the same process reuses the encoder already loaded.
     assert loaded.encoder is model.encoder
     # The encoder's 90 MB stay in the installed package; the artifact is the head.
@@ -134,17 +146,47 @@ def other_precision_encoder(trained):
 
 
 def test_a_head_trained_in_one_precision_scores_the_same_in_the_other(trained, other_precision_encoder):
+    model, _ = trained
+    texts = TEST_POSITIVE + TEST_NEGATIVE
+
+    np.testing.assert_allclose(on_tensorflow(model, other_precision_encoder).predict_positive_proba(texts),
+                               on_tensorflow(model).predict_positive_proba(texts), atol=0.01)
+
+
+def test_the_head_learns_on_the_quantized_encoder_where_litert_is_installed(trained):
+    from recommender.ml.encoder import quantized_runtime_installed
+
+    model, report = trained
+
+    assert report["quantized"] is model.quantized is quantized_runtime_installed()
+
+
+def test_a_head_trained_on_tensorflow_features_scores_nearly_the_same_quantized(trained):
+    """A model trained on a GPU node and served from a CPU."""
     from recommender.ml.encoder_sentiment import EncoderSentimentModel
 
     model, _ = trained
-    served = EncoderSentimentModel(other_precision_encoder, model.head,
-                                   decision_threshold=model.decision_threshold,
-                                   negative_threshold=model.negative_threshold,
-                                   positive_threshold=model.positive_threshold)
     texts = TEST_POSITIVE + TEST_NEGATIVE
+    quantized = EncoderSentimentModel(model.encoder, model.head, decision_threshold=0.5,
+                                      negative_threshold=0.5, positive_threshold=0.5, quantized=True)
 
-    np.testing.assert_allclose(served.predict_positive_proba(texts), model.predict_positive_proba(texts),
-                               atol=0.01)
+    np.testing.assert_allclose(quantized.predict_positive_proba(texts),
+                               on_tensorflow(model).predict_positive_proba(texts), atol=0.03)
+
+
+def test_a_version_trained_on_tensorflow_features_is_scored_by_tensorflow(trained, tmp_path: Path):
+    """As before quantised scoring existed: such artifacts have no "quantized" key."""
+    from recommender.ml.encoder_sentiment import load_sentiment_model
+
+    model, _ = trained
+    on_tensorflow(model).save(tmp_path / "tensorflow")
+    model.save(tmp_path / "older")
+    metadata = json.loads((tmp_path / "older" / "sentiment.json").read_text())
+    del metadata["quantized"]
+    (tmp_path / "older" / "sentiment.json").write_text(json.dumps(metadata))
+
+    assert not load_sentiment_model(tmp_path / "tensorflow").quantized
+    assert not load_sentiment_model(tmp_path / "older").quantized
 
 
 def test_an_artifact_trained_on_other_encoder_weights_is_refused(trained, tmp_path: Path):
@@ -235,7 +277,7 @@ def fine_tuned(trained):
     config = EncoderSentimentConfig(fine_tune_blocks=2, fine_tune_epochs=1, encode_batch_size=8)
     blocks, head = fine_tune(model.encoder, model.head, np.asarray(texts, dtype=object), targets, config)
     return EncoderSentimentModel(model.encoder, head, decision_threshold=0.5, negative_threshold=0.4,
-                                 positive_threshold=0.6, tuned_blocks=blocks)
+                                 positive_threshold=0.6, tuned_blocks=blocks, quantized=model.quantized)
 
 
 def test_fine_tuning_changes_its_own_blocks_and_head_not_the_shared_encoder(trained, fine_tuned):
@@ -356,10 +398,25 @@ def test_a_fine_tuned_model_scores_the_same_served_in_the_other_precision(
 
     fine_tuned.save(tmp_path)
     monkeypatch.setattr(encoder_sentiment, "shared_encoder", lambda: other_precision_encoder)
+    # Served where LiteRT is not installed: in TensorFlow.
+    monkeypatch.setattr(encoder_sentiment, "quantized_runtime_installed", lambda: False)
 
     served = encoder_sentiment.load_sentiment_model(tmp_path)
 
+    assert not served.quantized
     assert served.tuned_blocks[0].compute_dtype == other_precision_encoder.bert.blocks[0].compute_dtype
     texts = TEST_POSITIVE + TEST_NEGATIVE
-    np.testing.assert_allclose(served.predict_positive_proba(texts), fine_tuned.predict_positive_proba(texts),
-                               atol=0.01)
+    np.testing.assert_allclose(served.predict_positive_proba(texts),
+                               on_tensorflow(fine_tuned).predict_positive_proba(texts), atol=0.01)
+
+
+def test_a_fine_tuned_model_scores_nearly_the_same_quantized(fine_tuned):
+    from recommender.ml.encoder_sentiment import EncoderSentimentModel
+
+    texts = TEST_POSITIVE + TEST_NEGATIVE
+    quantized = EncoderSentimentModel(fine_tuned.encoder, fine_tuned.head, decision_threshold=0.5,
+                                      negative_threshold=0.5, positive_threshold=0.5,
+                                      tuned_blocks=fine_tuned.tuned_blocks, quantized=True)
+
+    np.testing.assert_allclose(quantized.predict_positive_proba(texts),
+                               on_tensorflow(fine_tuned).predict_positive_proba(texts), atol=0.03)

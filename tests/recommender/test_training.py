@@ -288,3 +288,25 @@ def test_the_fine_tune_setting_reaches_the_encoder_candidate(serving, settings, 
     _train("sentiment")
 
     assert [config.fine_tune for config in configs] == [fine_tune]
+
+
+@pytest.mark.parametrize(("setting", "quantized"), [("auto", None), ("never", False)])
+def test_the_quantize_setting_reaches_the_encoder_candidate(serving, settings, monkeypatch, setting,
+                                                            quantized):
+    from recommender.ml import encoder_sentiment
+    from recommender.ml.encoder import EncoderNotInstalled
+
+    configs = []
+
+    def recording(texts, labels, *, config, **callbacks):
+        configs.append(config)
+        raise EncoderNotInstalled("recorded; the n-gram model trains instead")
+
+    settings.SENTIMENT_QUANTIZE = setting
+    monkeypatch.setattr(encoder_sentiment, "train_encoder_sentiment", recording)
+    monkeypatch.setattr("recommender.ml.encoder.encoder_installed", lambda: True)
+    _store_slang_reviews()
+
+    _train("sentiment")
+
+    assert [config.quantized for config in configs] == [quantized]
