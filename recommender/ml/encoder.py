@@ -336,13 +336,13 @@ class QuantizedLayerMeans:
     others in its batch).
 
     Why: serving reviews on a CPU. Measured on 2,000 clothing reviews on a 2-vCPU
-    AVX512-BF16 VM: 450 texts/s against 258 for TensorFlow in bfloat16 and 198 in
-    float32; LiteRT in float32 scored 220, so the gain is the int8 arithmetic. Every
-    layer mean keeps a cosine of at least 0.994 with float32's (0.998 on average), and
-    sentiment scores move by less than its thresholds' resolution (benchmarks/README.md
-    has the macro-F1 on both). Fine-tuning needs gradients and runs in TensorFlow; its
-    blocks are converted afterwards. One interpreter per model, used by one thread at a
-    time."""
+    AVX512-BF16 VM, 32 texts per call: 450 texts/s against 258 for TensorFlow in
+    bfloat16 and 198 in float32; LiteRT in float32 scored 220, so the gain is the int8
+    arithmetic. Every layer mean keeps a cosine of at least 0.994 with float32's (0.998
+    on average); the sentiment model's macro-F1 was the same on the whole clothing file
+    and 0.009 lower on 3,000 of its reviews (benchmarks/README.md). Fine-tuning needs
+    gradients and runs in TensorFlow; its blocks are converted afterwards. One
+    interpreter per model, used by one thread at a time."""
 
     # Texts per call. Unlike TensorFlow's bfloat16 kernels (fastest at 32-64), these are
     # fastest on small batches, which also pad less: on 2,000 reviews, 4: 600-612 texts/s,
