@@ -182,7 +182,7 @@ def run(reviews: Path, samples: list[int]) -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "device": comparisons["full"]["device"],
                     "encoder_precision": encoder_precision(),
-                    "encoder_quantized": quantized_runtime_installed()},
+                    "litert_installed": quantized_runtime_installed()},
         "models": comparisons["full"]["models"],
         "samples": {size: comparison for size, comparison in comparisons.items() if size != "full"},
         "targets": targets_met(comparisons),

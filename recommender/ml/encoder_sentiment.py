@@ -11,10 +11,10 @@ bfloat16 (an Ampere-or-later GPU, or a CPU with AMX or AVX512-BF16) and the shop
 enough reviews, copies of the
 encoder's top blocks are then fine-tuned together with a copy of that head, and the
 fine-tuned model is kept only if it scores a higher macro-F1 on the validation slice
-(``fine_tune``). On a CPU with LiteRT installed the head learns on, and the model scores
+(``fine_tune``). Where LiteRT is installed the frozen head learns on, and the model scores
 with, the encoder's int8 copy (``recommender.ml.encoder.QuantizedLayerMeans``, about
-twice TensorFlow's rate); fine-tuning itself runs in TensorFlow and its blocks are then
-converted. Labels, the binary decision threshold and the neutral band work as for
+twice TensorFlow's rate on a CPU); fine-tuning itself runs in TensorFlow, and the tuned
+model is then converted, validated and served int8. Labels, the binary decision threshold and the neutral band work as for
 the n-gram model (its module docstring says how), chosen on a validation slice of the
 training data. The artifact holds the head, the thresholds and any fine-tuned blocks,
 not the encoder: it names the encoder by the sha256 of its weights and refuses to load
@@ -87,8 +87,9 @@ class EncoderSentimentConfig:
     seed: int = 42
     # Fewest validation texts of each pole to choose thresholds on (else 0.5, no band).
     min_threshold_texts: int = 20
-    # Texts per encoder call: long enough to keep the matrix kernels busy, short enough
-    # that padding to the batch's longest text stays cheap.
+    # Texts per TensorFlow encoder call (and per fine-tuning batch): long enough to keep
+    # the matrix kernels busy, short enough that padding to the batch's longest text stays
+    # cheap. The int8 encoder runs its own QuantizedLayerMeans.TEXTS_PER_CALL.
     encode_batch_size: int = 32
     # Fine-tuning the encoder's top blocks with the head, kept only where it beats the
     # frozen encoder on the validation slice. None: where the encoder computes in
@@ -200,18 +201,28 @@ class EncoderSentimentModel(SentimentScorer):
                 for index, block in enumerate(tuned_blocks):
                     block.set_weights([arrays[f"block{index}_weight{position}"]
                                        for position in range(len(block.weights))])
-        # As it learned (artifacts from before the key learned on TensorFlow's features);
-        # without LiteRT, TensorFlow scores them a little differently (tested within 0.03).
-        quantized = bool(metadata.get("quantized", False))
-        if quantized and not quantized_runtime_installed():
+        # Scored as it learned: artifacts without the key predate int8 scoring and learned
+        # on TensorFlow's features. Where the int8 copy cannot be had, TensorFlow scores
+        # the model a little differently (tested within 0.03), which beats refusing it.
+        def loaded(quantized: bool) -> EncoderSentimentModel:
+            return cls(encoder, head, decision_threshold=metadata["decision_threshold"],
+                       negative_threshold=metadata["negative_threshold"],
+                       positive_threshold=metadata["positive_threshold"],
+                       encode_batch_size=metadata["encode_batch_size"], tuned_blocks=tuned_blocks,
+                       quantized=quantized)
+
+        if not metadata.get("quantized", False):
+            return loaded(False)
+        if not quantized_runtime_installed():
             logger.warning("LiteRT (ai-edge-litert) is not installed: this sentiment version, "
                            "trained on the int8 encoder, is scored in TensorFlow")
-            quantized = False
-        return cls(encoder, head, decision_threshold=metadata["decision_threshold"],
-                   negative_threshold=metadata["negative_threshold"],
-                   positive_threshold=metadata["positive_threshold"],
-                   encode_batch_size=metadata["encode_batch_size"], tuned_blocks=tuned_blocks,
-                   quantized=quantized)
+            return loaded(False)
+        try:
+            return loaded(True)
+        except Exception:  # a broken LiteRT install, or a conversion TensorFlow refuses
+            logger.exception("The int8 encoder could not be built: this sentiment version is "
+                             "scored in TensorFlow")
+            return loaded(False)
 
 
 def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,

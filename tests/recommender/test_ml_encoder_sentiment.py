@@ -161,8 +161,8 @@ def test_the_head_learns_on_the_quantized_encoder_where_litert_is_installed(trai
     assert report["quantized"] is model.quantized is quantized_runtime_installed()
 
 
-def test_a_head_trained_on_tensorflow_features_scores_nearly_the_same_quantized(trained):
-    """A model trained on a GPU node and served from a CPU."""
+def test_a_head_scores_nearly_the_same_through_tensorflow_and_the_int8_encoder(trained):
+    """What a version trained before int8 scoring, or with LiteRT missing, is scored like."""
     from recommender.ml.encoder_sentiment import EncoderSentimentModel
 
     model, _ = trained
@@ -172,6 +172,46 @@ def test_a_head_trained_on_tensorflow_features_scores_nearly_the_same_quantized(
 
     np.testing.assert_allclose(quantized.predict_positive_proba(texts),
                                on_tensorflow(model).predict_positive_proba(texts), atol=0.03)
+
+
+@pytest.mark.parametrize("quantized", [True, False])
+def test_the_head_learns_on_the_encoder_it_is_served_with(trained, monkeypatch, quantized):
+    from recommender.ml.encoder_sentiment import EncoderSentimentConfig, train_encoder_sentiment
+
+    model, _ = trained
+    encoded = []
+    int8_layer_means = model.encoder.quantized_layer_means
+
+    def counted(token_ids, mask):
+        encoded.append(len(token_ids))
+        return int8_layer_means(token_ids, mask)
+
+    monkeypatch.setitem(model.encoder.__dict__, "quantized_layer_means", counted)
+    texts, ratings = labelled(TRAIN_POSITIVE, TRAIN_NEGATIVE)
+
+    retrained, _ = train_encoder_sentiment(texts, ratings, config=EncoderSentimentConfig(
+        quantized=quantized, fine_tune=False))
+
+    assert sum(encoded) == (len(texts) if quantized else 0)
+    assert retrained.quantized is quantized
+
+
+def test_an_int8_version_that_cannot_be_converted_is_scored_by_tensorflow(fine_tuned, tmp_path: Path,
+                                                                           monkeypatch):
+    from recommender.ml import encoder_sentiment
+
+    fine_tuned.save(tmp_path)
+
+    def refused(self, top_blocks=()):
+        raise RuntimeError("the converter refused an op")
+
+    monkeypatch.setattr(encoder_sentiment.SentenceEncoder, "quantized_layer_means_function", refused)
+    served = encoder_sentiment.load_sentiment_model(tmp_path)
+
+    assert fine_tuned.quantized and not served.quantized
+    texts = TEST_POSITIVE + TEST_NEGATIVE
+    np.testing.assert_allclose(served.predict_positive_proba(texts),
+                               on_tensorflow(fine_tuned).predict_positive_proba(texts), atol=1e-6)
 
 
 def test_a_version_trained_on_tensorflow_features_is_scored_by_tensorflow(trained, tmp_path: Path):
