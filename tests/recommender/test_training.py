@@ -268,9 +268,15 @@ def test_without_the_encoder_the_ngram_model_is_the_only_candidate(serving, monk
     assert [row["architecture"] for row in training["candidates"]] == ["ngram"]
 
 
-@pytest.mark.parametrize(("setting", "fine_tune"), [("auto", None), ("always", True), ("never", False)])
-def test_the_fine_tune_setting_reaches_the_encoder_candidate(serving, settings, monkeypatch, setting,
-                                                             fine_tune):
+@pytest.mark.parametrize(("setting", "value", "field", "expected"), [
+    ("SENTIMENT_FINE_TUNE", "auto", "fine_tune", None),
+    ("SENTIMENT_FINE_TUNE", "always", "fine_tune", True),
+    ("SENTIMENT_FINE_TUNE", "never", "fine_tune", False),
+    ("SENTIMENT_QUANTIZE", "auto", "quantized", None),
+    ("SENTIMENT_QUANTIZE", "never", "quantized", False),
+])
+def test_the_sentiment_settings_reach_the_encoder_candidate(serving, settings, monkeypatch, setting, value,
+                                                            field, expected):
     from recommender.ml import encoder_sentiment
     from recommender.ml.encoder import EncoderNotInstalled
 
@@ -280,33 +286,11 @@ def test_the_fine_tune_setting_reaches_the_encoder_candidate(serving, settings, 
         configs.append(config)
         raise EncoderNotInstalled("recorded; the n-gram model trains instead")
 
-    settings.SENTIMENT_FINE_TUNE = setting
+    setattr(settings, setting, value)
     monkeypatch.setattr(encoder_sentiment, "train_encoder_sentiment", recording)
     monkeypatch.setattr("recommender.ml.encoder.encoder_installed", lambda: True)
     _store_slang_reviews()
 
     _train("sentiment")
 
-    assert [config.fine_tune for config in configs] == [fine_tune]
-
-
-@pytest.mark.parametrize(("setting", "quantized"), [("auto", None), ("never", False)])
-def test_the_quantize_setting_reaches_the_encoder_candidate(serving, settings, monkeypatch, setting,
-                                                            quantized):
-    from recommender.ml import encoder_sentiment
-    from recommender.ml.encoder import EncoderNotInstalled
-
-    configs = []
-
-    def recording(texts, labels, *, config, **callbacks):
-        configs.append(config)
-        raise EncoderNotInstalled("recorded; the n-gram model trains instead")
-
-    settings.SENTIMENT_QUANTIZE = setting
-    monkeypatch.setattr(encoder_sentiment, "train_encoder_sentiment", recording)
-    monkeypatch.setattr("recommender.ml.encoder.encoder_installed", lambda: True)
-    _store_slang_reviews()
-
-    _train("sentiment")
-
-    assert [config.quantized for config in configs] == [quantized]
+    assert [getattr(config, field) for config in configs] == [expected]
