@@ -23,7 +23,7 @@ It computes in bfloat16 where the hardware multiplies bfloat16 natively (AMX or
 AVX512-BF16 CPUs, Ampere-or-later GPUs) and in float32 elsewhere (``encoder_precision``);
 both match the reference. Scoring on a CPU goes faster still through a copy of this
 model converted to LiteRT with int8 weights (``QuantizedLayerMeans``), close to the
-reference but not equal to it; training and GPUs use the Keras model.
+reference but not equal to it; fine-tuning uses the Keras model.
 
 Texts longer than the model's limit (256 word pieces, from the model's own
 ``sentence_bert_config.json``) are truncated there: only their first ~200 words count.

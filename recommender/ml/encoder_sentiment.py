@@ -11,12 +11,12 @@ bfloat16 (an Ampere-or-later GPU, or a CPU with AMX or AVX512-BF16) and the shop
 enough reviews, copies of the
 encoder's top blocks are then fine-tuned together with a copy of that head, and the
 fine-tuned model is kept only if it scores a higher macro-F1 on the validation slice
-(``fine_tune``). Where LiteRT is installed the frozen head learns on, and the model scores
-with, the encoder's int8 copy (``recommender.ml.encoder.QuantizedLayerMeans``, about
-twice TensorFlow's rate on a CPU); fine-tuning itself runs in TensorFlow, and the tuned
-model is then converted, validated and served int8. Labels, the binary decision threshold and the neutral band work as for
-the n-gram model (its module docstring says how), chosen on a validation slice of the
-training data. The artifact holds the head, the thresholds and any fine-tuned blocks,
+(``fine_tune``). Where LiteRT is installed the frozen head learns on, and the model
+scores with, the encoder's int8 copy (``recommender.ml.encoder.QuantizedLayerMeans``,
+about twice TensorFlow's rate on a CPU); fine-tuning itself runs in TensorFlow, and the
+tuned model is then converted, validated and served int8. Labels, the binary decision
+threshold and the neutral band work as for the n-gram model (its module docstring says
+how), chosen on a validation slice of the training data. The artifact holds the head, the thresholds and any fine-tuned blocks,
 not the encoder: it names the encoder by the sha256 of its weights and refuses to load
 beside a different one, since the head's inputs would then mean something else.
 """
