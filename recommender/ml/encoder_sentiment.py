@@ -99,7 +99,9 @@ class EncoderSentimentConfig:
     # fine_tune_min_texts training texts (fewer barely move six blocks, and overfit them).
     fine_tune: bool | None = None
     fine_tune_blocks: int = 6
-    fine_tune_epochs: int = 2
+    # Measured on the whole clothing file (validation / holdout macro-F1): 1 epoch
+    # 0.877 / 0.879, 2: 0.884 / 0.892, 3: 0.889 / 0.898, 4: 0.888 / 0.897.
+    fine_tune_epochs: int = 3
     fine_tune_learning_rate: float = 1e-4
     fine_tune_min_texts: int = 1_000
     # Encode through QuantizedLayerMeans (int8 weights, LiteRT, on the CPU even on a GPU
