@@ -336,10 +336,10 @@ class QuantizedLayerMeans:
     token's activations are quantised on the fly, so a text's means do not depend on the
     others in its batch).
 
-    Why: serving reviews on a CPU. Measured on 2,000 clothing reviews on a 2-vCPU
-    AVX512-BF16 VM, 32 texts per call: 450-477 texts/s against 258 for TensorFlow in
-    bfloat16 and 198 in float32; LiteRT in float32 scored 220, so the gain is the int8
-    arithmetic. Every layer mean keeps a cosine of at least 0.994 with float32's (0.998
+    Why: serving reviews on a CPU. Measured on a 2-vCPU AVX512-BF16 VM, the served model
+    on 2,000 clothing reviews: 532-590 texts/s against 250-320 for TensorFlow in bfloat16
+    and 195-204 in float32; LiteRT in float32 scored 219-226 (encoder alone), so the gain
+    is the int8 arithmetic. Every layer mean keeps a cosine of at least 0.994 with float32's (0.998
     on average); the sentiment model's macro-F1 was the same on the whole clothing file
     and 0.009 lower on 3,000 of its reviews (benchmarks/README.md). Fine-tuning needs
     gradients and runs in TensorFlow; its blocks are converted afterwards. One

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -61,6 +61,7 @@ from recommender.ml.sentiment import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEAD_FILENAME = "head.keras"
 TUNED_BLOCKS_FILENAME = "tuned_blocks.npz"
@@ -206,25 +207,17 @@ class EncoderSentimentModel(SentimentScorer):
         # Scored as it learned: artifacts without the key predate int8 scoring and learned
         # on TensorFlow's features. Where the int8 copy cannot be had, TensorFlow scores
         # the model a little differently (tested within 0.03), which beats refusing it.
-        def loaded(quantized: bool) -> EncoderSentimentModel:
-            return cls(encoder, head, decision_threshold=metadata["decision_threshold"],
-                       negative_threshold=metadata["negative_threshold"],
-                       positive_threshold=metadata["positive_threshold"],
-                       encode_batch_size=metadata["encode_batch_size"], tuned_blocks=tuned_blocks,
-                       quantized=quantized)
-
-        if not metadata.get("quantized", False):
-            return loaded(False)
-        if not quantized_runtime_installed():
+        quantized = bool(metadata.get("quantized", False))
+        if quantized and not quantized_runtime_installed():
             logger.warning("LiteRT (ai-edge-litert) is not installed: this sentiment version, "
                            "trained on the int8 encoder, is scored in TensorFlow")
-            return loaded(False)
-        try:
-            return loaded(True)
-        except Exception:  # a broken LiteRT install, or a conversion TensorFlow refuses
-            logger.exception("The int8 encoder could not be built: this sentiment version is "
-                             "scored in TensorFlow")
-            return loaded(False)
+            quantized = False
+        return int8_or_tensorflow(lambda int8: cls(
+            encoder, head, decision_threshold=metadata["decision_threshold"],
+            negative_threshold=metadata["negative_threshold"],
+            positive_threshold=metadata["positive_threshold"],
+            encode_batch_size=metadata["encode_batch_size"], tuned_blocks=tuned_blocks,
+            quantized=int8), quantized)
 
 
 def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
@@ -246,8 +239,10 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     encoder = encoder or shared_encoder()
     # The head learns on the features it will be served: the quantised encoder's where
     # serving uses it.
-    quantized = quantized_runtime_installed() if config.quantized is None else config.quantized
-    frozen_means = _layer_means_function(encoder, (), quantized)
+    quantized, frozen_means = int8_or_tensorflow(
+        lambda int8: (int8, _layer_means_function(encoder, (), int8)),
+        quantized_runtime_installed() if config.quantized is None else config.quantized,
+        required=bool(config.quantized))
 
     texts_per_call = _texts_per_call(quantized, config.encode_batch_size)
     fit_embeddings = _features_cancellable(encoder, data.binary_fit_texts, texts_per_call, should_stop,
@@ -295,7 +290,9 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
         candidate_blocks, tuned_head = fine_tune(
             encoder, head, data.binary_fit_texts, fit_targets, config,
             on_epoch_end=_after_head_epochs(on_epoch_end, config.epochs), should_stop=should_stop)
-        candidate = _provisional(encoder, tuned_head, config, quantized, candidate_blocks)
+        candidate = int8_or_tensorflow(
+            lambda int8: _provisional(encoder, tuned_head, config, int8, candidate_blocks), quantized,
+            required=bool(config.quantized))
         tuned_scores = candidate.predict_positive_proba(data.validation_texts)
         tuned_selection = best_binary_cut(tuned_scores[validation_binary], validation_is_positive)[1]
         fine_tune_seconds = time.perf_counter() - fine_tune_started
@@ -329,7 +326,7 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
         "selection_macro_f1": best_binary_cut(validation_scores[validation_binary],
                                               validation_is_positive)[1],
         "precision": encoder.precision,
-        "quantized": quantized,
+        "quantized": model.quantized,
         "frozen_selection_macro_f1": frozen_selection,
         "fine_tuned_selection_macro_f1": tuned_selection,
         "fine_tuned_blocks": len(model.tuned_blocks),
@@ -352,6 +349,22 @@ def _provisional(encoder: SentenceEncoder, head: tf.keras.Model, config: Encoder
     return EncoderSentimentModel(encoder, head, decision_threshold=0.5, negative_threshold=0.5,
                                  positive_threshold=0.5, encode_batch_size=config.encode_batch_size,
                                  tuned_blocks=tuned_blocks, quantized=quantized)
+
+
+def int8_or_tensorflow(build: Callable[[bool], T], quantized: bool, *, required: bool = False) -> T:
+    """build(True) where ``quantized``, else build(False); also build(False) when the int8
+    encoder cannot be built (a broken LiteRT install, an op the converter refuses), unless
+    it is ``required``: scoring in TensorFlow beats failing a training job or every
+    request."""
+    if not quantized:
+        return build(False)
+    try:
+        return build(True)
+    except Exception:
+        if required:
+            raise
+        logger.exception("The int8 encoder could not be built: TensorFlow encodes instead")
+        return build(False)
 
 
 def _texts_per_call(quantized: bool, encode_batch_size: int) -> int:

@@ -214,6 +214,27 @@ def test_an_int8_version_that_cannot_be_converted_is_scored_by_tensorflow(fine_t
                                on_tensorflow(fine_tuned).predict_positive_proba(texts), atol=1e-6)
 
 
+def test_training_goes_on_in_tensorflow_when_the_int8_encoder_cannot_be_built(trained, monkeypatch):
+    from recommender.ml import encoder_sentiment
+
+    model, _ = trained
+
+    def refused(self, top_blocks=()):
+        raise RuntimeError("the converter refused an op")
+
+    monkeypatch.delitem(model.encoder.__dict__, "quantized_layer_means", raising=False)
+    monkeypatch.setattr(encoder_sentiment.SentenceEncoder, "quantized_layer_means_function", refused)
+    texts, ratings = labelled(TRAIN_POSITIVE, TRAIN_NEGATIVE)
+
+    retrained, report = encoder_sentiment.train_encoder_sentiment(
+        texts, ratings, config=encoder_sentiment.EncoderSentimentConfig(fine_tune=False))
+
+    assert not retrained.quantized and report["quantized"] is False
+    with pytest.raises(RuntimeError, match="refused"):
+        encoder_sentiment.train_encoder_sentiment(texts, ratings, config=encoder_sentiment.EncoderSentimentConfig(
+            fine_tune=False, quantized=True))
+
+
 def test_a_version_trained_on_tensorflow_features_is_scored_by_tensorflow(trained, tmp_path: Path):
     """As before quantised scoring existed: such artifacts have no "quantized" key."""
     from recommender.ml.encoder_sentiment import load_sentiment_model
