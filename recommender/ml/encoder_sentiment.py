@@ -16,13 +16,15 @@ scores with, the encoder's int8 copy (``recommender.ml.encoder.QuantizedLayerMea
 about twice TensorFlow's rate on a CPU); fine-tuning itself runs in TensorFlow, and the
 tuned model is then converted, validated and served int8. Labels, the binary decision
 threshold and the neutral band work as for the n-gram model (its module docstring says
-how), chosen on a validation slice of the training data. The artifact holds the head, the thresholds and any fine-tuned blocks,
-not the encoder: it names the encoder by the sha256 of its weights and refuses to load
-beside a different one, since the head's inputs would then mean something else.
+how), chosen on a validation slice of the training data. The artifact holds the head, the
+thresholds and any fine-tuned blocks, not the encoder: it names the encoder by the sha256
+of its weights and refuses to load beside a different one, since the head's inputs would
+then mean something else.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -123,13 +125,12 @@ class EncoderSentimentModel(SentimentScorer):
     def __init__(self, encoder: SentenceEncoder, head: tf.keras.Model, *, decision_threshold: float,
                  negative_threshold: float, positive_threshold: float,
                  encode_batch_size: int = 32, tuned_blocks: Sequence[tf.keras.layers.Layer] = (),
-                 quantized: bool = False, layer_means: Callable | None = None) -> None:
+                 quantized: bool = False) -> None:
         self.encoder = encoder
         self.head = head
         self.tuned_blocks = list(tuned_blocks)
         self.quantized = quantized
-        self._layer_means = layer_means or _layer_means_function(encoder, self.tuned_blocks,
-                                                                 self.quantized)
+        self._layer_means = _layer_means_function(encoder, self.tuned_blocks, self.quantized)
         self.decision_threshold = decision_threshold
         self.negative_threshold = negative_threshold
         self.positive_threshold = positive_threshold
@@ -139,13 +140,13 @@ class EncoderSentimentModel(SentimentScorer):
                                                                  tf.float32)])
 
     def with_thresholds(self, thresholds: Thresholds) -> EncoderSentimentModel:
-        """This model with other thresholds, sharing its encoding function (a quantised
-        copy of tuned blocks takes seconds to convert)."""
-        return EncoderSentimentModel(
-            self.encoder, self.head, decision_threshold=thresholds.decision,
-            negative_threshold=thresholds.negative, positive_threshold=thresholds.positive,
-            encode_batch_size=self.encode_batch_size, tuned_blocks=self.tuned_blocks,
-            quantized=self.quantized, layer_means=self._layer_means)
+        """A copy with other thresholds that shares this model's encoding function (an int8
+        copy of tuned blocks takes seconds to convert) and its traced head."""
+        model = copy.copy(self)
+        model.decision_threshold = thresholds.decision
+        model.negative_threshold = thresholds.negative
+        model.positive_threshold = thresholds.positive
+        return model
 
     def predict_positive_proba(self, texts: Iterable[str]) -> np.ndarray:
         return self.scores_of_embeddings(encoder_features(
