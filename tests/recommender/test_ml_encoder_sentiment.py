@@ -75,7 +75,8 @@ def labelled(positive: list[str], negative: list[str]) -> tuple[list[str], list[
 
 
 def on_tensorflow(model, encoder=None):
-    """The model scoring through TensorFlow (as on a GPU node), not the quantised copy."""
+    """The model scoring through TensorFlow, as a version trained before int8 scoring or
+    served without LiteRT does, not through the int8 copy."""
     from recommender.ml.encoder_sentiment import EncoderSentimentModel
 
     return EncoderSentimentModel(encoder or model.encoder, model.head,
@@ -83,6 +84,11 @@ def on_tensorflow(model, encoder=None):
                                  negative_threshold=model.negative_threshold,
                                  positive_threshold=model.positive_threshold,
                                  tuned_blocks=model.tuned_blocks, quantized=False)
+
+
+def refuse_conversion(encoder, top_blocks=()):
+    """In place of SentenceEncoder.quantized_layer_means_function: the int8 copy fails."""
+    raise RuntimeError("the converter refused an op")
 
 
 @pytest.fixture(scope="module")
@@ -202,10 +208,8 @@ def test_an_int8_version_that_cannot_be_converted_is_scored_by_tensorflow(fine_t
 
     fine_tuned.save(tmp_path)
 
-    def refused(self, top_blocks=()):
-        raise RuntimeError("the converter refused an op")
-
-    monkeypatch.setattr(encoder_sentiment.SentenceEncoder, "quantized_layer_means_function", refused)
+    monkeypatch.setattr(encoder_sentiment.SentenceEncoder, "quantized_layer_means_function",
+                        refuse_conversion)
     served = encoder_sentiment.load_sentiment_model(tmp_path)
 
     assert fine_tuned.quantized and not served.quantized
@@ -219,11 +223,9 @@ def test_training_goes_on_in_tensorflow_when_the_int8_encoder_cannot_be_built(tr
 
     model, _ = trained
 
-    def refused(self, top_blocks=()):
-        raise RuntimeError("the converter refused an op")
-
     monkeypatch.delitem(model.encoder.__dict__, "quantized_layer_means", raising=False)
-    monkeypatch.setattr(encoder_sentiment.SentenceEncoder, "quantized_layer_means_function", refused)
+    monkeypatch.setattr(encoder_sentiment.SentenceEncoder, "quantized_layer_means_function",
+                        refuse_conversion)
     texts, ratings = labelled(TRAIN_POSITIVE, TRAIN_NEGATIVE)
 
     retrained, report = encoder_sentiment.train_encoder_sentiment(
