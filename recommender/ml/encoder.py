@@ -37,7 +37,6 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
 import threading
 import zipfile
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import tensorflow as tf
 
@@ -353,7 +353,10 @@ class QuantizedLayerMeans:
     def __init__(self, model: bytes) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._run = Interpreter(model_content=model, num_threads=len(os.sched_getaffinity(0))
+        # joblib counts the CPUs this process may use, a container's CPU quota included:
+        # the affinity mask alone lists every host CPU there, and a thread per host CPU
+        # would then queue on the quota.
+        self._run = Interpreter(model_content=model, num_threads=joblib.cpu_count()
                                 ).get_signature_runner()
         self._lock = threading.Lock()
 

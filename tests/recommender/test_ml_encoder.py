@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from recommender.ml import encoder as encoder_module
 from recommender.ml.encoder import (
     EncoderNotInstalled,
+    QuantizedLayerMeans,
     SentenceEncoder,
     encoder_installed,
     encoder_precision,
@@ -114,6 +115,26 @@ def test_litert_is_installed_with_the_project_and_missed_when_it_is_not(monkeypa
                         lambda name: None if name == "ai_edge_litert" else find_spec(name))
 
     assert not quantized_runtime_installed()
+
+
+def test_the_quantized_encoder_runs_no_more_threads_than_the_process_may_use(monkeypatch):
+    """A container's CPU quota leaves the affinity mask listing every host CPU; joblib
+    reads the quota from the cgroup, or an operator's LOKY_MAX_CPU_COUNT, as here."""
+    started = {}
+
+    class RecordingInterpreter:
+        def __init__(self, *, model_content: bytes, num_threads: int) -> None:
+            started["threads"] = num_threads
+
+        def get_signature_runner(self):
+            return lambda **inputs: {}
+
+    monkeypatch.setattr("ai_edge_litert.interpreter.Interpreter", RecordingInterpreter)
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")
+
+    QuantizedLayerMeans(b"")
+
+    assert started["threads"] == 1
 
 
 @pytest.mark.parametrize(("flags", "expected"), [
