@@ -5,6 +5,7 @@ it these tests are skipped and the sentiment pipeline trains the n-gram model in
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,7 @@ def test_the_quantized_encoder_runs_no_more_threads_than_the_process_may_use(mon
             return lambda **inputs: {}
 
     monkeypatch.setattr("ai_edge_litert.interpreter.Interpreter", RecordingInterpreter)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")
 
     QuantizedLayerMeans(b"")
