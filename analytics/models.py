@@ -100,6 +100,7 @@ class RollupDirtyItem(models.Model):
 
 class RollupDirtyDay(models.Model):
     """A day whose rollup rows are rebuilt from raw events by the next updates, a few days
-    per update (only updates, which hold the rollup lock, write these)."""
+    per update (written only under the rollup lock: by updates, and in the transaction of
+    an admin's deletion of events)."""
 
     day = models.DateField(primary_key=True)

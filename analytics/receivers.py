@@ -1,5 +1,5 @@
-"""Reacts to ingestion: new events schedule a rollup update; items whose category changed
-get their rollup days rebuilt."""
+"""Reacts to ingestion: new events schedule a rollup update; items whose category changed,
+and events an admin deletes, get their rollup days rebuilt."""
 
 import logging
 import threading
@@ -8,8 +8,8 @@ import time
 from django.conf import settings
 from django.dispatch import receiver
 
-from analytics.services import mark_items_recategorised
-from ingestion.signals import events_stored, item_categories_changed
+from analytics.services import mark_days_of_deleted_events, mark_items_recategorised
+from ingestion.signals import events_deleting, events_stored, item_categories_changed
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +20,11 @@ _schedule_lock = threading.Lock()
 @receiver(item_categories_changed)
 def mark_recategorised_items(sender, item_pks: list[int], **kwargs) -> None:
     mark_items_recategorised(item_pks=item_pks)
+
+
+@receiver(events_deleting)
+def mark_days_of_events_deleting(sender, events, **kwargs) -> None:
+    mark_days_of_deleted_events(events=events)
 
 
 @receiver(events_stored)

@@ -16,8 +16,9 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
 - Days are rebuilt from raw events when an item's category changed (it was rolled up
   under the old one), a few per update, and by ``rebuild_days``; ``reset_rollups`` starts
   over (both from manage.py rebuild_analytics, which waits for a busy worker).
-- Deleting items, users or events (the admin cascades) is not followed: run
-  ``rebuild_analytics --since`` the first day they had events.
+- Days are rebuilt too when the admin deletes events, or the users or items they belong
+  to (``mark_days_of_deleted_events``). A deletion by other means (SQL, the shell) is not
+  followed: run ``rebuild_analytics --since`` the first day of the events deleted.
 """
 
 import time
@@ -359,6 +360,19 @@ def mark_items_recategorised(*, item_pks: list[int]) -> None:
     RollupDirtyItem.objects.bulk_create(
         [RollupDirtyItem(item_id=pk, marked_at=now) for pk in sorted(set(item_pks))],
         update_conflicts=True, unique_fields=["item"], update_fields=["marked_at"])
+
+
+@transaction.atomic
+def mark_days_of_deleted_events(*, events: QuerySet[Event]) -> None:
+    """Called in the transaction that deletes the events, before it does: their days are
+    rebuilt from raw events by the next update. The rollup lock is held until that
+    transaction ends, so the update that rebuilds the days sees them deleted. Every day is
+    marked, rolled up or not: an update that waited for the lock reads events as they were
+    before the deletion, and may roll up some that are gone when it commits."""
+    _locked_state()
+    days = events.annotate(day=TruncDate("timestamp")).values_list("day", flat=True).distinct()
+    RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in days],
+                                       ignore_conflicts=True)
 
 
 def rollup_status(*, count_pending: bool = True) -> dict:

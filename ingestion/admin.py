@@ -1,15 +1,40 @@
 from django.contrib import admin
 from django.db import transaction
+from django.db.models import QuerySet
 
 from ingestion.models import CaptureReject, EndUser, Event, IdentityLink, Item
-from ingestion.signals import item_categories_changed
+from ingestion.signals import events_deleting, item_categories_changed
+
+
+class DeletesEventsAdmin(admin.ModelAdmin):
+    """Deleting these rows deletes events (directly or by cascade): others learn which
+    first, in the deleting transaction (the rollups rebuild those events' days)."""
+
+    # The Event lookup that finds the events of a queryset of these rows.
+    events_lookup: str
+
+    def _send_events_deleting(self, rows: QuerySet) -> None:
+        events_deleting.send(sender=self.model,
+                             events=Event.objects.filter(**{self.events_lookup: rows}))
+
+    @transaction.atomic
+    def delete_model(self, request, obj):
+        self._send_events_deleting(self.model.objects.filter(pk=obj.pk))
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        self._send_events_deleting(queryset)
+        super().delete_queryset(request, queryset)
 
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
+class ItemAdmin(DeletesEventsAdmin):
     list_display = ("item_id", "title", "category", "is_active", "updated_at")
     list_filter = ("is_active", "category")
     search_fields = ("item_id", "title")
+
+    events_lookup = "item__in"
 
     @transaction.atomic
     def save_model(self, request, obj, form, change):
@@ -19,19 +44,23 @@ class ItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(EndUser)
-class EndUserAdmin(admin.ModelAdmin):
+class EndUserAdmin(DeletesEventsAdmin):
     list_display = ("user_id", "first_seen", "last_seen")
     search_fields = ("user_id",)
 
+    events_lookup = "user__in"
+
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(DeletesEventsAdmin):
     list_display = ("event_id", "type", "user", "item", "timestamp", "value", "sentiment_label")
     list_filter = ("type", "sentiment_label")
     search_fields = ("event_id", "user__user_id", "item__item_id")
     raw_id_fields = ("user", "item")
     date_hierarchy = "timestamp"
     show_full_result_count = False
+
+    events_lookup = "pk__in"
 
 
 @admin.register(IdentityLink)

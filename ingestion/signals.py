@@ -11,3 +11,8 @@ item_categories_changed = Signal()
 # Sent after commit with `count`: a batch of new events was stored (analytics schedules a
 # rollup update).
 events_stored = Signal()
+
+# Sent inside the transaction that deletes them, before it does, with `events` (a queryset):
+# events about to go with an admin's deletion of them, their users or their items.
+# Analytics marks their days for a rollup rebuild.
+events_deleting = Signal()

@@ -169,6 +169,18 @@ class TestRollUp:
         assert list(UserDayRollup.objects.values_list("category", flat=True)) == ["toys"]
         assert not RollupDirtyItem.objects.exists() and not RollupDirtyDay.objects.exists()
 
+    def test_deleting_events_marks_their_days_rolled_up_or_not(self):
+        """An update that waited for the lock reads the events as they were before the
+        deletion: days it has not rolled up yet must be rebuilt too."""
+        store(1, received_minutes_ago=30, days_ago=3)
+        services.roll_up_new_events(now=NOW)
+        store(1, received_minutes_ago=0, days_ago=5)  # not rolled up yet
+
+        services.mark_days_of_deleted_events(events=Event.objects.all())
+
+        assert set(RollupDirtyDay.objects.values_list("day", flat=True)) == {
+            DAY, timezone.localdate(NOW - timedelta(days=5))}
+
     def test_marking_an_item_again_moves_its_mark(self):
         upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
         services.mark_items_recategorised(item_pks=[Item.objects.get().pk])
