@@ -362,14 +362,18 @@ def mark_items_recategorised(*, item_pks: list[int]) -> None:
         update_conflicts=True, unique_fields=["item"], update_fields=["marked_at"])
 
 
-@transaction.atomic
 def mark_days_of_deleted_events(*, events: QuerySet[Event]) -> None:
     """Called in the transaction that deletes the events, before it does: their days are
-    rebuilt from raw events by the next update. The rollup lock is held until that
-    transaction ends, so the update that rebuilds the days sees them deleted. Every day is
-    marked, rolled up or not: an update that waited for the lock reads events as they were
-    before the deletion, and may roll up some that are gone when it commits."""
+    rebuilt from raw events by the next update. The rollup state row is locked and written
+    until that transaction ends. An update that read the database before it commits then
+    fails to serialise on PostgreSQL instead of rebuilding a day marked earlier from
+    events as they were (and taking the mark away); SQLite runs the two one after the
+    other. Every day is marked, rolled up or not, since the update before may have rolled
+    up events that are gone."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("mark_days_of_deleted_events must run in the deleting transaction")
     _locked_state()
+    RollupState.objects.filter(pk=1).update(watermark=F("watermark"))
     days = events.annotate(day=TruncDate("timestamp")).values_list("day", flat=True).distinct()
     RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in days],
                                        ignore_conflicts=True)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.apps import apps as django_apps
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from analytics import services
@@ -293,3 +293,43 @@ def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion, mo
     assert rolled_events() == 80 == Event.objects.count()
     assert UserDayRollup.objects.get(user__user_id="bob").events == 30
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_update_waiting_on_an_admin_deletion_leaves_its_days_marked(no_rollup_after_ingestion):
+    """The day is marked already (an earlier deletion or category change not yet worked
+    off), so the deletion's own mark adds no row: the update that read the events before
+    the deletion committed must not rebuild the day from them and take the mark away."""
+    store(3, received_minutes_ago=30)
+    services.roll_up_new_events(now=NOW)
+    RollupDirtyDay.objects.create(day=DAY)
+    locked, outcomes = threading.Event(), []
+
+    def admin_deletes():
+        try:
+            with transaction.atomic():
+                services.mark_days_of_deleted_events(events=Event.objects.all())
+                locked.set()
+                time.sleep(0.5)  # the update below reads the events, then waits for the lock
+                Event.objects.all().delete()
+        finally:
+            connection.close()
+
+    def update():
+        locked.wait()
+        try:
+            outcomes.append(services.roll_up_new_events(now=NOW).events)
+        except services.RollupBusy:
+            outcomes.append("busy")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=admin_deletes), threading.Thread(target=update)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    services.roll_up_new_events(now=NOW)
+
+    assert outcomes in ([0], ["busy"])
+    assert rolled_events() == 0 == Event.objects.count()
