@@ -296,6 +296,13 @@ def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion, mo
 
 
 @pytest.mark.django_db(transaction=True)
+def test_deleted_events_are_marked_only_inside_the_deleting_transaction():
+    """Outside it the rollup lock would be gone before the events are."""
+    with pytest.raises(RuntimeError, match="deleting transaction"):
+        services.mark_days_of_deleted_events(events=Event.objects.all())
+    assert not RollupDirtyDay.objects.exists()
+
+@pytest.mark.django_db(transaction=True)
 def test_an_update_waiting_on_an_admin_deletion_leaves_its_days_marked(no_rollup_after_ingestion):
     """The day is marked already (an earlier deletion or category change not yet worked
     off), so the deletion's own mark adds no row: the update that read the events before
