@@ -261,6 +261,16 @@ def no_rollup_after_ingestion():
     events_stored.connect(schedule_rollup)
 
 
+def roll_up_recording(outcomes: list) -> None:
+    """A worker thread's update: appends the events it rolled up, or "busy"."""
+    try:
+        outcomes.append(services.roll_up_new_events(now=NOW).events)
+    except services.RollupBusy:
+        outcomes.append("busy")
+    finally:
+        connection.close()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion, monkeypatch):
     store(50, received_minutes_ago=30)
@@ -268,12 +278,7 @@ def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion, mo
     outcomes = []
 
     def worker():
-        try:
-            outcomes.append(services.roll_up_new_events(now=NOW).events)
-        except services.RollupBusy:
-            outcomes.append("busy")
-        finally:
-            connection.close()
+        roll_up_recording(outcomes)
 
     # The first worker holds the rollup lock long enough for the second to run into it.
     real_chunk_end = services._chunk_end
@@ -324,12 +329,7 @@ def test_an_update_waiting_on_an_admin_deletion_leaves_its_days_marked(no_rollup
 
     def update():
         locked.wait()
-        try:
-            outcomes.append(services.roll_up_new_events(now=NOW).events)
-        except services.RollupBusy:
-            outcomes.append("busy")
-        finally:
-            connection.close()
+        roll_up_recording(outcomes)
 
     threads = [threading.Thread(target=admin_deletes), threading.Thread(target=update)]
     for thread in threads:
