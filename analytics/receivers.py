@@ -6,6 +6,7 @@ import threading
 import time
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.dispatch import receiver
 
 from analytics.services import mark_days_of_deleted_events, mark_items_recategorised
@@ -23,7 +24,7 @@ def mark_recategorised_items(sender, item_pks: list[int], **kwargs) -> None:
 
 
 @receiver(events_deleting)
-def mark_days_of_events_deleting(sender, events, **kwargs) -> None:
+def mark_days_of_events_deleting(sender, events: QuerySet, **kwargs) -> None:
     mark_days_of_deleted_events(events=events)
 
 

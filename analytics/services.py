@@ -197,6 +197,13 @@ def _rebuild_day(day: date, *, watermark: datetime) -> None:
                               received_at__lt=watermark))
 
 
+def _mark_days_of(events: QuerySet[Event]) -> None:
+    """Marks the days the events happened on for the next updates to rebuild."""
+    days = events.annotate(day=TruncDate("timestamp")).values_list("day", flat=True).distinct()
+    RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in days],
+                                       ignore_conflicts=True)
+
+
 def _dirty_items_to_days(state: RollupState) -> bool:
     """Turns up to DIRTY_ITEMS_PER_CHUNK items whose category changed into the days holding
     their rolled-up events; returns whether more items wait."""
@@ -205,11 +212,8 @@ def _dirty_items_to_days(state: RollupState) -> bool:
     batch, more = marks[:DIRTY_ITEMS_PER_CHUNK], len(marks) > DIRTY_ITEMS_PER_CHUNK
     if not batch:
         return False
-    days = (Event.objects.filter(item_id__in=[item_id for item_id, _ in batch],
-                                 received_at__lt=state.watermark)
-            .annotate(day=TruncDate("timestamp")).values_list("day", flat=True).distinct())
-    RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in days],
-                                       ignore_conflicts=True)
+    _mark_days_of(Event.objects.filter(item_id__in=[item_id for item_id, _ in batch],
+                                       received_at__lt=state.watermark))
     # Only the marks read: an item marked again meanwhile stays (on PostgreSQL the delete
     # then fails to serialise and the update runs again).
     matching = Q()
@@ -374,9 +378,7 @@ def mark_days_of_deleted_events(*, events: QuerySet[Event]) -> None:
         raise RuntimeError("mark_days_of_deleted_events must run in the deleting transaction")
     _locked_state()
     RollupState.objects.filter(pk=1).update(watermark=F("watermark"))
-    days = events.annotate(day=TruncDate("timestamp")).values_list("day", flat=True).distinct()
-    RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in days],
-                                       ignore_conflicts=True)
+    _mark_days_of(events)
 
 
 def rollup_status(*, count_pending: bool = True) -> dict:
