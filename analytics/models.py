@@ -9,6 +9,8 @@ Shapes, chosen by measurement (benchmarks/README.md):
 - `UserDayActivity`: a user's activity on a day over all categories, which the unfiltered
   dashboards count persons over (at 10M events a user's day spans about 2.5 categories,
   so it has that many times fewer rows).
+Both per-user tables mark which of the standard event types (`TYPE_BITS`) the user's day
+held, so unique persons of those types (trends' "unique users") are counted over them too.
 Identity links are applied when persons are counted, so a link made later changes past
 counts exactly as on raw events. Categories are the item's when the day was rolled up; a
 category change marks the item for a rebuild of its days (`RollupDirtyItem`, then
@@ -22,6 +24,13 @@ add the events received since from the raw table (see analytics/insights/sources
 from django.db import models
 
 from ingestion.models import EndUser, IdentityLink, Item
+
+
+# The bit each standard event type sets in `type_bits`. Stored in the rollups: a type keeps
+# its bit for good (changing one needs the rollups rebuilt), and new types take new bits.
+TYPE_BITS = {"view": 1, "click": 2, "add_to_cart": 4, "purchase": 8, "rating": 16,
+             "review": 32}
+TYPE_BITS_HELP = "Bit TYPE_BITS[t] set: the day held an event of type t"
 
 
 class DailyEventRollup(models.Model):
@@ -46,6 +55,7 @@ class UserDayRollup(models.Model):
     events = models.BigIntegerField()
     views = models.BigIntegerField()
     purchases = models.BigIntegerField()
+    type_bits = models.BigIntegerField(default=0, help_text=TYPE_BITS_HELP)
     # The user's identity link, joined straight on user_id as Event.identity_link is.
     identity_link = models.ForeignObject(IdentityLink, on_delete=models.DO_NOTHING,
                                          from_fields=["user"], to_fields=["alias"], null=True,
@@ -63,6 +73,7 @@ class UserDayActivity(models.Model):
     user = models.ForeignKey(EndUser, on_delete=models.CASCADE, db_index=False,
                              related_name="+")
     events = models.BigIntegerField()
+    type_bits = models.BigIntegerField(default=0, help_text=TYPE_BITS_HELP)
     identity_link = models.ForeignObject(IdentityLink, on_delete=models.DO_NOTHING,
                                          from_fields=["user"], to_fields=["alias"], null=True,
                                          related_name="+")

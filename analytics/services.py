@@ -21,6 +21,8 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
   followed: run ``rebuild_analytics --since`` the first day of the events deleted.
 """
 
+import functools
+import operator
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,11 +33,25 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Count, F, FloatField, Q, QuerySet, Sum, Value
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    Count,
+    F,
+    FloatField,
+    Max,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from analytics.models import (
+    TYPE_BITS,
     DailyEventRollup,
     RollupDirtyDay,
     RollupDirtyItem,
@@ -140,6 +156,21 @@ def _item_events_of_type(event_type: str) -> Count:
     return Count("id", filter=Q(type=event_type, item__isnull=False))
 
 
+def type_bit() -> Case:
+    """For event querysets: the event's type's bit in TYPE_BITS (0 for other types)."""
+    return Case(*[When(type=event_type, then=Value(bit)) for event_type, bit in TYPE_BITS.items()],
+                default=Value(0), output_field=BigIntegerField())
+
+
+def _type_bits() -> CombinedExpression:
+    """The OR of the TYPE_BITS of a group's events, as a sum of one maximum per type: SQLite
+    has no bitwise-OR aggregate."""
+    return functools.reduce(operator.add, [
+        Max(Case(When(type=event_type, then=Value(bit)), default=Value(0),
+                 output_field=BigIntegerField()))
+        for event_type, bit in TYPE_BITS.items()])
+
+
 def _user_day_rows(events: QuerySet[Event]) -> QuerySet:
     """The events' UserDayRollup figures: per day, user and category, events, and views and
     purchases of items (what the items dashboard counts viewers and purchasers over)."""
@@ -147,33 +178,35 @@ def _user_day_rows(events: QuerySet[Event]) -> QuerySet:
                             category=Coalesce("item__category", Value("")))
             .values("day", "user_id", "category")
             .annotate(events=Count("id"), views=_item_events_of_type("view"),
-                      purchases=_item_events_of_type("purchase")))
+                      purchases=_item_events_of_type("purchase"), type_bits=_type_bits()))
 
 
 def _user_activity_rows(events: QuerySet[Event]) -> QuerySet:
     return (events.annotate(day=TruncDate("timestamp"))
-            .values("day", "user_id").annotate(events=Count("id")))
+            .values("day", "user_id").annotate(events=Count("id"), type_bits=_type_bits()))
 
 
 def _add(events: QuerySet[Event]) -> None:
     """Adds the events' counts to the rollups (one INSERT ... SELECT each: no rows cross
-    the wire), creating rows or adding to existing ones."""
+    the wire), creating rows or adding to existing ones (type bits are ORed)."""
     for rows, table, columns, key, added in (
             (daily_event_rows(events), DailyEventRollup._meta.db_table,
              ("day", "event_type", "category", "events", "value_sum", "value_events"),
              ("day", "event_type", "category"), ("events", "value_sum", "value_events")),
             (_user_day_rows(events), UserDayRollup._meta.db_table,
-             ("day", "user_id", "category", "events", "views", "purchases"),
-             ("day", "user_id", "category"), ("events", "views", "purchases")),
+             ("day", "user_id", "category", "events", "views", "purchases", "type_bits"),
+             ("day", "user_id", "category"), ("events", "views", "purchases", "type_bits")),
             (_user_activity_rows(events), UserDayActivity._meta.db_table,
-             ("day", "user_id", "events"), ("day", "user_id"), ("events",))):
+             ("day", "user_id", "events", "type_bits"), ("day", "user_id"),
+             ("events", "type_bits"))):
         select_sql, params = rows.query.sql_with_params()
         target_columns = (*key, *added)
         # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
         sql = (f"INSERT INTO {table} ({', '.join(target_columns)}) "
                f"SELECT {', '.join(_quoted(c) for c in columns)} FROM ({select_sql}) AS batch "
                f"WHERE true ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
-               + ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in added))
+               + ", ".join(f"{c} = {table}.{c} {'|' if c == 'type_bits' else '+'} excluded.{c}"
+                           for c in added))
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
 

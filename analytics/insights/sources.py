@@ -6,6 +6,8 @@ and persons shown instead of the events behind them.
 Relations, as SQL over which the insights aggregate:
 - ``person_days``: (day, person), a row (or several) for every person active on a day;
 - ``daily_events``: (day, event_type, category, events, value_sum, value_events), summable;
+- ``typed_person_days`` (rollups only): (day, category, person, type_bits), persons active
+  on a day with the TYPE_BITS of their events' types, for unique persons of chosen types;
 - ``category_shoppers`` (rollups only): (category, person, views, purchases), the persons
   who viewed or bought the category's items on a day of the range.
 
@@ -22,7 +24,8 @@ arbitrary steps), paths (event sequences), items (per-item totals and distinct p
 item: an item-day rollup was measured, 5.8M rows at 10M events, and summed no faster than
 one pass over the events), sentiment
 (reviews only, scored after they arrive), recommendations (impressions), property filters
-and breakdowns, and unique persons of chosen event types (trends) read raw events.
+and breakdowns, and unique persons of event types without a bit in TYPE_BITS (trends)
+read raw events.
 """
 
 from collections.abc import Callable, Iterator
@@ -33,17 +36,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, Q, QuerySet
-from django.db.models.functions import TruncDate
+from django.db.models import Count, F, Q, QuerySet, Value
+from django.db.models.functions import Coalesce, TruncDate
 
 from analytics.insights.common import DateRange, events_in_range
 from analytics.models import (
+    TYPE_BITS,
     DailyEventRollup,
     RollupState,
     UserDayActivity,
     UserDayRollup,
 )
-from analytics.services import daily_event_rows
+from analytics.services import daily_event_rows, type_bit
 from ingestion.models import EndUser, Event
 from ingestion.selectors import person_key
 
@@ -130,6 +134,40 @@ def daily_events(*, date_range: DateRange, category: str | None = None,
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
 
 
+def typed_person_days(*, date_range: DateRange, event_types: list[str],
+                      category: str | None = None, by_category: bool = False
+                      ) -> Relation | None:
+    """SQL with columns (day, category, person, type_bits): persons active on each day of
+    the range (in the category) with events of the types, and the TYPE_BITS of those
+    types (a (day, category, person) may repeat; test the bits of the type counted).
+    ``category`` is the item's ("" for none), or "" throughout unless ``by_category``.
+    None where the rollups are not built or a type has no bit: the caller counts events."""
+    watermark = rollup_watermark()
+    if watermark is None or not set(event_types) <= TYPE_BITS.keys():
+        return None
+    mask = sum(TYPE_BITS[event_type] for event_type in set(event_types))
+    per_category = by_category or bool(category)
+    if per_category:
+        rolled = UserDayRollup.objects.all()
+        if category:
+            rolled = rolled.filter(category=category)
+    else:
+        # A user's day over all categories: fewer rows than one per category.
+        rolled = UserDayActivity.objects.annotate(category=Value(""))
+    rolled = (rolled.filter(day__gte=date_range.start, day__lte=date_range.end)
+              .alias(chosen_bits=F("type_bits").bitand(mask)).exclude(chosen_bits=0)
+              .annotate(person=person_key())
+              .values_list("day", "category", "person", "type_bits"))
+    tail = (events_in_range(date_range=date_range, category=category)
+            .filter(received_at__gte=watermark, type__in=event_types)
+            .annotate(day=TruncDate("timestamp"),
+                      category=(Coalesce("item__category", Value("")) if per_category
+                                else Value("")),
+                      person=person_key(), type_bits=type_bit())
+            .values_list("day", "category", "person", "type_bits"))
+    return _union(_sql(rolled), _sql(tail))
+
+
 def category_shoppers(*, date_range: DateRange, category: str | None = None) -> Relation | None:
     """SQL with columns (category, person, views, purchases): persons who viewed or bought
     items of a category on a day of the range, with how many views and purchases (a
@@ -164,13 +202,18 @@ def first_seen_days(*, date_range: DateRange) -> Relation:
 def periods(*, days: list[date], period_of: Callable[[date], date | int]) -> Relation:
     """SQL with columns (day, period): each day and its period, as period_of names it (the
     period's first day, or its number)."""
-    values = ", ".join(["(%s, %s)"] * len(days))
-    period_params = [period_of(day) for day in days]
+    return constants("periods", ("day", "period"), [
+        (date_param(day), date_param(period) if isinstance(period, date) else period)
+        for day, period in ((day, period_of(day)) for day in days)])
+
+
+def constants(name: str, columns: tuple[str, ...], rows: list[tuple]) -> Relation:
+    """SQL with the columns, one row per tuple of rows (parameters, not SQL text)."""
+    values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
     # A CTE names the columns the same way on SQLite and PostgreSQL.
-    return (f"WITH periods(day, period) AS (VALUES {values}) SELECT day, period FROM periods",
-            [value for day, period in zip(days, period_params)
-             for value in (date_param(day),
-                           date_param(period) if isinstance(period, date) else period)])
+    return (f"WITH {name}({', '.join(columns)}) AS (VALUES {values}) "
+            f"SELECT {', '.join(columns)} FROM {name}",
+            [value for row in rows for value in row])
 
 
 def date_param(value: date) -> date | str:

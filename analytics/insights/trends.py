@@ -11,6 +11,7 @@ from django.db.models.functions import Cast, Coalesce, NullIf, Trunc
 
 from analytics.insights import sources
 from analytics.insights.common import DateRange, events_in_range
+from analytics.models import TYPE_BITS
 from ingestion.models import Event
 from ingestion.selectors import person_key
 
@@ -103,8 +104,9 @@ def trends(*, date_range: DateRange, event_types: list[str], measure: Measure = 
         previous_range = date_range.previous()
         ranges["previous"] = (previous_range, period_starts(previous_range, interval))
     # Counts, sums and averages by type and category add up from per-day figures (the
-    # rollups where built); unique persons of chosen types and property filters or
-    # breakdowns need the events themselves.
+    # rollups where built); unique persons of the standard types come from the rollups'
+    # person-days where built; other types and property filters or breakdowns need the
+    # events themselves.
     from_days = (measure != "users" and property_filter is None
                  and breakdown in (None, CATEGORY_BREAKDOWN))
     kept_values = None
@@ -130,6 +132,14 @@ def trends(*, date_range: DateRange, event_types: list[str], measure: Measure = 
                 _matching(date_range=date_range, event_types=event_types, category=category,
                           property_filter=property_filter), breakdown)
         for name, (measured_range, _) in ranges.items():
+            scope = {"date_range": measured_range, "event_types": event_types,
+                     "category": category, "breakdown": breakdown, "kept_values": kept_values}
+            persons = (_rolled_up_persons(**scope, interval=interval)
+                       if measure == "users" and property_filter is None else None)
+            if persons is not None:
+                figures[name] = persons
+                totals[name] = _rolled_up_persons(**scope, interval=None)
+                continue
             events = _matching(date_range=measured_range, event_types=event_types,
                                category=category, property_filter=property_filter)
             figures[name] = _measured(events, measure=measure, interval=interval,
@@ -229,6 +239,58 @@ def _figures_from_days(rows: list[DayRow], *, measure: Measure, interval: Interv
                 "average": lambda f: f[1] / f[2] if f[2] else 0}[measure]
     return {key: {period: round(float(measured(f)), 2) for period, f in by_period.items()}
             for key, by_period in sums.items()}
+
+
+def _rolled_up_persons(*, date_range: DateRange, event_types: list[str], category: str | None,
+                       breakdown: str | None, kept_values: list[str] | None,
+                       interval: Interval | None
+                       ) -> dict[tuple[str, str | None], dict[date | None, float]] | None:
+    """What _measured counts as unique persons, from the rollups' person-days of the
+    types (sources.typed_person_days); None where they cannot answer it. Types and
+    buckets are grouped as small integers: sorting those costs less than sorting text."""
+    if breakdown not in (None, CATEGORY_BREAKDOWN):
+        return None
+    persons = sources.typed_person_days(date_range=date_range, event_types=event_types,
+                                        category=category, by_category=breakdown is not None)
+    if persons is None:
+        return None
+    persons_sql, params = persons
+    type_of_bit = {TYPE_BITS[event_type]: event_type for event_type in event_types}
+    types_sql, types_params = sources.constants("chosen", ("bit",),
+                                                [(bit,) for bit in type_of_bit])
+    params = [*params, *types_params]
+    period, joins = "NULL", ""
+    if interval:
+        periods_sql, periods_params = sources.periods(days=date_range.dates(),
+                                                      period_of=sources.period_of(interval))
+        period, joins = "period_of.period", (f"JOIN ({periods_sql}) AS period_of "
+                                             "ON period_of.day = persons.day")
+        params += periods_params
+    buckets = (kept_values or []) + [OTHER] if breakdown else [None]
+    bucket_sql, bucket_params = _rolled_up_bucket(buckets) if breakdown else ("0", [])
+    figures: dict[tuple[str, str | None], dict[date | None, float]] = {}
+    for bit, start, bucket, count in sources.fetch(
+            f"SELECT chosen.bit, {period}, {bucket_sql}, COUNT(DISTINCT persons.person) "
+            f"FROM ({persons_sql}) AS persons "
+            f"JOIN ({types_sql}) AS chosen ON (persons.type_bits & chosen.bit) <> 0 {joins} "
+            "GROUP BY 1, 2, 3", [*bucket_params, *params]):
+        period_start = sources.as_date(start) if start is not None else None
+        figures.setdefault((type_of_bit[bit], buckets[bucket]), {})[period_start] = \
+            round(float(count), 2)
+    return figures
+
+
+def _rolled_up_bucket(buckets: list[str]) -> tuple[str, list[Any]]:
+    """SQL for the index in buckets (the kept values, then OTHER) of a person-day's
+    category ("" for none), as _breakdown_expression and _measured's folding name it."""
+    whens, params = [], []
+    for index, value in enumerate(buckets[:-1]):
+        stored = ("", NONE_VALUE) if value == NONE_VALUE else (value,)
+        whens.append(f"WHEN persons.category IN ({', '.join(['%s'] * len(stored))}) "
+                     f"THEN {index}")
+        params += stored
+    other = len(buckets) - 1
+    return (f"CASE {' '.join(whens)} ELSE {other} END" if whens else str(other)), params
 
 
 def _rank(value: str | None, kept_values: list[str]) -> int:
