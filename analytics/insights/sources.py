@@ -141,9 +141,10 @@ def typed_person_days(*, date_range: DateRange, event_types: list[str],
     the range (in the category) with events of the types, and the TYPE_BITS of those
     types (a (day, category, person) may repeat; test the bits of the type counted).
     ``category`` is the item's ("" for none), or "" throughout unless ``by_category``.
-    None where the rollups are not built or a type has no bit: the caller counts events."""
+    None where the rollups are not built or a type has no bit (or none is given): the
+    caller counts events."""
     watermark = rollup_watermark()
-    if watermark is None or not set(event_types) <= TYPE_BITS.keys():
+    if watermark is None or not event_types or not set(event_types) <= TYPE_BITS.keys():
         return None
     mask = sum(TYPE_BITS[event_type] for event_type in set(event_types))
     per_category = by_category or bool(category)

@@ -266,8 +266,10 @@ def _rolled_up_persons(*, date_range: DateRange, event_types: list[str], categor
         period, joins = "period_of.period", (f"JOIN ({periods_sql}) AS period_of "
                                              "ON period_of.day = persons.day")
         params += periods_params
-    buckets = (kept_values or []) + [OTHER] if breakdown else [None]
-    bucket_sql, bucket_params = _rolled_up_bucket(buckets) if breakdown else ("0", [])
+    # A category named like OTHER shares its series, as in _measured.
+    buckets = list(dict.fromkeys([*(kept_values or []), OTHER])) if breakdown else [None]
+    bucket_sql, bucket_params = (_rolled_up_bucket(kept_values or [], buckets) if breakdown
+                                 else ("0", []))
     figures: dict[tuple[str, str | None], dict[date | None, float]] = {}
     for bit, start, bucket, count in sources.fetch(
             f"SELECT chosen.bit, {period}, {bucket_sql}, COUNT(DISTINCT persons.person) "
@@ -280,16 +282,16 @@ def _rolled_up_persons(*, date_range: DateRange, event_types: list[str], categor
     return figures
 
 
-def _rolled_up_bucket(buckets: list[str]) -> tuple[str, list[Any]]:
-    """SQL for the index in buckets (the kept values, then OTHER) of a person-day's
-    category ("" for none), as _breakdown_expression and _measured's folding name it."""
+def _rolled_up_bucket(kept_values: list[str], buckets: list[str]) -> tuple[str, list[Any]]:
+    """SQL for the index in buckets of a person-day's category ("" for none): its kept
+    value's, else OTHER's, as _breakdown_expression and _measured's folding name it."""
     whens, params = [], []
-    for index, value in enumerate(buckets[:-1]):
+    for value in kept_values:
         stored = ("", NONE_VALUE) if value == NONE_VALUE else (value,)
         whens.append(f"WHEN persons.category IN ({', '.join(['%s'] * len(stored))}) "
-                     f"THEN {index}")
+                     f"THEN {buckets.index(value)}")
         params += stored
-    other = len(buckets) - 1
+    other = buckets.index(OTHER)
     return (f"CASE {' '.join(whens)} ELSE {other} END" if whens else str(other)), params
 
 

@@ -29,7 +29,7 @@ from ingestion.services import EventInput, link_identities, store_events, upsert
 pytestmark = pytest.mark.django_db
 
 EVENT_TYPES = ("view", "view", "view", "click", "add_to_cart", "purchase", "signup")
-CATEGORIES = ("books", "toys", "")
+CATEGORIES = ("books", "toys", "", "other", "(none)")
 
 
 @pytest.fixture
@@ -183,3 +183,30 @@ def test_unique_persons_of_standard_types_are_counted_over_the_rollups():
                                event_types=["view", "purchase"], measure="users")
     assert [(row["event_type"], row["total"]) for row in result["series"]] == [
         ("view", 2), ("purchase", 1)]
+
+
+def test_a_category_named_like_the_other_series_shares_it_from_the_rollups_too():
+    now = timezone.now()
+    # "other" has most views, so it is kept; c0 has fewest, the eleventh category, and
+    # folds into the series "other" too: ann, who viewed both, is one person there.
+    views = {"other": 20, **{f"c{n}": 2 + n for n in range(10)}}
+    upsert_items(items=[{"item_id": f"sku-{name}", "category": name} for name in views])
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type="view",
+                                    user_id="ann" if n == 0 and name in ("other", "c0")
+                                    else f"{name}-{n}",
+                                    item_id=f"sku-{name}", timestamp=now - timedelta(days=1))
+                         for name, count in views.items() for n in range(count)],
+                 received_at=now - timedelta(hours=1))
+    services.roll_up_new_events(now=now)
+    day = timezone.localdate(now - timedelta(days=1))
+
+    def persons_by_category():
+        return trends.trends(date_range=DateRange(start=day, end=day), event_types=["view"],
+                             measure="users", breakdown="category")["series"]
+
+    with analytics_queries(), sources.raw_events_only():
+        raw = persons_by_category()
+    with analytics_queries():
+        rolled = persons_by_category()
+    assert {row["breakdown_value"]: row["total"] for row in raw}["other"] == 20 + 2 - 1
+    assert rolled == raw
