@@ -255,30 +255,30 @@ def _rolled_up_persons(*, date_range: DateRange, event_types: list[str], categor
     if persons is None:
         return None
     persons_sql, params = persons
-    type_of_bit = {TYPE_BITS[event_type]: event_type for event_type in event_types}
-    types_sql, types_params = sources.constants("chosen", ("bit",),
-                                                [(bit,) for bit in type_of_bit])
-    params = [*params, *types_params]
+    chosen_types = list(dict.fromkeys(event_types))
     period, joins = "NULL", ""
     if interval:
         periods_sql, periods_params = sources.periods(days=date_range.dates(),
                                                       period_of=sources.period_of(interval))
         period, joins = "period_of.period", (f"JOIN ({periods_sql}) AS period_of "
                                              "ON period_of.day = persons.day")
-        params += periods_params
+        params = [*params, *periods_params]
     # A category named like OTHER shares its series, as in _measured.
     buckets = list(dict.fromkeys([*(kept_values or []), OTHER])) if breakdown else [None]
     bucket_sql, bucket_params = (_rolled_up_bucket(kept_values or [], buckets) if breakdown
                                  else ("0", []))
+    # One pass for every type: each counts the rows with its bit.
+    counts = ", ".join(f"COUNT(DISTINCT persons.person) FILTER (WHERE (persons.type_bits & "
+                       f"{TYPE_BITS[event_type]}) <> 0)" for event_type in chosen_types)
     figures: dict[tuple[str, str | None], dict[date | None, float]] = {}
-    for bit, start, bucket, count in sources.fetch(
-            f"SELECT chosen.bit, {period}, {bucket_sql}, COUNT(DISTINCT persons.person) "
-            f"FROM ({persons_sql}) AS persons "
-            f"JOIN ({types_sql}) AS chosen ON (persons.type_bits & chosen.bit) <> 0 {joins} "
-            "GROUP BY 1, 2, 3", [*bucket_params, *params]):
+    for start, bucket, *persons_per_type in sources.fetch(
+            f"SELECT {period}, {bucket_sql}, {counts} FROM ({persons_sql}) AS persons {joins} "
+            "GROUP BY 1, 2", [*bucket_params, *params]):
         period_start = sources.as_date(start) if start is not None else None
-        figures.setdefault((type_of_bit[bit], buckets[bucket]), {})[period_start] = \
-            round(float(count), 2)
+        for event_type, count in zip(chosen_types, persons_per_type):
+            if count:
+                figures.setdefault((event_type, buckets[bucket]), {})[period_start] = \
+                    round(float(count), 2)
     return figures
 
 
