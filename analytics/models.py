@@ -26,8 +26,9 @@ from django.db import models
 from ingestion.models import EndUser, IdentityLink, Item
 
 
-# The bit each standard event type sets in `type_bits`. Stored in the rollups: a type keeps
-# its bit for good (changing one needs the rollups rebuilt), and new types take new bits.
+# The bit each standard event type sets in `type_bits`. Stored in the rollups: changing a
+# type's bit or adding a type needs the rollups started over (a migration, as 0004 does),
+# since the rows rolled up before lack it.
 TYPE_BITS = {"view": 1, "click": 2, "add_to_cart": 4, "purchase": 8, "rating": 16,
              "review": 32}
 TYPE_BITS_HELP = "Bit TYPE_BITS[t] set: the day held an event of type t"

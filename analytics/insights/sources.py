@@ -24,8 +24,8 @@ arbitrary steps), paths (event sequences), items (per-item totals and distinct p
 item: an item-day rollup was measured, 5.8M rows at 10M events, and summed no faster than
 one pass over the events), sentiment
 (reviews only, scored after they arrive), recommendations (impressions), property filters
-and breakdowns, and unique persons of event types without a bit in TYPE_BITS (trends)
-read raw events.
+and breakdowns, and unique persons of chosen event types (trends) when any of them has no
+bit in TYPE_BITS read raw events.
 """
 
 from collections.abc import Callable, Iterator
@@ -140,11 +140,13 @@ def typed_person_days(*, date_range: DateRange, event_types: list[str],
     """SQL with columns (day, category, person, type_bits): persons active on each day of
     the range (in the category) with events of the types, and the TYPE_BITS of those
     types (a (day, category, person) may repeat; test the bits of the type counted).
-    ``category`` is the item's ("" for none), or "" throughout unless ``by_category``.
-    None where the rollups are not built or a type has no bit (or none is given): the
-    caller counts events."""
+    ``category`` is the item's ("" for none) with ``by_category`` or a category filter,
+    else "" throughout. None where a type has no bit (or none is given) or the rollups are
+    not built: the caller counts events."""
+    if not event_types or not set(event_types) <= TYPE_BITS.keys():
+        return None
     watermark = rollup_watermark()
-    if watermark is None or not event_types or not set(event_types) <= TYPE_BITS.keys():
+    if watermark is None:
         return None
     mask = sum(TYPE_BITS[event_type] for event_type in set(event_types))
     per_category = by_category or bool(category)
@@ -203,18 +205,13 @@ def first_seen_days(*, date_range: DateRange) -> Relation:
 def periods(*, days: list[date], period_of: Callable[[date], date | int]) -> Relation:
     """SQL with columns (day, period): each day and its period, as period_of names it (the
     period's first day, or its number)."""
-    return constants("periods", ("day", "period"), [
-        (date_param(day), date_param(period) if isinstance(period, date) else period)
-        for day, period in ((day, period_of(day)) for day in days)])
-
-
-def constants(name: str, columns: tuple[str, ...], rows: list[tuple]) -> Relation:
-    """SQL with the columns, one row per tuple of rows (parameters, not SQL text)."""
-    values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
+    values = ", ".join(["(%s, %s)"] * len(days))
+    period_params = [period_of(day) for day in days]
     # A CTE names the columns the same way on SQLite and PostgreSQL.
-    return (f"WITH {name}({', '.join(columns)}) AS (VALUES {values}) "
-            f"SELECT {', '.join(columns)} FROM {name}",
-            [value for row in rows for value in row])
+    return (f"WITH periods(day, period) AS (VALUES {values}) SELECT day, period FROM periods",
+            [value for day, period in zip(days, period_params)
+             for value in (date_param(day),
+                           date_param(period) if isinstance(period, date) else period)])
 
 
 def date_param(value: date) -> date | str:

@@ -246,8 +246,8 @@ def _rolled_up_persons(*, date_range: DateRange, event_types: list[str], categor
                        interval: Interval | None
                        ) -> dict[tuple[str, str | None], dict[date | None, float]] | None:
     """What _measured counts as unique persons, from the rollups' person-days of the
-    types (sources.typed_person_days); None where they cannot answer it. Types and
-    buckets are grouped as small integers: sorting those costs less than sorting text."""
+    types (sources.typed_person_days); None where they cannot answer it. Buckets are
+    grouped as small integers: sorting those costs less than sorting text."""
     if breakdown not in (None, CATEGORY_BREAKDOWN):
         return None
     persons = sources.typed_person_days(date_range=date_range, event_types=event_types,

@@ -4,6 +4,10 @@ from django.db import migrations, models
 from analytics.migrations._rollup_restart import hold_the_rollup_lock, start_the_rollups_over
 
 
+ROLLUP_MODELS = ("DailyEventRollup", "UserDayRollup", "UserDayActivity", "RollupDirtyItem",
+                 "RollupDirtyDay")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -46,5 +50,5 @@ class Migration(migrations.Migration):
                                                         name="user_day_activity_key")],
             },
         ),
-        migrations.RunPython(start_the_rollups_over, migrations.RunPython.noop),
+        migrations.RunPython(start_the_rollups_over(*ROLLUP_MODELS), migrations.RunPython.noop),
     ]

@@ -3,6 +3,10 @@ from django.db import migrations, models
 from analytics.migrations._rollup_restart import hold_the_rollup_lock, start_the_rollups_over
 
 
+ROLLUP_MODELS = ("DailyEventRollup", "UserDayRollup", "UserDayActivity", "RollupDirtyItem",
+                 "RollupDirtyDay")
+
+
 TYPE_BITS_HELP = "Bit TYPE_BITS[t] set: the day held an event of type t"
 
 
@@ -24,5 +28,5 @@ class Migration(migrations.Migration):
             name="type_bits",
             field=models.BigIntegerField(default=0, help_text=TYPE_BITS_HELP),
         ),
-        migrations.RunPython(start_the_rollups_over, migrations.RunPython.noop),
+        migrations.RunPython(start_the_rollups_over(*ROLLUP_MODELS), migrations.RunPython.noop),
     ]

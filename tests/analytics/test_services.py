@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from analytics import services
 from analytics.models import (
+    TYPE_BITS,
     DailyEventRollup,
     RollupDirtyDay,
     RollupDirtyItem,
@@ -93,14 +94,31 @@ class TestRollUp:
                 for row in UserDayRollup.objects.all()}
         assert rows == {"books": (6, 3, 2), "": (4, 0, 0)}
 
-    def test_upgrading_to_the_new_rollup_shapes_starts_the_rollups_over(self):
-        """Rollups built before the activity table and the views/purchases figures existed
-        lack them: the migration empties them, so readers use raw events until rebuilt."""
+    def test_a_users_day_marks_the_types_of_its_events_over_several_updates(self):
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
+        store(1, received_minutes_ago=30, event_type="view")
+        services.roll_up_new_events(now=NOW - timedelta(minutes=20))
+        store(1, received_minutes_ago=10, event_type="view")  # its bit is set already
+        store(1, received_minutes_ago=10, event_type="purchase")
+        store(1, received_minutes_ago=10, event_type="signup", item=None)  # no bit
+        services.roll_up_new_events(now=NOW)
+
+        view_and_purchase = TYPE_BITS["view"] | TYPE_BITS["purchase"]
+        assert UserDayActivity.objects.get().type_bits == view_and_purchase
+        assert {row.category: row.type_bits for row in UserDayRollup.objects.all()} == {
+            "books": view_and_purchase, "": 0}
+
+    @pytest.mark.parametrize("migration_name", ["0003_user_activity_rollup",
+                                                "0004_rollup_type_bits"])
+    def test_upgrading_to_the_new_rollup_shapes_starts_the_rollups_over(self, migration_name):
+        """Rollups built before the activity table, the views/purchases figures or the type
+        bits existed lack them: the migration empties them, so readers use raw events until
+        rebuilt."""
         store(3, received_minutes_ago=30)
         services.roll_up_new_events(now=NOW)
         RollupDirtyDay.objects.create(day=DAY)
-        migration = importlib.import_module(
-            "analytics.migrations.0003_user_activity_rollup")
+        migration = importlib.import_module(f"analytics.migrations.{migration_name}").Migration
+        start_over = migration.operations[-1].code
 
         if connection.vendor == "postgresql":
             # This test's inserts left foreign-key checks pending in its transaction, which
@@ -108,7 +126,7 @@ class TestRollUp:
             with connection.cursor() as cursor:
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
-        migration.start_the_rollups_over(django_apps, SimpleNamespace(connection=connection))
+        start_over(django_apps, SimpleNamespace(connection=connection))
 
         assert rolled_events() == 0 and not UserDayRollup.objects.exists()
         assert not UserDayActivity.objects.exists() and not RollupDirtyDay.objects.exists()

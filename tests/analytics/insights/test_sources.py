@@ -89,7 +89,7 @@ def answers(today) -> dict:
                         breakdown=breakdown, compare=True)
             # Unique persons of standard types only: counted over the rollups' person-days.
             for breakdown in (None, "category"):
-                for interval in ("day", "month"):
+                for interval in ("day", "week", "month"):
                     results[("trends", "standard types", interval, breakdown, key)] = \
                         trends.trends(date_range=date_range, event_types=["view", "purchase"],
                                       measure="users", interval=interval,
