@@ -1,7 +1,7 @@
 """Read-only analytics endpoints for product managers and admins (session login only:
 API keys belong to client apps and never open analytics)."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -31,6 +31,8 @@ from analytics.insights import (
 from analytics.insights.common import (
     DEFAULT_FUNNEL_STEPS,
     DEFAULT_RANGE_DAYS,
+    EARLIEST_DAY,
+    LATEST_DAY,
     MAX_RANGE_DAYS,
     DateRange,
 )
@@ -61,13 +63,10 @@ class FiltersInputSerializer(QueryParamsSerializer):
     category = CategoryFilterField(help_text="Only events on items of this category")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        end = attrs.pop("end", None) or common.default_date_range().end
-        try:
-            start = attrs.pop("start", None) or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
-        except OverflowError:
-            raise serializers.ValidationError(
-                {"end": "Give a start: the default range would begin before year 1."},
-                code="invalid_range") from None
+        end = self._within_bounds("end", attrs.pop("end", None)
+                                  or common.default_date_range().end)
+        start = self._within_bounds("start", attrs.pop("start", None)
+                                    or end - timedelta(days=DEFAULT_RANGE_DAYS - 1))
         if start > end:
             raise serializers.ValidationError({"start": "start must be on or before end."},
                                               code="invalid_range")
@@ -77,6 +76,14 @@ class FiltersInputSerializer(QueryParamsSerializer):
                 {"end": f"The range may cover at most {MAX_RANGE_DAYS} days (2 years)."},
                 code="range_too_long")
         return {**attrs, "date_range": date_range, "category": attrs.get("category") or None}
+
+
+    @staticmethod
+    def _within_bounds(name: str, day: date) -> date:
+        if not EARLIEST_DAY <= day <= LATEST_DAY:
+            raise serializers.ValidationError(
+                {name: f"Give a day from {EARLIEST_DAY} to {LATEST_DAY}."}, code="out_of_range")
+        return day
 
 
 class PeriodInputSerializer(FiltersInputSerializer):

@@ -59,6 +59,9 @@ class TestAccess:
     ("trends", "start=2023-01-01&end=2025-06-30", "end"),
     ("lifecycle", "interval=year", "interval"),
     ("overview", "end=0001-01-05", "end"),
+    ("items", "start=0001-01-01&end=0001-01-05", "end"),
+    ("lifecycle", "start=1899-12-31&end=1900-01-05", "start"),
+    ("overview", "start=9999-12-20&end=9999-12-31", "end"),
     ("stickiness", "interval=day", "interval"),
     ("paths", "steps=6", "steps"),
     ("paths", "steps=0", "steps"),
@@ -73,6 +76,15 @@ def test_bad_parameters_are_400_in_the_error_shape(pm_client, name, query, attr)
     assert body["type"] == "validation_error"
     assert body["attr"] == attr
     assert body["detail"]
+
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+@pytest.mark.parametrize("query", ["start=1900-01-01&end=1900-01-31",
+                                   "start=9998-12-01&end=9998-12-31"])
+def test_the_earliest_and_latest_days_accepted_are_answered(pm_client, name, query):
+    """Each insight also reads the period before its range and past its end: at the
+    bounds those still exist (a day nearer year 1 or 9999 failed with a server error)."""
+    assert pm_client.get(f"{url(name)}?{query}").status_code == 200
 
 
 def test_two_years_is_the_longest_range(pm_client):

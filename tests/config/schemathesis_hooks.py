@@ -1,5 +1,6 @@
 """What the analytics operations' OpenAPI schema cannot say, taught to schemathesis: a
-date range runs forwards and covers at most MAX_RANGE_DAYS days, and ``compare`` names two
+date range runs forwards, lies within EARLIEST_DAY and LATEST_DAY and covers at most
+MAX_RANGE_DAYS days, and ``compare`` names two
 different versions (rules across parameters or values, answered with a 400 in the error
 shape). Queries breaking them are not generated;
 every other schema-valid query must be accepted."""
@@ -8,7 +9,9 @@ from datetime import date, timedelta
 
 import schemathesis
 
-MAX_RANGE_DAYS = 731  # analytics.insights.common.MAX_RANGE_DAYS (no Django in this process)
+# As analytics.insights.common's (no Django in this process).
+MAX_RANGE_DAYS = 731
+EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(9998, 12, 31)
 DEFAULT_RANGE_DAYS = 30
 
 
@@ -37,4 +40,5 @@ def filter_query(ctx, query):
     if "start" in query and _day(query["start"]) is None or \
             "end" in query and _day(query["end"]) is None:
         return True  # not a date: the schema's own rule, left to the fuzzer
-    return start <= end and (end - start).days + 1 <= MAX_RANGE_DAYS
+    return (EARLIEST_DAY <= start <= end <= LATEST_DAY
+            and (end - start).days + 1 <= MAX_RANGE_DAYS)

@@ -73,3 +73,11 @@ def test_analytics_operations_as_a_product_manager(live_server, pm_user, schema_
     fuzz(schema_file, live_server.url, paths=r"^/api/v1/analytics/",
          credentials=["--header", f"Cookie: sessionid={session}"],
          phases="examples,fuzzing")
+
+
+def test_the_hooks_know_the_apis_range_rules():
+    from analytics.insights import common
+    from tests.config import schemathesis_hooks as hooks
+
+    assert (hooks.MAX_RANGE_DAYS, hooks.EARLIEST_DAY, hooks.LATEST_DAY) == (
+        common.MAX_RANGE_DAYS, common.EARLIEST_DAY, common.LATEST_DAY)
