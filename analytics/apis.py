@@ -77,7 +77,6 @@ class FiltersInputSerializer(QueryParamsSerializer):
                 code="range_too_long")
         return {**attrs, "date_range": date_range, "category": attrs.get("category") or None}
 
-
     @staticmethod
     def _within_bounds(name: str, day: date) -> date:
         if not EARLIEST_DAY <= day <= LATEST_DAY:
