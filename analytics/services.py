@@ -8,7 +8,11 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
   chunks of at most ROLLUP_CHUNK_EVENTS, each chunk one transaction that adds the chunk's
   counts and moves the watermark together. A crash loses the chunk's work and nothing else.
 - The watermark stops ROLLUP_LAG_SECONDS short of now, so a batch whose transaction
-  commits a few seconds after its received_at was taken is not skipped.
+  commits a few seconds after its received_at was taken is not skipped. On PostgreSQL it
+  also stops that far short of the start of the oldest transaction still writing events,
+  users or items (``_upper_bound``): a batch held up behind a lock for longer than the lag
+  would otherwise commit behind the watermark and never be counted. (On SQLite writers
+  take turns: one waits at most its 30 s busy timeout, under the default lag.)
 - Every update starts by locking the state row; a second worker waits, then sees the moved
   watermark and adds nothing twice. On PostgreSQL the transaction is REPEATABLE READ, so
   each statement of a chunk reads the same snapshot of events and items; a worker that
@@ -59,7 +63,7 @@ from analytics.models import (
     UserDayActivity,
     UserDayRollup,
 )
-from ingestion.models import Event
+from ingestion.models import EndUser, Event, Item
 
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 ROLLUP_CHUNK_EVENTS = 200_000
@@ -85,6 +89,27 @@ class RollupBusy(Exception):
 
 def _lag() -> timedelta:
     return timedelta(seconds=settings.ANALYTICS_ROLLUP_LAG_SECONDS)
+
+
+def _upper_bound(now: datetime) -> datetime:
+    """How far the watermark may move now: ROLLUP_LAG_SECONDS short of now, and of the
+    start of the oldest other transaction writing to the tables store_events writes. Its
+    batch took received_at before that transaction began (the users and items are written
+    first, each transaction takes its table's lock before it waits on any row), so the
+    batch's events stay in the raw tail until it commits or rolls back. Sessions of other
+    database roles show no start (without pg_read_all_stats) and hold nothing back."""
+    if connection.vendor != "postgresql":
+        return now - _lag()
+    tables = [model._meta.db_table for model in (Event, EndUser, Item)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT MIN(activity.xact_start) FROM pg_locks held "
+            "JOIN pg_stat_activity activity ON activity.pid = held.pid "
+            "WHERE held.locktype = 'relation' AND held.mode = 'RowExclusiveLock' "
+            "AND held.pid <> pg_backend_pid() "
+            f"AND held.relation IN ({', '.join(['to_regclass(%s)'] * len(tables))})", tables)
+        oldest_writer = cursor.fetchone()[0]
+    return min(now, oldest_writer or now) - _lag()
 
 
 @contextmanager
@@ -289,7 +314,7 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
             _empty_rollups(state)  # days were cut in another time zone: start over
         items_left = _dirty_items_to_days(state)
         days_left = _rebuild_dirty_days(state) or items_left
-        upper = now - _lag()
+        upper = _upper_bound(now)
         if upper <= state.watermark:
             state.updated_at, state.last_events = timezone.now(), 0
             state.save()

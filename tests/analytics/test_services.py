@@ -319,6 +319,42 @@ def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion, mo
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_batch_that_commits_after_the_lag_is_still_counted(no_rollup_after_ingestion, settings):
+    """A batch held up (behind a lock, say) for longer than the lag commits events whose
+    received_at an update running meanwhile would have passed, so they would never be
+    counted: the update holds the watermark back for the batch's transaction instead."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite writers take turns: none is mid-transaction while an update runs")
+    settings.ANALYTICS_ROLLUP_LAG_SECONDS = 1
+    written, release = threading.Event(), threading.Event()
+
+    def held_up_batch():
+        received_at = timezone.now()
+        try:
+            with transaction.atomic():
+                store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
+                                                item_id="sku-1", timestamp=received_at)
+                                     for _ in range(2)], received_at=received_at)
+                written.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    batch = threading.Thread(target=held_up_batch)
+    batch.start()
+    try:
+        assert written.wait(timeout=30)
+        time.sleep(1.5)  # past the lag
+        services.roll_up_new_events(now=timezone.now())
+    finally:
+        release.set()
+        batch.join()
+    services.roll_up_new_events(now=timezone.now() + timedelta(seconds=5))
+
+    assert rolled_events() == 2 == Event.objects.count()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_deleted_events_are_marked_only_inside_the_deleting_transaction():
     """Outside it the rollup lock would be gone before the events are."""
     with pytest.raises(RuntimeError, match="deleting transaction"):
