@@ -12,7 +12,8 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
   also stops that far short of the start of the oldest transaction still writing events,
   users or items (``_upper_bound``): a batch held up behind a lock for longer than the lag
   would otherwise commit behind the watermark and never be counted. (On SQLite writers
-  take turns: one waits at most its 30 s busy timeout, under the default lag.)
+  take turns, and each of a batch's two transactions waits at most the 30 s busy timeout
+  for its turn: the default lag of 60 s covers both.)
 - Every update starts by locking the state row; a second worker waits, then sees the moved
   watermark and adds nothing twice. On PostgreSQL the transaction is REPEATABLE READ, so
   each statement of a chunk reads the same snapshot of events and items; a worker that
