@@ -95,6 +95,8 @@ class RollupState(models.Model):
     last_events = models.BigIntegerField(default=0, help_text="Events the last update added")
     last_seconds = models.FloatField(default=0.0)
     rebuilt_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the recent days were last compared with their events")
 
     class Meta:
         verbose_name = "rollup state"

@@ -22,8 +22,12 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
   under the old one), a few per update, and by ``rebuild_days``; ``reset_rollups`` starts
   over (both from manage.py rebuild_analytics, which waits for a busy worker).
 - Days are rebuilt too when the admin deletes events, or the users or items they belong
-  to (``mark_days_of_deleted_events``). A deletion by other means (SQL, the shell) is not
-  followed: run ``rebuild_analytics --since`` the first day of the events deleted.
+  to (``mark_days_of_deleted_events``).
+- Once an hour an update also compares the last RECHECK_DAYS days' rollups with their
+  events (``_recheck_recent_days``) and marks the days that differ for a rebuild, so what
+  the rules above cannot see (a web host whose clock runs behind the worker's by more than
+  the lag, events deleted by SQL or the shell) is counted right within the hour. Older
+  days: run ``rebuild_analytics --since`` the first day concerned.
 """
 
 import functools
@@ -73,6 +77,10 @@ ANALYZE_AFTER_EVENTS = 100_000
 # over several updates instead of one transaction holding the rollup lock for minutes.
 DIRTY_DAYS_PER_CHUNK = 5
 DIRTY_ITEMS_PER_CHUNK = 100
+# How often, and over how many days up to the watermark's, an update compares the rollups
+# with the events: an hour's wait for a rare repair, and about a week of events read.
+RECHECK_INTERVAL = timedelta(hours=1)
+RECHECK_DAYS = 7
 
 T = TypeVar("T")
 
@@ -292,6 +300,23 @@ def _rebuild_dirty_days(state: RollupState) -> bool:
     return len(days) > DIRTY_DAYS_PER_CHUNK
 
 
+def _recheck_recent_days(state: RollupState, *, now: datetime) -> None:
+    """Marks for rebuild the days, from RECHECK_DAYS before the watermark's on, whose
+    rollup rows count other events by type and category than the events received before
+    the watermark (counts only: sums of values may differ in their last bits by the order
+    they were added in). Runs under the rollup lock, so the two sides are one state."""
+    since = timezone.localdate(state.watermark) - timedelta(days=RECHECK_DAYS - 1)
+    counted = Event.objects.filter(timestamp__gte=_day_bounds(since)[0],
+                                   received_at__lt=state.watermark)
+    key = ("day", "event_type", "category", "events", "value_events")
+    from_events = set(daily_event_rows(counted).values_list(*key))
+    rolled = set(DailyEventRollup.objects.filter(day__gte=since).values_list(*key))
+    differing = {row[0] for row in from_events ^ rolled}
+    RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in differing],
+                                       ignore_conflicts=True)
+    state.checked_at = now
+
+
 def _chunk_end(watermark: datetime, upper: datetime) -> datetime:
     """Where a chunk starting at the watermark ends: after ROLLUP_CHUNK_EVENTS events, or
     later when they share one received_at (a whole import can), or at `upper`."""
@@ -313,6 +338,8 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
         state = _locked_state()
         if state.time_zone != settings.TIME_ZONE:
             _empty_rollups(state)  # days were cut in another time zone: start over
+        if state.checked_at is None or now - state.checked_at >= RECHECK_INTERVAL:
+            _recheck_recent_days(state, now=now)
         items_left = _dirty_items_to_days(state)
         days_left = _rebuild_dirty_days(state) or items_left
         upper = _upper_bound(now)
@@ -458,5 +485,7 @@ def rollup_status(*, count_pending: bool = True) -> dict:
         "last_events": state.last_events if state else 0,
         "last_seconds": state.last_seconds if state else 0.0,
         "rebuilt_at": state.rebuilt_at if state else None,
+        "checked_at": state.checked_at if state else None,
+        "days_to_rebuild": RollupDirtyDay.objects.count(),
         "pending_events": waiting.count() if count_pending else None,
     }

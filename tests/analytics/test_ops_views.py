@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from analytics import services, tasks
+from analytics.models import RollupDirtyDay, RollupState
 from ingestion.services import EventInput, store_events
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +31,20 @@ def test_admins_see_the_watermark_lag_and_a_warning_when_the_worker_stopped(clie
     caught_up = client.get(PAGE).content.decode()
     assert "not built yet" not in caught_up and "more than 10 minutes" not in caught_up
     assert "1 events in" in caught_up
+
+
+def test_admins_see_when_the_recent_days_were_checked_and_how_many_days_wait(client, admin_user):
+    client.force_login(admin_user)
+    assert "<td>never</td></tr>\n    <tr><th>Days waiting to be rebuilt</th><td>0</td>" in \
+        client.get(PAGE).content.decode()
+
+    services.roll_up_new_events(now=timezone.now())
+    RollupDirtyDay.objects.create(day=timezone.localdate())
+
+    page = client.get(PAGE).content.decode()
+    checked = RollupState.objects.get().checked_at
+    assert f"against their events</th><td>{timezone.localtime(checked):%Y-%m-%d %H:%M:%S}" in page
+    assert "Days waiting to be rebuilt</th><td>1</td>" in page
 
 
 def test_update_now_queues_the_task(client, admin_user):

@@ -221,6 +221,45 @@ class TestRollUp:
         assert len(chunks) == 3  # 12 days, DIRTY_DAYS_PER_CHUNK = 5 per update
         assert set(DailyEventRollup.objects.values_list("category", flat=True)) == {"toys"}
 
+    def test_the_hourly_check_rebuilds_recent_days_that_differ_from_their_events(self):
+        """What the watermark cannot see: events stored behind it (a web host whose clock
+        runs behind the worker's by more than the lag) and events deleted by SQL or the
+        shell rather than the admin."""
+        store(2, received_minutes_ago=30)
+        store(1, received_minutes_ago=30, event_type="purchase", days_ago=4)
+        services.roll_up_new_events(now=NOW)
+        store(1, received_minutes_ago=10, days_ago=5)  # behind the watermark
+        Event.objects.filter(type="purchase").delete()  # not through the admin
+
+        services.roll_up_new_events(now=NOW + timedelta(minutes=59))
+        assert rolled_events() == 3  # within the hour: as it was
+
+        services.roll_up_new_events(now=NOW + timedelta(minutes=61))
+        assert sorted(DailyEventRollup.objects.values_list("day", "event_type", "events")) == [
+            (DAY - timedelta(days=2), "view", 1), (DAY, "view", 2)]
+        assert sorted(UserDayActivity.objects.values_list("day", "events")) == [
+            (DAY - timedelta(days=2), 1), (DAY, 2)]
+        assert not RollupDirtyDay.objects.exists()
+
+    def test_the_hourly_check_leaves_days_alone_that_match_their_events(self):
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
+        store(2, received_minutes_ago=30)
+        store(1, received_minutes_ago=30, event_type="purchase", item=None, days_ago=6)
+        services.roll_up_new_events(now=NOW)
+        rebuilt = []
+        original = services._rebuild_day
+
+        def recording(day, **kwargs):
+            rebuilt.append(day)
+            original(day, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(services, "_rebuild_day", recording)
+            services.roll_up_new_events(now=NOW + timedelta(hours=2))
+
+        assert rebuilt == [] and rolled_events() == 3
+        assert RollupState.objects.get().checked_at == NOW + timedelta(hours=2)
+
     def test_days_cut_in_another_time_zone_are_rolled_up_again(self, settings):
         store(2, received_minutes_ago=30)
         services.roll_up_new_events(now=NOW)
