@@ -10,10 +10,10 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
 - The watermark stops ROLLUP_LAG_SECONDS short of now, so a batch whose transaction
   commits a few seconds after its received_at was taken is not skipped. On PostgreSQL it
   also stops that far short of the start of the oldest transaction still writing events,
-  users or items (``_upper_bound``): a batch held up behind a lock for longer than the lag
-  would otherwise commit behind the watermark and never be counted. (On SQLite writers
-  take turns, and each of a batch's two transactions waits at most the 30 s busy timeout
-  for its turn: the default lag of 60 s covers both.)
+  users or items (``_upper_bound``; store_events stamps received_at when the events'
+  transaction begins): a batch held up behind a lock for longer than the lag would
+  otherwise commit behind the watermark and never be counted. (On SQLite writers take
+  turns, and the stamp is taken once the events' transaction holds the write lock.)
 - Every update starts by locking the state row; a second worker waits, then sees the moved
   watermark and adds nothing twice. On PostgreSQL the transaction is REPEATABLE READ, so
   each statement of a chunk reads the same snapshot of events and items; a worker that
@@ -24,10 +24,14 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
 - Days are rebuilt too when the admin deletes events, or the users or items they belong
   to (``mark_days_of_deleted_events``).
 - Once an hour an update also compares the last RECHECK_DAYS days' rollups with their
-  events (``_recheck_recent_days``) and marks the days that differ for a rebuild, so what
-  the rules above cannot see (a web host whose clock runs behind the worker's by more than
-  the lag, events deleted by SQL or the shell) is counted right within the hour. Older
-  days: run ``rebuild_analytics --since`` the first day concerned.
+  events (``_recheck_recent_days``: event counts by day, type and category) and marks the
+  days that differ for a rebuild, so what the rules above cannot see (a web host whose
+  clock runs behind the worker's by more than the lag, a writer open past the hold-back's
+  limit, events deleted by SQL or the shell) is counted right within the hour. Changes
+  the counts cannot show (an event moved to another user, a value changed) and older days
+  need ``rebuild_analytics --since`` the first day concerned. On SQLite the check holds
+  the write lock, so ingestion waits for it (a week of events: a fraction of a second at
+  a shop SQLite can serve).
 """
 
 import functools
@@ -102,23 +106,31 @@ def _lag() -> timedelta:
 
 def _upper_bound(now: datetime) -> datetime:
     """How far the watermark may move now: ROLLUP_LAG_SECONDS short of now, and of the
-    start of the oldest other transaction writing to the tables store_events writes. Its
-    batch took received_at before that transaction began (the users and items are written
-    first, each transaction takes its table's lock before it waits on any row), so the
-    batch's events stay in the raw tail until it commits or rolls back. Sessions of other
+    start of the oldest other transaction writing to the tables store_events writes,
+    which stamps its events' received_at when their transaction begins, so they stay in
+    the raw tail until it commits or rolls back. Read before the update's snapshot is
+    taken: a writer that commits in between is then in the snapshot. The writer's start
+    is taken as its age on the database's clock, so the two hosts' clocks need not agree.
+    A writer open longer than ANALYTICS_ROLLUP_MAX_LAG_SECONDS (a session left idle in a
+    transaction) no longer holds the watermark back, which would stall every dashboard on
+    the raw tail; the hourly check counts its events once it commits. Sessions of other
     database roles show no start (without pg_read_all_stats) and hold nothing back."""
     if connection.vendor != "postgresql":
         return now - _lag()
     tables = [model._meta.db_table for model in (Event, EndUser, Item)]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT MIN(activity.xact_start) FROM pg_locks held "
-            "JOIN pg_stat_activity activity ON activity.pid = held.pid "
+            "SELECT EXTRACT(EPOCH FROM clock_timestamp() - MIN(activity.xact_start)) "
+            "FROM pg_locks held JOIN pg_stat_activity activity ON activity.pid = held.pid "
             "WHERE held.locktype = 'relation' AND held.mode = 'RowExclusiveLock' "
             "AND held.pid <> pg_backend_pid() "
-            f"AND held.relation IN ({', '.join(['to_regclass(%s)'] * len(tables))})", tables)
-        oldest_writer = cursor.fetchone()[0]
-    return min(now, oldest_writer or now) - _lag()
+            "AND held.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            f"AND held.relation IN ({', '.join(['to_regclass(%s)'] * len(tables))}) "
+            "AND activity.xact_start > clock_timestamp() - make_interval(secs => %s)",
+            [*tables, settings.ANALYTICS_ROLLUP_MAX_LAG_SECONDS])
+        oldest_writer_age = cursor.fetchone()[0]
+    held_back = timedelta(seconds=max(float(oldest_writer_age or 0), 0.0))
+    return now - held_back - _lag()
 
 
 @contextmanager
@@ -334,15 +346,16 @@ def _chunk_end(watermark: datetime, upper: datetime) -> datetime:
 
 def _roll_up_chunk(*, now: datetime) -> RollupProgress:
     started = time.monotonic()
+    upper = _upper_bound(now)
     with _contended_as_busy(), _rollup_transaction():
         state = _locked_state()
         if state.time_zone != settings.TIME_ZONE:
             _empty_rollups(state)  # days were cut in another time zone: start over
-        if state.checked_at is None or now - state.checked_at >= RECHECK_INTERVAL:
+        # A check dated after now (a clock stepped back) would otherwise hold off the next.
+        if state.checked_at is None or not timedelta(0) <= now - state.checked_at < RECHECK_INTERVAL:
             _recheck_recent_days(state, now=now)
         items_left = _dirty_items_to_days(state)
         days_left = _rebuild_dirty_days(state) or items_left
-        upper = _upper_bound(now)
         if upper <= state.watermark:
             state.updated_at, state.last_events = timezone.now(), 0
             state.save()

@@ -60,5 +60,6 @@ def _rollup_health() -> dict:
               round(status["lag_seconds"], 1)}
     if status["lagging"]:
         health["warning"] = (f"Events have waited {status['lag_seconds'] / 60:.0f} minutes for "
-                             "the analytics rollups: is a Celery worker with beat running?")
+                             "the analytics rollups: is a Celery worker with beat running, "
+                             "or a transaction writing events left open?")
     return health

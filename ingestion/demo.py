@@ -32,7 +32,6 @@ from itertools import accumulate, product
 
 import numpy as np
 from django.db import transaction
-from django.utils import timezone
 
 from ingestion.services import EventInput, store_events, upsert_items, upsert_users
 
@@ -240,10 +239,10 @@ def store_demo_shop(*, shop: DemoShop, batch_size: int = STORE_BATCH_SIZE) -> in
         upsert_users(users=shop.users)
     stored = 0
     for start in range(0, len(shop.events), batch_size):
-        # Received when stored (see ingestion.importers: rollups move past a minute-old
-        # received time).
+        # Received when stored, as store_events stamps it (see ingestion.importers:
+        # rollups move past a minute-old received time).
         stored += len(store_events(events=shop.events[start:start + batch_size],
-                                   received_at=timezone.now()))
+                                   received_at=None))
     return stored
 
 

@@ -132,10 +132,10 @@ def _store_batch(batch: list[tuple[int, SourceRow, EventInput]], *, stats: Impor
             rejected_lines.add(line)
             reject(line, RowRejected(error.field, error.message))
     events = [event for line, _, event in batch if line not in rejected_lines]
-    # Each batch is received when it is stored, not when the import began: analytics
-    # rollups move past received times a minute old, and a long import's later batches
-    # would commit behind them.
-    stored = store_events(events=events, received_at=timezone.now())
+    # Each batch is received when its events are stored (store_events stamps them), not
+    # when the import began: analytics rollups move past received times a minute old, and
+    # a long import's later batches would commit behind them.
+    stored = store_events(events=events, received_at=None)
     stats.imported += len(stored)
     stats.duplicates += len(events) - len(stored)
     # With DEBUG on (local settings) Django keeps the SQL of every query, each insert's SQL

@@ -207,15 +207,20 @@ def ingest_events(*, events: Sequence[Any]) -> BatchResult:
         except RowRejected as error:
             result.reject(index, error)
     if valid:
-        inserted = store_events(events=valid, received_at=now)
+        inserted = store_events(events=valid, received_at=None)
         result.accepted = len(inserted)
         result.duplicates = len(valid) - len(inserted)
     return result
 
 
-def store_events(*, events: Sequence[EventInput], received_at: datetime,
+def store_events(*, events: Sequence[EventInput], received_at: datetime | None,
                  item_pks: dict[str, int] | None = None) -> list[int]:
     """Inserts events whose event_id is new; creates unknown users and items on the fly.
+
+    ``received_at`` None (what every caller but tests and history seeding passes) stamps
+    the events when their own transaction begins, after any wait on user or item rows:
+    the analytics rollups hold their watermark behind the transactions writing events,
+    which covers a batch only if it was stamped no earlier than its transaction began.
 
     Users and items are written first, in a short transaction of their own and in key order,
     so concurrent batches neither deadlock on them nor queue behind each other's event
@@ -230,6 +235,8 @@ def store_events(*, events: Sequence[EventInput], received_at: datetime,
         item_pks = {**known_items, **_ensure_items(
             {e.item_id for e in events if e.item_id is not None} - known_items.keys())}
     with transaction.atomic():
+        # On SQLite (BEGIN IMMEDIATE) this is after the wait for the write lock.
+        received_at = received_at or timezone.now()
         inserted: list[tuple[int, bool]] = []
         for start in range(0, len(events), settings.INGEST_MAX_BATCH):
             chunk = events[start:start + settings.INGEST_MAX_BATCH]
@@ -496,7 +503,7 @@ def ingest_capture(*, batch: CaptureBatch, api_key: APIKey | None, protocol: str
                                   message=error.message, payload=payload_excerpt(message)))
     catalog_pks = merge_catalog_fields(rows=batch.items) if batch.items else {}
     if valid:
-        inserted = store_events(events=valid, received_at=now, item_pks=catalog_pks)
+        inserted = store_events(events=valid, received_at=None, item_pks=catalog_pks)
         result.accepted = len(inserted)
         result.duplicates = len(valid) - len(inserted)
     if batch.traits or batch.traits_once:

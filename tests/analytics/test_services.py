@@ -358,22 +358,25 @@ def test_two_workers_at_once_count_each_event_once(no_rollup_after_ingestion, mo
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_that_commits_after_the_lag_is_still_counted(no_rollup_after_ingestion, settings):
+@pytest.mark.parametrize("writer_open_longer_than_the_hold_back", [False, True])
+def test_a_batch_that_commits_after_the_lag_is_still_counted(
+        no_rollup_after_ingestion, settings, writer_open_longer_than_the_hold_back):
     """A batch held up (behind a lock, say) for longer than the lag commits events whose
     received_at an update running meanwhile would have passed, so they would never be
-    counted: the update holds the watermark back for the batch's transaction instead."""
+    counted: the update holds the watermark back for the batch's transaction instead, up
+    to ANALYTICS_ROLLUP_MAX_LAG_SECONDS; past that the hourly check counts them."""
     if connection.vendor != "postgresql":
         pytest.skip("SQLite writers take turns: none is mid-transaction while an update runs")
     settings.ANALYTICS_ROLLUP_LAG_SECONDS = 1
+    settings.ANALYTICS_ROLLUP_MAX_LAG_SECONDS = 1 if writer_open_longer_than_the_hold_back else 600
     written, release = threading.Event(), threading.Event()
 
     def held_up_batch():
-        received_at = timezone.now()
         try:
             with transaction.atomic():
                 store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
-                                                item_id="sku-1", timestamp=received_at)
-                                     for _ in range(2)], received_at=received_at)
+                                                item_id="sku-1", timestamp=timezone.now())
+                                     for _ in range(2)], received_at=None)
                 written.set()
                 release.wait(timeout=30)
         finally:
@@ -389,7 +392,9 @@ def test_a_batch_that_commits_after_the_lag_is_still_counted(no_rollup_after_ing
         release.set()
         batch.join()
     services.roll_up_new_events(now=timezone.now() + timedelta(seconds=5))
+    assert rolled_events() == (0 if writer_open_longer_than_the_hold_back else 2)
 
+    services.roll_up_new_events(now=timezone.now() + timedelta(hours=2))
     assert rolled_events() == 2 == Event.objects.count()
 
 

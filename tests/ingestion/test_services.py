@@ -75,3 +75,29 @@ def test_traits_overwrite_and_set_once_only_fills_gaps():
                                                                       "first_page": "/"}})
     assert EndUser.objects.get(user_id="u1").traits == {"plan": "pro", "source": "ads",
                                                         "first_page": "/"}
+
+
+@pytest.mark.django_db
+def test_a_batch_is_received_when_its_events_transaction_begins_not_when_it_arrived(
+        monkeypatch):
+    """The analytics rollups hold their watermark behind the transactions writing events;
+    that covers a batch only if it was stamped no earlier than its events' transaction
+    began, however long writing its users waited (behind another batch's row locks, say)."""
+    from django.utils import timezone
+
+    from ingestion import services
+    from ingestion.models import Event
+
+    users_written = {}
+    original = services._ensure_users
+
+    def slow_users(events):
+        pks = original(events)
+        users_written["at"] = timezone.now()
+        return pks
+
+    monkeypatch.setattr(services, "_ensure_users", slow_users)
+    result = services.ingest_events(events=[{"type": "view", "user_id": "ann", "item_id": "sku-1"}])
+
+    assert result.accepted == 1
+    assert Event.objects.get().received_at >= users_written["at"]
