@@ -260,6 +260,18 @@ class TestRollUp:
         assert rebuilt == [] and rolled_events() == 3
         assert RollupState.objects.get().checked_at == NOW + timedelta(hours=2)
 
+    def test_a_check_dated_after_now_is_due_and_kept_when_nothing_new_arrived(self):
+        """A worker clock stepped back must not hold off the next check for the gap; an
+        update with nothing new to add still records the check it made."""
+        store(1, received_minutes_ago=30)
+        services.roll_up_new_events(now=NOW)
+        store(1, received_minutes_ago=30, days_ago=4)  # behind the watermark
+
+        services.roll_up_new_events(now=NOW - timedelta(minutes=5))
+
+        assert rolled_events() == 2
+        assert RollupState.objects.get().checked_at == NOW - timedelta(minutes=5)
+
     def test_days_cut_in_another_time_zone_are_rolled_up_again(self, settings):
         store(2, received_minutes_ago=30)
         services.roll_up_new_events(now=NOW)
