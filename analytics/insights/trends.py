@@ -250,9 +250,9 @@ def _rolled_up_persons(*, date_range: DateRange, event_types: list[str], categor
     """What _measured counts as unique persons, per period and over the whole range (keyed
     None), from the rollups' person-days of the types (sources.typed_person_days); None
     where they cannot answer it. Buckets are grouped as small integers: sorting those
-    costs less than sorting text. On PostgreSQL one statement counts both (GROUPING SETS:
-    at 10M events over 120 days by category, 1.8 s against 3.0 s for two statements);
-    SQLite has no grouping sets and runs two."""
+    costs less than sorting text. On PostgreSQL one statement counts both (GROUPING SETS;
+    the persons-by-category endpoint at 10M events over 120 days took 1.8 s against 3.0 s
+    with two, benchmarks/README.md); SQLite has no grouping sets and runs two."""
     if breakdown not in (None, CATEGORY_BREAKDOWN):
         return None
     persons = sources.typed_person_days(date_range=date_range, event_types=event_types,
@@ -271,16 +271,17 @@ def _rolled_up_persons(*, date_range: DateRange, event_types: list[str], categor
     counts = ", ".join(f"COUNT(DISTINCT persons.person) FILTER (WHERE (persons.type_bits & "
                        f"{TYPE_BITS[event_type]}) <> 0)" for event_type in chosen_types)
 
-    def statement(period: str, group_by: str) -> tuple[str, list[Any]]:
-        return (f"SELECT {period}, {bucket_sql}, {counts} FROM ({persons_sql}) AS persons "
-                f"JOIN ({periods_sql}) AS period_of ON period_of.day = persons.day "
-                f"GROUP BY {group_by}", [*bucket_params, *persons_params, *periods_params])
-
+    per_period_from = (f"FROM ({persons_sql}) AS persons JOIN ({periods_sql}) AS period_of "
+                       "ON period_of.day = persons.day")
+    per_period_params = [*bucket_params, *persons_params, *periods_params]
     if connection.vendor == "postgresql":
-        rows = sources.fetch(*statement("period_of.period", "GROUPING SETS ((1, 2), (2))"))
+        rows = sources.fetch(f"SELECT period_of.period, {bucket_sql}, {counts} {per_period_from} "
+                             "GROUP BY GROUPING SETS ((1, 2), (2))", per_period_params)
     else:
-        rows = (sources.fetch(*statement("period_of.period", "1, 2"))
-                + sources.fetch(*statement("NULL", "2")))
+        rows = (sources.fetch(f"SELECT period_of.period, {bucket_sql}, {counts} "
+                              f"{per_period_from} GROUP BY 1, 2", per_period_params)
+                + sources.fetch(f"SELECT NULL, {bucket_sql}, {counts} FROM ({persons_sql}) "
+                                "AS persons GROUP BY 2", [*bucket_params, *persons_params]))
     figures: PersonFigures = {}
     totals: PersonFigures = {}
     for start, bucket, *persons_per_type in rows:
