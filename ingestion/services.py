@@ -217,7 +217,7 @@ def store_events(*, events: Sequence[EventInput], received_at: datetime | None,
                  item_pks: dict[str, int] | None = None) -> list[int]:
     """Inserts events whose event_id is new; creates unknown users and items on the fly.
 
-    ``received_at`` None (what every caller but tests and history seeding passes) stamps
+    ``received_at`` None (what every caller but tests passes) stamps
     the events when their own transaction begins, after any wait on user or item rows:
     the analytics rollups hold their watermark behind the transactions writing events,
     which covers a batch only if it was stamped no earlier than its transaction began.

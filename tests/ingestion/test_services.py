@@ -1,10 +1,13 @@
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from ingestion.models import EndUser, IdentityLink
+from ingestion import services
+from ingestion.models import EndUser, Event, IdentityLink
 from ingestion.selectors import person_of
 from ingestion.services import link_identities, merge_traits
 
@@ -83,16 +86,12 @@ def test_a_batch_is_received_when_its_events_transaction_begins_not_when_it_arri
     """The analytics rollups hold their watermark behind the transactions writing events;
     that covers a batch only if it was stamped no earlier than its events' transaction
     began, however long writing its users waited (behind another batch's row locks, say)."""
-    from django.utils import timezone
-
-    from ingestion import services
-    from ingestion.models import Event
-
     users_written = {}
     original = services._ensure_users
 
     def slow_users(events):
         pks = original(events)
+        time.sleep(0.01)  # a wait the old stamp, taken on arrival, would fall before
         users_written["at"] = timezone.now()
         return pks
 
