@@ -51,7 +51,9 @@ EVENT_SCHEMA = {
         "timestamp": _text("ISO 8601 date-time with offset; default now"),
         "value": {"type": "number", "nullable": True,
                   "description": "Rating 1-5, or purchase amount"},
-        "text": _text("Review text, at most 5,000 characters (checked per event)"),
+        "text": _text("Review text, at most 5,000 characters (checked per event); a "
+                      "review's headline goes in `properties.review_title`, which sentiment "
+                      "reads before the text"),
         "properties": {"type": "object", "nullable": True},
         "rec_id": _text("UUID of the recommendation response this event came from"),
     },

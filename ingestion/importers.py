@@ -25,6 +25,7 @@ from django.db import reset_queries
 from django.utils import timezone
 from tqdm import tqdm
 
+from ingestion.models import REVIEW_TITLE_PROPERTY
 from ingestion.services import (EVENT_FIELDS, EventInput, RowRejected, parse_event,
                                 store_events, upsert_items)
 
@@ -36,7 +37,8 @@ MOVIELENS_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:lodestar:import:moviel
 REVIEW_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:lodestar:import:reviews")
 
 REVIEW_REQUIRED_COLUMNS = {"item_id", "rating", "text"}
-REVIEW_OPTIONAL_COLUMNS = {"user_id", "review_id", "title", "category", "timestamp", "label"}
+REVIEW_OPTIONAL_COLUMNS = {"user_id", "review_id", REVIEW_TITLE_PROPERTY, "title", "category",
+                           "timestamp", "label"}
 # A label given by hand outranks the rating when the sentiment model learns from reviews.
 REVIEW_LABELS = ("positive", "negative", "neutral")
 # Unix times above this are in milliseconds (seconds would be past the year 5000).
@@ -322,7 +324,8 @@ def review_rows(path: Path, *, progress_to: TextIO | None = None) -> Iterator[Nu
     A review without user_id gets the author `review-author-<review_id>` (or a hash of the
     review when it has no review_id either). A review without timestamp is dated at the
     file's modification time: deterministic for a given file, and near when it was exported.
-    title and category update the catalog item."""
+    review_title, the review's headline, is stored as ``properties.review_title`` and read
+    by sentiment before the text; title and category update the catalog item."""
     default_time = datetime.fromtimestamp(int(path.stat().st_mtime), UTC)
     records = _csv_records(numbered_lines(path, progress_to=progress_to))
     header = _csv_header(records)
@@ -362,8 +365,11 @@ def _review_row(cells: dict[str, str], *, default_time: datetime) -> SourceRow:
              "item_id": item_id, "text": text}
     if rating:
         event["value"] = rating
-    if label:
-        event["properties"] = {"label": label}
+    properties = {"label": label} if label else {}
+    if headline := cells.get(REVIEW_TITLE_PROPERTY, "").strip():
+        properties[REVIEW_TITLE_PROPERTY] = headline
+    if properties:
+        event["properties"] = properties
     return SourceRow(event=event, item={"item_id": item_id, **catalog} if catalog else None)
 
 

@@ -4,6 +4,10 @@ from django.db import models
 
 ITEM_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "review")
 TEXT_EVENT_TYPES = ("review", "rating")
+# A review's headline, where the shop has one (an event property; a reviews CSV's
+# `review_title` column): sentiment reads it before the text. Not `title`, which
+# PostHog and Segment product events use for the product's name.
+REVIEW_TITLE_PROPERTY = "review_title"
 
 
 class Item(models.Model):

@@ -11,8 +11,9 @@ from django.db.models import Case, FloatField, Max, Min, Sum, Value, When
 from django.utils import timezone
 
 from config.db import fetch_prepared
-from ingestion.models import EndUser, Event, Item
+from ingestion.models import REVIEW_TITLE_PROPERTY, EndUser, Event, Item
 from ingestion.selectors import Person, person_user_id
+from recommender.ml.lexicon import review_text
 from recommender.models import ModelVersion
 
 CHUNK_ROWS = 50_000
@@ -68,21 +69,27 @@ def user_trait_map() -> dict[str, dict[str, str]]:
                 "user_id", "traits")}
 
 
+def scored_text(text: str, properties: object) -> str:
+    """An event's text as sentiment reads it: a review's headline property, then the text."""
+    headline = properties.get(REVIEW_TITLE_PROPERTY) if isinstance(properties, dict) else None
+    return review_text(text, headline)
+
+
 def labelled_review_frame() -> pd.DataFrame:
-    """Review and rating texts with their label source: an explicit `label` property
-    when the import carried one, else the rating."""
+    """Review and rating texts (headline first, as `scored_text`) with their label source:
+    an explicit `label` property when the import carried one, else the rating."""
     rows = (Event.objects.filter(type__in=("review", "rating")).exclude(text="")
             .order_by("id").values_list("text", "value", "properties"))
     texts, labels = [], []
     for text, value, properties in rows.iterator(chunk_size=CHUNK_ROWS):
-        label = (properties or {}).get("label") if isinstance(properties, dict) else None
+        label = properties.get("label") if isinstance(properties, dict) else None
         if label in ("positive", "negative", "neutral"):
             labels.append(label)
         elif value is not None and float(value).is_integer():
             labels.append(int(value))
         else:
             continue
-        texts.append(text)
+        texts.append(scored_text(text, properties))
     return pd.DataFrame({"text": pd.Series(texts, dtype=object),
                          "label": pd.Series(labels, dtype=object)})
 

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from ingestion.models import Event
 from recommender.models import ModelKind
+from recommender.selectors import scored_text
 from recommender.serving import serving_version
 
 VADER_NAME = "vader"
@@ -38,13 +39,15 @@ def score_texts(*, texts: Sequence[str]) -> tuple[list[tuple[str, float]], str]:
 @transaction.atomic
 def score_events(*, event_pks: Sequence[int]) -> int:
     """Stores label, probability positive and version on the given events with text."""
-    events = list(Event.objects.filter(pk__in=event_pks).exclude(text="").only("id", "text"))
+    events = list(Event.objects.filter(pk__in=event_pks).exclude(text="")
+                  .only("id", "text", "properties"))
     if not events:
         return 0
     scorer, name = current_scorer()
     for start in range(0, len(events), SCORE_BATCH):
         batch = events[start:start + SCORE_BATCH]
-        for event, (label, score) in zip(batch, scorer.predict([e.text for e in batch])):
+        for event, (label, score) in zip(batch, scorer.predict(
+                [scored_text(e.text, e.properties) for e in batch])):
             event.sentiment_label, event.sentiment_score, event.sentiment_model = label, score, name
     Event.objects.bulk_update(events, ["sentiment_label", "sentiment_score", "sentiment_model"],
                               batch_size=SCORE_BATCH)

@@ -60,6 +60,20 @@ def as_text_array(texts: Iterable[Any]) -> np.ndarray:
                        for value in values], dtype=object)
 
 
+def review_text(body: str, headline: str | None = None) -> str:
+    """What a sentiment scorer reads of a review: its headline, then its body. Headlines
+    ("Runs small, returned it") often say the verdict the body only circles, and the
+    encoder truncates at its limit from the end, so the headline goes first. A headline
+    without closing punctuation gets a full stop, so it reads as a sentence of its own."""
+    headline = headline.strip() if isinstance(headline, str) else ""
+    if not headline:
+        return body
+    if not body.strip():
+        return headline
+    separator = " " if headline[-1] in ".!?…" else ". "
+    return f"{headline}{separator}{body}"
+
+
 class VaderBaseline(SentimentScorer):
     """VADER behind the same interface: score = (compound + 1) / 2.
 

@@ -101,6 +101,17 @@ class TestReviewRows:
         assert second["properties"] == {"label": "neutral"} and "value" not in second
         assert "properties" not in third and third["value"] == "4"
 
+    def test_a_review_title_is_the_reviews_headline_and_title_the_items(self, tmp_path):
+        path = write(tmp_path, "r.csv", "item_id,rating,text,review_title,title,label\n"
+                                        "A,2,Too tight,Runs small ,Linen shirt,negative\n"
+                                        "A,5,Lovely,,,\n")
+        rows = [row for _, row in review_rows(path)]
+        assert rows[0].event["properties"] == {"label": "negative",
+                                               "review_title": "Runs small"}
+        assert rows[0].event["text"] == "Too tight"
+        assert rows[0].item == {"item_id": "A", "title": "Linen shirt"}
+        assert "properties" not in rows[1].event
+
     def test_an_unknown_label_or_neither_rating_nor_label_is_rejected(self, tmp_path):
         path = write(tmp_path, "r.csv", "item_id,rating,text,label\nA,5,x,great\nA,,y,\n")
         rejected = [row for _, row in review_rows(path) if isinstance(row, RowRejected)]

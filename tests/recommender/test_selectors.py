@@ -112,3 +112,13 @@ def test_labelled_review_frame_uses_labels_then_whole_ratings():
 
     assert frame["text"].tolist() == ["explicit", "rated"]
     assert frame["label"].tolist() == ["negative", 2]
+
+
+def test_labelled_review_frame_reads_a_reviews_headline_first():
+    EventFactory(type="review", text="Returned it.", value=1,
+                 properties={"review_title": "Runs small"})
+    EventFactory(type="review", text="Wearing it daily.", value=5, properties={"title": "Shirt"})
+
+    frame = selectors.labelled_review_frame()
+
+    assert frame["text"].tolist() == ["Runs small. Returned it.", "Wearing it daily."]

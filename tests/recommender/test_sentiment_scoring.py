@@ -50,6 +50,20 @@ def test_a_posted_review_is_scored_by_vader_after_commit(client_app, serving,
     assert (view.sentiment_label, view.sentiment_model, view.sentiment_score) == ("", "", None)
 
 
+def test_a_reviews_headline_is_scored_with_its_text(client_app, serving,
+                                                    django_capture_on_commit_callbacks):
+    body = "I wore it to a wedding on Saturday."
+    with django_capture_on_commit_callbacks(execute=True):
+        _post(client_app, [{**_review(body, value=1),
+                            "properties": {"review_title": "Terrible, awful fabric"}},
+                           _review(body, user="u2", value=1)])
+
+    headed = Event.objects.get(user__user_id="u1")
+    plain = Event.objects.get(user__user_id="u2")
+    assert headed.text == body and headed.sentiment_label == "negative"
+    assert plain.sentiment_label != "negative"
+
+
 def test_nothing_is_scored_before_commit(client_app, serving,
                                          django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
