@@ -95,6 +95,7 @@ class TestSegmentPython:
                              properties={"product_id": "sku-3"})
         segment_client.track(user_id="u2", anonymous_id="anon-2", event="Product Reviewed",
                              properties={"product_id": "sku-3", "rating": 2,
+                                         "review_title": "Flimsy",
                                          "review_body": "Tore after a week"})
         segment_client.track(user_id="u2", event="signup",
                              properties={"plan": "team", "utm_source": "ads"})
@@ -106,7 +107,10 @@ class TestSegmentPython:
         assert stored() == sorted([
             ("view", "anon-2", "sku-3", None), ("click", "anon-2", "sku-3", None),
             ("review", "u2", "sku-3", 2.0), ("signup", "u2", None, None)], key=repr)
-        assert Event.objects.get(type="review").text == "Tore after a week"
+        review = Event.objects.get(type="review")
+        assert review.text == "Tore after a week"
+        # The headline sentiment reads first (recommender.selectors.scored_text).
+        assert review.properties["review_title"] == "Flimsy"
         assert Event.objects.get(type="signup").properties == {"plan": "team",
                                                                 "utm_source": "ads"}
         assert EndUser.objects.get(user_id="u2").traits == {
