@@ -314,9 +314,10 @@ def _rating_row(text: str, layout: _RatingsLayout) -> SourceRow:
 
 # --- import_reviews: product reviews CSV --------------------------------------------------
 
-def review_rows(path: Path, *, progress_to: TextIO | None = None) -> Iterator[NumberedRow]:
+def review_rows(path: Path, *, progress_to: TextIO | None = None,
+                headline_column: str = REVIEW_TITLE_PROPERTY) -> Iterator[NumberedRow]:
     """Review events from a CSV with columns item_id, rating, text and optionally user_id,
-    review_id, title, category, timestamp, label (other columns are ignored).
+    review_id, review_title, title, category, timestamp, label (other columns are ignored).
 
     label (positive, negative or neutral) is stored as the event's ``properties.label``,
     which sentiment training prefers to the rating; a labelled row may leave rating empty.
@@ -325,7 +326,9 @@ def review_rows(path: Path, *, progress_to: TextIO | None = None) -> Iterator[Nu
     review when it has no review_id either). A review without timestamp is dated at the
     file's modification time: deterministic for a given file, and near when it was exported.
     review_title, the review's headline, is stored as ``properties.review_title`` and read
-    by sentiment before the text; title and category update the catalog item."""
+    by sentiment before the text; title and category update the catalog item.
+    headline_column names another column as the headline (exports that call it "title",
+    as the clothing reviews file does); that column then leaves the catalog alone."""
     default_time = datetime.fromtimestamp(int(path.stat().st_mtime), UTC)
     records = _csv_records(numbered_lines(path, progress_to=progress_to))
     header = _csv_header(records)
@@ -334,11 +337,15 @@ def review_rows(path: Path, *, progress_to: TextIO | None = None) -> Iterator[Nu
         raise SourceFormatError(f"Missing column {missing[0]!r}; a reviews CSV needs "
                                 f"{', '.join(sorted(REVIEW_REQUIRED_COLUMNS))} and may have "
                                 f"{', '.join(sorted(REVIEW_OPTIONAL_COLUMNS))}.")
-    yield from _guarded(records, lambda cells: _review_row(_cells_by_column(header, cells),
-                                                           default_time=default_time))
+    if headline_column != REVIEW_TITLE_PROPERTY and headline_column not in header:
+        raise SourceFormatError(f"No column {headline_column!r} to read headlines from.")
+    yield from _guarded(records, lambda cells: _review_row(
+        _cells_by_column(header, cells), default_time=default_time,
+        headline_column=headline_column))
 
 
-def _review_row(cells: dict[str, str], *, default_time: datetime) -> SourceRow:
+def _review_row(cells: dict[str, str], *, default_time: datetime,
+                headline_column: str) -> SourceRow:
     item_id, rating, text = cells["item_id"].strip(), cells["rating"].strip(), cells["text"]
     review_id = cells.get("review_id", "").strip()
     user_id = cells.get("user_id", "").strip()
@@ -359,14 +366,14 @@ def _review_row(cells: dict[str, str], *, default_time: datetime) -> SourceRow:
     if not rating and not label:
         raise RowRejected("rating", "A review needs a rating (1-5) or a label.")
     catalog = {name: cells[name].strip() for name in ("title", "category")
-               if cells.get(name, "").strip()}
+               if name != headline_column and cells.get(name, "").strip()}
     event = {"event_id": event_id, "type": "review", "timestamp": timestamp,
              "user_id": user_id or f"review-author-{review_id or event_id.hex[:16]}",
              "item_id": item_id, "text": text}
     if rating:
         event["value"] = rating
     properties = {"label": label} if label else {}
-    if headline := cells.get(REVIEW_TITLE_PROPERTY, "").strip():
+    if headline := cells.get(headline_column, "").strip():
         properties[REVIEW_TITLE_PROPERTY] = headline
     if properties:
         event["properties"] = properties
@@ -397,13 +404,18 @@ class ImportCommand(BaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         show_progress = not no_progress and sys.stderr.isatty()
-        rows = self.read_rows(file, progress_to=sys.stderr if show_progress else None)
+        rows = self.read_rows(file, progress_to=sys.stderr if show_progress else None,
+                              **self.reader_options(options))
         try:
             stats = import_rows(rows=rows, batch_size=batch_size,
                                 report_rejected=self._report_rejected)
         except SourceFormatError as error:
             raise CommandError(f"{file}: {error}") from None
         self.stdout.write(stats.summary())
+
+    def reader_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for `read_rows` from a subclass's own options."""
+        return {}
 
     def _report_rejected(self, line: int, error: RowRejected) -> None:
         # Clears the progress bar while the line is written, then redraws it below.

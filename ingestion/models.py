@@ -10,6 +10,13 @@ TEXT_EVENT_TYPES = ("review", "rating")
 REVIEW_TITLE_PROPERTY = "review_title"
 
 
+def review_headline(properties: object) -> str | None:
+    """An event's review headline, if its properties hold one as text (anything else a
+    client put under the key is not a headline)."""
+    headline = properties.get(REVIEW_TITLE_PROPERTY) if isinstance(properties, dict) else None
+    return headline if isinstance(headline, str) and headline.strip() else None
+
+
 class Item(models.Model):
     item_id = models.CharField(max_length=255, unique=True)
     title = models.CharField(max_length=500, blank=True, default="")

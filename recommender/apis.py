@@ -102,7 +102,8 @@ class SentimentApi(APIView):
                                "`scored_by` (`model`, or `lexicon` where VADER scored the text: "
                                "while no trained model serves, or for a text the model has "
                                "no words for, such as \"!!!\") per text. Empty or over-long "
-                               "texts get a per-item error.")
+                               "texts get a per-item error. A review with a headline scores "
+                               "best sent as the model learned it: \"Headline. Body\".")
     def post(self, request):
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)

@@ -11,7 +11,7 @@ from django.db.models import Case, FloatField, Max, Min, Sum, Value, When
 from django.utils import timezone
 
 from config.db import fetch_prepared
-from ingestion.models import REVIEW_TITLE_PROPERTY, EndUser, Event, Item
+from ingestion.models import EndUser, Event, Item, review_headline
 from ingestion.selectors import Person, person_user_id
 from recommender.ml.lexicon import review_text
 from recommender.models import ModelVersion
@@ -71,8 +71,7 @@ def user_trait_map() -> dict[str, dict[str, str]]:
 
 def scored_text(text: str, properties: object) -> str:
     """An event's text as sentiment reads it: a review's headline property, then the text."""
-    headline = properties.get(REVIEW_TITLE_PROPERTY) if isinstance(properties, dict) else None
-    return review_text(text, headline)
+    return review_text(text, review_headline(properties))
 
 
 def labelled_review_frame() -> pd.DataFrame:

@@ -17,7 +17,7 @@ from analytics.insights.common import (
     sentiment_counts,
     with_shares,
 )
-from ingestion.models import Event
+from ingestion.models import Event, review_headline
 
 
 def sentiment_trend(*, date_range: DateRange, category: str | None = None,
@@ -94,13 +94,14 @@ def negative_reviews_by_item(*, item_ids: list[str], date_range: DateRange | Non
                               F("timestamp").desc(), F("id").desc()]))
         .filter(rank__lte=per_item)
         .values("item__item_id", "user__user_id", "timestamp", "value", "text",
-                "sentiment_score")
+                "properties", "sentiment_score")
         .order_by("item__item_id", "rank"))
     result: dict[str, list[dict[str, Any]]] = {item_id: [] for item_id in item_ids}
     for row in ranked:
         result[row["item__item_id"]].append({
             "user_id": row["user__user_id"], "timestamp": row["timestamp"],
-            "rating": row["value"], "text": row["text"],
+            "rating": row["value"], "headline": review_headline(row["properties"]),
+            "text": row["text"],
             "sentiment_score": row["sentiment_score"]})
     return result
 

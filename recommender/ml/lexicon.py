@@ -1,6 +1,7 @@
 """What every sentiment scorer shares, and the VADER lexicon baseline, without TensorFlow:
 a web process serving VADER (no trained model has beaten it yet) never loads TensorFlow."""
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
@@ -60,17 +61,24 @@ def as_text_array(texts: Iterable[Any]) -> np.ndarray:
                        for value in values], dtype=object)
 
 
+# A headline is a line: past this many characters the rest is the body's job, and a long
+# one would push the body past the encoder's limit.
+MAX_HEADLINE_CHARS = 200
+_ENDS_A_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*$")
+
+
 def review_text(body: str, headline: str | None = None) -> str:
     """What a sentiment scorer reads of a review: its headline, then its body. Headlines
     ("Runs small, returned it") often say the verdict the body only circles, and the
-    encoder truncates at its limit from the end, so the headline goes first. A headline
-    without closing punctuation gets a full stop, so it reads as a sentence of its own."""
-    headline = headline.strip() if isinstance(headline, str) else ""
+    encoder truncates at its limit from the end, so the headline goes first (at most
+    MAX_HEADLINE_CHARS of it). A headline that does not end a sentence gets a full stop,
+    so it reads as one of its own."""
+    headline = headline.strip()[:MAX_HEADLINE_CHARS].rstrip() if isinstance(headline, str) else ""
     if not headline:
         return body
     if not body.strip():
         return headline
-    separator = " " if headline[-1] in ".!?…" else ". "
+    separator = " " if _ENDS_A_SENTENCE.search(headline) else ". "
     return f"{headline}{separator}{body}"
 
 

@@ -54,6 +54,7 @@ def activity():
                          rec_id=shown.rec_id if kind != "view" else None)
         EventFactory(user=shopper, item=book, type="view", timestamp=now - timedelta(days=45))
         EventFactory(user=shopper, item=book, type="review", value=1, text="Awful binding",
+                     properties={"review_title": "Pages fell out"},
                      sentiment_label="negative", sentiment_score=0.1, timestamp=now)
 
 
@@ -143,7 +144,7 @@ def test_retention_heat_map_and_sentiment_reviews(pm_browser, activity):
     retention = pm_browser.get(page_url("retention")).content.decode()
     assert "data-heatmap" in retention
     sentiment = pm_browser.get(page_url("sentiment")).content.decode()
-    assert "Awful binding" in sentiment
+    assert "<strong>Pages fell out</strong> <q>Awful binding</q>" in sentiment
 
 
 def test_recommendations_page_compares_versions(pm_browser, activity):

@@ -143,6 +143,26 @@ class TestImportReviews:
         assert dict(zip(frame["text"], frame["label"], strict=True)) == {
             "Arrived broken": "negative", "Does the job": "neutral", "Lovely": 5}
 
+    def test_a_headline_column_named_title_heads_the_review_and_leaves_the_item(self, tmp_path):
+        from recommender.selectors import labelled_review_frame
+
+        reviews = tmp_path / "clothing.csv"
+        reviews.write_text("item_id,rating,title,text\n"
+                           "D1,2,Runs small,Returned it.\nD1,5,,Wearing it daily.\n")
+        Item.objects.create(item_id="D1", title="Wrap dress")
+        summary, errors = run("import_reviews", str(reviews), "--headline-column", "title")
+        assert summary == "imported 2, duplicates 0, rejected 0" and errors == []
+
+        assert Item.objects.get(item_id="D1").title == "Wrap dress"
+        assert labelled_review_frame()["text"].tolist() == ["Runs small. Returned it.",
+                                                            "Wearing it daily."]
+
+    def test_a_missing_headline_column_is_a_command_error(self, tmp_path):
+        reviews = tmp_path / "reviews.csv"
+        reviews.write_text("item_id,rating,text\nB001,5,Nice\n")
+        with pytest.raises(CommandError, match="No column 'headline'"):
+            run("import_reviews", str(reviews), "--headline-column", "headline")
+
     def test_review_without_timestamp_is_dated_at_the_file_time(self, tmp_path):
         reviews = tmp_path / "reviews.csv"
         shutil.copy(DATA / "reviews.csv", reviews)

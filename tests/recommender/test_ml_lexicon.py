@@ -1,6 +1,6 @@
 import pytest
 
-from recommender.ml.lexicon import VaderBaseline, review_text
+from recommender.ml.lexicon import MAX_HEADLINE_CHARS, VaderBaseline, review_text
 
 
 @pytest.mark.parametrize(("headline", "body", "read"), [
@@ -10,6 +10,9 @@ from recommender.ml.lexicon import VaderBaseline, review_text
     (None, "Only a body.", "Only a body."),
     ("   ", "Only a body.", "Only a body."),
     ("Only a headline", "", "Only a headline"),
+    ("Great dress (with pockets!)", "Buy it.", "Great dress (with pockets!) Buy it."),
+    (5, "A number is no headline.", "A number is no headline."),
+    ("x" * 300, "Body.", "x" * MAX_HEADLINE_CHARS + ". Body."),
 ])
 def test_a_reviews_headline_is_read_first_as_a_sentence_of_its_own(headline, body, read):
     assert review_text(body, headline) == read

@@ -118,7 +118,8 @@ def test_labelled_review_frame_reads_a_reviews_headline_first():
     EventFactory(type="review", text="Returned it.", value=1,
                  properties={"review_title": "Runs small"})
     EventFactory(type="review", text="Wearing it daily.", value=5, properties={"title": "Shirt"})
+    EventFactory(type="review", text="Fits.", value=4, properties={"review_title": ["odd"]})
 
     frame = selectors.labelled_review_frame()
 
-    assert frame["text"].tolist() == ["Runs small. Returned it.", "Wearing it daily."]
+    assert frame["text"].tolist() == ["Runs small. Returned it.", "Wearing it daily.", "Fits."]

@@ -18,7 +18,8 @@ class TestSentiment:
         people = [user(f"r{n}") for n in range(4)]
         for who, score in zip(people[:3], (0.05, 0.2, 0.1), strict=True):
             event(who, "review", at(3), grim, value=1, text=f"bad {score}",
-                  sentiment_label="negative", sentiment_score=score)
+                  sentiment_label="negative", sentiment_score=score,
+                  properties={"review_title": "Fell apart"} if score == 0.05 else {})
         event(people[3], "review", at(4), grim, value=4, text="ok",
               sentiment_label="positive", sentiment_score=0.8)
         event(people[0], "review", at(4), fine, value=3, text="meh",
@@ -50,7 +51,8 @@ class TestSentiment:
 
     def test_worst_reviews_per_item(self, reviews):
         worst = sentiment.negative_reviews_by_item(item_ids=["grim", "fine"], per_item=2)
-        assert [review["text"] for review in worst["grim"]] == ["bad 0.05", "bad 0.1"]
+        assert [(review["headline"], review["text"]) for review in worst["grim"]] == [
+            ("Fell apart", "bad 0.05"), (None, "bad 0.1")]
         assert worst["fine"] == []
 
     def test_category_filter(self, reviews):
