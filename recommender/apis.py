@@ -102,8 +102,9 @@ class SentimentApi(APIView):
                                "`scored_by` (`model`, or `lexicon` where VADER scored the text: "
                                "while no trained model serves, or for a text the model has "
                                "no words for, such as \"!!!\") per text. Empty or over-long "
-                               "texts get a per-item error. A review with a headline scores "
-                               "best sent as the model learned it: \"Headline. Body\".")
+                               "texts get a per-item error. Send a review with a headline as "
+                               "\"Headline. Body\": training reads reviews stored with a "
+                               "`review_title` that way.")
     def post(self, request):
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
