@@ -89,10 +89,9 @@ def load_reviews(path: Path, headline_column: str = "") -> tuple[list[str], list
     frame = frame[frame["text"].notna() & (frame["text"].astype(str).str.strip() != "")]
     frame = frame[frame["rating"].notna()]
     texts = frame["text"].astype(str).tolist()
-    if headline_column:
-        headlines = [value if isinstance(value, str) else None
-                     for value in frame[headline_column].tolist()]
-        texts = [review_text(text, headline) for text, headline in zip(texts, headlines)]
+    if headline_column:  # review_text ignores the NaN of a row without a headline
+        texts = [review_text(text, headline)
+                 for text, headline in zip(texts, frame[headline_column].tolist())]
     return texts, frame["rating"].astype(int).tolist()
 
 
