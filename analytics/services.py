@@ -34,8 +34,6 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
   a shop SQLite can serve).
 """
 
-import functools
-import operator
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,14 +50,12 @@ from django.db.models import (
     Count,
     F,
     FloatField,
-    Max,
     Q,
     QuerySet,
     Sum,
     Value,
     When,
 )
-from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -188,8 +184,8 @@ def retry_while_busy(action: Callable[[], T], *, attempts: int = 120,
 
 def daily_event_rows(events: QuerySet[Event]) -> QuerySet:
     """The events' DailyEventRollup figures: per day, event_type and category, events,
-    value_sum and value_events. The rollups are filled with it and readers compute the raw
-    tail with it, so both sides of a union count alike."""
+    value_sum and value_events. Readers compute the raw tail with it and the hourly check
+    compares the rollups with it; _add counts the same figures from its batch table."""
     return (events.annotate(day=TruncDate("timestamp"), event_type=F("type"),
                             category=Coalesce("item__category", Value("")))
             .values("day", "event_type", "category")
@@ -198,67 +194,68 @@ def daily_event_rows(events: QuerySet[Event]) -> QuerySet:
                       value_events=Count("value")))
 
 
-def _item_events_of_type(event_type: str) -> Count:
-    return Count("id", filter=Q(type=event_type, item__isnull=False))
-
-
 def type_bit() -> Case:
     """For event querysets: the event's type's bit in TYPE_BITS (0 for other types)."""
     return Case(*[When(type=event_type, then=Value(bit)) for event_type, bit in TYPE_BITS.items()],
                 default=Value(0), output_field=BigIntegerField())
 
 
-def _type_bits() -> CombinedExpression:
-    """The OR of the TYPE_BITS of a group's events, as a sum of one maximum per type: SQLite
-    has no bitwise-OR aggregate."""
-    return functools.reduce(operator.add, [
-        Max(Case(When(type=event_type, then=Value(bit)), default=Value(0),
-                 output_field=BigIntegerField()))
-        for event_type, bit in TYPE_BITS.items()])
+# The events of one _add, each with its day and its item's category: read from the event
+# log once, where joining every event to its item for each of the three rollups took
+# about a third of an update (benchmarks/README.md, session 16).
+_BATCH_TABLE = "analytics_rollup_batch"
 
 
-def _user_day_rows(events: QuerySet[Event]) -> QuerySet:
-    """The events' UserDayRollup figures: per day, user and category, events, and views and
-    purchases of items (what the items dashboard counts viewers and purchasers over)."""
-    return (events.annotate(day=TruncDate("timestamp"),
-                            category=Coalesce("item__category", Value("")))
-            .values("day", "user_id", "category")
-            .annotate(events=Count("id"), views=_item_events_of_type("view"),
-                      purchases=_item_events_of_type("purchase"), type_bits=_type_bits()))
+def _type_bits_sql() -> tuple[str, list[object]]:
+    """The OR of the TYPE_BITS of a group's batch rows, as a sum of one maximum per type:
+    SQLite has no bitwise-OR aggregate."""
+    return (" + ".join(["MAX(CASE WHEN type = %s THEN %s ELSE 0 END)"] * len(TYPE_BITS)),
+            [value for event_type, bit in TYPE_BITS.items() for value in (event_type, bit)])
 
 
-def _user_activity_rows(events: QuerySet[Event]) -> QuerySet:
-    return (events.annotate(day=TruncDate("timestamp"))
-            .values("day", "user_id").annotate(events=Count("id"), type_bits=_type_bits()))
+def _item_events_sql(event_type: str) -> tuple[str, list[object]]:
+    return "SUM(CASE WHEN type = %s AND item_id IS NOT NULL THEN 1 ELSE 0 END)", [event_type]
 
 
 def _add(events: QuerySet[Event]) -> None:
-    """Adds the events' counts to the rollups (one INSERT ... SELECT each: no rows cross
-    the wire), creating rows or adding to existing ones (type bits are ORed)."""
-    for rows, table, columns, key, added in (
-            (daily_event_rows(events), DailyEventRollup._meta.db_table,
-             ("day", "event_type", "category", "events", "value_sum", "value_events"),
-             ("day", "event_type", "category"), ("events", "value_sum", "value_events")),
-            (_user_day_rows(events), UserDayRollup._meta.db_table,
-             ("day", "user_id", "category", "events", "views", "purchases", "type_bits"),
-             ("day", "user_id", "category"), ("events", "views", "purchases", "type_bits")),
-            (_user_activity_rows(events), UserDayActivity._meta.db_table,
-             ("day", "user_id", "events", "type_bits"), ("day", "user_id"),
-             ("events", "type_bits"))):
-        select_sql, params = rows.query.sql_with_params()
-        target_columns = (*key, *added)
-        # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
-        sql = (f"INSERT INTO {table} ({', '.join(target_columns)}) "
-               f"SELECT {', '.join(_quoted(c) for c in columns)} FROM ({select_sql}) AS batch "
-               f"WHERE true ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
-               + ", ".join(f"{c} = {table}.{c} {'|' if c == 'type_bits' else '+'} excluded.{c}"
-                           for c in added))
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-
-
-def _quoted(column: str) -> str:
-    return connection.ops.quote_name(column)
+    """Adds the events' counts to the rollups, creating rows or adding to existing ones
+    (type bits are ORed): the events are copied once into a temporary table (day, type,
+    user, category, value, item), which one INSERT ... SELECT per rollup aggregates (no
+    rows cross the wire). The figures are those the raw tail computes in
+    analytics/insights/sources.py (tests/analytics/insights/test_sources.py compares the
+    two). Called within the update's transaction, which drops the table with the rest of
+    its work if a statement fails. The database role needs PostgreSQL's TEMPORARY
+    privilege, which every role has unless it was revoked."""
+    batch_sql, batch_params = (
+        events.annotate(day=TruncDate("timestamp"), category=Coalesce("item__category", Value("")))
+        .values_list("day", "type", "user_id", "category", "value", "item_id")
+        .query.sql_with_params())
+    bits, bits_params = _type_bits_sql()
+    views, views_params = _item_events_sql("view")
+    purchases, purchases_params = _item_events_sql("purchase")
+    rollups: list[tuple[str, tuple[str, ...], tuple[str, ...], str, list[object]]] = [
+        (DailyEventRollup._meta.db_table, ("day", "event_type", "category"),
+         ("events", "value_sum", "value_events"),
+         "day, type, category, COUNT(*), COALESCE(SUM(value), 0.0), COUNT(value)", []),
+        (UserDayRollup._meta.db_table, ("day", "user_id", "category"),
+         ("events", "views", "purchases", "type_bits"),
+         f"day, user_id, category, COUNT(*), {views}, {purchases}, {bits}",
+         [*views_params, *purchases_params, *bits_params]),
+        (UserDayActivity._meta.db_table, ("day", "user_id"), ("events", "type_bits"),
+         f"day, user_id, COUNT(*), {bits}", bits_params),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE {_BATCH_TABLE} AS {batch_sql}", batch_params)
+        for table, key, added, aggregates, params in rollups:
+            grouping = ", ".join("type" if column == "event_type" else column for column in key)
+            # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join((*key, *added))}) "
+                f"SELECT {aggregates} FROM {_BATCH_TABLE} WHERE true GROUP BY {grouping} "
+                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+                + ", ".join(f"{c} = {table}.{c} {'|' if c == 'type_bits' else '+'} excluded.{c}"
+                            for c in added), params)
+        cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:

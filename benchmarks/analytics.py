@@ -15,8 +15,10 @@ reused. The run then
 1. rolls up the whole history (timed),
 2. stores 10,000 new events through the ingestion service in batches of 500, rolling up
    after each batch (the worst case), timing both: the steady-state cost of the rollups
-   per 1,000 events against the cost of ingesting them; then 10,000 more rolled up in one
-   update, as beat's run once a minute finds them,
+   per 1,000 events against the cost of storing them; then 10,000 more, posted to the
+   events API in batches of 500 as a client app sends them (timed: what ingesting them
+   costs the web process and the database), rolled up in one update, as beat's run once a
+   minute finds them,
 3. stores 1,000 more and leaves them to the raw tail, as a dashboard finds it between two
    updates,
 4. requests each endpoint through Django's test client as a logged-in admin with its
@@ -286,7 +288,8 @@ def time_endpoints(*, repeat: int, rollups: bool) -> dict[str, dict[str, float]]
 
 
 def new_events(count: int, *, offset: int) -> list:
-    """Events as a client sends them now: sessions of existing users and items."""
+    """Events as a client sends them now: sessions of existing users and items, four in
+    five of a session's items of its category (as SEED_SQL's sessions)."""
     import uuid
 
     from django.utils import timezone
@@ -295,12 +298,48 @@ def new_events(count: int, *, offset: int) -> list:
 
     now = timezone.now()
     kinds = ("view", "view", "view", "click", "add_to_cart", "purchase")
+    items_per_category = ITEMS // CATEGORIES
+
+    def item_number(position: int) -> int:
+        spread = position * 7919
+        if position % 5 == 0:
+            return 1 + spread % ITEMS
+        # Item n's category is n % CATEGORIES (SEED_SQL).
+        category = position // MEAN_SESSION_EVENTS % CATEGORIES
+        return category + CATEGORIES * (1 + spread % (items_per_category - 1))
+
     return [EventInput(event_id=uuid.uuid4(), type=kinds[n % len(kinds)],
                        user_id=f"user-{1 + (offset + n) // MEAN_SESSION_EVENTS % USERS}",
-                       item_id=f"sku-{1 + (offset + n) * 7919 % ITEMS}",
+                       item_id=f"sku-{item_number(offset + n)}",
                        timestamp=now - timedelta(seconds=count - n),
                        value=20.0 if kinds[n % len(kinds)] == "purchase" else None)
             for n in range(count)]
+
+
+def post_events(events: list) -> float:
+    """Posts the events to the events API in batches of STEADY_STATE_BATCH, as a client app
+    sends them; returns the seconds the requests took (the bodies are built untimed)."""
+    from rest_framework.test import APIClient
+
+    from accounts.services import create_api_key
+
+    _, key = create_api_key(name="analytics benchmark")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    seconds = 0.0
+    for start in range(0, len(events), STEADY_STATE_BATCH):
+        body = json.dumps({"batch": [
+            {"event_id": str(event.event_id), "type": event.type, "user_id": event.user_id,
+             "item_id": event.item_id, "timestamp": event.timestamp.isoformat(),
+             "value": event.value}
+            for event in events[start:start + STEADY_STATE_BATCH]]})
+        started = time.perf_counter()
+        response = client.post("/api/v1/events", data=body, content_type="application/json")
+        seconds += time.perf_counter() - started
+        accepted = response.json().get("accepted")
+        if accepted != min(STEADY_STATE_BATCH, len(events) - start):
+            raise SystemExit(f"The events API accepted {accepted} of a batch: {response.content!r}")
+    return seconds
 
 
 def rollup_costs() -> dict[str, float]:
@@ -336,11 +375,9 @@ def rollup_costs() -> dict[str, float]:
             started = time.perf_counter()
             rolled += services.roll_up_new_events(now=timezone.now()).events
             rollup_seconds += time.perf_counter() - started
-        # What beat's run once a minute does: one update for everything stored since.
-        for start in range(0, len(events), STEADY_STATE_BATCH):
-            store_events(events=new_events(STEADY_STATE_BATCH,
-                                           offset=STEADY_STATE_EVENTS + start),
-                         received_at=None)
+        # What beat's run once a minute does: one update for everything ingested since.
+        api_ingest_seconds = post_events(new_events(STEADY_STATE_EVENTS,
+                                                    offset=STEADY_STATE_EVENTS))
         started = time.perf_counter()
         rolled_at_once = services.roll_up_new_events(now=timezone.now()).events
         one_update_seconds = time.perf_counter() - started
@@ -358,6 +395,9 @@ def rollup_costs() -> dict[str, float]:
         "one_update_ms_per_1000_events": round(1000 * one_update_seconds * 1000
                                                / max(rolled_at_once, 1), 1),
         "one_update_share_of_ingest": round(one_update_seconds / ingest_seconds, 3),
+        "api_ingest_ms_per_1000_events": round(1000 * api_ingest_seconds * 1000
+                                               / STEADY_STATE_EVENTS, 1),
+        "one_update_share_of_api_ingest": round(one_update_seconds / api_ingest_seconds, 3),
         "raw_tail_events": services.pending_events(),
     }
 
