@@ -78,7 +78,12 @@ class Event(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["user", "timestamp"], name="event_user_time"),
-            models.Index(fields=["item", "timestamp"], name="event_item_time"),
+            # The items dashboard sums an item's events of a range by type, value and
+            # sentiment, and counts its viewers: covered, PostgreSQL reads them from the
+            # index alone (10M events, one category over 120 days: 1.2 s -> 0.34 s; every
+            # item: 5.4 s -> 3.1 s).
+            models.Index(fields=["item", "timestamp"], name="event_item_time",
+                         include=["type", "value", "sentiment_label", "user"]),
             # Funnels, per-item viewers and unique persons read events of some types in a
             # range and only their user and item: covered, PostgreSQL reads them from the
             # index alone (10M events: the 30-day funnel 1.7 s -> 0.8 s, 120 days 3.1 s ->

@@ -1,0 +1,23 @@
+"""What the migrations build in PostgreSQL beyond the model's fields: the covering indexes
+the dashboards read events from without visiting the table."""
+
+import pytest
+from django.db import connection
+
+COVERING = {
+    "event_type_time": ("(type, \"timestamp\")", "INCLUDE (user_id, item_id)"),
+    "event_item_time": ("(item_id, \"timestamp\")",
+                        "INCLUDE (type, value, sentiment_label, user_id)"),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(COVERING))
+def test_the_event_indexes_the_dashboards_scan_cover_the_columns_they_read(name):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no covering indexes")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [name])
+        (definition,), = cursor.fetchall()
+    key, included = COVERING[name]
+    assert definition.endswith(f"{key} {included}")
