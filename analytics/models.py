@@ -53,7 +53,9 @@ class UserDayRollup(models.Model):
     # No constraint in the database: the rows are copied from events, whose user is
     # checked already, and checking each of an update's new rows again at its commit
     # took a fifth of the update (benchmarks/README.md, session 16). Deleting a user
-    # still deletes its rows (Django's cascade).
+    # still deletes its rows (Django's cascade); one deleted outside the admin while an
+    # update reads its events can leave that update's rows for it, which the hourly
+    # check finds in the last 7 days (the day's event counts differ) and rebuilds.
     user = models.ForeignKey(EndUser, on_delete=models.CASCADE, db_index=False,
                              db_constraint=False, related_name="+")
     category = models.CharField(max_length=255)

@@ -202,7 +202,7 @@ def type_bit() -> Case:
 
 # The events of one _add, each with its day and its item's category: read from the event
 # log once, where joining every event to its item for each of the three rollups took
-# about a third of an update (benchmarks/README.md, session 16).
+# about a sixth of an update (benchmarks/README.md, session 16).
 _BATCH_TABLE = "analytics_rollup_batch"
 
 

@@ -303,7 +303,9 @@ def new_events(count: int, *, offset: int) -> list:
     def item_number(position: int) -> int:
         spread = position * 7919
         if position % 5 == 0:
-            return 1 + spread % ITEMS
+            # Spread by position // 5: a multiple of 5 times 7919 would always land on
+            # items of the same five categories.
+            return 1 + (position // 5) * 7919 % ITEMS
         # Item n's category is n % CATEGORIES (SEED_SQL).
         category = position // MEAN_SESSION_EVENTS % CATEGORIES
         return category + CATEGORIES * (1 + spread % (items_per_category - 1))
