@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
+from django.utils import timezone
 from django.utils.text import slugify
 from django.views import View
 from rest_framework import serializers
@@ -669,7 +670,8 @@ class UserTimelineView(DashboardView):
                     "tables": []}
         per_day: dict[str, int] = {}
         for row in timeline["events"]:
-            day = row["timestamp"].date().isoformat()
+            # Days of the shop's time zone, as every other dashboard counts them.
+            day = timezone.localtime(row["timestamp"]).date().isoformat()
             per_day[day] = per_day.get(day, 0) + 1
         days = sorted(per_day)
         recommendations = timeline["recommendations"]

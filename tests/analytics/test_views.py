@@ -1,7 +1,7 @@
 import csv
 import io
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -175,6 +175,17 @@ def test_user_timeline_page_looks_a_user_up_and_downloads_their_events(pm_browse
     unknown = pm_browser.get(page_url("users") + "?user_id=nobody").content.decode()
     assert "No user with id" in unknown
     assert pm_browser.get(page_url("users")).status_code == 200
+
+
+def test_user_timeline_counts_events_per_day_in_the_shops_time_zone(pm_browser, settings):
+    settings.TIME_ZONE = "Asia/Tokyo"
+    shopper = EndUserFactory(user_id="late-shopper")
+    # 20:00 UTC on 1 March is 05:00 on 2 March in Tokyo.
+    EventFactory(user=shopper, type="view", timestamp=datetime(2026, 3, 1, 20, 0, tzinfo=UTC))
+
+    response = pm_browser.get(page_url("users") + "?user_id=late-shopper")
+
+    assert response.context["charts"][0]["labels"] == ["2026-03-02"]
 
 
 def test_the_trends_form_applied_as_it_comes_with_empty_breakdown_and_filter(pm_browser, activity):
