@@ -301,14 +301,13 @@ def new_events(count: int, *, offset: int) -> list:
     items_per_category = ITEMS // CATEGORIES
 
     def item_number(position: int) -> int:
-        spread = position * 7919
         if position % 5 == 0:
             # Spread by position // 5: a multiple of 5 times 7919 would always land on
             # items of the same five categories.
             return 1 + (position // 5) * 7919 % ITEMS
         # Item n's category is n % CATEGORIES (SEED_SQL).
         category = position // MEAN_SESSION_EVENTS % CATEGORIES
-        return category + CATEGORIES * (1 + spread % (items_per_category - 1))
+        return category + CATEGORIES * (1 + position * 7919 % (items_per_category - 1))
 
     return [EventInput(event_id=uuid.uuid4(), type=kinds[n % len(kinds)],
                        user_id=f"user-{1 + (offset + n) // MEAN_SESSION_EVENTS % USERS}",
