@@ -206,53 +206,52 @@ def type_bit() -> Case:
 _BATCH_TABLE = "analytics_rollup_batch"
 
 
-def _type_bits_sql() -> tuple[str, list[object]]:
-    """The OR of the TYPE_BITS of a group's batch rows, as a sum of one maximum per type:
+def _type_bits_sql() -> str:
+    """The OR of the type bits of a group's batch rows, as a sum of one maximum per bit:
     SQLite has no bitwise-OR aggregate."""
-    return (" + ".join(["MAX(CASE WHEN type = %s THEN %s ELSE 0 END)"] * len(TYPE_BITS)),
-            [value for event_type, bit in TYPE_BITS.items() for value in (event_type, bit)])
+    return " + ".join(f"MAX(type_bit & {bit})" for bit in TYPE_BITS.values())
 
 
 def _item_events_sql(event_type: str) -> tuple[str, list[object]]:
-    return "SUM(CASE WHEN type = %s AND item_id IS NOT NULL THEN 1 ELSE 0 END)", [event_type]
+    return "SUM(CASE WHEN event_type = %s AND item_id IS NOT NULL THEN 1 ELSE 0 END)", [event_type]
 
 
 def _add(events: QuerySet[Event]) -> None:
     """Adds the events' counts to the rollups, creating rows or adding to existing ones
-    (type bits are ORed): the events are copied once into a temporary table (day, type,
-    user, category, value, item), which one INSERT ... SELECT per rollup aggregates (no
-    rows cross the wire). The figures are those the raw tail computes in
+    (type bits are ORed): the events are copied once into a temporary table (day, type and
+    its bit, user, category, value, item), which one INSERT ... SELECT per rollup
+    aggregates (no rows cross the wire). The figures are those the raw tail computes in
     analytics/insights/sources.py (tests/analytics/insights/test_sources.py compares the
     two). Called within the update's transaction, which drops the table with the rest of
     its work if a statement fails. The database role needs PostgreSQL's TEMPORARY
     privilege, which every role has unless it was revoked."""
     batch_sql, batch_params = (
-        events.annotate(day=TruncDate("timestamp"), category=Coalesce("item__category", Value("")))
-        .values_list("day", "type", "user_id", "category", "value", "item_id")
+        events.annotate(day=TruncDate("timestamp"), event_type=F("type"), type_bit=type_bit(),
+                        category=Coalesce("item__category", Value("")))
+        .values_list("day", "event_type", "type_bit", "user_id", "category", "value", "item_id")
         .query.sql_with_params())
-    bits, bits_params = _type_bits_sql()
+    bits = _type_bits_sql()
     views, views_params = _item_events_sql("view")
     purchases, purchases_params = _item_events_sql("purchase")
     rollups: list[tuple[str, tuple[str, ...], tuple[str, ...], str, list[object]]] = [
         (DailyEventRollup._meta.db_table, ("day", "event_type", "category"),
          ("events", "value_sum", "value_events"),
-         "day, type, category, COUNT(*), COALESCE(SUM(value), 0.0), COUNT(value)", []),
+         "COUNT(*), COALESCE(SUM(value), 0.0), COUNT(value)", []),
         (UserDayRollup._meta.db_table, ("day", "user_id", "category"),
          ("events", "views", "purchases", "type_bits"),
-         f"day, user_id, category, COUNT(*), {views}, {purchases}, {bits}",
-         [*views_params, *purchases_params, *bits_params]),
+         f"COUNT(*), {views}, {purchases}, {bits}", [*views_params, *purchases_params]),
         (UserDayActivity._meta.db_table, ("day", "user_id"), ("events", "type_bits"),
-         f"day, user_id, COUNT(*), {bits}", bits_params),
+         f"COUNT(*), {bits}", []),
     ]
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE {_BATCH_TABLE} AS {batch_sql}", batch_params)
         for table, key, added, aggregates, params in rollups:
-            grouping = ", ".join("type" if column == "event_type" else column for column in key)
+            key_columns = ", ".join(key)
             # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
             cursor.execute(
-                f"INSERT INTO {table} ({', '.join((*key, *added))}) "
-                f"SELECT {aggregates} FROM {_BATCH_TABLE} WHERE true GROUP BY {grouping} "
-                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+                f"INSERT INTO {table} ({key_columns}, {', '.join(added)}) "
+                f"SELECT {key_columns}, {aggregates} FROM {_BATCH_TABLE} WHERE true "
+                f"GROUP BY {key_columns} ON CONFLICT ({key_columns}) DO UPDATE SET "
                 + ", ".join(f"{c} = {table}.{c} {'|' if c == 'type_bits' else '+'} excluded.{c}"
                             for c in added), params)
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
