@@ -10,7 +10,9 @@ Shapes, chosen by measurement (benchmarks/README.md):
   dashboards count persons over (at 10M events a user's day spans about 2.5 categories,
   so it has that many times fewer rows).
 Both per-user tables mark which of the standard event types (`TYPE_BITS`) the user's day
-held, so unique persons of those types (trends' "unique users") are counted over them too.
+held, so unique persons of those types (trends' "unique users") are counted over them too,
+and when the day first held each of them (`FirstOccurrences`), which a funnel's first step
+is read from.
 Identity links are applied when persons are counted, so a link made later changes past
 counts exactly as on raw events. Categories are the item's when the day was rolled up; a
 category change marks the item for a rebuild of its days (`RollupDirtyItem`, then
@@ -27,11 +29,33 @@ from ingestion.models import EndUser, IdentityLink, Item
 
 
 # The bit each standard event type sets in `type_bits`. Stored in the rollups: changing a
-# type's bit or adding a type needs the rollups started over (a migration, as 0004 does),
-# since the rows rolled up before lack it.
+# type's bit or adding a type (with its FirstOccurrences column) needs the rollups started
+# over (a migration, as 0004 and 0007 do), since the rows rolled up before lack it.
 TYPE_BITS = {"view": 1, "click": 2, "add_to_cart": 4, "purchase": 8, "rating": 16,
              "review": 32}
 TYPE_BITS_HELP = "Bit TYPE_BITS[t] set: the day held an event of type t"
+
+
+def first_at_field(event_type: str) -> str:
+    """The per-user rollups' column holding the day's first event of a TYPE_BITS type."""
+    return f"first_{event_type}_at"
+
+
+class FirstOccurrences(models.Model):
+    """When the user's day first held each standard event type (None: never). A funnel's
+    first step is each person's earliest event of its type in the range, which is the
+    earliest of these over the range's days: at 10M events over 120 days, 0.8M user-days
+    to read instead of 4.3M view events (benchmarks/README.md, session 17)."""
+
+    first_view_at = models.DateTimeField(null=True, blank=True)
+    first_click_at = models.DateTimeField(null=True, blank=True)
+    first_add_to_cart_at = models.DateTimeField(null=True, blank=True)
+    first_purchase_at = models.DateTimeField(null=True, blank=True)
+    first_rating_at = models.DateTimeField(null=True, blank=True)
+    first_review_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
 
 
 class DailyEventRollup(models.Model):
@@ -48,7 +72,11 @@ class DailyEventRollup(models.Model):
                                                name="daily_event_rollup_key")]
 
 
-class UserDayRollup(models.Model):
+class UserDayRollup(FirstOccurrences):
+    """A user's activity on a day in one category. Its views, purchases and first
+    occurrences are of events on the category's items only (the category "" also holds
+    events without an item, for the events and type bits)."""
+
     day = models.DateField()
     # No constraint in the database: the rows are copied from events, whose user is
     # checked already, and checking each of an update's new rows again at its commit
@@ -73,8 +101,9 @@ class UserDayRollup(models.Model):
                                                name="user_day_rollup_key")]
 
 
-class UserDayActivity(models.Model):
-    """A user's activity on a day over all categories: UserDayRollup summed per (day, user)."""
+class UserDayActivity(FirstOccurrences):
+    """A user's activity on a day over all categories: UserDayRollup summed per (day, user),
+    with the first occurrences of every event, with an item or without."""
 
     day = models.DateField()
     # Unchecked in the database, as UserDayRollup.user is.

@@ -67,6 +67,7 @@ from analytics.models import (
     RollupState,
     UserDayActivity,
     UserDayRollup,
+    first_at_field,
 )
 from ingestion.models import EndUser, Event, Item
 
@@ -216,44 +217,68 @@ def _item_events_sql(event_type: str) -> tuple[str, list[object]]:
     return "SUM(CASE WHEN event_type = %s AND item_id IS NOT NULL THEN 1 ELSE 0 END)", [event_type]
 
 
+# How a rollup column takes a batch's figure for a row it already has.
+_ADDED, _ORED, _EARLIEST = "+", "|", "earliest"
+
+
+def _first_occurrences(*, item_events_only: bool) -> list[tuple[str, str, list[object], str]]:
+    """(column, aggregate, parameters, merge) of FirstOccurrences' columns."""
+    with_item = " AND item_id IS NOT NULL" if item_events_only else ""
+    return [(first_at_field(event_type),
+             f"MIN(CASE WHEN event_type = %s{with_item} THEN \"timestamp\" END)", [event_type],
+             _EARLIEST) for event_type in TYPE_BITS]
+
+
+def _merged(table: str, column: str, merge: str) -> str:
+    if merge == _EARLIEST:
+        # NULL is "none yet" on either side; LEAST would differ between the two databases.
+        return (f"{column} = CASE WHEN {table}.{column} IS NULL OR excluded.{column} < "
+                f"{table}.{column} THEN excluded.{column} ELSE {table}.{column} END")
+    return f"{column} = {table}.{column} {merge} excluded.{column}"
+
+
 def _add(events: QuerySet[Event]) -> None:
     """Adds the events' counts to the rollups, creating rows or adding to existing ones
-    (type bits are ORed): the events are copied once into a temporary table (day, type and
-    its bit, user, category, value, item), which one INSERT ... SELECT per rollup
-    aggregates (no rows cross the wire). The figures are those the raw tail computes in
-    analytics/insights/sources.py (tests/analytics/insights/test_sources.py compares the
-    two). Called within the update's transaction, which drops the table with the rest of
-    its work if a statement fails. The database role needs PostgreSQL's TEMPORARY
-    privilege, which every role has unless it was revoked."""
+    (type bits are ORed, first occurrences keep the earlier): the events are copied once
+    into a temporary table (day, time, type and its bit, user, category, value, item),
+    which one INSERT ... SELECT per rollup aggregates (no rows cross the wire). The
+    figures are those the raw tail computes in analytics/insights/sources.py
+    (tests/analytics/insights/test_sources.py compares the two). Called within the
+    update's transaction, which drops the table with the rest of its work if a statement
+    fails. The database role needs PostgreSQL's TEMPORARY privilege, which every role has
+    unless it was revoked."""
     batch_sql, batch_params = (
         events.annotate(day=TruncDate("timestamp"), event_type=F("type"), type_bit=type_bit(),
                         category=Coalesce("item__category", Value("")))
-        .values_list("day", "event_type", "type_bit", "user_id", "category", "value", "item_id")
+        .values_list("day", "timestamp", "event_type", "type_bit", "user_id", "category",
+                     "value", "item_id")
         .query.sql_with_params())
-    bits = _type_bits_sql()
-    views, views_params = _item_events_sql("view")
-    purchases, purchases_params = _item_events_sql("purchase")
-    rollups: list[tuple[str, tuple[str, ...], tuple[str, ...], str, list[object]]] = [
+    bits = (_type_bits_sql(), [], _ORED)
+    views = ("views", *_item_events_sql("view"), _ADDED)
+    purchases = ("purchases", *_item_events_sql("purchase"), _ADDED)
+    events_counted = ("events", "COUNT(*)", [], _ADDED)
+    # Per rollup: its table, its key, and (column, aggregate, parameters, merge) per column.
+    rollups: list[tuple[str, tuple[str, ...], list[tuple[str, str, list[object], str]]]] = [
         (DailyEventRollup._meta.db_table, ("day", "event_type", "category"),
-         ("events", "value_sum", "value_events"),
-         "COUNT(*), COALESCE(SUM(value), 0.0), COUNT(value)", []),
+         [events_counted, ("value_sum", "COALESCE(SUM(value), 0.0)", [], _ADDED),
+          ("value_events", "COUNT(value)", [], _ADDED)]),
         (UserDayRollup._meta.db_table, ("day", "user_id", "category"),
-         ("events", "views", "purchases", "type_bits"),
-         f"COUNT(*), {views}, {purchases}, {bits}", [*views_params, *purchases_params]),
-        (UserDayActivity._meta.db_table, ("day", "user_id"), ("events", "type_bits"),
-         f"COUNT(*), {bits}", []),
+         [events_counted, views, purchases, ("type_bits", *bits),
+          *_first_occurrences(item_events_only=True)]),
+        (UserDayActivity._meta.db_table, ("day", "user_id"),
+         [events_counted, ("type_bits", *bits), *_first_occurrences(item_events_only=False)]),
     ]
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE {_BATCH_TABLE} AS {batch_sql}", batch_params)
-        for table, key, added, aggregates, params in rollups:
+        for table, key, columns in rollups:
             key_columns = ", ".join(key)
             # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
             cursor.execute(
-                f"INSERT INTO {table} ({key_columns}, {', '.join(added)}) "
-                f"SELECT {key_columns}, {aggregates} FROM {_BATCH_TABLE} WHERE true "
-                f"GROUP BY {key_columns} ON CONFLICT ({key_columns}) DO UPDATE SET "
-                + ", ".join(f"{c} = {table}.{c} {'|' if c == 'type_bits' else '+'} excluded.{c}"
-                            for c in added), params)
+                f"INSERT INTO {table} ({key_columns}, {', '.join(c[0] for c in columns)}) "
+                f"SELECT {key_columns}, {', '.join(c[1] for c in columns)} FROM {_BATCH_TABLE} "
+                f"WHERE true GROUP BY {key_columns} ON CONFLICT ({key_columns}) DO UPDATE SET "
+                + ", ".join(_merged(table, column, merge) for column, _, _, merge in columns),
+                [param for column in columns for param in column[2]])
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
 
 

@@ -9,7 +9,9 @@ Relations, as SQL over which the insights aggregate:
 - ``typed_person_days`` (rollups only): (day, category, person, type_bits), persons active
   on a day with the TYPE_BITS of their events' types, for unique persons of chosen types;
 - ``category_shoppers`` (rollups only): (category, person, views, purchases), the persons
-  who viewed or bought the category's items on a day of the range.
+  who viewed or bought the category's items on a day of the range;
+- ``first_occurrences`` (rollups only): (person, category, first_at), each person's first
+  event of a standard type on each day of the range, for a funnel's first step.
 
 With rollups, each is the rollup rows of the range UNION ALL the same figures computed
 from the events received at or after the watermark (a few minutes' worth when the
@@ -19,8 +21,8 @@ update), category filters and breakdowns count its earlier events under the old 
 Late events (old timestamps received now) are in the tail until the next update adds them
 to their day.
 
-What is not rolled up, and why, is said where it is read: funnels (conversion windows across
-arbitrary steps), paths (event sequences), items (per-item totals and distinct persons per
+What is not rolled up, and why, is said where it is read: funnels after their first step
+(conversion windows across arbitrary steps), paths (event sequences), items (per-item totals and distinct persons per
 item: an item-day rollup was measured, 5.8M rows at 10M events, and summed no faster than
 one pass over the events; they read the events' covering (item, timestamp) index), sentiment
 (reviews only, scored after they arrive), recommendations (impressions), property filters
@@ -46,6 +48,7 @@ from analytics.models import (
     RollupState,
     UserDayActivity,
     UserDayRollup,
+    first_at_field,
 )
 from analytics.services import daily_event_rows, type_bit
 from ingestion.models import EndUser, Event
@@ -168,6 +171,42 @@ def typed_person_days(*, date_range: DateRange, event_types: list[str],
                                 else Value("")),
                       person=person_key(), type_bits=type_bit())
             .values_list("day", "category", "person", "type_bits"))
+    return _union(_sql(rolled), _sql(tail))
+
+
+def first_occurrences(*, date_range: DateRange, event_type: str, category: str | None = None,
+                      by_category: bool = False) -> Relation | None:
+    """SQL with columns (person, category, first_at): for each person and day of the range,
+    the time of their first event of the type (with ``by_category`` or a category filter:
+    on an item of the category, which the column names; else "" throughout), so each
+    person's earliest ``first_at`` is their first such event in the range (a (person,
+    category) pair repeats, once per day). None where the type has no bit in TYPE_BITS or
+    the rollups are not built: the caller reads raw events."""
+    if event_type not in TYPE_BITS:
+        return None
+    watermark = rollup_watermark()
+    if watermark is None:
+        return None
+    field = first_at_field(event_type)
+    per_category = by_category or bool(category)
+    if per_category:
+        rolled = UserDayRollup.objects.all()
+        if category:
+            rolled = rolled.filter(category=category)
+    else:
+        rolled = UserDayActivity.objects.annotate(category=Value(""))
+    rolled = (rolled.filter(day__gte=date_range.start, day__lte=date_range.end,
+                            **{f"{field}__isnull": False})
+              .annotate(person=person_key(), first_at=F(field))
+              .values_list("person", "category", "first_at"))
+    tail = events_in_range(date_range=date_range, category=category).filter(
+        received_at__gte=watermark, type=event_type)
+    if per_category:
+        tail = tail.filter(item__isnull=False)
+    tail = (tail.annotate(person=person_key(),
+                          category=F("item__category") if per_category else Value(""),
+                          first_at=F("timestamp"))
+            .values_list("person", "category", "first_at"))
     return _union(_sql(rolled), _sql(tail))
 
 

@@ -4,7 +4,7 @@ import importlib
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -108,8 +108,34 @@ class TestRollUp:
         assert {row.category: row.type_bits for row in UserDayRollup.objects.all()} == {
             "books": view_and_purchase, "": 0}
 
+    def test_a_users_day_keeps_the_first_time_of_each_type_over_several_updates(self):
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
+        noon = timezone.make_aware(datetime(DAY.year, DAY.month, DAY.day, 12))
+
+        def store_at(hours: float, event_type: str, *, item: str | None, minutes_ago: float):
+            store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type,
+                                            user_id="ann", item_id=item,
+                                            timestamp=noon + timedelta(hours=hours))],
+                         received_at=NOW - timedelta(minutes=minutes_ago))
+
+        store_at(1, "view", item="sku-1", minutes_ago=30)
+        services.roll_up_new_events(now=NOW - timedelta(minutes=20))
+        store_at(-1, "view", item="sku-1", minutes_ago=10)  # late, and earlier that day
+        store_at(2, "view", item="sku-1", minutes_ago=10)
+        store_at(3, "purchase", item=None, minutes_ago=10)
+        services.roll_up_new_events(now=NOW)
+
+        activity = UserDayActivity.objects.get()
+        assert (activity.first_view_at, activity.first_purchase_at, activity.first_click_at) == (
+            noon - timedelta(hours=1), noon + timedelta(hours=3), None)
+        # Per category, only events on the category's items: the purchase had none.
+        assert {row.category: (row.first_view_at, row.first_purchase_at)
+                for row in UserDayRollup.objects.all()} == {
+            "books": (noon - timedelta(hours=1), None), "": (None, None)}
+
     @pytest.mark.parametrize("migration_name", ["0003_user_activity_rollup",
-                                                "0004_rollup_type_bits"])
+                                                "0004_rollup_type_bits",
+                                                "0007_rollup_first_occurrences"])
     def test_upgrading_to_the_new_rollup_shapes_starts_the_rollups_over(self, migration_name):
         """Rollups built before the activity table, the views/purchases figures or the type
         bits existed lack them: the migration empties them, so readers use raw events until
