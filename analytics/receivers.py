@@ -1,5 +1,5 @@
 """Reacts to ingestion: new events schedule a rollup update; items whose category changed,
-and events an admin deletes, get their rollup days rebuilt."""
+and events an admin deletes or edits, get their rollup days rebuilt."""
 
 import logging
 import threading
@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.dispatch import receiver
 
-from analytics.services import mark_days_of_deleted_events, mark_items_recategorised
-from ingestion.signals import events_deleting, events_stored, item_categories_changed
+from analytics.services import mark_days_of_changing_events, mark_items_recategorised
+from ingestion.signals import events_changing, events_stored, item_categories_changed
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +23,9 @@ def mark_recategorised_items(sender, item_pks: list[int], **kwargs) -> None:
     mark_items_recategorised(item_pks=item_pks)
 
 
-@receiver(events_deleting)
-def mark_days_of_events_deleting(sender, events: QuerySet, **kwargs) -> None:
-    mark_days_of_deleted_events(events=events)
+@receiver(events_changing)
+def mark_days_of_events_changing(sender, events: QuerySet, **kwargs) -> None:
+    mark_days_of_changing_events(events=events)
 
 
 @receiver(events_stored)

@@ -22,14 +22,15 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
   under the old one), a few per update, and by ``rebuild_days``; ``reset_rollups`` starts
   over (both from manage.py rebuild_analytics, which waits for a busy worker).
 - Days are rebuilt too when the admin deletes events, or the users or items they belong
-  to (``mark_days_of_deleted_events``).
+  to, or edits an event (``mark_days_of_changing_events``).
 - Once an hour an update also compares the last RECHECK_DAYS days' rollups with their
   events (``_recheck_recent_days``: event counts by day, type and category) and marks the
   days that differ for a rebuild, so what the rules above cannot see (a web host whose
   clock runs behind the worker's by more than the lag, a writer open past the hold-back's
   limit, events deleted by SQL or the shell) is counted right within the hour. Changes
-  the counts cannot show (an event moved to another user, a value changed) and older days
-  need ``rebuild_analytics --since`` the first day concerned. On SQLite the check holds
+  made outside the admin that the counts cannot show (an event moved to another user or
+  within its day, a value changed) and older days need ``rebuild_analytics --since`` the
+  first day concerned. On SQLite the check holds
   the write lock, so ingestion waits for it (a week of events: a fraction of a second at
   a shop SQLite can serve).
 """
@@ -40,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
@@ -213,28 +214,40 @@ def _type_bits_sql() -> str:
     return " + ".join(f"MAX(type_bit & {bit})" for bit in TYPE_BITS.values())
 
 
-def _item_events_sql(event_type: str) -> tuple[str, list[object]]:
-    return "SUM(CASE WHEN event_type = %s AND item_id IS NOT NULL THEN 1 ELSE 0 END)", [event_type]
+class _Column(NamedTuple):
+    """A rollup column as _add fills it: its aggregate over a group of the batch's rows,
+    and how it takes that figure into a row the rollup has already ("+": added, "|":
+    ORed, "earliest": the earlier time kept)."""
+
+    name: str
+    aggregate: str
+    params: list[object]
+    merge: str = "+"
 
 
-# How a rollup column takes a batch's figure for a row it already has.
-_ADDED, _ORED, _EARLIEST = "+", "|", "earliest"
+_EARLIEST = "earliest"
 
 
-def _first_occurrences(*, item_events_only: bool) -> list[tuple[str, str, list[object], str]]:
-    """(column, aggregate, parameters, merge) of FirstOccurrences' columns."""
+def _item_events(name: str, event_type: str) -> _Column:
+    return _Column(name, "SUM(CASE WHEN event_type = %s AND item_id IS NOT NULL THEN 1 ELSE 0 END)",
+                   [event_type])
+
+
+def _first_occurrences(*, item_events_only: bool) -> list[_Column]:
     with_item = " AND item_id IS NOT NULL" if item_events_only else ""
-    return [(first_at_field(event_type),
-             f"MIN(CASE WHEN event_type = %s{with_item} THEN \"timestamp\" END)", [event_type],
-             _EARLIEST) for event_type in TYPE_BITS]
+    return [_Column(first_at_field(event_type),
+                    f'MIN(CASE WHEN event_type = %s{with_item} THEN "timestamp" END)',
+                    [event_type], _EARLIEST) for event_type in TYPE_BITS]
 
 
-def _merged(table: str, column: str, merge: str) -> str:
-    if merge == _EARLIEST:
-        # NULL is "none yet" on either side; LEAST would differ between the two databases.
-        return (f"{column} = CASE WHEN {table}.{column} IS NULL OR excluded.{column} < "
-                f"{table}.{column} THEN excluded.{column} ELSE {table}.{column} END")
-    return f"{column} = {table}.{column} {merge} excluded.{column}"
+def _merged(table: str, column: _Column) -> str:
+    name = column.name
+    if column.merge == _EARLIEST:
+        # NULL is "none yet" on either side: PostgreSQL's LEAST skips NULLs, SQLite's
+        # min(a, b) returns NULL.
+        return (f"{name} = CASE WHEN {table}.{name} IS NULL OR excluded.{name} < "
+                f"{table}.{name} THEN excluded.{name} ELSE {table}.{name} END")
+    return f"{name} = {table}.{name} {column.merge} excluded.{name}"
 
 
 def _add(events: QuerySet[Event]) -> None:
@@ -253,20 +266,17 @@ def _add(events: QuerySet[Event]) -> None:
         .values_list("day", "timestamp", "event_type", "type_bit", "user_id", "category",
                      "value", "item_id")
         .query.sql_with_params())
-    bits = (_type_bits_sql(), [], _ORED)
-    views = ("views", *_item_events_sql("view"), _ADDED)
-    purchases = ("purchases", *_item_events_sql("purchase"), _ADDED)
-    events_counted = ("events", "COUNT(*)", [], _ADDED)
-    # Per rollup: its table, its key, and (column, aggregate, parameters, merge) per column.
-    rollups: list[tuple[str, tuple[str, ...], list[tuple[str, str, list[object], str]]]] = [
+    counted = _Column("events", "COUNT(*)", [])
+    bits = _Column("type_bits", _type_bits_sql(), [], "|")
+    rollups: list[tuple[str, tuple[str, ...], list[_Column]]] = [
         (DailyEventRollup._meta.db_table, ("day", "event_type", "category"),
-         [events_counted, ("value_sum", "COALESCE(SUM(value), 0.0)", [], _ADDED),
-          ("value_events", "COUNT(value)", [], _ADDED)]),
+         [counted, _Column("value_sum", "COALESCE(SUM(value), 0.0)", []),
+          _Column("value_events", "COUNT(value)", [])]),
         (UserDayRollup._meta.db_table, ("day", "user_id", "category"),
-         [events_counted, views, purchases, ("type_bits", *bits),
+         [counted, _item_events("views", "view"), _item_events("purchases", "purchase"), bits,
           *_first_occurrences(item_events_only=True)]),
         (UserDayActivity._meta.db_table, ("day", "user_id"),
-         [events_counted, ("type_bits", *bits), *_first_occurrences(item_events_only=False)]),
+         [counted, bits, *_first_occurrences(item_events_only=False)]),
     ]
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE {_BATCH_TABLE} AS {batch_sql}", batch_params)
@@ -274,11 +284,12 @@ def _add(events: QuerySet[Event]) -> None:
             key_columns = ", ".join(key)
             # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
             cursor.execute(
-                f"INSERT INTO {table} ({key_columns}, {', '.join(c[0] for c in columns)}) "
-                f"SELECT {key_columns}, {', '.join(c[1] for c in columns)} FROM {_BATCH_TABLE} "
-                f"WHERE true GROUP BY {key_columns} ON CONFLICT ({key_columns}) DO UPDATE SET "
-                + ", ".join(_merged(table, column, merge) for column, _, _, merge in columns),
-                [param for column in columns for param in column[2]])
+                f"INSERT INTO {table} ({key_columns}, {', '.join(c.name for c in columns)}) "
+                f"SELECT {key_columns}, {', '.join(c.aggregate for c in columns)} "
+                f"FROM {_BATCH_TABLE} WHERE true GROUP BY {key_columns} "
+                f"ON CONFLICT ({key_columns}) DO UPDATE SET "
+                + ", ".join(_merged(table, column) for column in columns),
+                [param for column in columns for param in column.params])
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
 
 
@@ -486,16 +497,16 @@ def mark_items_recategorised(*, item_pks: list[int]) -> None:
         update_conflicts=True, unique_fields=["item"], update_fields=["marked_at"])
 
 
-def mark_days_of_deleted_events(*, events: QuerySet[Event]) -> None:
-    """Called in the transaction that deletes the events, before it does: their days are
-    rebuilt from raw events by the next update. The rollup state row is locked and written
+def mark_days_of_changing_events(*, events: QuerySet[Event]) -> None:
+    """Called in the transaction that deletes the events, before it does (or that edits
+    them, before and after): their days are rebuilt from raw events by the next update. The rollup state row is locked and written
     until that transaction ends. An update that read the database before it commits then
     fails to serialise on PostgreSQL instead of rebuilding a day marked earlier from
     events as they were (and taking the mark away); SQLite runs the two one after the
     other. Every day is marked, rolled up or not, since the update before may have rolled
     up events that are gone."""
     if not connection.in_atomic_block:
-        raise RuntimeError("mark_days_of_deleted_events must run in the deleting transaction")
+        raise RuntimeError("mark_days_of_changing_events must run in the changing transaction")
     _locked_state()
     RollupState.objects.filter(pk=1).update(watermark=F("watermark"))
     _mark_days_of(events)

@@ -3,7 +3,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from ingestion.models import CaptureReject, EndUser, Event, IdentityLink, Item
-from ingestion.signals import events_deleting, item_categories_changed
+from ingestion.signals import events_changing, item_categories_changed
 
 
 class DeletesEventsAdmin(admin.ModelAdmin):
@@ -14,7 +14,7 @@ class DeletesEventsAdmin(admin.ModelAdmin):
     events_lookup: str
 
     def _send_events_deleting(self, rows: QuerySet) -> None:
-        events_deleting.send(sender=self.model,
+        events_changing.send(sender=self.model,
                              events=Event.objects.filter(**{self.events_lookup: rows}))
 
     @transaction.atomic
@@ -61,6 +61,17 @@ class EventAdmin(DeletesEventsAdmin):
     show_full_result_count = False
 
     events_lookup = "pk__in"
+
+    @transaction.atomic
+    def save_model(self, request, obj, form, change):
+        """An edited event's old and new days are rebuilt: the hourly check compares counts
+        only, and would not see a changed user, value, or time within the day."""
+        edited = Event.objects.filter(pk=obj.pk)
+        if change:
+            events_changing.send(sender=Event, events=edited)
+        super().save_model(request, obj, form, change)
+        if change:
+            events_changing.send(sender=Event, events=edited)
 
 
 @admin.register(IdentityLink)

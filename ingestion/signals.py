@@ -12,7 +12,8 @@ item_categories_changed = Signal()
 # rollup update).
 events_stored = Signal()
 
-# Sent inside the transaction that deletes them, before it does, with `events` (a queryset):
-# events about to go with an admin's deletion of them, their users or their items.
-# Analytics marks their days for a rollup rebuild.
-events_deleting = Signal()
+# Sent inside the transaction that deletes or edits them, with `events` (a queryset): events
+# about to go with an admin's deletion of them, their users or their items (sent before the
+# deletion), or an event an admin edits (sent before the edit and again after it, for the
+# day it was on and the day it is on). Analytics marks their days for a rollup rebuild.
+events_changing = Signal()

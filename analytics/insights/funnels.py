@@ -3,12 +3,16 @@
 A funnel is not summable over days (the window runs across them, from each person's own
 first step), so only its first step is rolled up: each person's first event of a standard
 type in the range is the earliest of their days' first occurrences (analytics/models.py
-FirstOccurrences, plus the raw tail), which at 10M events over 120 days is 0.8M user-days
-to read instead of 4.3M view events, about three fifths of the funnel's time. The later
-steps join the persons who reached the previous step to their events of the step's type
-through the (type, timestamp) index, bounded by the range and the window. Partitioning the
-events by month was not chosen: a 120-day funnel spans five of six months of the
-benchmark's history, so pruning leaves most of the scan."""
+FirstOccurrences, plus the raw tail). At 10M events over 120 days that is 0.8M user-days
+to read instead of 4.3M view events, and the first step was three fifths of the funnel's
+time: 3.7 s -> 1.9 s on one database (benchmarks/README.md, session 17). The later steps
+join the persons who reached the previous step to their events of the step's type through
+the (type, timestamp) index, bounded by the range and the window. Partitioning the events
+by month was not chosen: a 120-day range spans five of the benchmark's six months, so
+pruning would leave most of the scan. Until the updates after an item's category change
+have rebuilt its days, a breakdown's first step counts the item's rolled-up events under
+its old category (as every rolled-up category figure does, sources.py) while the later
+steps join its current one."""
 
 from collections import defaultdict
 from datetime import timedelta

@@ -10,8 +10,9 @@ Relations, as SQL over which the insights aggregate:
   on a day with the TYPE_BITS of their events' types, for unique persons of chosen types;
 - ``category_shoppers`` (rollups only): (category, person, views, purchases), the persons
   who viewed or bought the category's items on a day of the range;
-- ``first_occurrences`` (rollups only): (person, category, first_at), each person's first
-  event of a standard type on each day of the range, for a funnel's first step.
+- ``first_occurrences`` (rollups only): (person, category, first_at), times of persons'
+  events of a standard type in the range whose earliest per person is their first, for a
+  funnel's first step.
 
 With rollups, each is the rollup rows of the range UNION ALL the same figures computed
 from the events received at or after the watermark (a few minutes' worth when the
@@ -22,11 +23,11 @@ Late events (old timestamps received now) are in the tail until the next update 
 to their day.
 
 What is not rolled up, and why, is said where it is read: funnels after their first step
-(conversion windows across arbitrary steps), paths (event sequences), items (per-item totals and distinct persons per
-item: an item-day rollup was measured, 5.8M rows at 10M events, and summed no faster than
-one pass over the events; they read the events' covering (item, timestamp) index), sentiment
-(reviews only, scored after they arrive), recommendations (impressions), property filters
-and breakdowns, and unique persons of chosen event types (trends) when any of them has no
+(conversion windows across arbitrary steps), paths (event sequences), items (per-item
+totals and distinct persons per item: an item-day rollup was measured, 5.8M rows at 10M
+events, and summed no faster than one pass over the events; they read the events' covering
+(item, timestamp) index), sentiment (reviews only, scored after they arrive),
+recommendations (impressions), property filters and breakdowns, and unique persons of chosen event types (trends) when any of them has no
 bit in TYPE_BITS read raw events.
 """
 
@@ -176,12 +177,13 @@ def typed_person_days(*, date_range: DateRange, event_types: list[str],
 
 def first_occurrences(*, date_range: DateRange, event_type: str, category: str | None = None,
                       by_category: bool = False) -> Relation | None:
-    """SQL with columns (person, category, first_at): for each person and day of the range,
-    the time of their first event of the type (with ``by_category`` or a category filter:
-    on an item of the category, which the column names; else "" throughout), so each
-    person's earliest ``first_at`` is their first such event in the range (a (person,
-    category) pair repeats, once per day). None where the type has no bit in TYPE_BITS or
-    the rollups are not built: the caller reads raw events."""
+    """SQL with columns (person, category, first_at): the times of persons' events of the
+    type in the range (with ``by_category`` or a category filter: on an item of the
+    category, which the column names; else "" throughout), each person's earliest
+    ``first_at`` being their first such event in the range: a rolled-up user-day's first
+    one, and every event of the raw tail (a (person, category) pair repeats). None where
+    the type has no bit in TYPE_BITS or the rollups are not built: the caller reads raw
+    events."""
     if event_type not in TYPE_BITS:
         return None
     watermark = rollup_watermark()

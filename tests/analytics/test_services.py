@@ -119,19 +119,20 @@ class TestRollUp:
                          received_at=NOW - timedelta(minutes=minutes_ago))
 
         store_at(1, "view", item="sku-1", minutes_ago=30)
+        store_at(3, "purchase", item=None, minutes_ago=30)
         services.roll_up_new_events(now=NOW - timedelta(minutes=20))
         store_at(-1, "view", item="sku-1", minutes_ago=10)  # late, and earlier that day
         store_at(2, "view", item="sku-1", minutes_ago=10)
-        store_at(3, "purchase", item=None, minutes_ago=10)
+        store_at(4, "purchase", item="sku-1", minutes_ago=10)  # later: the first stays
         services.roll_up_new_events(now=NOW)
 
         activity = UserDayActivity.objects.get()
         assert (activity.first_view_at, activity.first_purchase_at, activity.first_click_at) == (
             noon - timedelta(hours=1), noon + timedelta(hours=3), None)
-        # Per category, only events on the category's items: the purchase had none.
+        # Per category, only events on the category's items: the first purchase had none.
         assert {row.category: (row.first_view_at, row.first_purchase_at)
                 for row in UserDayRollup.objects.all()} == {
-            "books": (noon - timedelta(hours=1), None), "": (None, None)}
+            "books": (noon - timedelta(hours=1), noon + timedelta(hours=4)), "": (None, None)}
 
     @pytest.mark.parametrize("migration_name", ["0003_user_activity_rollup",
                                                 "0004_rollup_type_bits",
@@ -220,7 +221,7 @@ class TestRollUp:
         services.roll_up_new_events(now=NOW)
         store(1, received_minutes_ago=0, days_ago=5)  # not rolled up yet
 
-        services.mark_days_of_deleted_events(events=Event.objects.all())
+        services.mark_days_of_changing_events(events=Event.objects.all())
 
         assert set(RollupDirtyDay.objects.values_list("day", flat=True)) == {
             DAY, timezone.localdate(NOW - timedelta(days=5))}
@@ -439,8 +440,8 @@ def test_a_batch_that_commits_after_the_lag_is_still_counted(
 @pytest.mark.django_db(transaction=True)
 def test_deleted_events_are_marked_only_inside_the_deleting_transaction():
     """Outside it the rollup lock would be gone before the events are."""
-    with pytest.raises(RuntimeError, match="deleting transaction"):
-        services.mark_days_of_deleted_events(events=Event.objects.all())
+    with pytest.raises(RuntimeError, match="changing transaction"):
+        services.mark_days_of_changing_events(events=Event.objects.all())
     assert not RollupDirtyDay.objects.exists()
 
 @pytest.mark.django_db(transaction=True)
@@ -456,7 +457,7 @@ def test_an_update_waiting_on_an_admin_deletion_leaves_its_days_marked(no_rollup
     def admin_deletes():
         try:
             with transaction.atomic():
-                services.mark_days_of_deleted_events(events=Event.objects.all())
+                services.mark_days_of_changing_events(events=Event.objects.all())
                 locked.set()
                 time.sleep(0.5)  # the update below reads the events, then waits for the lock
                 Event.objects.all().delete()

@@ -1,9 +1,11 @@
-"""The admin's deletions of events, users and items reach the dashboards' rollups."""
+"""The admin's deletions of events, users and items, and its edits of events, reach the
+dashboards' rollups."""
 
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin import site
 from django.utils import timezone
 
 from analytics.models import DailyEventRollup, UserDayRollup
@@ -54,3 +56,19 @@ def test_deleted_events_leave_the_rollups_with_the_next_update(client, admin_use
     roll_up_new_events(now=NOW + timedelta(minutes=1))
     assert list(DailyEventRollup.objects.values_list("events", flat=True)) == [1]
     assert list(UserDayRollup.objects.values_list("user__user_id", flat=True)) == ["bob"]
+
+
+def test_an_edited_event_leaves_its_old_day_and_user_with_the_next_update(rolled_up_shop, rf,
+                                                                         admin_user):
+    """Moving an event to another user keeps every count by day, type and category, which is
+    all the hourly check compares: only the edit's own mark rebuilds the day."""
+    request = rf.post("/admin/ingestion/event/")
+    request.user = admin_user
+    event = Event.objects.filter(user__user_id="ann").first()
+    event.user = EndUser.objects.get(user_id="bob")
+
+    site._registry[Event].save_model(request, event, form=None, change=True)
+
+    roll_up_new_events(now=NOW + timedelta(minutes=1))
+    assert sorted(UserDayRollup.objects.values_list("user__user_id", "events")) == [
+        ("ann", 1), ("bob", 1), ("bob", 1)]

@@ -8,7 +8,6 @@ import pytest
 from ingestion.models import Item
 from recommender.models import Impression
 from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
-    ITEMS_PER_CLUSTER,
     assert_error_shape,
     cluster_of,
     get_recommendations,
