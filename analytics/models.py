@@ -43,10 +43,10 @@ def first_at_field(event_type: str) -> str:
 
 class FirstOccurrences(models.Model):
     """When the user's day first held each standard event type (in UserDayRollup: on the
-    category's items), None for never. A funnel's
-    first step is each person's earliest event of its type in the range, which is the
-    earliest of these over the range's days: at 10M events over 120 days, 0.8M user-days
-    to read instead of 4.3M view events (benchmarks/README.md, session 17)."""
+    category's items), None for never. A funnel's first step is each person's earliest
+    event of its type in the range, which is the earliest of these over the range's days:
+    at 10M events over 120 days, 0.8M user-days to read instead of 4.3M view events
+    (benchmarks/README.md, session 17)."""
 
     first_view_at = models.DateTimeField(null=True, blank=True)
     first_click_at = models.DateTimeField(null=True, blank=True)

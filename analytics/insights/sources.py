@@ -138,6 +138,15 @@ def daily_events(*, date_range: DateRange, category: str | None = None,
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
 
 
+def _user_days(*, category: str | None, per_category: bool) -> QuerySet:
+    """The per-user rollup rows to read, with a ``category`` column: per category (of the
+    filter, if any), or a user's day over all categories, which has fewer rows, with ""."""
+    if not per_category:
+        return UserDayActivity.objects.annotate(category=Value(""))
+    rolled = UserDayRollup.objects.all()
+    return rolled.filter(category=category) if category else rolled
+
+
 def typed_person_days(*, date_range: DateRange, event_types: list[str],
                       category: str | None = None, by_category: bool = False
                       ) -> Relation | None:
@@ -154,14 +163,8 @@ def typed_person_days(*, date_range: DateRange, event_types: list[str],
         return None
     mask = sum(TYPE_BITS[event_type] for event_type in set(event_types))
     per_category = by_category or bool(category)
-    if per_category:
-        rolled = UserDayRollup.objects.all()
-        if category:
-            rolled = rolled.filter(category=category)
-    else:
-        # A user's day over all categories: fewer rows than one per category.
-        rolled = UserDayActivity.objects.annotate(category=Value(""))
-    rolled = (rolled.filter(day__gte=date_range.start, day__lte=date_range.end)
+    rolled = (_user_days(category=category, per_category=per_category)
+              .filter(day__gte=date_range.start, day__lte=date_range.end)
               .alias(chosen_bits=F("type_bits").bitand(mask)).exclude(chosen_bits=0)
               .annotate(person=person_key())
               .values_list("day", "category", "person", "type_bits"))
@@ -191,14 +194,9 @@ def first_occurrences(*, date_range: DateRange, event_type: str, category: str |
         return None
     field = first_at_field(event_type)
     per_category = by_category or bool(category)
-    if per_category:
-        rolled = UserDayRollup.objects.all()
-        if category:
-            rolled = rolled.filter(category=category)
-    else:
-        rolled = UserDayActivity.objects.annotate(category=Value(""))
-    rolled = (rolled.filter(day__gte=date_range.start, day__lte=date_range.end,
-                            **{f"{field}__isnull": False})
+    rolled = (_user_days(category=category, per_category=per_category)
+              .filter(day__gte=date_range.start, day__lte=date_range.end,
+                      **{f"{field}__isnull": False})
               .annotate(person=person_key(), first_at=F(field))
               .values_list("person", "category", "first_at"))
     tail = events_in_range(date_range=date_range, category=category).filter(
