@@ -30,9 +30,8 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
   limit, events deleted by SQL or the shell) is counted right within the hour. Changes
   made outside the admin that the counts cannot show (an event moved to another user or
   within its day, a value changed) and older days need ``rebuild_analytics --since`` the
-  first day concerned. On SQLite the check holds
-  the write lock, so ingestion waits for it (a week of events: a fraction of a second at
-  a shop SQLite can serve).
+  first day concerned. On SQLite the check holds the write lock, so ingestion waits for
+  it (a week of events: a fraction of a second at a shop SQLite can serve).
 """
 
 import time
@@ -229,8 +228,8 @@ _EARLIEST = "earliest"
 
 
 def _item_events(name: str, event_type: str) -> _Column:
-    return _Column(name, "SUM(CASE WHEN event_type = %s AND item_id IS NOT NULL THEN 1 ELSE 0 END)",
-                   [event_type])
+    return _Column(name, "SUM(CASE WHEN event_type = %s AND item_id IS NOT NULL THEN 1 ELSE 0 "
+                   "END)", [event_type])
 
 
 def _first_occurrences(*, item_events_only: bool) -> list[_Column]:
@@ -499,12 +498,12 @@ def mark_items_recategorised(*, item_pks: list[int]) -> None:
 
 def mark_days_of_changing_events(*, events: QuerySet[Event]) -> None:
     """Called in the transaction that deletes the events, before it does (or that edits
-    them, before and after): their days are rebuilt from raw events by the next update. The rollup state row is locked and written
-    until that transaction ends. An update that read the database before it commits then
-    fails to serialise on PostgreSQL instead of rebuilding a day marked earlier from
-    events as they were (and taking the mark away); SQLite runs the two one after the
-    other. Every day is marked, rolled up or not, since the update before may have rolled
-    up events that are gone."""
+    them, before and after): their days are rebuilt from raw events by the next update.
+    The rollup state row is locked and written until that transaction ends. An update that
+    read the database before it commits then fails to serialise on PostgreSQL instead of
+    rebuilding a day marked earlier from events as they were (and taking the mark away);
+    SQLite runs the two one after the other. Every day is marked, rolled up or not, since
+    the update before may have rolled up events that are gone."""
     if not connection.in_atomic_block:
         raise RuntimeError("mark_days_of_changing_events must run in the changing transaction")
     _locked_state()

@@ -66,12 +66,13 @@ class EventAdmin(DeletesEventsAdmin):
     def save_model(self, request, obj, form, change):
         """An edited event's old and new days are rebuilt: the hourly check compares counts
         only, and would not see a changed user, value, or time within the day."""
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
         edited = Event.objects.filter(pk=obj.pk)
-        if change:
-            events_changing.send(sender=Event, events=edited)
+        events_changing.send(sender=Event, events=edited)  # the day it was on
         super().save_model(request, obj, form, change)
-        if change:
-            events_changing.send(sender=Event, events=edited)
+        events_changing.send(sender=Event, events=edited)  # the day it is on
 
 
 @admin.register(IdentityLink)
