@@ -274,6 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         from accounts.services import create_login
         from ingestion.models import Event
+        from recommender.sentiment_scoring import count_missing_scores
         from recommender.models import ModelVersion, TrainingJob
         from recommender.services import promote_version, start_training_job
 
@@ -378,7 +379,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sent = set(sender.sent)
         stored_ids = set(map(str, Event.objects.exclude(event_id=None).values_list(
             "event_id", flat=True)))
-        unscored = Event.objects.exclude(text="").filter(sentiment_model="").count()
+        unscored = count_missing_scores()
         connections.close_all()
 
     endpoints = summarise(recorder, seconds, (training_started, training_ended))

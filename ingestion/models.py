@@ -17,6 +17,20 @@ def review_headline(properties: object) -> str | None:
     return headline if isinstance(headline, str) and headline.strip() else None
 
 
+# The events sentiment scores: any with text, and reviews or ratings with a headline and no
+# body ("Runs small!" and one star). The key alone is tested, which admits a headline
+# property that review_headline refuses (blank, a number): such an event is read as an
+# empty text, as a blank text is.
+HAS_SENTIMENT_TEXT = ~models.Q(text="") | models.Q(type__in=TEXT_EVENT_TYPES,
+                                                   properties__has_key=REVIEW_TITLE_PROPERTY)
+
+
+def has_sentiment_text(*, event_type: str, text: str, properties: object) -> bool:
+    """HAS_SENTIMENT_TEXT of an event not stored yet."""
+    return text != "" or (event_type in TEXT_EVENT_TYPES and isinstance(properties, dict)
+                          and REVIEW_TITLE_PROPERTY in properties)
+
+
 class Item(models.Model):
     item_id = models.CharField(max_length=255, unique=True)
     title = models.CharField(max_length=500, blank=True, default="")
@@ -110,7 +124,7 @@ class Event(models.Model):
             # The sentiment sweep's texts not scored yet: almost none at any time, so the
             # periodic look for them reads a tiny index instead of the whole table.
             models.Index(fields=["id"], name="event_unscored_text",
-                         condition=models.Q(sentiment_model="") & ~models.Q(text="")),
+                         condition=models.Q(sentiment_model="") & HAS_SENTIMENT_TEXT),
         ]
         # A NaN or out-of-range score from any scorer fails loudly at the write instead of
         # reaching the dashboards (PostgreSQL compares NaN above every number).

@@ -29,6 +29,7 @@ from ingestion.models import (
     Event,
     IdentityLink,
     Item,
+    has_sentiment_text,
 )
 from ingestion.signals import events_stored, events_with_text_stored, item_categories_changed
 
@@ -241,13 +242,18 @@ def store_events(*, events: Sequence[EventInput], received_at: datetime | None,
         for start in range(0, len(events), settings.INGEST_MAX_BATCH):
             chunk = events[start:start + settings.INGEST_MAX_BATCH]
             if connection.vendor == "postgresql":
-                inserted.extend(_insert_new_events_pg(chunk, user_pks, item_pks, received_at))
+                stored = _insert_new_events_pg(chunk, user_pks, item_pks, received_at)
             else:
-                inserted.extend(_insert_new_events([
+                stored = _insert_new_events([
                     (e.event_id, e.type, user_pks[e.user_id],
                      item_pks[e.item_id] if e.item_id is not None else None,
                      e.timestamp, received_at, e.value, e.text, e.properties, e.rec_id)
-                    for e in chunk]))
+                    for e in chunk])
+            # A batch that repeats an event_id stores its first copy.
+            by_event_id = {e.event_id: e for e in reversed(chunk)}
+            inserted.extend((pk, has_sentiment_text(
+                event_type=by_event_id[event_id].type, text=by_event_id[event_id].text,
+                properties=by_event_id[event_id].properties)) for pk, event_id in stored)
         if inserted:
             transaction.on_commit(partial(_announce_stored, inserted))
     return [pk for pk, _ in inserted]
@@ -262,7 +268,7 @@ def _announce_stored(inserted: list[tuple[int, bool]]) -> None:
 
 def _insert_new_events_pg(events: Sequence[EventInput], user_pks: dict[str, int],
                           item_pks: dict[str, int],
-                          received_at: datetime) -> list[tuple[int, bool]]:
+                          received_at: datetime) -> list[tuple[int, uuid.UUID]]:
     """PostgreSQL: the batch travels as ONE json parameter built by the C JSON encoder and is
     unpacked by json_to_recordset, instead of 12,000 placeholders that Django prepares and
     psycopg quotes one by one in Python."""
@@ -272,7 +278,7 @@ def _insert_new_events_pg(events: Sequence[EventInput], user_pks: dict[str, int]
            "SELECT v.e, v.t, v.u, v.i, v.ts, %s, v.v, v.x, v.p, v.r, '', '' "
            "FROM json_to_recordset(%s::json) AS v(e uuid, t varchar, u bigint, i bigint, "
            "ts timestamptz, v float8, x text, p jsonb, r uuid) "
-           "ON CONFLICT (event_id) DO NOTHING RETURNING id, text <> ''")
+           "ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id")
     rows = json.dumps([
         {"e": str(e.event_id), "t": e.type, "u": user_pks[e.user_id],
          "i": item_pks[e.item_id] if e.item_id is not None else None,
@@ -281,7 +287,7 @@ def _insert_new_events_pg(events: Sequence[EventInput], user_pks: dict[str, int]
         for e in events], separators=(",", ":"))
     with connection.cursor() as cursor:
         cursor.execute(sql, [received_at, rows])
-        return [(pk, bool(has_text)) for pk, has_text in cursor.fetchall()]
+        return cursor.fetchall()
 
 
 # Row tuple order in store_events, then the columns whose database default is an empty string.
@@ -289,7 +295,7 @@ _INSERTED_FIELDS = ("event_id", "type", "user", "item", "timestamp", "received_a
                     "text", "properties", "rec_id", "sentiment_label", "sentiment_model")
 
 
-def _insert_new_events(rows: list[tuple]) -> list[tuple[int, bool]]:
+def _insert_new_events(rows: list[tuple]) -> list[tuple[int, uuid.UUID]]:
     fields = [Event._meta.get_field(name) for name in _INSERTED_FIELDS]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
@@ -301,10 +307,12 @@ def _insert_new_events(rows: list[tuple]) -> list[tuple[int, bool]]:
     sql = (f"INSERT INTO {quote(Event._meta.db_table)} ({columns}) VALUES "
            + ", ".join([placeholders] * len(rows))
            + f" ON CONFLICT ({quote('event_id')}) DO NOTHING RETURNING {quote('id')}, "
-           + f"{quote('text')} <> ''")
+           + quote("event_id"))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [(pk, bool(has_text)) for pk, has_text in cursor.fetchall()]
+        # SQLite returns the uuid as the hex text it stores.
+        return [(pk, event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(event_id))
+                for pk, event_id in cursor.fetchall()]
 
 
 def _ensure_users(events: Sequence[EventInput]) -> dict[str, int]:

@@ -11,7 +11,14 @@ from django.db.models import Case, FloatField, Max, Min, Sum, Value, When
 from django.utils import timezone
 
 from config.db import fetch_prepared
-from ingestion.models import EndUser, Event, Item, review_headline
+from ingestion.models import (
+    HAS_SENTIMENT_TEXT,
+    TEXT_EVENT_TYPES,
+    EndUser,
+    Event,
+    Item,
+    review_headline,
+)
 from ingestion.selectors import Person, person_user_id
 from recommender.ml.lexicon import review_text
 from recommender.models import ModelVersion
@@ -75,12 +82,16 @@ def scored_text(text: str, properties: object) -> str:
 
 
 def labelled_review_frame() -> pd.DataFrame:
-    """Review and rating texts (headline first, as `scored_text`) with their label source:
-    an explicit `label` property when the import carried one, else the rating."""
-    rows = (Event.objects.filter(type__in=("review", "rating")).exclude(text="")
+    """Review and rating texts (headline first, as `scored_text`; a headline alone is a
+    text) with their label source: an explicit `label` property when the import carried
+    one, else the rating."""
+    rows = (Event.objects.filter(HAS_SENTIMENT_TEXT, type__in=TEXT_EVENT_TYPES)
             .order_by("id").values_list("text", "value", "properties"))
     texts, labels = [], []
     for text, value, properties in rows.iterator(chunk_size=CHUNK_ROWS):
+        read = scored_text(text, properties)
+        if not read.strip():  # a blank body, or a headline property that holds no text
+            continue
         label = properties.get("label") if isinstance(properties, dict) else None
         if label in ("positive", "negative", "neutral"):
             labels.append(label)
@@ -88,7 +99,7 @@ def labelled_review_frame() -> pd.DataFrame:
             labels.append(int(value))
         else:
             continue
-        texts.append(scored_text(text, properties))
+        texts.append(read)
     return pd.DataFrame({"text": pd.Series(texts, dtype=object),
                          "label": pd.Series(labels, dtype=object)})
 

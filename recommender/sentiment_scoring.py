@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db import transaction
 
-from ingestion.models import Event
+from ingestion.models import HAS_SENTIMENT_TEXT, Event
 from recommender.models import ModelKind
 from recommender.selectors import scored_text
 from recommender.serving import serving_version
@@ -38,8 +38,9 @@ def score_texts(*, texts: Sequence[str]) -> tuple[list[tuple[str, float]], str]:
 
 @transaction.atomic
 def score_events(*, event_pks: Sequence[int]) -> int:
-    """Stores label, probability positive and version on the given events with text."""
-    events = list(Event.objects.filter(pk__in=event_pks).exclude(text="")
+    """Stores label, probability positive and version on the given events with text (or a
+    review headline)."""
+    events = list(Event.objects.filter(HAS_SENTIMENT_TEXT, pk__in=event_pks)
                   .only("id", "text", "properties"))
     if not events:
         return 0
@@ -59,7 +60,7 @@ def backfill_missing_scores(*, batch_size: int = 2000,
                             received_before: datetime | None = None) -> int:
     """Scores every event with text and no score yet (received before `received_before`,
     if given), in primary-key order; re-running finds nothing left to do."""
-    missing = Event.objects.exclude(text="").filter(sentiment_model="")
+    missing = Event.objects.filter(HAS_SENTIMENT_TEXT, sentiment_model="")
     if received_before is not None:
         missing = missing.filter(received_at__lt=received_before)
     scored = 0
@@ -77,4 +78,4 @@ def backfill_missing_scores(*, batch_size: int = 2000,
 
 
 def count_missing_scores() -> int:
-    return Event.objects.exclude(text="").filter(sentiment_model="").count()
+    return Event.objects.filter(HAS_SENTIMENT_TEXT, sentiment_model="").count()

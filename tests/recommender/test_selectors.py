@@ -123,3 +123,14 @@ def test_labelled_review_frame_reads_a_reviews_headline_first():
     frame = selectors.labelled_review_frame()
 
     assert frame["text"].tolist() == ["Runs small. Returned it.", "Wearing it daily.", "Fits."]
+
+
+def test_labelled_review_frame_reads_a_headline_without_a_body():
+    EventFactory(type="rating", text="", value=1, properties={"review_title": "Fell apart"})
+    EventFactory(type="rating", text="", value=5, properties={"review_title": "   "})
+    EventFactory(type="view", text="", properties={"review_title": "Lovely"})
+
+    frame = selectors.labelled_review_frame()
+
+    assert frame["text"].tolist() == ["Fell apart"]
+    assert frame["label"].tolist() == [1]

@@ -9,7 +9,11 @@ from hypothesis import strategies as st
 
 from ingestion.models import Event
 from recommender import tasks
-from recommender.sentiment_scoring import backfill_missing_scores, score_events
+from recommender.sentiment_scoring import (
+    backfill_missing_scores,
+    count_missing_scores,
+    score_events,
+)
 from tests.factories import EventFactory
 from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
     NASTY_TEXTS,
@@ -62,6 +66,20 @@ def test_a_reviews_headline_is_scored_with_its_text(client_app, serving,
     plain = Event.objects.get(user__user_id="u2")
     assert headed.text == body and headed.sentiment_label == "negative"
     assert plain.sentiment_label != "negative"
+
+
+def test_a_review_with_a_headline_and_no_body_is_scored(client_app, serving,
+                                                        django_capture_on_commit_callbacks):
+    headline_only = {**_review("", value=1), "properties": {"review_title": "Terrible, awful fabric"}}
+    view = {"type": "view", "user_id": "u2", "item_id": "i1",
+            "properties": {"review_title": "Terrible, awful fabric"}}
+    with django_capture_on_commit_callbacks(execute=True):
+        _post(client_app, [headline_only, view])
+
+    review = Event.objects.get(type="review")
+    assert (review.text, review.sentiment_label, review.sentiment_model) == ("", "negative", "vader")
+    # Only reviews and ratings have headlines; a view's properties are the client's own.
+    assert Event.objects.get(type="view").sentiment_model == ""
 
 
 def test_nothing_is_scored_before_commit(client_app, serving,
@@ -129,6 +147,19 @@ def test_backfill_scores_only_missing_ones_in_batches(serving):
     assert scored.sentiment_model == "sentiment-old" and scored.sentiment_label == "negative"
     assert all(Event.objects.get(pk=e.pk).sentiment_model == "vader" for e in missing)
     assert backfill_missing_scores() == 0
+
+
+def test_the_sweep_finds_headlines_without_a_body(serving):
+    headline_only = EventFactory(type="rating", text="", value=5,
+                                 properties={"review_title": "Love it, perfect fit"})
+    EventFactory(type="rating", text="", value=4, properties={"label": "positive"})
+    assert count_missing_scores() == 1
+
+    assert backfill_missing_scores() == 1
+
+    headline_only.refresh_from_db()
+    assert (headline_only.sentiment_label, headline_only.sentiment_model) == ("positive", "vader")
+    assert count_missing_scores() == 0
 
 
 @hypothesis.settings(max_examples=30, deadline=None,
