@@ -135,6 +135,16 @@ def test_csv_download(pm_browser, activity):
     assert rows[3][:2] == ["purchase", "3"]
 
 
+def test_the_funnels_category_breakdown_is_shown_when_asked_for(pm_browser, activity):
+    plain = pm_browser.get(page_url("funnels")).content.decode()
+    response = pm_browser.get(page_url("funnels") + "?breakdown=category&format=csv&table=by-category")
+
+    assert "By item category (every step" not in plain
+    assert 'name="breakdown" value="category">' in plain  # the box that asks for it
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[1] == ["books", "3", "3", "3", "1.0"]
+
+
 def test_csv_unknown_table(pm_browser):
     response = pm_browser.get(page_url("items") + "?format=csv&table=nope")
     assert response.status_code == 400
