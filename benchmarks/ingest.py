@@ -559,7 +559,7 @@ def time_multirow_insert(conn: psycopg.Connection, rows: Sequence[tuple],
             chunk = rows[start:start + batch]
             statement = (f'INSERT INTO "{EVENT_TABLE}" ({columns}) VALUES '
                          + ", ".join([row_sql] * len(chunk))
-                         + ' ON CONFLICT ("event_id") DO NOTHING RETURNING "id", "text" <> \'\'')
+                         + ' ON CONFLICT ("event_id") DO NOTHING RETURNING "id", "event_id"')
             cursor.execute(statement, [value for row in chunk for value in row])
             cursor.fetchall()
             conn.commit()

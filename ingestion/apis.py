@@ -53,7 +53,8 @@ EVENT_SCHEMA = {
                   "description": "Rating 1-5, or purchase amount"},
         "text": _text("Review text, at most 5,000 characters (checked per event); a "
                       "review's headline goes in `properties.review_title`, which sentiment "
-                      "reads before the text (a review is scored when it has text)"),
+                      "reads before the text (a review or rating is scored when it has text or a "
+                      "headline)"),
         "properties": {"type": "object", "nullable": True},
         "rec_id": _text("UUID of the recommendation response this event came from"),
     },

@@ -1,4 +1,5 @@
-"""Reacts to ingestion: new events with text are scored on the default queue."""
+"""Reacts to ingestion: new events with text (or a review headline) are scored on the
+default queue."""
 
 import logging
 

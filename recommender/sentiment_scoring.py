@@ -39,7 +39,7 @@ def score_texts(*, texts: Sequence[str]) -> tuple[list[tuple[str, float]], str]:
 @transaction.atomic
 def score_events(*, event_pks: Sequence[int]) -> int:
     """Stores label, probability positive and version on the given events with text (or a
-    review headline)."""
+    review headline); returns how many it looked at."""
     events = list(Event.objects.filter(HAS_SENTIMENT_TEXT, pk__in=event_pks)
                   .only("id", "text", "properties"))
     if not events:
@@ -47,9 +47,16 @@ def score_events(*, event_pks: Sequence[int]) -> int:
     scorer, name = current_scorer()
     for start in range(0, len(events), SCORE_BATCH):
         batch = events[start:start + SCORE_BATCH]
-        for event, (label, score) in zip(batch, scorer.predict(
-                [scored_text(e.text, e.properties) for e in batch])):
-            event.sentiment_label, event.sentiment_score, event.sentiment_model = label, score, name
+        texts = [scored_text(e.text, e.properties) for e in batch]
+        # An event with nothing to read (a blank text, a headline property that holds no
+        # text) is marked as seen by this scorer, with no label or score: the sweep moves
+        # on from it and no dashboard counts it as a review.
+        for event in batch:
+            event.sentiment_label, event.sentiment_score, event.sentiment_model = "", None, name
+        readable = [index for index, text in enumerate(texts) if text.strip()]
+        if readable:
+            for index, (label, score) in zip(readable, scorer.predict([texts[i] for i in readable])):
+                batch[index].sentiment_label, batch[index].sentiment_score = label, score
     Event.objects.bulk_update(events, ["sentiment_label", "sentiment_score", "sentiment_model"],
                               batch_size=SCORE_BATCH)
     return len(events)

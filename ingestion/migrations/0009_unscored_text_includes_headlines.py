@@ -1,4 +1,4 @@
-from django.db import migrations, models
+from django.db import migrations, models, transaction
 
 NAME = "event_unscored_text"
 TEXT_ONLY = models.Index(fields=["id"], name=NAME,
@@ -14,11 +14,14 @@ def _swap(apps, schema_editor, *, old: models.Index, new: models.Index) -> None:
     """On PostgreSQL the new index is built beside the old one, CONCURRENTLY (a plain
     CREATE INDEX would block ingestion while it reads the whole table), then they are
     swapped; a build interrupted earlier leaves an invalid event_unscored_text_new, which
-    is dropped first. SQLite rebuilds it in place."""
+    is dropped first."""
     event = apps.get_model("ingestion", "Event")
     if schema_editor.connection.vendor != "postgresql":
-        schema_editor.remove_index(event, old)
-        schema_editor.add_index(event, new)
+        # In one transaction (DDL is transactional in SQLite): dropped without the new one
+        # built, a rerun would fail to drop it again.
+        with transaction.atomic(using=schema_editor.connection.alias):
+            schema_editor.remove_index(event, old)
+            schema_editor.add_index(event, new)
         return
     building = models.Index(fields=new.fields, name=f"{NAME}_new", condition=new.condition)
     schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {NAME}_new")

@@ -10,6 +10,7 @@ from ingestion import services
 from ingestion.models import EndUser, Event, IdentityLink
 from ingestion.selectors import person_of
 from ingestion.services import link_identities, merge_traits
+from ingestion.signals import events_with_text_stored
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -100,3 +101,29 @@ def test_a_batch_is_received_when_its_events_transaction_begins_not_when_it_arri
 
     assert result.accepted == 1
     assert Event.objects.get().received_at >= users_written["at"]
+
+
+@pytest.mark.django_db
+def test_only_new_events_sentiment_reads_are_announced_for_scoring(django_capture_on_commit_callbacks):
+    announced = []
+
+    def receive(sender, event_pks, **kwargs):
+        announced.extend(event_pks)
+
+    headline = {"review_title": "Runs small"}
+    events = [{"event_id": f"00000000-0000-4000-8000-00000000000{n}", "user_id": "ann",
+               "item_id": "sku-1", **event} for n, event in enumerate([
+                   {"type": "review", "text": "", "properties": headline},
+                   {"type": "view", "properties": headline},  # a client's own property
+                   {"type": "click", "text": "a note"},
+                   {"type": "rating", "value": 4}])]
+    events.append({**events[1], "type": "review"})  # a repeat: its first copy is stored
+    events_with_text_stored.connect(receive)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.ingest_events(events=events).accepted == 4
+    finally:
+        events_with_text_stored.disconnect(receive)
+
+    assert sorted(Event.objects.filter(pk__in=announced).values_list("type", flat=True)) == [
+        "click", "review"]

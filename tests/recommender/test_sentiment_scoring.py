@@ -162,6 +162,18 @@ def test_the_sweep_finds_headlines_without_a_body(serving):
     assert count_missing_scores() == 0
 
 
+def test_an_event_with_nothing_to_read_gets_no_label_and_leaves_the_sweep(serving):
+    blank_headline = EventFactory(type="rating", text="", value=5, properties={"review_title": None})
+    blank_text = EventFactory(type="review", text="   ", value=1)
+
+    assert backfill_missing_scores() == 2
+
+    for event in (blank_headline, blank_text):
+        event.refresh_from_db()
+        assert (event.sentiment_label, event.sentiment_score, event.sentiment_model) == ("", None, "vader")
+    assert count_missing_scores() == 0
+
+
 @hypothesis.settings(max_examples=30, deadline=None,
                      suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
 @hypothesis.given(texts=st.lists(NASTY_TEXTS.filter(lambda text: text.strip()), min_size=1,
