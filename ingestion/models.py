@@ -19,8 +19,8 @@ def review_headline(properties: object) -> str | None:
 
 # The events sentiment scores: any with text, and reviews or ratings with a headline and no
 # body ("Runs small!" and one star). The key alone is tested, which admits a headline
-# property that review_headline refuses (blank, a number): such an event is read as an
-# empty text, as a blank text is.
+# property that review_headline refuses (blank, a number): such an event, like one with a
+# blank text, has nothing to read and is marked seen with no label (score_events).
 HAS_SENTIMENT_TEXT = ~models.Q(text="") | models.Q(type__in=TEXT_EVENT_TYPES,
                                                    properties__has_key=REVIEW_TITLE_PROPERTY)
 

@@ -55,7 +55,8 @@ def score_events(*, event_pks: Sequence[int]) -> int:
             event.sentiment_label, event.sentiment_score, event.sentiment_model = "", None, name
         readable = [index for index, text in enumerate(texts) if text.strip()]
         if readable:
-            for index, (label, score) in zip(readable, scorer.predict([texts[i] for i in readable])):
+            predictions = scorer.predict([texts[index] for index in readable])
+            for index, (label, score) in zip(readable, predictions):
                 batch[index].sentiment_label, batch[index].sentiment_score = label, score
     Event.objects.bulk_update(events, ["sentiment_label", "sentiment_score", "sentiment_model"],
                               batch_size=SCORE_BATCH)

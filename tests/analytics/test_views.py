@@ -137,7 +137,8 @@ def test_csv_download(pm_browser, activity):
 
 def test_the_funnels_category_breakdown_is_shown_when_asked_for(pm_browser, activity):
     plain = pm_browser.get(page_url("funnels")).content.decode()
-    response = pm_browser.get(page_url("funnels") + "?breakdown=category&format=csv&table=by-category")
+    response = pm_browser.get(page_url("funnels")
+                              + "?breakdown=category&format=csv&table=by-category")
 
     assert "By item category (every step" not in plain
     assert 'name="breakdown" value="category">' in plain  # the box that asks for it

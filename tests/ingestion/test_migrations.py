@@ -29,7 +29,7 @@ def test_the_event_indexes_the_dashboards_scan_cover_the_columns_they_read(name)
 @pytest.mark.django_db
 def test_the_sentiment_sweep_finds_unscored_events_in_its_partial_index():
     if connection.vendor != "postgresql":
-        pytest.skip("SQLite matches a partial index only to literal values, not to bound parameters")
+        pytest.skip("SQLite matches a partial index to literal values, not bound parameters")
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")  # a test's table is tiny
 

@@ -104,7 +104,8 @@ def test_a_batch_is_received_when_its_events_transaction_begins_not_when_it_arri
 
 
 @pytest.mark.django_db
-def test_only_new_events_sentiment_reads_are_announced_for_scoring(django_capture_on_commit_callbacks):
+def test_only_new_events_sentiment_reads_are_announced_for_scoring(
+        django_capture_on_commit_callbacks):
     announced = []
 
     def receive(sender, event_pks, **kwargs):

@@ -70,14 +70,16 @@ def test_a_reviews_headline_is_scored_with_its_text(client_app, serving,
 
 def test_a_review_with_a_headline_and_no_body_is_scored(client_app, serving,
                                                         django_capture_on_commit_callbacks):
-    headline_only = {**_review("", value=1), "properties": {"review_title": "Terrible, awful fabric"}}
+    headline_only = {**_review("", value=1),
+                     "properties": {"review_title": "Terrible, awful fabric"}}
     view = {"type": "view", "user_id": "u2", "item_id": "i1",
             "properties": {"review_title": "Terrible, awful fabric"}}
     with django_capture_on_commit_callbacks(execute=True):
         _post(client_app, [headline_only, view])
 
     review = Event.objects.get(type="review")
-    assert (review.text, review.sentiment_label, review.sentiment_model) == ("", "negative", "vader")
+    assert (review.text, review.sentiment_label, review.sentiment_model) == (
+        "", "negative", "vader")
     # Only reviews and ratings have headlines; a view's properties are the client's own.
     assert Event.objects.get(type="view").sentiment_model == ""
 
@@ -163,14 +165,16 @@ def test_the_sweep_finds_headlines_without_a_body(serving):
 
 
 def test_an_event_with_nothing_to_read_gets_no_label_and_leaves_the_sweep(serving):
-    blank_headline = EventFactory(type="rating", text="", value=5, properties={"review_title": None})
+    blank_headline = EventFactory(type="rating", text="", value=5,
+                                  properties={"review_title": None})
     blank_text = EventFactory(type="review", text="   ", value=1)
 
     assert backfill_missing_scores() == 2
 
     for event in (blank_headline, blank_text):
         event.refresh_from_db()
-        assert (event.sentiment_label, event.sentiment_score, event.sentiment_model) == ("", None, "vader")
+        assert (event.sentiment_label, event.sentiment_score, event.sentiment_model) == (
+            "", None, "vader")
     assert count_missing_scores() == 0
 
 

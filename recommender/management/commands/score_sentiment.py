@@ -9,7 +9,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--backfill", action="store_true",
-                            help="Score every event with text (or a review headline) and no score, in batches")
+                            help="Score every event with text (or a review headline) and no "
+                                 "score, in batches")
         parser.add_argument("--batch-size", type=int, default=2000)
 
     def handle(self, *args, backfill: bool, batch_size: int, **options):
