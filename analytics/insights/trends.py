@@ -1,6 +1,7 @@
 """Trends: how often chosen events happened per day, week or month, optionally filtered
 and broken down by a property or by item category, next to the period before."""
 
+import json
 from collections import Counter
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -330,9 +331,28 @@ def _breakdown_expression(breakdown: str):
     return Coalesce(_property_text(breakdown), Value(NONE_VALUE), output_field=CharField())
 
 
+class _PropertyKeyText(KeyTextTransform):
+    """KeyTextTransform whose key is always an object's key. Django reads an integer-looking
+    key ("2024", an experiment's id) as an array index, which finds nothing in an event's
+    properties object; this builds the SQL Django builds for any other key."""
+
+    def as_postgresql(self, compiler, connection):
+        lhs, params, _ = self.preprocess_lhs(compiler, connection)
+        return f"({lhs} ->> %s)", (*params, self.key_name)
+
+    def as_sqlite(self, compiler, connection):
+        lhs, params, _ = self.preprocess_lhs(compiler, connection)
+        path = "$." + json.dumps(self.key_name)
+        # As Django's own: JSON_TYPE names JSON's null, false and true, which JSON_EXTRACT
+        # would give as SQL NULL, 0 and 1.
+        named = ", ".join(f"'{value}'" for value in connection.ops.jsonfield_datatype_values)
+        return (f"(CASE WHEN JSON_TYPE({lhs}, %s) IN ({named}) THEN JSON_TYPE({lhs}, %s) "
+                f"ELSE JSON_EXTRACT({lhs}, %s) END)", (*params, path) * 3)
+
+
 def _property_text(key: str) -> Cast:
     """``properties[key]`` as plain text; compared as a string, not as JSON."""
-    return Cast(KeyTextTransform(key, "properties"), CharField())
+    return Cast(_PropertyKeyText(key, "properties"), CharField())
 
 
 def _events_per_bucket(events: QuerySet[Event], breakdown: str) -> QuerySet:

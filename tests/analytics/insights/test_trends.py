@@ -68,6 +68,25 @@ def test_filter_and_breakdown_by_a_property(searches):
     assert boots["series"][0]["total"] == 2
 
 
+def test_a_property_key_that_looks_like_a_number_is_a_key_not_an_array_index():
+    ann, bob = user("ann"), user("bob")
+    # An experiment's id as the key, as shops send A/B assignments.
+    event(ann, "search", at(5), properties={"2024": "variant-b", "1": True})
+    event(bob, "search", at(6), properties={"2024": "control"})
+
+    by_experiment = trends.trends(date_range=FIRST_WEEK, event_types=["search"],
+                                  breakdown="2024")
+    in_variant = trends.trends(date_range=FIRST_WEEK, event_types=["search"],
+                               property_filter=("2024", "variant-b"))
+    flagged = trends.trends(date_range=FIRST_WEEK, event_types=["search"],
+                            property_filter=("1", "true"))
+
+    assert [(row["breakdown_value"], row["total"]) for row in by_experiment["series"]] == [
+        ("control", 1), ("variant-b", 1)]
+    assert in_variant["series"][0]["total"] == 1
+    assert flagged["series"][0]["total"] == 1
+
+
 def test_an_unknown_property_key_filters_everything_out_or_breaks_down_into_none(searches):
     filtered = trends.trends(date_range=FIRST_WEEK, event_types=["search"],
                              property_filter=("colour", "red"))
