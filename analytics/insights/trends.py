@@ -332,9 +332,12 @@ def _breakdown_expression(breakdown: str):
 
 
 class _PropertyKeyText(KeyTextTransform):
-    """KeyTextTransform whose key is always an object's key. Django reads an integer-looking
-    key ("2024", an experiment's id) as an array index, which finds nothing in an event's
-    properties object; this builds the SQL Django builds for any other key."""
+    """KeyTextTransform whose key is always an object's key, and whose JSON null is SQL NULL
+    on both databases. Django reads an integer-looking key ("2024", an experiment's id) as
+    an array index, which finds nothing in an event's properties object; and on SQLite it
+    gives a null value as the text 'null', where PostgreSQL's ->> gives NULL, so a breakdown
+    had a "null" series on one database and counted those events under "(none)" on the
+    other."""
 
     def as_postgresql(self, compiler, connection):
         lhs, params, _ = self.preprocess_lhs(compiler, connection)
@@ -343,11 +346,9 @@ class _PropertyKeyText(KeyTextTransform):
     def as_sqlite(self, compiler, connection):
         lhs, params, _ = self.preprocess_lhs(compiler, connection)
         path = "$." + json.dumps(self.key_name)
-        # As Django's own: JSON_TYPE names JSON's null, false and true, which JSON_EXTRACT
-        # would give as SQL NULL, 0 and 1.
-        named = ", ".join(f"'{value}'" for value in connection.ops.jsonfield_datatype_values)
-        return (f"(CASE WHEN JSON_TYPE({lhs}, %s) IN ({named}) THEN JSON_TYPE({lhs}, %s) "
-                f"ELSE JSON_EXTRACT({lhs}, %s) END)", (*params, path) * 3)
+        # JSON_EXTRACT gives true and false as 1 and 0; ->> writes them out.
+        return (f"(CASE WHEN JSON_TYPE({lhs}, %s) IN ('true', 'false') "
+                f"THEN JSON_TYPE({lhs}, %s) ELSE JSON_EXTRACT({lhs}, %s) END)", (*params, path) * 3)
 
 
 def _property_text(key: str) -> Cast:

@@ -87,6 +87,16 @@ def test_a_property_key_that_looks_like_a_number_is_a_key_not_an_array_index():
     assert flagged["series"][0]["total"] == 1
 
 
+def test_a_property_set_to_null_is_counted_as_none_on_every_database():
+    event(user("ann"), "search", at(5), properties={"plan": None})
+    event(user("bob"), "search", at(6), properties={"plan": "pro"})
+
+    by_plan = trends.trends(date_range=FIRST_WEEK, event_types=["search"], breakdown="plan")
+
+    assert [(row["breakdown_value"], row["total"]) for row in by_plan["series"]] == [
+        ("(none)", 1), ("pro", 1)]
+
+
 def test_an_unknown_property_key_filters_everything_out_or_breaks_down_into_none(searches):
     filtered = trends.trends(date_range=FIRST_WEEK, event_types=["search"],
                              property_filter=("colour", "red"))
