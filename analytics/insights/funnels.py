@@ -45,9 +45,12 @@ def _sql_seconds_between(earlier: str, later: str) -> str:
 
 
 def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
-                 category: str | None, by_category: bool) -> list[tuple]:
+                 category: str | None, by_category: bool,
+                 categories_limit: int | None = None) -> list[tuple]:
     """One query: for each (category, step) the users who reached the step and the median
-    seconds from the previous step.
+    seconds from the previous step; with by_category and ``categories_limit``, only for the
+    categories with most users at step 1 (ties by name), the ones a breakdown shows: the
+    later steps then join only their users.
 
     Step 1 is each user's first event of that type in the range (from the rollups where
     they are built and the type has a bit in TYPE_BITS). Step k is the user's
@@ -84,10 +87,19 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
         firsts = (f"SELECT {person} AS user_id, {category_column} AS category, "
                   f"MIN(e.timestamp) AS reached_at FROM {event_table} e {link_join} {item_join} "
                   f"WHERE {' AND '.join(first_filters)} GROUP BY {first_group_by}")
-    # The deadline placeholder comes first in the SQL text, before the first step's.
-    params: list[Any] = [_days_param(window_days), *first_params]
-    ctes = [f"step0 AS (SELECT user_id, category, reached_at, {_sql_add_days('reached_at')} "
-            f"AS deadline FROM ({firsts}) firsts)"]
+    params: list[Any] = list(first_params)
+    ctes = [f"firsts AS ({firsts})"]
+    kept_categories = ""
+    if by_category and categories_limit is not None:
+        # Names in code point order, as Python sorts them in funnel().
+        in_code_point_order = ' COLLATE "C"' if connection.vendor == "postgresql" else ""
+        ctes.append(f"kept AS (SELECT category FROM firsts GROUP BY category ORDER BY "
+                    f"COUNT(*) DESC, category{in_code_point_order} LIMIT %s)")
+        params.append(categories_limit)
+        kept_categories = " WHERE category IN (SELECT category FROM kept)"
+    ctes.append(f"step0 AS (SELECT user_id, category, reached_at, "
+                f"{_sql_add_days('reached_at')} AS deadline FROM firsts{kept_categories})")
+    params.append(_days_param(window_days))
     # Bounds the later steps' scan to the (type, timestamp) index range they can fall in.
     latest_possible = date_range.end_before + timedelta(days=window_days)
     for index, step in enumerate(steps[1:], start=1):
@@ -152,8 +164,9 @@ def funnel(*, date_range: DateRange, steps: list[str], window_days: int = 7,
     """Users per ordered step with step conversion (from the previous step), overall
     conversion (from the first step) and the median time between consecutive steps; plus,
     with breakdown="category", the same funnel per item category (the largest
-    `breakdown_limit` categories by step 1). The breakdown is a second pass over the events
-    and costs more than the funnel itself; without it `breakdown` is empty."""
+    `breakdown_limit` categories by step 1, the only ones whose later steps it computes).
+    The breakdown is a second pass over the events and costs more than the funnel itself;
+    without it `breakdown` is empty."""
     totals: dict[int, int] = {}
     total_medians: dict[int, float] = {}
     for metric, step, _, amount in _funnel_rows(date_range=date_range, steps=steps,
@@ -167,7 +180,8 @@ def funnel(*, date_range: DateRange, steps: list[str], window_days: int = 7,
     category_users: dict[str, dict[int, int]] = defaultdict(dict)
     category_medians: dict[str, dict[int, float]] = defaultdict(dict)
     category_rows = _funnel_rows(date_range=date_range, steps=steps, window_days=window_days,
-                                 category=category, by_category=True) if breakdown else []
+                                 category=category, by_category=True,
+                                 categories_limit=breakdown_limit) if breakdown else []
     for metric, step, category_name, amount in category_rows:
         if metric == "users":
             category_users[category_name][int(step)] = int(amount)

@@ -72,6 +72,26 @@ class TestFunnel:
                      for row in result["breakdown"]}
         assert breakdown == {"toys": [4, 2, 0], "books": [2, 1, 1]}
 
+    def test_a_breakdown_limited_to_its_largest_categories_counts_them_as_in_full(self):
+        # Beta and alpha tie; names go in code point order (upper case first), whatever
+        # the database's collation.
+        for name, users in (("toys", 3), ("alpha", 1), ("Beta", 1), ("cups", 2)):
+            thing = item(f"{name}-item", name)
+            for n in range(users):
+                shopper = user(f"{name}-{n}")
+                event(shopper, "view", at(2, 10), thing)
+                if n == 0:
+                    event(shopper, "add_to_cart", at(2, 11), thing)
+
+        def breakdown(limit):
+            result = funnels.funnel(date_range=JANUARY, steps=["view", "add_to_cart"],
+                                    breakdown_limit=limit)
+            return [(row["category"], [step["users"] for step in row["steps"]])
+                    for row in result["breakdown"]]
+
+        assert breakdown(3) == breakdown(10)[:3] == [
+            ("toys", [3, 1]), ("cups", [2, 1]), ("Beta", [1, 1])]
+
     def test_category_filter(self, shop):
         result = funnels.funnel(date_range=JANUARY, steps=["view", "add_to_cart"],
                                   window_days=7, category="books")
