@@ -337,7 +337,8 @@ class _PropertyKeyText(KeyTextTransform):
     an array index, which finds nothing in an event's properties object; and on SQLite it
     gives a null value as the text 'null', where PostgreSQL's ->> gives NULL, so a breakdown
     had a "null" series on one database and counted those events under "(none)" on the
-    other."""
+    other. For one top-level key, read through _property_text's Cast: lookups on the
+    transform itself (isnull, exact) are Django's and would read the key as Django does."""
 
     def as_postgresql(self, compiler, connection):
         lhs, params, _ = self.preprocess_lhs(compiler, connection)
