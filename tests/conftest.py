@@ -103,3 +103,19 @@ def watch_errors(page) -> list[str]:
     page.on("console", lambda message: errors.append(f"console: {message.text}")
             if message.type == "error" else None)
     return errors
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, and at the end of the run the PostgreSQL sessions
+    still open on it closed first: live-server threads and the Celery workers' connection
+    pools can outlive their tests, and an open session stops the database from being
+    dropped (it stayed behind, with a warning)."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
