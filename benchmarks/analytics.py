@@ -57,10 +57,10 @@ ENDPOINTS = {
     # user-1 is the most active seeded user (user ids are drawn with a power law).
     "user timeline": "/api/v1/analytics/users/user-1/timeline",
 }
-# What the dashboards also ask for: the funnel page's category breakdown (when ticked), the costliest
-# ordering, one category, trends variants and a deeper path. Each of these and each endpoint
-# (but the user timeline, which has no range) is timed over the default 30 days and over
-# 120 days.
+# What the dashboards also ask for: the funnel page's category breakdown (when ticked), the
+# costliest ordering, one category, trends variants and a deeper path. Each of these and each
+# endpoint (but the user timeline, which has no range) is timed over the default 30 days and
+# over 120 days.
 VARIANTS = {
     "funnel by category": ENDPOINTS["funnel"] + "&breakdown=category",
     "items by conversion": ENDPOINTS["items"] + "?order_by=conversion",

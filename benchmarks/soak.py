@@ -274,8 +274,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         from accounts.services import create_login
         from ingestion.models import Event
-        from recommender.sentiment_scoring import count_missing_scores
         from recommender.models import ModelVersion, TrainingJob
+        from recommender.sentiment_scoring import count_missing_scores
         from recommender.services import promote_version, start_training_job
 
         log("Training the first active version ...", flush=True)
