@@ -2,6 +2,8 @@
 the dashboards read events from without visiting the table, and the partial index the
 sentiment sweep reads."""
 
+import re
+
 import pytest
 from django.db import connection
 
@@ -36,3 +38,6 @@ def test_the_sentiment_sweep_finds_unscored_events_in_its_partial_index():
     plan = Event.objects.filter(HAS_SENTIMENT_TEXT, sentiment_model="").explain()
 
     assert "event_unscored_text" in plan
+    # The index alone: with the text-only index of migration 0008, PostgreSQL ORs it with
+    # the (type, timestamp) index for the headlines.
+    assert re.findall(r"Index (?:Only )?Scan (?:using|on) (\w+)", plan) == ["event_unscored_text"]
