@@ -216,7 +216,7 @@ def _type_bits_sql() -> str:
 class _Column(NamedTuple):
     """A rollup column as _add fills it: its aggregate over a group of the batch's rows,
     and how it takes that figure into a row the rollup has already ("+": added, "|":
-    ORed, "earliest": the earlier time kept)."""
+    ORed, "earliest" / "latest": the earlier / later time kept)."""
 
     name: str
     aggregate: str
@@ -225,6 +225,7 @@ class _Column(NamedTuple):
 
 
 _EARLIEST = "earliest"
+_LATEST = "latest"
 
 
 def _item_events(name: str, event_type: str) -> _Column:
@@ -239,22 +240,61 @@ def _first_occurrences(*, item_events_only: bool) -> list[_Column]:
                     [event_type], _EARLIEST) for event_type in TYPE_BITS]
 
 
+# A DayPath row's path: its events' types appended when they all come after its last one
+# (the earlier "]" and the later "[" cut off), else NULL, stale (see DayPath). Its start
+# and end are merged as first occurrences are.
+_PATH_COLUMNS = (_Column("path_start_at", 'MIN("timestamp")', [], _EARLIEST),
+                 _Column("path_end_at", 'MAX("timestamp")', [], _LATEST))
+
+
 def _merged(table: str, column: _Column) -> str:
     name = column.name
-    if column.merge == _EARLIEST:
+    if column.merge in (_EARLIEST, _LATEST):
         # NULL is "none yet" on either side: PostgreSQL's LEAST skips NULLs, SQLite's
         # min(a, b) returns NULL.
-        return (f"{name} = CASE WHEN {table}.{name} IS NULL OR excluded.{name} < "
+        newer = "<" if column.merge == _EARLIEST else ">"
+        return (f"{name} = CASE WHEN {table}.{name} IS NULL OR excluded.{name} {newer} "
                 f"{table}.{name} THEN excluded.{name} ELSE {table}.{name} END")
     return f"{name} = {table}.{name} {column.merge} excluded.{name}"
 
 
+def _merged_path(table: str) -> str:
+    return (f"path = CASE WHEN {table}.path IS NOT NULL "
+            f"AND excluded.path_start_at > {table}.path_end_at "
+            f"THEN substr({table}.path, 1, length({table}.path) - 1) || ',' "
+            f"|| substr(excluded.path, 2) END")
+
+
+def _batch_paths(key_columns: str) -> str:
+    """SQL with columns (*key_columns, path): per group of the batch's rows, their event
+    types in time order as a JSON array, repeats in a row folded. PostgreSQL concatenates
+    in order as it groups; SQLite (before 3.44) only in a window's order, whose last row
+    per group holds the whole array."""
+    folded = (f'SELECT {key_columns}, "timestamp", id, event_type, LAG(event_type) OVER '
+              f'(PARTITION BY {key_columns} ORDER BY "timestamp", id) AS before '
+              f"FROM {_BATCH_TABLE}")
+    kept = "before IS NULL OR before <> event_type"
+    if connection.vendor == "postgresql":
+        return (f"SELECT {key_columns}, '[' || string_agg(to_json(event_type)::text, ',' "
+                f"ORDER BY \"timestamp\", id) || ']' AS path FROM ({folded}) AS folded "
+                f"WHERE {kept} GROUP BY {key_columns}")
+    order = f'PARTITION BY {key_columns} ORDER BY "timestamp", id'
+    running = (f"'[' || group_concat(json_quote(event_type), ',') "
+               f"OVER ({order} ROWS UNBOUNDED PRECEDING) || ']'")
+    from_last = (f"ROW_NUMBER() OVER (PARTITION BY {key_columns} "
+                 'ORDER BY "timestamp" DESC, id DESC)')
+    return (f"SELECT {key_columns}, path FROM (SELECT {key_columns}, {running} AS path, "
+            f"{from_last} AS from_last FROM ({folded}) AS folded WHERE {kept}) AS running "
+            "WHERE from_last = 1")
+
+
 def _add(events: QuerySet[Event]) -> None:
     """Adds the events' counts to the rollups, creating rows or adding to existing ones
-    (type bits are ORed, first occurrences keep the earlier): the events are copied once
-    into a temporary table (day, time, type and its bit, user, category, value, item),
-    which one INSERT ... SELECT per rollup aggregates (no rows cross the wire). The
-    figures are those the raw tail computes in analytics/insights/sources.py
+    (type bits are ORed, first occurrences keep the earlier, paths are appended or go
+    stale, marking their days for a rebuild): the events are copied once into a temporary
+    table (day, time, id, type and its bit, user, category, value, item), which one
+    INSERT ... SELECT per rollup aggregates (no rows cross the wire). The figures are
+    those the raw tail computes in analytics/insights/sources.py
     (tests/analytics/insights/test_sources.py compares the two). Called within the
     update's transaction, which drops the table with the rest of its work if a statement
     fails. The database role needs PostgreSQL's TEMPORARY privilege, which every role has
@@ -262,7 +302,7 @@ def _add(events: QuerySet[Event]) -> None:
     batch_sql, batch_params = (
         events.annotate(day=TruncDate("timestamp"), event_type=F("type"), type_bit=type_bit(),
                         category=Coalesce("item__category", Value("")))
-        .values_list("day", "timestamp", "event_type", "type_bit", "user_id", "category",
+        .values_list("day", "timestamp", "id", "event_type", "type_bit", "user_id", "category",
                      "value", "item_id")
         .query.sql_with_params())
     counted = _Column("events", "COUNT(*)", [])
@@ -273,23 +313,39 @@ def _add(events: QuerySet[Event]) -> None:
           _Column("value_events", "COUNT(value)", [])]),
         (UserDayRollup._meta.db_table, ("day", "user_id", "category"),
          [counted, _item_events("views", "view"), _item_events("purchases", "purchase"), bits,
-          *_first_occurrences(item_events_only=True)]),
+          *_first_occurrences(item_events_only=True), *_PATH_COLUMNS]),
         (UserDayActivity._meta.db_table, ("day", "user_id"),
-         [counted, bits, *_first_occurrences(item_events_only=False)]),
+         [counted, bits, *_first_occurrences(item_events_only=False), *_PATH_COLUMNS]),
     ]
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE {_BATCH_TABLE} AS {batch_sql}", batch_params)
         for table, key, columns in rollups:
             key_columns = ", ".join(key)
+            names = [column.name for column in columns]
+            merges = [_merged(table, column) for column in columns]
+            grouped = (f"SELECT {key_columns}, "
+                       + ", ".join(f"{c.aggregate} AS {c.name}" for c in columns)
+                       + f" FROM {_BATCH_TABLE} GROUP BY {key_columns}")
+            if "path_end_at" in names:
+                joined = " AND ".join(f"paths.{column} = grouped.{column}" for column in key)
+                grouped = (f"SELECT grouped.*, paths.path FROM ({grouped}) AS grouped "
+                           f"JOIN ({_batch_paths(key_columns)}) AS paths ON {joined}")
+                names.append("path")
+                merges.append(_merged_path(table))
             # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
             cursor.execute(
-                f"INSERT INTO {table} ({key_columns}, {', '.join(c.name for c in columns)}) "
-                f"SELECT {key_columns}, {', '.join(c.aggregate for c in columns)} "
-                f"FROM {_BATCH_TABLE} WHERE true GROUP BY {key_columns} "
-                f"ON CONFLICT ({key_columns}) DO UPDATE SET "
-                + ", ".join(_merged(table, column) for column in columns),
+                f"INSERT INTO {table} ({key_columns}, {', '.join(names)}) "
+                f"SELECT {key_columns}, {', '.join(names)} FROM ({grouped}) AS batch_rows "
+                f"WHERE true ON CONFLICT ({key_columns}) DO UPDATE SET " + ", ".join(merges),
                 [param for column in columns for param in column.params])
+        # Days whose paths went stale are rebuilt by the next updates.
+        cursor.execute(  # read from the stale_path partial indexes
+            f"SELECT day FROM {UserDayActivity._meta.db_table} WHERE path IS NULL "
+            f"UNION SELECT day FROM {UserDayRollup._meta.db_table} WHERE path IS NULL")
+        stale_days = [row[0] for row in cursor.fetchall()]
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
+    RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in stale_days],
+                                       ignore_conflicts=True)
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:

@@ -12,7 +12,9 @@ Relations, as SQL over which the insights aggregate:
   who viewed or bought the category's items on a day of the range;
 - ``first_occurrences`` (rollups only): (person, category, first_at), times of persons'
   events of a standard type in the range whose earliest per person is their first, for a
-  funnel's first step.
+  funnel's first step;
+- ``day_paths`` (rollups only): (person, day, path), each rolled-up user-day's event types
+  in time order, which persons' paths are joined from.
 
 With rollups, each is the rollup rows of the range UNION ALL the same figures computed
 from the events received at or after the watermark (a few minutes' worth when the
@@ -23,7 +25,7 @@ Late events (old timestamps received now) are in the tail until the next update 
 to their day.
 
 What is not rolled up, and why, is said where it is read: funnels after their first step
-(conversion windows across arbitrary steps), paths (event sequences), items (per-item
+(conversion windows across arbitrary steps), items (per-item
 totals and distinct persons per item: an item-day rollup was measured, 5.8M rows at 10M
 events, and summed no faster than one pass over the events; they read the events' covering
 (item, timestamp) index), sentiment (reviews only, scored after they arrive),
@@ -208,6 +210,25 @@ def first_occurrences(*, date_range: DateRange, event_type: str, category: str |
                           first_at=F("timestamp"))
             .values_list("person", "category", "first_at"))
     return _union(_sql(rolled), _sql(tail))
+
+
+def day_paths(*, date_range: DateRange,
+              category: str | None = None) -> tuple[Relation, QuerySet[Event]] | None:
+    """Rollups only: SQL with columns (person, day, path), the rolled-up user-days of the
+    range (in the category) with their paths (DayPath; NULL where stale), and the range's
+    events received since the watermark: the persons of those, of a stale row and of two
+    users active on one day (an alias and its person, whose events interleave) have
+    paths the caller reads from raw events. None where the rollups are not built."""
+    watermark = rollup_watermark()
+    if watermark is None:
+        return None
+    rolled = UserDayRollup.objects.filter(category=category) if category else \
+        UserDayActivity.objects.all()
+    rolled = (rolled.filter(day__gte=date_range.start, day__lte=date_range.end)
+              .annotate(person=person_key()).values_list("person", "day", "path"))
+    tail = events_in_range(date_range=date_range, category=category).filter(
+        received_at__gte=watermark)
+    return _sql(rolled), tail
 
 
 def category_shoppers(*, date_range: DateRange, category: str | None = None) -> Relation | None:

@@ -17,13 +17,14 @@ from analytics.insights import (
     items,
     lifecycle,
     overview,
+    paths,
     retention,
     sources,
     stickiness,
     trends,
 )
 from analytics.insights.common import DateRange, analytics_queries
-from analytics.models import DailyEventRollup, UserDayRollup
+from analytics.models import DailyEventRollup, UserDayActivity, UserDayRollup
 from ingestion.models import EndUser, Event, IdentityLink, Item
 from ingestion.services import EventInput, link_identities, store_events, upsert_items
 
@@ -95,6 +96,13 @@ def answers(today) -> dict:
                         date_range=date_range, event_types=["view", "purchase", "signup"],
                         measure=measure, interval="week", category=category or None,
                         breakdown=breakdown, compare=True)
+            # Joined from the rolled-up days' paths; persons of the raw tail, of a day made
+            # stale by a late event and of an alias's day shared with its person from raw events.
+            for anchor, direction in ((None, "after"), ("view", "after"), ("purchase", "before"),
+                                      (None, "before"), ("signup", "after")):
+                results[("paths", anchor, direction, key)] = paths.paths(
+                    date_range=date_range, event_type=anchor, direction=direction, steps=5,
+                    category=category or None)
             # Unique persons of standard types only: counted over the rollups' person-days.
             for breakdown in (None, "category"):
                 for interval in ("day", "week", "month"):
@@ -216,6 +224,41 @@ def test_a_funnels_first_step_is_counted_over_the_rollups():
     assert [step["users"] for step in result["steps"]] == [2, 1]
     assert [step["users"] for step in in_books["steps"]] == [2, 1]
     assert [step["users"] for step in result["breakdown"][0]["steps"]] == [2, 1]
+
+
+def test_a_persons_path_is_joined_from_their_rolled_up_days():
+    now = timezone.now()
+    first, second = (timezone.localdate(now - timedelta(days=days)) for days in (3, 2))
+    upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
+
+    def at(day, hour):
+        return timezone.make_aware(datetime(day.year, day.month, day.day, hour))
+
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type, user_id="ann",
+                                    item_id="sku-1", timestamp=when)
+                         for event_type, when in (("view", at(first, 9)),
+                                                  ("add_to_cart", at(first, 10)),
+                                                  ("add_to_cart", at(second, 9)),
+                                                  ("purchase", at(second, 10)))],
+                 received_at=now - timedelta(hours=1))
+    services.roll_up_new_events(now=now)
+    date_range = DateRange(start=first, end=second)
+
+    def ann_path(category=None):
+        with analytics_queries():
+            return paths.paths(date_range=date_range, category=category)["paths"]
+
+    # The add to cart that ends one day and starts the next is one step.
+    assert ann_path() == ann_path("books") == [
+        {"events": ["view", "add_to_cart", "purchase"], "persons": 1}]
+    # Changed behind the events' back: only a reader of the rolled-up paths sees it.
+    UserDayActivity.objects.filter(day=second).update(path='["add_to_cart", "click"]')
+    UserDayRollup.objects.filter(day=second).update(path='["refund"]')
+    assert ann_path() == [{"events": ["view", "add_to_cart", "click"], "persons": 1}]
+    assert ann_path("books") == [{"events": ["view", "add_to_cart", "refund"], "persons": 1}]
+    # A stale day (a late event arrived inside it) sends the person to their raw events.
+    UserDayActivity.objects.filter(day=second).update(path=None)
+    assert ann_path() == [{"events": ["view", "add_to_cart", "purchase"], "persons": 1}]
 
 
 def test_a_category_named_like_the_other_series_shares_it_from_the_rollups_too():
