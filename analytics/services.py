@@ -265,27 +265,25 @@ def _merged_path(table: str) -> str:
             f"|| substr(excluded.path, 2) END")
 
 
-def _batch_paths(key_columns: str) -> str:
-    """SQL with columns (*key_columns, path): per group of the batch's rows, their event
-    types in time order as a JSON array, repeats in a row folded. PostgreSQL concatenates
-    in order as it groups; SQLite (before 3.44) only in a window's order, whose last row
-    per group holds the whole array."""
-    folded = (f'SELECT {key_columns}, "timestamp", id, event_type, LAG(event_type) OVER '
-              f'(PARTITION BY {key_columns} ORDER BY "timestamp", id) AS before '
-              f"FROM {_BATCH_TABLE}")
+def _with_paths(key_columns: str) -> tuple[str, str]:
+    """(FROM, aggregate): the batch's rows for a DayPath rollup, and the aggregate of a
+    group's path over them: their event types in time order as a JSON array, repeats in a
+    row folded. PostgreSQL concatenates in order as it groups; SQLite (before 3.44) only
+    in a window's order, whose last row per group holds the whole array."""
+    order = f'PARTITION BY {key_columns} ORDER BY "timestamp", id'
+    marked = f"SELECT *, LAG(event_type) OVER ({order}) AS before FROM {_BATCH_TABLE}"
     kept = "before IS NULL OR before <> event_type"
     if connection.vendor == "postgresql":
-        return (f"SELECT {key_columns}, '[' || string_agg(to_json(event_type)::text, ',' "
-                f"ORDER BY \"timestamp\", id) || ']' AS path FROM ({folded}) AS folded "
-                f"WHERE {kept} GROUP BY {key_columns}")
-    order = f'PARTITION BY {key_columns} ORDER BY "timestamp", id'
-    running = (f"'[' || group_concat(json_quote(event_type), ',') "
+        return (f"({marked}) AS marked",
+                f"'[' || string_agg(CASE WHEN {kept} THEN to_json(event_type)::text END, ',' "
+                "ORDER BY \"timestamp\", id) || ']'")
+    running = (f"'[' || group_concat(CASE WHEN {kept} THEN json_quote(event_type) END, ',') "
                f"OVER ({order} ROWS UNBOUNDED PRECEDING) || ']'")
     from_last = (f"ROW_NUMBER() OVER (PARTITION BY {key_columns} "
                  'ORDER BY "timestamp" DESC, id DESC)')
-    return (f"SELECT {key_columns}, path FROM (SELECT {key_columns}, {running} AS path, "
-            f"{from_last} AS from_last FROM ({folded}) AS folded WHERE {kept}) AS running "
-            "WHERE from_last = 1")
+    return (f"(SELECT *, {running} AS running_path, {from_last} AS from_last "
+            f"FROM ({marked}) AS marked) AS marked",
+            "MAX(CASE WHEN from_last = 1 THEN running_path END)")
 
 
 def _add(events: QuerySet[Event]) -> None:
@@ -323,20 +321,19 @@ def _add(events: QuerySet[Event]) -> None:
             key_columns = ", ".join(key)
             names = [column.name for column in columns]
             merges = [_merged(table, column) for column in columns]
-            grouped = (f"SELECT {key_columns}, "
-                       + ", ".join(f"{c.aggregate} AS {c.name}" for c in columns)
-                       + f" FROM {_BATCH_TABLE} GROUP BY {key_columns}")
+            aggregates = [column.aggregate for column in columns]
+            source = _BATCH_TABLE
             if "path_end_at" in names:
-                joined = " AND ".join(f"paths.{column} = grouped.{column}" for column in key)
-                grouped = (f"SELECT grouped.*, paths.path FROM ({grouped}) AS grouped "
-                           f"JOIN ({_batch_paths(key_columns)}) AS paths ON {joined}")
+                source, path = _with_paths(key_columns)
                 names.append("path")
+                aggregates.append(path)
                 merges.append(_merged_path(table))
             # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
             cursor.execute(
                 f"INSERT INTO {table} ({key_columns}, {', '.join(names)}) "
-                f"SELECT {key_columns}, {', '.join(names)} FROM ({grouped}) AS batch_rows "
-                f"WHERE true ON CONFLICT ({key_columns}) DO UPDATE SET " + ", ".join(merges),
+                f"SELECT {key_columns}, {', '.join(aggregates)} FROM {source} "
+                f"WHERE true GROUP BY {key_columns} "
+                f"ON CONFLICT ({key_columns}) DO UPDATE SET " + ", ".join(merges),
                 [param for column in columns for param in column.params])
         # Days whose paths went stale are rebuilt by the next updates.
         cursor.execute(  # read from the stale_path partial indexes

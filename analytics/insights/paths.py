@@ -21,7 +21,7 @@ into Sankey nodes and links.
 import json
 from collections import Counter
 from collections.abc import Iterable
-from itertools import chain, groupby
+from itertools import groupby
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -118,18 +118,21 @@ def _persons_per_path(*, date_range: DateRange, anchor: str | None, direction: D
     from_events = set(tail.annotate(person=person_key())
                       .values_list("person", flat=True).distinct())
     counted: Counter[Path] = Counter()
-    rows = sources.fetch(f"SELECT person, day, path FROM ({rolled_sql}) AS rolled "
-                         "ORDER BY person, day", rolled_params)
+    # A person's second row of a day (an alias's and its person's) reads as stale.
+    rows = sources.fetch(
+        "SELECT person, CASE WHEN day = LAG(day) OVER (PARTITION BY person ORDER BY day) "
+        f"THEN NULL ELSE path END FROM ({rolled_sql}) AS rolled ORDER BY person, day",
+        rolled_params)
+    # Each person's days' JSON arrays joined into one array, all persons' parsed at once.
+    joined_paths = []
     for person, days in groupby(rows, key=itemgetter(0)):
-        if person in from_events:
-            continue
-        day_paths = [(day, path) for _, day, path in days]
-        whole = len({day for day, _ in day_paths}) == len(day_paths)
-        if not whole or any(path is None for _, path in day_paths):
+        day_paths = [path[1:-1] if path is not None else None for _, path in days]
+        if person in from_events or None in day_paths:
             from_events.add(person)
-            continue
-        path = _steps(chain.from_iterable(json.loads(path) for _, path in day_paths),
-                      anchor=anchor, direction=direction, steps=steps)
+        else:
+            joined_paths.append(f"[{','.join(day_paths)}]")
+    for event_types in json.loads(f"[{','.join(joined_paths)}]"):
+        path = _steps(event_types, anchor=anchor, direction=direction, steps=steps)
         if path is not None:
             counted[path] += 1
     persons = sorted(from_events)
@@ -147,10 +150,7 @@ def _steps(event_types: Iterable[str], *, anchor: str | None, direction: Directi
            steps: int) -> Path | None:
     """One person's path from their event types in time order, as _counted_from_events
     computes it in the database; None where the anchor's type is not among them."""
-    folded: list[str] = []
-    for event_type in event_types:
-        if not folded or folded[-1] != event_type:
-            folded.append(event_type)
+    folded = [event_type for event_type, _ in groupby(event_types)]
     if anchor is None:
         at = 0 if direction == "after" else len(folded) - 1
     elif anchor not in folded:
