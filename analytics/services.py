@@ -34,12 +34,14 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
   it (a week of events: a fraction of a second at a shop SQLite can serve).
 """
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
+from itertools import groupby
 from typing import NamedTuple, TypeVar
 
 from django.conf import settings
@@ -56,6 +58,8 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.backends.utils import CursorWrapper
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -205,6 +209,11 @@ def type_bit() -> Case:
 # log once, where joining every event to its item for each of the three rollups took
 # about a sixth of an update (benchmarks/README.md, session 16).
 _BATCH_TABLE = "analytics_rollup_batch"
+# _add's other temporary tables: SQLite's paths (_with_paths), the per-user days whose
+# paths went stale and their events (_repair_stale_paths).
+_PATHS_TABLE = "analytics_rollup_paths"
+_STALE_TABLE = "analytics_rollup_stale"
+_REPAIR_TABLE = "analytics_rollup_repair"
 
 
 def _type_bits_sql() -> str:
@@ -265,44 +274,95 @@ def _merged_path(table: str) -> str:
             f"|| substr(excluded.path, 2) END")
 
 
-def _with_paths(key_columns: str) -> tuple[str, str]:
-    """(FROM, aggregate): the batch's rows for a DayPath rollup, and the aggregate of a
-    group's path over them: their event types in time order as a JSON array, repeats in a
-    row folded. PostgreSQL concatenates in order as it groups; SQLite (before 3.44) only
-    in a window's order, whose last row per group holds the whole array."""
-    order = f'PARTITION BY {key_columns} ORDER BY "timestamp", id'
-    marked = f"SELECT *, LAG(event_type) OVER ({order}) AS before FROM {_BATCH_TABLE}"
-    kept = "before IS NULL OR before <> event_type"
+def _with_paths(cursor: CursorWrapper, *, source: str, key: tuple[str, ...]) -> tuple[str, str]:
+    """(FROM, aggregate): the rows of `source` (a table shaped as _batch_rows) to group by
+    `key`, and the aggregate of a group's path over them: its event types in time order as
+    a JSON array, repeats in a row folded. PostgreSQL concatenates them in order as it
+    groups. SQLite before 3.44 cannot order an aggregate's input (and concatenating in a
+    window's order copies the growing text at every row, which took 40 s for one user's
+    day of 32,000 events), so there Python folds the rows, read in order, into a
+    temporary table joined to them."""
+    key_columns = ", ".join(key)
     if connection.vendor == "postgresql":
-        return (f"({marked}) AS marked",
-                f"'[' || string_agg(CASE WHEN {kept} THEN to_json(event_type)::text END, ',' "
-                "ORDER BY \"timestamp\", id) || ']'")
-    running = (f"'[' || group_concat(CASE WHEN {kept} THEN json_quote(event_type) END, ',') "
-               f"OVER ({order} ROWS UNBOUNDED PRECEDING) || ']'")
-    from_last = (f"ROW_NUMBER() OVER (PARTITION BY {key_columns} "
-                 'ORDER BY "timestamp" DESC, id DESC)')
-    return (f"(SELECT *, {running} AS running_path, {from_last} AS from_last "
-            f"FROM ({marked}) AS marked) AS marked",
-            "MAX(CASE WHEN from_last = 1 THEN running_path END)")
+        order = f'PARTITION BY {key_columns} ORDER BY "timestamp", id'
+        return (f"(SELECT *, LAG(event_type) OVER ({order}) AS before FROM {source}) AS marked",
+                "'[' || string_agg(CASE WHEN before IS NULL OR before <> event_type "
+                "THEN to_json(event_type)::text END, ',' ORDER BY \"timestamp\", id) || ']'")
+    cursor.execute(f'SELECT {key_columns}, event_type FROM {source} '
+                   f'ORDER BY {key_columns}, "timestamp", id')
+    paths = [(*group, json.dumps([event_type for event_type, _ in groupby(
+                 row[-1] for row in rows)], separators=(",", ":")))
+             for group, rows in groupby(cursor.fetchall(), key=lambda row: row[:-1])]
+    cursor.execute(f"DROP TABLE IF EXISTS {_PATHS_TABLE}")
+    cursor.execute(f"CREATE TEMPORARY TABLE {_PATHS_TABLE} ({key_columns}, path)")
+    cursor.executemany(f"INSERT INTO {_PATHS_TABLE} VALUES "
+                       f"({', '.join(['%s'] * (len(key) + 1))})", paths)
+    return f"{source} JOIN {_PATHS_TABLE} USING ({key_columns})", "MAX(path)"
 
 
-def _add(events: QuerySet[Event]) -> None:
+def _batch_rows(events: QuerySet[Event]) -> tuple[str, tuple]:
+    """SQL with the columns _add's temporary tables hold: each event's day, time, id, type
+    and its bit, user, item category, value and item."""
+    return (events.annotate(day=TruncDate("timestamp"), event_type=F("type"),
+                            type_bit=type_bit(), category=Coalesce("item__category", Value("")))
+            .values_list("day", "timestamp", "id", "event_type", "type_bit", "user_id",
+                         "category", "value", "item_id")
+            .query.sql_with_params())
+
+
+_PER_USER_ROLLUPS = ((UserDayRollup, ("day", "user_id", "category")),
+                     (UserDayActivity, ("day", "user_id")))
+
+
+def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> None:
+    """Recomputes the paths that went stale in this update (an event at or before a row's
+    last one) from all the events of their users' days that the rollups hold, read
+    through the (user, timestamp) index: a late event costs its user's day, not a rebuild
+    of every user's."""
+    selects = " UNION ".join(f"SELECT day, user_id FROM {model._meta.db_table} "
+                             "WHERE path IS NULL" for model, _ in _PER_USER_ROLLUPS)
+    cursor.execute(f"CREATE TEMPORARY TABLE {_STALE_TABLE} AS {selects}")  # partial indexes
+    cursor.execute(f"SELECT MIN(day), MAX(day) FROM {_STALE_TABLE}")
+    first_day, last_day = cursor.fetchone()
+    if first_day is not None:
+        events = Event.objects.filter(
+            user_id__in=RawSQL(f"SELECT user_id FROM {_STALE_TABLE}", []),
+            timestamp__gte=_day_bounds(_as_date(first_day))[0],
+            timestamp__lt=_day_bounds(_as_date(last_day))[1], received_at__lt=received_before)
+        events_sql, events_params = _batch_rows(events)
+        cursor.execute(f"CREATE TEMPORARY TABLE {_REPAIR_TABLE} AS SELECT held.* FROM "
+                       f"({events_sql}) AS held JOIN {_STALE_TABLE} AS stale "
+                       "ON stale.day = held.day AND stale.user_id = held.user_id",
+                       events_params)
+        for model, key in _PER_USER_ROLLUPS:
+            table = model._meta.db_table
+            source, path = _with_paths(cursor, source=_REPAIR_TABLE, key=key)
+            cursor.execute(
+                f"UPDATE {table} SET path = repaired.path FROM (SELECT {', '.join(key)}, "
+                f"{path} AS path FROM {source} GROUP BY {', '.join(key)}) AS repaired WHERE "
+                + " AND ".join(f"{table}.{column} = repaired.{column}" for column in key))
+        cursor.execute(f"DROP TABLE {_REPAIR_TABLE}")
+    cursor.execute(f"DROP TABLE {_STALE_TABLE}")
+
+
+def _as_date(value: date | str) -> date:
+    """Raw cursors return SQLite's dates as text."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def _add(events: QuerySet[Event], *, received_before: datetime) -> None:
     """Adds the events' counts to the rollups, creating rows or adding to existing ones
-    (type bits are ORed, first occurrences keep the earlier, paths are appended or go
-    stale, marking their days for a rebuild): the events are copied once into a temporary
-    table (day, time, id, type and its bit, user, category, value, item), which one
-    INSERT ... SELECT per rollup aggregates (no rows cross the wire). The figures are
-    those the raw tail computes in analytics/insights/sources.py
+    (type bits are ORed, first occurrences keep the earlier, paths are appended, or
+    recomputed from the events received before `received_before`, which the rollups then
+    hold, where an event came at or before a row's last one): the events are copied once
+    into a temporary table (_batch_rows), which one INSERT ... SELECT per rollup
+    aggregates (no rows cross the wire, but for paths on SQLite). The figures are those
+    the raw tail computes in analytics/insights/sources.py
     (tests/analytics/insights/test_sources.py compares the two). Called within the
-    update's transaction, which drops the table with the rest of its work if a statement
+    update's transaction, which drops the tables with the rest of its work if a statement
     fails. The database role needs PostgreSQL's TEMPORARY privilege, which every role has
     unless it was revoked."""
-    batch_sql, batch_params = (
-        events.annotate(day=TruncDate("timestamp"), event_type=F("type"), type_bit=type_bit(),
-                        category=Coalesce("item__category", Value("")))
-        .values_list("day", "timestamp", "id", "event_type", "type_bit", "user_id", "category",
-                     "value", "item_id")
-        .query.sql_with_params())
+    batch_sql, batch_params = _batch_rows(events)
     counted = _Column("events", "COUNT(*)", [])
     bits = _Column("type_bits", _type_bits_sql(), [], "|")
     rollups: list[tuple[str, tuple[str, ...], list[_Column]]] = [
@@ -324,7 +384,7 @@ def _add(events: QuerySet[Event]) -> None:
             aggregates = [column.aggregate for column in columns]
             source = _BATCH_TABLE
             if "path_end_at" in names:
-                source, path = _with_paths(key_columns)
+                source, path = _with_paths(cursor, source=_BATCH_TABLE, key=key)
                 names.append("path")
                 aggregates.append(path)
                 merges.append(_merged_path(table))
@@ -335,14 +395,9 @@ def _add(events: QuerySet[Event]) -> None:
                 f"WHERE true GROUP BY {key_columns} "
                 f"ON CONFLICT ({key_columns}) DO UPDATE SET " + ", ".join(merges),
                 [param for column in columns for param in column.params])
-        # Days whose paths went stale are rebuilt by the next updates.
-        cursor.execute(  # read from the stale_path partial indexes
-            f"SELECT day FROM {UserDayActivity._meta.db_table} WHERE path IS NULL "
-            f"UNION SELECT day FROM {UserDayRollup._meta.db_table} WHERE path IS NULL")
-        stale_days = [row[0] for row in cursor.fetchall()]
+        _repair_stale_paths(cursor, received_before=received_before)
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
-    RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in stale_days],
-                                       ignore_conflicts=True)
+        cursor.execute(f"DROP TABLE IF EXISTS {_PATHS_TABLE}")
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -357,7 +412,7 @@ def _rebuild_day(day: date, *, watermark: datetime) -> None:
     UserDayRollup.objects.filter(day=day).delete()
     UserDayActivity.objects.filter(day=day).delete()
     _add(Event.objects.filter(timestamp__gte=start, timestamp__lt=end,
-                              received_at__lt=watermark))
+                              received_at__lt=watermark), received_before=watermark)
 
 
 def _mark_days_of(events: QuerySet[Event]) -> None:
@@ -449,7 +504,7 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
         window = Event.objects.filter(received_at__gte=state.watermark, received_at__lt=end)
         count = window.count()
         if count:
-            _add(window)
+            _add(window, received_before=end)
         state.watermark = end
         state.updated_at, state.last_events = timezone.now(), count
         state.last_seconds = time.monotonic() - started

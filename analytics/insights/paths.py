@@ -19,8 +19,8 @@ into Sankey nodes and links.
 """
 
 import json
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, Literal
@@ -41,9 +41,13 @@ EVENTS_PER_STEP = 8
 TOP_PATHS = 20
 OTHER = "other"
 
-# Persons read from raw events per query, with their aliases: a bound on the query's
+# Users (persons and their aliases) whose raw events one query reads: a bound on its
 # parameters (SQLite allows 32,766).
-RAW_PERSONS_PER_QUERY = 2_000
+RAW_USERS_PER_QUERY = 5_000
+# With more events than this in the raw tail (rollups started over, or far behind), one
+# pass over the range's raw events costs less than the rollups plus a query per few
+# thousand persons.
+MAX_TAIL_EVENTS = 100_000
 
 Direction = Literal["after", "before"]
 Path = tuple[str | None, ...]
@@ -115,6 +119,8 @@ def _persons_per_path(*, date_range: DateRange, anchor: str | None, direction: D
     if rolled is None:
         return _counted_from_events(events, anchor=anchor, direction=direction, steps=steps)
     (rolled_sql, rolled_params), tail = rolled
+    if tail.values("id")[:MAX_TAIL_EVENTS + 1].count() > MAX_TAIL_EVENTS:
+        return _counted_from_events(events, anchor=anchor, direction=direction, steps=steps)
     from_events = set(tail.annotate(person=person_key())
                       .values_list("person", flat=True).distinct())
     counted: Counter[Path] = Counter()
@@ -123,27 +129,44 @@ def _persons_per_path(*, date_range: DateRange, anchor: str | None, direction: D
         "SELECT person, CASE WHEN day = LAG(day) OVER (PARTITION BY person ORDER BY day) "
         f"THEN NULL ELSE path END FROM ({rolled_sql}) AS rolled ORDER BY person, day",
         rolled_params)
-    # Each person's days' JSON arrays joined into one array, all persons' parsed at once.
-    joined_paths = []
+    # Each person's days' JSON arrays joined into one; persons with the same events in the
+    # same order (many: a view, a view and a purchase) counted together, and each such
+    # array parsed once, all in one JSON document.
+    joined_paths: Counter[str] = Counter()
     for person, days in groupby(rows, key=itemgetter(0)):
         day_paths = [path[1:-1] if path is not None else None for _, path in days]
         if person in from_events or None in day_paths:
             from_events.add(person)
         else:
-            joined_paths.append(f"[{','.join(day_paths)}]")
-    for event_types in json.loads(f"[{','.join(joined_paths)}]"):
+            joined_paths[",".join(day_paths)] += 1
+    parsed = json.loads(f"[[{'],['.join(joined_paths)}]]") if joined_paths else []
+    for event_types, persons in zip(parsed, joined_paths.values()):
         path = _steps(event_types, anchor=anchor, direction=direction, steps=steps)
         if path is not None:
-            counted[path] += 1
-    persons = sorted(from_events)
-    for start in range(0, len(persons), RAW_PERSONS_PER_QUERY):
-        chunk = persons[start:start + RAW_PERSONS_PER_QUERY]
-        # A person's events are their own user's and their linked aliases'.
-        users = [*chunk, *IdentityLink.objects.filter(person_id__in=chunk)
-                 .values_list("alias_id", flat=True)]
+            counted[path] += persons
+    for users in _users_of(sorted(from_events)):
         counted.update(_counted_from_events(events.filter(user_id__in=users), anchor=anchor,
                                             direction=direction, steps=steps))
     return dict(counted)
+
+
+def _users_of(persons: list[int]) -> Iterator[list[int]]:
+    """The persons' users (their own and their linked aliases'), a person's all in one
+    list of about RAW_USERS_PER_QUERY at most."""
+    aliases: defaultdict[int, list[int]] = defaultdict(list)
+    for start in range(0, len(persons), RAW_USERS_PER_QUERY):
+        for alias, person in IdentityLink.objects.filter(
+                person_id__in=persons[start:start + RAW_USERS_PER_QUERY]).values_list(
+                "alias_id", "person_id"):
+            aliases[person].append(alias)
+    users: list[int] = []
+    for person in persons:
+        users += [person, *aliases[person]]
+        if len(users) >= RAW_USERS_PER_QUERY:
+            yield users
+            users = []
+    if users:
+        yield users
 
 
 def _steps(event_types: Iterable[str], *, anchor: str | None, direction: Direction,

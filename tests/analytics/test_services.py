@@ -161,28 +161,36 @@ class TestRollUp:
             "books": ["view", "add_to_cart", "add_to_cart", "purchase"], "": ["signup"]}
         assert not RollupDirtyDay.objects.exists()
 
-    def test_a_late_event_inside_a_rolled_up_day_has_its_day_rebuilt(self):
+    def test_a_late_event_inside_a_rolled_up_day_takes_its_place_in_the_path(self):
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
         noon = timezone.make_aware(datetime(DAY.year, DAY.month, DAY.day, 12))
 
-        def store_at(hours: float, event_type: str, *, minutes_ago: float):
+        def store_at(hours: float, event_type: str, *, minutes_ago: float, user: str = "ann"):
             store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type,
-                                            user_id="ann", item_id="sku-1",
+                                            user_id=user, item_id="sku-1",
                                             timestamp=noon + timedelta(hours=hours))],
                          received_at=NOW - timedelta(minutes=minutes_ago))
 
         store_at(1, "view", minutes_ago=30)
         store_at(3, "purchase", minutes_ago=30)
+        store_at(1, "view", minutes_ago=30, user="bob")
+        store_at(2, "click", minutes_ago=30, user="bob")
         services.roll_up_new_events(now=NOW - timedelta(minutes=20))
-        store_at(2, "add_to_cart", minutes_ago=10)  # between the two rolled up
-        services.roll_up_new_events(now=NOW - timedelta(minutes=5))
-
-        assert UserDayActivity.objects.get().path is None
-        assert list(RollupDirtyDay.objects.values_list("day", flat=True)) == [DAY]
-
+        store_at(2, "add_to_cart", minutes_ago=10)  # between ann's two rolled up
+        store_at(3, "click", minutes_ago=10)  # at the time of ann's last one: after it
+        store_at(2, "purchase", minutes_ago=10, user="bob")  # at bob's last one, too
         services.roll_up_new_events(now=NOW)
 
-        assert json.loads(UserDayActivity.objects.get().path) == [
-            "view", "add_to_cart", "purchase"]
+        def paths(model):
+            return {(row.user.user_id, getattr(row, "category", None)): json.loads(row.path)
+                    for row in model.objects.select_related("user")}
+
+        assert paths(UserDayActivity) == {
+            ("ann", None): ["view", "add_to_cart", "purchase", "click"],
+            ("bob", None): ["view", "click", "purchase"]}
+        assert paths(UserDayRollup) == {
+            ("ann", "books"): ["view", "add_to_cart", "purchase", "click"],
+            ("bob", "books"): ["view", "click", "purchase"]}
         assert not RollupDirtyDay.objects.exists()
 
     @pytest.mark.parametrize("migration_name", ["0003_user_activity_rollup",
@@ -231,8 +239,8 @@ class TestRollUp:
         store(4, received_minutes_ago=30)
         real_add = services._add
 
-        def add_then_crash(events):
-            real_add(events)
+        def add_then_crash(events, **kwargs):
+            real_add(events, **kwargs)
             assert rolled_events() == 4  # added inside the transaction...
             raise RuntimeError("worker killed")
 

@@ -163,6 +163,29 @@ def test_rollups_answer_exactly_what_raw_events_answer(seed, rolled_share):
     assert_same_from_rollups_and_raw(timezone.localdate(now))
 
 
+@pytest.mark.parametrize("users_per_query, max_tail_events", [(2, 100_000), (5_000, 0)])
+def test_paths_of_many_tail_persons_read_in_several_queries_or_one_pass_are_exact(
+        monkeypatch, users_per_query, max_tail_events):
+    now = timezone.now()
+    shop(random.Random(7), now=now)
+    received = sorted(Event.objects.values_list("received_at", flat=True))
+    services.roll_up_new_events(now=received[len(received) // 2] + services._lag())
+    link_identities(links=[("u1", "u2"), ("u3", "u4")], linked_at=now)
+    monkeypatch.setattr(paths, "RAW_USERS_PER_QUERY", users_per_query)
+    monkeypatch.setattr(paths, "MAX_TAIL_EVENTS", max_tail_events)
+    date_range = DateRange(start=timezone.localdate(now) - timedelta(days=49),
+                           end=timezone.localdate(now))
+
+    def both_ways():
+        return paths.paths(date_range=date_range, event_type="view", steps=5)
+
+    with analytics_queries(), sources.raw_events_only():
+        raw = both_ways()
+    with analytics_queries():
+        assert both_ways() == raw
+    assert raw["persons"] > 0
+
+
 def test_the_rollups_hold_the_events_before_the_watermark_and_nothing_else():
     now = timezone.now()
     store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
@@ -259,6 +282,24 @@ def test_a_persons_path_is_joined_from_their_rolled_up_days():
     # A stale day (a late event arrived inside it) sends the person to their raw events.
     UserDayActivity.objects.filter(day=second).update(path=None)
     assert ann_path() == [{"events": ["view", "add_to_cart", "purchase"], "persons": 1}]
+
+
+def test_an_alias_and_its_person_active_on_one_day_have_their_events_interleaved():
+    now = timezone.now()
+    day = timezone.localdate(now - timedelta(days=2))
+    nine = timezone.make_aware(datetime(day.year, day.month, day.day, 9))
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type, user_id=user,
+                                    item_id="sku-1", timestamp=nine + timedelta(minutes=minutes))
+                         for user, event_type, minutes in (("anon-1", "view", 0),
+                                                           ("ann", "add_to_cart", 5),
+                                                           ("anon-1", "purchase", 10))],
+                 received_at=now - timedelta(hours=1))
+    services.roll_up_new_events(now=now)
+    link_identities(links=[("anon-1", "ann")], linked_at=now)  # rolled up as two users' days
+
+    with analytics_queries():
+        result = paths.paths(date_range=DateRange(start=day, end=day))
+    assert result["paths"] == [{"events": ["view", "add_to_cart", "purchase"], "persons": 1}]
 
 
 def test_a_category_named_like_the_other_series_shares_it_from_the_rollups_too():
