@@ -67,10 +67,11 @@ class DayPath(models.Model):
     events over 120 days, 0.8M user-days to read instead of sorting 6.7M events per person
     (benchmarks/README.md, session 19).
 
-    An update appends its events when they all come after the row's last one; an event
-    older than that (a late one) makes the path NULL and marks its day for a rebuild
-    (RollupDirtyDay: each update looks for such days through the stale_path partial
-    indexes), and until then readers take that user's path from the raw events."""
+    An update appends its events when they all come after the row's last one; an event at
+    or before that (a late one) makes the path NULL, stale, and the same update recomputes
+    it from the user's events of that day (found through the stale_path partial indexes).
+    Readers take the paths of any row still stale from the raw events.
+    """
 
     path = models.TextField(null=True, blank=True,
                             help_text="JSON array of event types in time order; NULL: stale")
