@@ -319,29 +319,29 @@ def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> 
     last one) from all the events of their users' days that the rollups hold, read
     through the (user, timestamp) index: a late event costs its user's day, not a rebuild
     of every user's."""
-    selects = " UNION ".join(f"SELECT day, user_id FROM {model._meta.db_table} "
-                             "WHERE path IS NULL" for model, _ in _PER_USER_ROLLUPS)
-    cursor.execute(f"CREATE TEMPORARY TABLE {_STALE_TABLE} AS {selects}")  # partial indexes
-    cursor.execute(f"SELECT MIN(day), MAX(day) FROM {_STALE_TABLE}")
+    stale = " UNION ".join(f"SELECT day, user_id FROM {model._meta.db_table} "
+                           "WHERE path IS NULL" for model, _ in _PER_USER_ROLLUPS)
+    cursor.execute(f"SELECT MIN(day), MAX(day) FROM ({stale}) AS stale")  # partial indexes
     first_day, last_day = cursor.fetchone()
-    if first_day is not None:
-        events = Event.objects.filter(
-            user_id__in=RawSQL(f"SELECT user_id FROM {_STALE_TABLE}", []),
-            timestamp__gte=_day_bounds(_as_date(first_day))[0],
-            timestamp__lt=_day_bounds(_as_date(last_day))[1], received_at__lt=received_before)
-        events_sql, events_params = _batch_rows(events)
-        cursor.execute(f"CREATE TEMPORARY TABLE {_REPAIR_TABLE} AS SELECT held.* FROM "
-                       f"({events_sql}) AS held JOIN {_STALE_TABLE} AS stale "
-                       "ON stale.day = held.day AND stale.user_id = held.user_id",
-                       events_params)
-        for model, key in _PER_USER_ROLLUPS:
-            table = model._meta.db_table
-            source, path = _with_paths(cursor, source=_REPAIR_TABLE, key=key)
-            cursor.execute(
-                f"UPDATE {table} SET path = repaired.path FROM (SELECT {', '.join(key)}, "
-                f"{path} AS path FROM {source} GROUP BY {', '.join(key)}) AS repaired WHERE "
-                + " AND ".join(f"{table}.{column} = repaired.{column}" for column in key))
-        cursor.execute(f"DROP TABLE {_REPAIR_TABLE}")
+    if first_day is None:  # the common case: no temporary tables to create
+        return
+    cursor.execute(f"CREATE TEMPORARY TABLE {_STALE_TABLE} AS {stale}")
+    events = Event.objects.filter(
+        user_id__in=RawSQL(f"SELECT user_id FROM {_STALE_TABLE}", []),
+        timestamp__gte=_day_bounds(_as_date(first_day))[0],
+        timestamp__lt=_day_bounds(_as_date(last_day))[1], received_at__lt=received_before)
+    events_sql, events_params = _batch_rows(events)
+    cursor.execute(f"CREATE TEMPORARY TABLE {_REPAIR_TABLE} AS SELECT held.* FROM "
+                   f"({events_sql}) AS held JOIN {_STALE_TABLE} AS stale "
+                   "ON stale.day = held.day AND stale.user_id = held.user_id", events_params)
+    for model, key in _PER_USER_ROLLUPS:
+        table = model._meta.db_table
+        source, path = _with_paths(cursor, source=_REPAIR_TABLE, key=key)
+        cursor.execute(
+            f"UPDATE {table} SET path = repaired.path FROM (SELECT {', '.join(key)}, "
+            f"{path} AS path FROM {source} GROUP BY {', '.join(key)}) AS repaired WHERE "
+            + " AND ".join(f"{table}.{column} = repaired.{column}" for column in key))
+    cursor.execute(f"DROP TABLE {_REPAIR_TABLE}")
     cursor.execute(f"DROP TABLE {_STALE_TABLE}")
 
 
