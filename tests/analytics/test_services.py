@@ -28,6 +28,7 @@ from ingestion.services import EventInput, store_events, upsert_items
 
 NOW = timezone.now()
 DAY = timezone.localdate(NOW - timedelta(days=3))
+NOON = timezone.make_aware(datetime(DAY.year, DAY.month, DAY.day, 12))
 
 
 def store(count: int, *, received_minutes_ago: float, user: str = "ann",
@@ -37,6 +38,14 @@ def store(count: int, *, received_minutes_ago: float, user: str = "ann",
                                     value=2.5 if event_type == "purchase" else None)
                          for _ in range(count)],
                  received_at=NOW - timedelta(minutes=received_minutes_ago))
+
+
+def store_at(hours: float, event_type: str, *, minutes_ago: float, user: str = "ann",
+             item: str | None = "sku-1") -> None:
+    """One event `hours` after noon on DAY."""
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type, user_id=user,
+                                    item_id=item, timestamp=NOON + timedelta(hours=hours))],
+                 received_at=NOW - timedelta(minutes=minutes_ago))
 
 
 def rolled_events() -> int:
@@ -111,14 +120,6 @@ class TestRollUp:
 
     def test_a_users_day_keeps_the_first_time_of_each_type_over_several_updates(self):
         upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
-        noon = timezone.make_aware(datetime(DAY.year, DAY.month, DAY.day, 12))
-
-        def store_at(hours: float, event_type: str, *, item: str | None, minutes_ago: float):
-            store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type,
-                                            user_id="ann", item_id=item,
-                                            timestamp=noon + timedelta(hours=hours))],
-                         received_at=NOW - timedelta(minutes=minutes_ago))
-
         store_at(1, "view", item="sku-1", minutes_ago=30)
         store_at(3, "purchase", item=None, minutes_ago=30)
         services.roll_up_new_events(now=NOW - timedelta(minutes=20))
@@ -129,22 +130,14 @@ class TestRollUp:
 
         activity = UserDayActivity.objects.get()
         assert (activity.first_view_at, activity.first_purchase_at, activity.first_click_at) == (
-            noon - timedelta(hours=1), noon + timedelta(hours=3), None)
+            NOON - timedelta(hours=1), NOON + timedelta(hours=3), None)
         # Per category, only events on the category's items: the first purchase had none.
         assert {row.category: (row.first_view_at, row.first_purchase_at)
                 for row in UserDayRollup.objects.all()} == {
-            "books": (noon - timedelta(hours=1), noon + timedelta(hours=4)), "": (None, None)}
+            "books": (NOON - timedelta(hours=1), NOON + timedelta(hours=4)), "": (None, None)}
 
     def test_a_users_day_path_appends_the_events_of_later_updates(self):
         upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
-        noon = timezone.make_aware(datetime(DAY.year, DAY.month, DAY.day, 12))
-
-        def store_at(hours: float, event_type: str, *, item: str | None, minutes_ago: float):
-            store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type,
-                                            user_id="ann", item_id=item,
-                                            timestamp=noon + timedelta(hours=hours))],
-                         received_at=NOW - timedelta(minutes=minutes_ago))
-
         store_at(2, "add_to_cart", item="sku-1", minutes_ago=30)
         store_at(1, "view", item="sku-1", minutes_ago=30)  # received together, happened first
         store_at(1.5, "view", item="sku-1", minutes_ago=30)
@@ -163,14 +156,6 @@ class TestRollUp:
 
     def test_a_late_event_inside_a_rolled_up_day_takes_its_place_in_the_path(self):
         upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
-        noon = timezone.make_aware(datetime(DAY.year, DAY.month, DAY.day, 12))
-
-        def store_at(hours: float, event_type: str, *, minutes_ago: float, user: str = "ann"):
-            store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type,
-                                            user_id=user, item_id="sku-1",
-                                            timestamp=noon + timedelta(hours=hours))],
-                         received_at=NOW - timedelta(minutes=minutes_ago))
-
         store_at(1, "view", minutes_ago=30)
         store_at(3, "purchase", minutes_ago=30)
         store_at(1, "view", minutes_ago=30, user="bob")
