@@ -315,10 +315,10 @@ _PER_USER_ROLLUPS = ((UserDayRollup, ("day", "user_id", "category")),
 
 
 def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> None:
-    """Recomputes the paths that went stale in this update (an event at or before a row's
-    last one) from all the events of their users' days that the rollups hold, read
-    through the (user, timestamp) index: a late event costs its user's day, not a rebuild
-    of every user's."""
+    """Recomputes every stale path (this update's: an event at or before a row's last one)
+    from all the events of its user's day that the rollups hold, read through the (user,
+    timestamp) index: a late event costs its user's day, not a rebuild of every user's.
+    UPDATE ... FROM needs SQLite 3.33 or later."""
     stale = " UNION ".join(f"SELECT day, user_id FROM {model._meta.db_table} "
                            "WHERE path IS NULL" for model, _ in _PER_USER_ROLLUPS)
     cursor.execute(f"SELECT MIN(day), MAX(day) FROM ({stale}) AS stale")  # partial indexes
@@ -397,7 +397,8 @@ def _add(events: QuerySet[Event], *, received_before: datetime) -> None:
                 [param for column in columns for param in column.params])
         _repair_stale_paths(cursor, received_before=received_before)
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
-        cursor.execute(f"DROP TABLE IF EXISTS {_PATHS_TABLE}")
+        if connection.vendor != "postgresql":
+            cursor.execute(f"DROP TABLE IF EXISTS {_PATHS_TABLE}")  # _with_paths's, SQLite's
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:

@@ -74,6 +74,8 @@ def sentiment_by_item(*, date_range: DateRange, category: str | None = None,
                       limit: int | None = None) -> list[dict[str, Any]]:
     """Per item: scored reviews, count and share of each sentiment label in the range.
     `item_ids` are external item ids; `order="negative_share"` lists the most negative first."""
+    if item_ids is not None and not item_ids:
+        return []
     per_item_sql, params = _per_item(date_range=date_range, category=category,
                                      item_ids=item_ids)
     negative_share = "CAST(negative AS DOUBLE PRECISION) / reviews"

@@ -16,7 +16,8 @@ Relations, as SQL over which the insights aggregate:
 - ``day_paths`` (rollups only): (person, day, path), each rolled-up user-day's event types
   in time order, which persons' paths are joined from.
 
-With rollups, each is the rollup rows of the range UNION ALL the same figures computed
+With rollups, each (but ``day_paths``, which returns the raw tail apart for its caller to
+read per person) is the rollup rows of the range UNION ALL the same figures computed
 from the events received at or after the watermark (a few minutes' worth when the
 schedule runs), so a dashboard is exact whatever the rollups' state, with one exception:
 until the updates after an item's category change have rebuilt its days (5 days per

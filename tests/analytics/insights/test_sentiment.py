@@ -44,6 +44,7 @@ class TestSentiment:
         only_fine = sentiment.sentiment_by_item(date_range=JANUARY, item_ids=["fine"])
         assert only_fine[0]["sentiment_shares"] == {"negative": 0.0, "neutral": 0.5,
                                                     "positive": 0.5}
+        assert sentiment.sentiment_by_item(date_range=JANUARY, item_ids=[]) == []
         categories = {row["category"]: row for row in
                       sentiment.sentiment_by_category(date_range=JANUARY)}
         assert categories["books"]["negative"] == 3
