@@ -249,9 +249,7 @@ def _first_occurrences(*, item_events_only: bool) -> list[_Column]:
                     [event_type], _EARLIEST) for event_type in TYPE_BITS]
 
 
-# A DayPath row's path: its events' types appended when they all come after its last one
-# (the earlier "]" and the later "[" cut off), else NULL, stale (see DayPath). Its start
-# and end are merged as first occurrences are.
+# The times of a DayPath row's first and last events: the earliest and the latest kept.
 _PATH_COLUMNS = (_Column("path_start_at", 'MIN("timestamp")', [], _EARLIEST),
                  _Column("path_end_at", 'MAX("timestamp")', [], _LATEST))
 
@@ -268,6 +266,9 @@ def _merged(table: str, column: _Column) -> str:
 
 
 def _merged_path(table: str) -> str:
+    """A DayPath row's path takes an update's events' types appended when they all come
+    after its last event (the earlier "]" and the later "[" cut off), else goes NULL,
+    stale, for _repair_stale_paths. Every SET expression reads the row as it was."""
     return (f"path = CASE WHEN {table}.path IS NOT NULL "
             f"AND excluded.path_start_at > {table}.path_end_at "
             f"THEN substr({table}.path, 1, length({table}.path) - 1) || ',' "

@@ -26,10 +26,10 @@ Late events (old timestamps received now) are in the tail until the next update 
 to their day.
 
 What is not rolled up, and why, is said where it is read: funnels after their first step
-(conversion windows across arbitrary steps), items (per-item
-totals and distinct persons per item: an item-day rollup was measured, 5.8M rows at 10M
-events, and summed no faster than one pass over the events; they read the events' covering
-(item, timestamp) index), sentiment (reviews only, scored after they arrive),
+(conversion windows across arbitrary steps), items (per-item totals and distinct persons
+per item: an item-day rollup was measured, 5.8M rows at 10M events, and summed no faster
+than one pass over the events; they read the events' covering (item, timestamp) index),
+sentiment (reviews only, scored after they arrive),
 recommendations (impressions), property filters and breakdowns, and unique persons of
 chosen event types (trends) when any of them has no bit in TYPE_BITS read raw events.
 """
