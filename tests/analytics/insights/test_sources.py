@@ -96,8 +96,9 @@ def answers(today) -> dict:
                         date_range=date_range, event_types=["view", "purchase", "signup"],
                         measure=measure, interval="week", category=category or None,
                         breakdown=breakdown, compare=True)
-            # Joined from the rolled-up days' paths; persons of the raw tail, of a day made
-            # stale by a late event and of an alias's day shared with its person from raw events.
+            # Joined from the rolled-up days' paths (a late event's user-day recomputed by the
+            # update); persons of the raw tail and of an alias's day shared with its person
+            # from raw events.
             for anchor, direction in ((None, "after"), ("view", "after"), ("purchase", "before"),
                                       (None, "before"), ("signup", "after")):
                 results[("paths", anchor, direction, key)] = paths.paths(
