@@ -63,9 +63,9 @@ class FirstOccurrences(models.Model):
 class DayPath(models.Model):
     """The event types of the row's events in time order, as a JSON array, repeats in a row
     folded within each update that added to it, or over the whole day once recomputed (the
-    reader folds again across updates and days). A person's path over a range is their days' paths joined in day order: at 10M
-    events over 120 days, 0.8M user-days to read instead of sorting 6.7M events per person
-    (benchmarks/README.md, session 19).
+    reader folds again across updates and days). A person's path over a range is their
+    days' paths joined in day order: at 10M events over 120 days, 0.8M user-days to read
+    instead of sorting 6.7M events per person (benchmarks/README.md, session 19).
 
     An update appends its events when they all come after the row's last one; an event at
     or before that (a late one) makes the path NULL, stale, and the same update recomputes

@@ -329,8 +329,8 @@ def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> 
     cursor.execute(f"CREATE TEMPORARY TABLE {_STALE_TABLE} AS {stale}")
     events = Event.objects.filter(
         user_id__in=RawSQL(f"SELECT user_id FROM {_STALE_TABLE}", []),
-        timestamp__gte=_day_bounds(_as_date(first_day))[0],
-        timestamp__lt=_day_bounds(_as_date(last_day))[1], received_at__lt=received_before)
+        timestamp__gte=_day_bounds(as_date(first_day))[0],
+        timestamp__lt=_day_bounds(as_date(last_day))[1], received_at__lt=received_before)
     events_sql, events_params = _batch_rows(events)
     cursor.execute(f"CREATE TEMPORARY TABLE {_REPAIR_TABLE} AS SELECT held.* FROM "
                    f"({events_sql}) AS held JOIN {_STALE_TABLE} AS stale "
@@ -344,11 +344,6 @@ def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> 
             + " AND ".join(f"{table}.{column} = repaired.{column}" for column in key))
     cursor.execute(f"DROP TABLE {_REPAIR_TABLE}")
     cursor.execute(f"DROP TABLE {_STALE_TABLE}")
-
-
-def _as_date(value: date | str) -> date:
-    """Raw cursors return SQLite's dates as text."""
-    return value if isinstance(value, date) else date.fromisoformat(value)
 
 
 def _add(events: QuerySet[Event], *, received_before: datetime) -> None:
@@ -400,6 +395,11 @@ def _add(events: QuerySet[Event], *, received_before: datetime) -> None:
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
         if connection.vendor != "postgresql":
             cursor.execute(f"DROP TABLE IF EXISTS {_PATHS_TABLE}")  # _with_paths's, SQLite's
+
+
+def as_date(value: date | str) -> date:
+    """Raw cursors return SQLite's dates as text."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:

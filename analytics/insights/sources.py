@@ -54,7 +54,7 @@ from analytics.models import (
     UserDayRollup,
     first_at_field,
 )
-from analytics.services import daily_event_rows, type_bit
+from analytics.services import as_date, daily_event_rows, type_bit
 from ingestion.models import EndUser, Event
 from ingestion.selectors import person_key
 
@@ -278,11 +278,6 @@ def periods(*, days: list[date], period_of: Callable[[date], date | int]) -> Rel
 def date_param(value: date) -> date | str:
     # SQLite stores dates as ISO text; PostgreSQL compares date to date.
     return value if connection.vendor == "postgresql" else value.isoformat()
-
-
-def as_date(value: date | str) -> date:
-    """Raw cursors return SQLite's dates as text."""
-    return value if isinstance(value, date) else date.fromisoformat(value)
 
 
 def fetch(sql: str, params: list[Any]) -> list[tuple]:
