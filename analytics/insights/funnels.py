@@ -107,13 +107,16 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
         if join_items:
             same_category = (f"JOIN {item_table} i ON i.id = e.item_id AND "
                              + ("i.category = p.category" if by_category else "i.category = %s"))
+        # Each row keeps its seconds from the previous step, which the medians read,
+        # instead of joining every step back to the one before it.
         ctes.append(
             f"step{index} AS (SELECT p.user_id, p.category, MIN(e.timestamp) AS reached_at, "
-            f"p.deadline FROM step{index - 1} p JOIN ({event_table} e {link_join}) "
+            f"p.deadline, {_sql_seconds_between('p.reached_at', 'MIN(e.timestamp)')} AS seconds "
+            f"FROM step{index - 1} p JOIN ({event_table} e {link_join}) "
             f"ON {person} = p.user_id "
             f"AND e.type = %s AND e.timestamp > p.reached_at AND e.timestamp <= p.deadline "
             f"AND e.timestamp >= %s AND e.timestamp < %s "
-            f"{same_category} GROUP BY p.user_id, p.category, p.deadline)")
+            f"{same_category} GROUP BY p.user_id, p.category, p.deadline, p.reached_at)")
         params += [step, connection.ops.adapt_datetimefield_value(date_range.start_at),
                    connection.ops.adapt_datetimefield_value(latest_possible)]
         if join_items and not by_category:
@@ -121,18 +124,21 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
 
     counts = [f"SELECT 'users' AS metric, {index} AS step, category, COUNT(*) AS amount "
               f"FROM step{index} GROUP BY category" for index in range(len(steps))]
-    gaps = [f"SELECT {index} AS step, b.category AS category, "
-            f"{_sql_seconds_between('a.reached_at', 'b.reached_at')} AS seconds "
-            f"FROM step{index - 1} a JOIN step{index} b "
-            f"ON b.user_id = a.user_id AND b.category = a.category"
-            for index in range(1, len(steps))]
     medians = ""
-    if gaps:
+    if connection.vendor == "postgresql":
+        # The mean of the middle two for an even count, as below.
+        medians = "".join(
+            f" UNION ALL SELECT 'median_seconds', {index}, category, "
+            f"percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) FROM step{index} "
+            "GROUP BY category" for index in range(1, len(steps)))
+    elif len(steps) > 1:
+        gaps = " UNION ALL ".join(f"SELECT {index} AS step, category, seconds FROM step{index}"
+                                  for index in range(1, len(steps)))
         medians = (
             " UNION ALL SELECT 'median_seconds', step, category, AVG(seconds) FROM ("
             "SELECT step, category, seconds, ROW_NUMBER() OVER (PARTITION BY step, category "
             "ORDER BY seconds) AS position, COUNT(*) OVER (PARTITION BY step, category) AS n "
-            f"FROM ({' UNION ALL '.join(gaps)}) gaps) ranked "
+            f"FROM ({gaps}) gaps) ranked "
             "WHERE position IN ((n + 1) / 2, (n + 2) / 2) GROUP BY step, category")
     sql = f"WITH {', '.join(ctes)} {' UNION ALL '.join(counts)}{medians}"
     with connection.cursor() as cursor:

@@ -71,6 +71,10 @@ class TestFunnel:
         breakdown = {row["category"]: [step["users"] for step in row["steps"]]
                      for row in result["breakdown"]}
         assert breakdown == {"toys": [4, 2, 0], "books": [2, 1, 1]}
+        medians = {row["category"]: [step["median_seconds_from_previous"] for step in row["steps"]]
+                   for row in result["breakdown"]}
+        # Toys: carts 1h and 2h after the view; books: 1h, then 23h to the purchase.
+        assert medians == {"toys": [None, 5400, None], "books": [None, 3600, 23 * 3600]}
 
     def test_a_breakdown_limited_to_its_largest_categories_counts_them_as_in_full(self):
         # Beta and alpha tie; names go in code point order (upper case first), whatever
