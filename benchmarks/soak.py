@@ -369,11 +369,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 client.join()
             seconds = time.monotonic() - began
             memory_end = memory_of(server, workers)
-            example = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-            example.request("GET", "/api/v1/recommendations?user_id=user-000001&k=3",
-                            headers=client_headers)
-            serving_version = json.loads(example.getresponse().read()).get("model_version")
-            example.close()
+            # A promoted version is loaded in the background (MODEL_LOAD_IN_BACKGROUND):
+            # the worker answering may still be loading it for a few seconds.
+            serving_deadline = time.monotonic() + 60
+            while True:
+                example = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                example.request("GET", "/api/v1/recommendations?user_id=user-000001&k=3",
+                                headers=client_headers)
+                serving_version = json.loads(example.getresponse().read()).get("model_version")
+                example.close()
+                if promoted in (None, serving_version) or time.monotonic() > serving_deadline:
+                    break
+                time.sleep(1)
 
         stored = Event.objects.count()
         sent = set(sender.sent)

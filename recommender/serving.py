@@ -5,6 +5,13 @@ snapshot once, so a swap never changes a model under a request in flight. Every
 MODEL_REFRESH_SECONDS the first request to notice asks the database which versions
 should serve; a changed version is loaded (checksum verified) before it replaces the
 old one, and a refused artifact is logged while the previous version keeps serving.
+A process that serves already loads the new version in a background thread
+(MODEL_LOAD_IN_BACKGROUND): loading takes seconds (a sentiment version's int8 encoder is
+converted then), which the request that noticed it would otherwise wait; the next
+refresh after the load serves it (an A/B candidate being replaced gives its share to the
+active version meanwhile). A process's first load is waited for, so a process starting
+never answers from the fallback while a trained version exists. A load that never
+returns (a hung network mount) leaves the previous version serving.
 
 The artifacts of loaded versions are watched too: one changed on disk after loading
 (someone's copy, a bad restore, bit rot) is re-checksummed; on a mismatch the process keeps
@@ -35,6 +42,7 @@ logger = logging.getLogger(__name__)
 # A refused artifact is not re-read (and re-checksummed, which is slow for a large
 # catalog) on every refresh; it is retried after this long, in case it was repaired.
 REFUSED_RETRY_SECONDS = 60.0
+_LOADING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,12 @@ class _Registry:
     # only when it changes again).
     changed_on_disk: dict[int, str] = field(default_factory=dict)
     checked_files: dict[int, tuple] = field(default_factory=dict)
+    # (version pk, checksum) -> the thread loading it in the background, and the versions
+    # those threads loaded, which the next refresh serves. A reset starts a new
+    # generation: what a thread of an older one loaded or refused is dropped.
+    loaders: dict[tuple[int, str], threading.Thread] = field(default_factory=dict)
+    loaded_in_background: dict[tuple[int, str], LoadedVersion] = field(default_factory=dict)
+    generation: int = 0
 
     def state(self, kind: str) -> ServingState:
         if time.monotonic() - self.checked_at >= settings.MODEL_REFRESH_SECONDS:
@@ -122,6 +136,12 @@ class _Registry:
             for kind, want in wanted.items():
                 states[kind] = self._next_state(kind, states.get(kind, ServingState()), want)
             self.states = states
+            # A version loaded in the background but no longer wanted (another was promoted
+            # meanwhile) is let go rather than kept in memory.
+            wanted_keys = {(version.pk, version.checksum) for version in versions}
+            self.loaded_in_background = {key: model for key, model
+                                         in self.loaded_in_background.items()
+                                         if key in wanted_keys}
             self._watch_artifacts()
             self.checked_at = time.monotonic()
         finally:
@@ -150,19 +170,67 @@ class _Registry:
         refused_at, reason = self.refused.get(key, (float("-inf"), ""))
         if time.monotonic() - refused_at < REFUSED_RETRY_SECONDS:
             return loaded, reason
+        if key in self.loaded_in_background:
+            return self.loaded_in_background.pop(key), ""
+        if settings.MODEL_LOAD_IN_BACKGROUND and self.checked_at != float("-inf"):
+            if key not in self.loaders:
+                loader = threading.Thread(target=self._load_in_background,
+                                          args=(kind, version, loaded, self.generation),
+                                          name=f"load {kind} {version.name}", daemon=True)
+                loader.start()
+                # Safe after start(): the thread ends by taking the lock this refresh holds.
+                self.loaders[key] = loader
+            # A refused version being tried again stays reported as refused meanwhile.
+            return loaded, reason
+        try:
+            model = self._load(kind, version)
+        except (ArtifactRefused, OSError, ValueError, KeyError) as error:
+            return loaded, self._refuse(kind, version, loaded, error)
+        self.refused.pop(key, None)
+        return model, ""
+
+    def _load_in_background(self, kind: str, version: ModelVersion,
+                            serving: LoadedVersion | None, generation: int) -> None:
+        key = (version.pk, version.checksum)
+        model, failure = None, None
+        try:
+            model = self._load(kind, version)
+        except Exception as error:  # reported below, so that the version is retried
+            failure = error
+        with self.lock:
+            if self.loaders.get(key) is threading.current_thread():
+                del self.loaders[key]
+            if generation != self.generation:
+                return  # reset meanwhile: this thread's result belongs to no one
+            if failure is None:
+                self.refused.pop(key, None)
+                self.loaded_in_background[key] = model
+            else:
+                self._refuse(kind, version, serving, failure, unexpected=not isinstance(
+                    failure, (ArtifactRefused, OSError, ValueError, KeyError)))
+            # Served by the next request's refresh, not MODEL_REFRESH_SECONDS later.
+            self.checked_at = time.monotonic() - settings.MODEL_REFRESH_SECONDS
+
+    def _load(self, kind: str, version: ModelVersion) -> LoadedVersion:
+        """The version's model, loaded and checksum-verified; raises ArtifactRefused,
+        OSError, ValueError or KeyError for an artifact that cannot be served."""
         # The signature is taken before verifying: a change made meanwhile is noticed.
         files = _artifact_files(artifact_directory(kind=kind, name=version.name))
-        try:
+        # One load at a time: loading sets process-wide Keras state (the dtype policy).
+        with _LOADING:
             model = load_verified_model(kind=kind, name=version.name, checksum=version.checksum)
-        except (ArtifactRefused, OSError, ValueError, KeyError) as error:
-            logger.error("Refusing %s version %s: %s; %s keeps serving", kind, version.name,
-                         error, loaded.name if loaded else "the fallback")
-            self.refused[key] = (time.monotonic(), f"{version.name}: {error}")
-            return loaded, f"{version.name}: {error}"
-        self.refused.pop(key, None)
         logger.info("Loaded %s version %s", kind, version.name)
         return LoadedVersion(version_id=version.pk, name=version.name, model=model, kind=kind,
-                             checksum=version.checksum, files=files), ""
+                             checksum=version.checksum, files=files)
+
+    def _refuse(self, kind: str, version: ModelVersion, loaded: LoadedVersion | None,
+                error: Exception, *, unexpected: bool = False) -> str:
+        """Logs and remembers a version that could not be loaded; returns why."""
+        logger.error("Refusing %s version %s: %s; %s keeps serving", kind, version.name,
+                     error, loaded.name if loaded else "the fallback", exc_info=unexpected)
+        reason = f"{version.name}: {error}"
+        self.refused[(version.pk, version.checksum)] = (time.monotonic(), reason)
+        return reason
 
     def _watch_artifacts(self) -> None:
         loaded = {version.version_id: version for state in self.states.values()
@@ -200,6 +268,9 @@ class _Registry:
             self.refused = {}
             self.changed_on_disk = {}
             self.checked_files = {}
+            self.loaders = {}
+            self.loaded_in_background = {}
+            self.generation += 1
             self.checked_at = float("-inf")
 
 

@@ -232,5 +232,8 @@ if SENTIMENT_QUANTIZE not in {"auto", "never"}:
 ANALYTICS_ROLLUP_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_LAG_SECONDS", default=60)
 ANALYTICS_ROLLUP_MAX_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_MAX_LAG_SECONDS", default=600)
 ANALYTICS_USE_ROLLUPS = env.bool("ANALYTICS_USE_ROLLUPS", default=True)
-# How often a web process looks for a newly promoted model version (hot swap).
+# How often a web process looks for a newly promoted model version (hot swap), and whether
+# a process already serving loads it in a background thread (the previous version answers
+# meanwhile) instead of in the request that noticed it.
 MODEL_REFRESH_SECONDS = env.float("MODEL_REFRESH_SECONDS", default=5.0)
+MODEL_LOAD_IN_BACKGROUND = env.bool("MODEL_LOAD_IN_BACKGROUND", default=True)

@@ -18,3 +18,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not shared-cache memory: concurrency tests need SQLite's real locking.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-lodestar.sqlite3")}
 MODEL_STORE = VAR_DIR / "test-models"
+# Swaps happen in the request that notices them, so a test sees them at once; the
+# background loading has tests of its own (tests/recommender/test_serving.py).
+MODEL_LOAD_IN_BACKGROUND = False

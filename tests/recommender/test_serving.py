@@ -2,6 +2,7 @@
 
 import logging
 import shutil
+import threading
 
 import pytest
 
@@ -136,6 +137,123 @@ def test_a_refused_artifact_is_not_reread_on_every_refresh(client_app, two_versi
     monkeypatch.setattr(serving_module, "REFUSED_RETRY_SECONDS", 0)
     get_recommendations(client_app, user_id=USER)
     assert len(checks) == 2
+
+
+@pytest.fixture
+def in_background(settings):
+    """As a deployed process runs: a version promoted after its first load is loaded in a
+    background thread."""
+    settings.MODEL_LOAD_IN_BACKGROUND = True
+
+
+class _HeldLoads:
+    """Once `holding` is set, load_verified_model sets `started` and waits for `release`
+    (set at teardown whatever happens, so no loader outlives its test)."""
+
+    def __init__(self) -> None:
+        self.holding, self.started, self.release = (threading.Event(), threading.Event(),
+                                                     threading.Event())
+
+
+@pytest.fixture
+def held_loads(monkeypatch):
+    held = _HeldLoads()
+    real_load = serving_module.load_verified_model
+
+    def held_load(**kwargs):
+        if held.holding.is_set():
+            held.started.set()
+            assert held.release.wait(timeout=30)
+        return real_load(**kwargs)
+
+    monkeypatch.setattr(serving_module, "load_verified_model", held_load)
+    yield held
+    held.release.set()
+    _finish_loading()
+
+
+def _finish_loading() -> None:
+    for loader in list(registry.loaders.values()):
+        loader.join(timeout=120)
+        assert not loader.is_alive()
+    assert not registry.loaders
+
+
+def test_in_the_background_the_previous_version_serves_until_the_promoted_one_loaded(
+        client_app, two_versions, in_background, held_loads, settings):
+    first, second = two_versions
+    # A process's first load is waited for: no answer from the fallback.
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+    held_loads.holding.set()
+    started, release = held_loads.started, held_loads.release
+    promote_version(version_id=second.pk, actor="test")
+
+    # The request that noticed the promotion answers at once, with the version loaded.
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+    assert started.wait(timeout=30)
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+    # Once loaded, the next request serves it without waiting out the refresh interval.
+    settings.MODEL_REFRESH_SECONDS = 3600
+    release.set()
+    _finish_loading()
+
+    body = get_recommendations(client_app, user_id=USER)
+    assert body["model_version"] == "rec-v2" and body["strategy"] == "two_tower"
+    assert not registry.loaded_in_background  # handed over, not kept twice
+
+
+def test_a_version_refused_in_the_background_is_reported_and_tried_again(
+        client_app, two_versions, in_background, held_loads, caplog, monkeypatch):
+    first, second = two_versions
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+    held_loads.holding.set()
+    started, release = held_loads.started, held_loads.release
+    promote_version(version_id=second.pk, actor="test")
+    weights = artifact_directory(kind=ModelKind.RECOMMENDER, name=second.name) / "weights.npz"
+    _flip_a_byte(weights)
+
+    with caplog.at_level(logging.ERROR, logger="recommender.serving"):
+        assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+        assert started.wait(timeout=30) and registry.loaders  # loading, not loaded inline
+        release.set()
+        _finish_loading()
+        assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+
+    assert any("rec-v2" in r.getMessage() and "rec-v1 keeps serving" in r.getMessage()
+               for r in caplog.records)
+    report = loaded_versions()[ModelKind.RECOMMENDER]
+    assert report["version"] == "rec-v1" and "rec-v2" in report["error"]
+
+    # Repaired, then tried again: still reported refused while the retry loads.
+    _flip_a_byte(weights)
+    monkeypatch.setattr(serving_module, "REFUSED_RETRY_SECONDS", 0)
+    release.clear()
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+    assert "rec-v2" in loaded_versions()[ModelKind.RECOMMENDER]["error"]
+    release.set()
+    _finish_loading()
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v2"
+    assert loaded_versions()[ModelKind.RECOMMENDER]["loaded"] is True
+
+
+def test_a_version_loaded_in_the_background_after_another_was_promoted_is_let_go(
+        client_app, serving, in_background, held_loads):
+    store_planted_data()
+    register_model(trained_model(), name="rec-v1")
+    second = register_model(trained_model(), name="rec-v2", activate=False)
+    third = register_model(trained_model(), name="rec-v3", activate=False)
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+    held_loads.holding.set()
+    release = held_loads.release
+    promote_version(version_id=second.pk, actor="test")
+    get_recommendations(client_app, user_id=USER)  # starts loading rec-v2
+    promote_version(version_id=third.pk, actor="test")
+    get_recommendations(client_app, user_id=USER)  # starts loading rec-v3
+    release.set()
+    _finish_loading()
+
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v3"
+    assert not registry.loaded_in_background
 
 
 def test_an_ab_candidate_serves_the_users_in_its_bucket(client_app, two_versions):
