@@ -556,19 +556,22 @@ def pending_events() -> int:
 
 def _empty_rollups(state: RollupState) -> None:
     """Within the locked transaction: nothing rolled up, the watermark at the beginning.
-    PostgreSQL truncates the tables (readers wait for the transaction to commit): deleting
-    their millions of rows left the files three to four times their live size once the
-    history was rolled up again, and every dashboard's scan read the dead space
-    (benchmarks/README.md, session 20)."""
-    models = (DailyEventRollup, UserDayRollup, UserDayActivity, RollupDirtyItem,
-              RollupDirtyDay)
+    PostgreSQL truncates the rollup tables (readers wait for the transaction to commit):
+    deleting their millions of rows left the files three to four times their live size
+    once the history was rolled up again, and every dashboard's scan read the dead space
+    (benchmarks/README.md, session 20). The small dirty-item and dirty-day tables are
+    deleted from: a table with a checked foreign key cannot be truncated in a transaction
+    that wrote to it (its deferred checks are pending)."""
+    rollups = (DailyEventRollup, UserDayRollup, UserDayActivity)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE " + ", ".join(connection.ops.quote_name(model._meta.db_table)
-                                                   for model in models))
+                                                   for model in rollups))
     else:
-        for model in models:
+        for model in rollups:
             model.objects.all().delete()
+    for model in (RollupDirtyItem, RollupDirtyDay):
+        model.objects.all().delete()
     state.watermark, state.time_zone = BEGINNING, settings.TIME_ZONE
 
 
