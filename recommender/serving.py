@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 # catalog) on every refresh; it is retried after this long, in case it was repaired.
 REFUSED_RETRY_SECONDS = 60.0
 _LOADING = threading.Lock()
+# What loading an artifact that cannot be served raises (checksum, missing or bad files).
+_UNSERVABLE = (ArtifactRefused, OSError, ValueError, KeyError)
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ class _Registry:
             return loaded, reason
         try:
             model = self._load(kind, version)
-        except (ArtifactRefused, OSError, ValueError, KeyError) as error:
+        except _UNSERVABLE as error:
             return loaded, self._refuse(kind, version, loaded, error)
         self.refused.pop(key, None)
         return model, ""
@@ -206,14 +208,14 @@ class _Registry:
                 self.refused.pop(key, None)
                 self.loaded_in_background[key] = model
             else:
-                self._refuse(kind, version, serving, failure, unexpected=not isinstance(
-                    failure, (ArtifactRefused, OSError, ValueError, KeyError)))
+                self._refuse(kind, version, serving, failure,
+                             unexpected=not isinstance(failure, _UNSERVABLE))
             # Served by the next request's refresh, not MODEL_REFRESH_SECONDS later.
             self.checked_at = time.monotonic() - settings.MODEL_REFRESH_SECONDS
 
     def _load(self, kind: str, version: ModelVersion) -> LoadedVersion:
-        """The version's model, loaded and checksum-verified; raises ArtifactRefused,
-        OSError, ValueError or KeyError for an artifact that cannot be served."""
+        """The version's model, loaded and checksum-verified; raises one of _UNSERVABLE
+        for an artifact that cannot be served."""
         # The signature is taken before verifying: a change made meanwhile is noticed.
         files = _artifact_files(artifact_directory(kind=kind, name=version.name))
         # One load at a time: loading sets process-wide Keras state (the dtype policy).
