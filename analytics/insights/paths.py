@@ -21,7 +21,7 @@ into Sankey nodes and links.
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from itertools import groupby, islice
+from itertools import chain, groupby, islice
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -49,6 +49,7 @@ RAW_USERS_PER_QUERY = 5_000
 # pass over the range's raw events costs less than the rollups plus a query per few
 # thousand persons.
 MAX_TAIL_EVENTS = 100_000
+ROWS_PER_FETCH = 10_000
 
 Direction = Literal["after", "before"]
 Path = tuple[str | None, ...]
@@ -125,33 +126,43 @@ def _persons_per_path(*, date_range: DateRange, anchor: str | None, direction: D
     from_events = set(tail.annotate(person=person_key())
                       .values_list("person", flat=True).distinct())
     counted: Counter[Path] = Counter()
-    # Each person's days' JSON arrays joined into one; persons with the same events in the
-    # same order (many: a view, a view and a purchase) counted together, each such array
-    # parsed once and dropped once read (at 10M events over 120 days, parsing all 154,000
-    # into one document kept them alive and slowed the garbage collector's passes: 0.8 s
-    # to parse against 0.35 s without those passes).
-    joined_paths: Counter[str] = Counter()
     with connection.cursor() as cursor:
         # A person's second row of a day (an alias's and its person's) reads as stale.
         cursor.execute(
             "SELECT person, CASE WHEN day = LAG(day) OVER (PARTITION BY person ORDER BY day) "
             f"THEN NULL ELSE path END FROM ({rolled_sql}) AS rolled ORDER BY person, day",
             rolled_params)
-        for person, days in groupby(cursor, key=itemgetter(0)):
-            day_paths = [path[1:-1] if path is not None else None for _, path in days]
+        # Fetched in chunks: the driver builds a chunk's rows at once, where iterating
+        # the cursor builds them one by one (at 10M events over 120 days, 0.8M rows: about
+        # a second apart, benchmarks/README.md, session 21).
+        rows = chain.from_iterable(iter(lambda: cursor.fetchmany(ROWS_PER_FETCH), []))
+        for person, days in groupby(rows, key=itemgetter(0)):
+            day_paths = [path for _, path in days]
             if person in from_events or None in day_paths:
                 from_events.add(person)
-            else:
-                joined_paths[",".join(day_paths)] += 1
-    for joined, persons in joined_paths.items():
-        path = _steps(json.loads(f"[{joined}]"), anchor=anchor, direction=direction,
-                      steps=steps)
-        if path is not None:
-            counted[path] += persons
+                continue
+            path = _steps(_event_types(day_paths), anchor=anchor, direction=direction,
+                          steps=steps)
+            if path is not None:
+                counted[path] += 1
     for users in _users_of(sorted(from_events)):
         counted.update(_counted_from_events(events.filter(user_id__in=users), anchor=anchor,
                                             direction=direction, steps=steps))
     return dict(counted)
+
+
+def _event_types(day_paths: list[str]) -> list[str]:
+    """The event types of DayPath arrays, in order. The writers store an array compactly
+    and escape a quote with a backslash, so where no element holds a quote or a
+    backslash, the arrays joined split exactly on their separators: at 10M events over
+    120 days, 0.8M arrays, several times faster than parsing each. Anything else (an
+    array written another way) is parsed."""
+    joined = ",".join(day_paths)
+    elements = joined[2:-2].replace('"],["', '","')
+    if (joined[:2] == '["' and joined[-2:] == '"]' and "\\" not in elements
+            and '"' not in elements.replace('","', "")):
+        return elements.split('","')
+    return [event_type for day_path in day_paths for event_type in json.loads(day_path)]
 
 
 def _users_of(persons: list[int]) -> Iterator[list[int]]:
@@ -195,7 +206,7 @@ def _steps(event_types: list[str], *, anchor: str | None, direction: Direction,
         else:
             return None
         ordered = reversed(event_types[:end])
-    picked = tuple(islice((event_type for event_type, _ in groupby(ordered)), steps + 1))
+    picked = tuple(islice(map(itemgetter(0), groupby(ordered)), steps + 1))
     return picked + (None,) * (steps + 1 - len(picked))
 
 

@@ -303,6 +303,35 @@ def test_an_alias_and_its_person_active_on_one_day_have_their_events_interleaved
     assert result["paths"] == [{"events": ["view", "add_to_cart", "purchase"], "persons": 1}]
 
 
+def test_event_types_with_quotes_separators_and_accents_keep_their_names_in_paths():
+    now = timezone.now()
+    first, second = (timezone.localdate(now - timedelta(days=days)) for days in (3, 2))
+    days_of = {
+        "ann": (['said "wow"', "view"], ['said "wow"', 'a","b', "back\\slash", "view"]),
+        "bob": (["x],[y", "a b"], ["café", "x],[y", "view", "view", "[]"]),
+    }
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type=name, user_id=user,
+                                    item_id=None, timestamp=timezone.make_aware(
+                                        datetime(day.year, day.month, day.day, 9, position)))
+                         for user, names_by_day in days_of.items()
+                         for day, names in zip((first, second), names_by_day)
+                         for position, name in enumerate(names)],
+                 received_at=now - timedelta(hours=1))
+    services.roll_up_new_events(now=now)
+    date_range = DateRange(start=first, end=second)
+
+    def found_paths():
+        with analytics_queries():
+            return paths.paths(date_range=date_range, steps=5)["paths"]
+
+    from_rollups = found_paths()
+    with sources.raw_events_only():
+        assert found_paths() == from_rollups
+    assert sorted(path["events"] for path in from_rollups) == [
+        ['said "wow"', "view", 'said "wow"', 'a","b', "back\\slash", "view"],
+        ["x],[y", "a b", "café", "x],[y", "view", "[]"]]
+
+
 def test_a_category_named_like_the_other_series_shares_it_from_the_rollups_too():
     now = timezone.now()
     # "other" has most views, so it is kept; c0 has fewest, the eleventh category, and
