@@ -19,13 +19,17 @@ def stickiness(*, date_range: DateRange, interval: StickinessInterval = "week",
     period_of = sources.period_of(interval)
     active_sql, active_params = sources.person_days(date_range=date_range, category=category)
     periods_sql, periods_params = sources.periods(days=date_range.dates(), period_of=period_of)
+    # Each (period, person, day) once (an alias and its person can share a day), then
+    # counted: one sort feeds both groupings, where counting distinct days sorted each
+    # (period, person)'s days apart (10M events, 120 days: 0.7M groups, 1.6 -> 1.25 s).
     histogram = {int(days): int(pairs) for days, pairs in sources.fetch(
         f"SELECT days, COUNT(*) FROM ("
-        f"  SELECT period_of.period, activity.person, COUNT(DISTINCT activity.day) AS days"
-        f"  FROM ({active_sql}) AS activity"
-        f"  JOIN ({periods_sql}) AS period_of ON period_of.day = activity.day"
-        f"  GROUP BY period_of.period, activity.person) AS per_person_period "
-        "GROUP BY days", [*active_params, *periods_params])}
+        f"  SELECT period, person, COUNT(*) AS days FROM ("
+        f"    SELECT DISTINCT period_of.period, activity.person, activity.day"
+        f"    FROM ({active_sql}) AS activity"
+        f"    JOIN ({periods_sql}) AS period_of ON period_of.day = activity.day) AS person_days"
+        f"  GROUP BY period, person) AS per_person_period "
+        "GROUP BY days", [*active_params, *periods_params], sorted_groups=True)}
     total = sum(histogram.values())
     return {
         "interval": interval,

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -357,3 +358,10 @@ def test_a_category_named_like_the_other_series_shares_it_from_the_rollups_too()
         rolled = persons_by_category()
     assert {row["breakdown_value"]: row["total"] for row in raw}["other"] == 20 + 2 - 1
     assert rolled == raw
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner settings")
+def test_a_query_grouped_by_sorting_leaves_the_next_reads_free_to_hash():
+    with analytics_queries():
+        assert sources.fetch("SHOW enable_hashagg", [], sorted_groups=True) == [("off",)]
+        assert sources.fetch("SHOW enable_hashagg", []) == [("on",)]
