@@ -132,9 +132,8 @@ def _persons_per_path(*, date_range: DateRange, anchor: str | None, direction: D
             "SELECT person, CASE WHEN day = LAG(day) OVER (PARTITION BY person ORDER BY day) "
             f"THEN NULL ELSE path END FROM ({rolled_sql}) AS rolled ORDER BY person, day",
             rolled_params)
-        # Fetched in chunks: the driver builds a chunk's rows at once, where iterating
-        # the cursor builds them one by one (at 10M events over 120 days, 0.8M rows: about
-        # a second apart, benchmarks/README.md, session 21).
+        # Fetched in chunks: the driver builds a chunk's rows at once, where iterating the
+        # cursor builds them one by one (0.8M rows at 10M events over 120 days).
         rows = chain.from_iterable(iter(lambda: cursor.fetchmany(ROWS_PER_FETCH), []))
         for person, days in groupby(rows, key=itemgetter(0)):
             day_paths = [path for _, path in days]

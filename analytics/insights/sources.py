@@ -287,15 +287,16 @@ def fetch(sql: str, params: list[Any], *, sorted_groups: bool = False) -> list[t
     nested groupings (stickiness's persons' days in periods, 10M events over 120 days:
     1.6 s counting distinct days per group, 2.1 s hashed, 1.25 s sorted;
     benchmarks/README.md, session 21)."""
+    sorting = sorted_groups and connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        if sorted_groups and connection.vendor == "postgresql":
+        if sorting:
             cursor.execute("SET LOCAL enable_hashagg = off")
-        try:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-        finally:
-            if sorted_groups and connection.vendor == "postgresql":
-                cursor.execute("SET LOCAL enable_hashagg TO DEFAULT")
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+        # A failed query needs no reset: its transaction rolls the setting back with it.
+        if sorting:
+            cursor.execute("SET LOCAL enable_hashagg TO DEFAULT")
+        return rows
 
 
 def _week_start(day: date) -> date:
