@@ -158,7 +158,9 @@ def _event_types(day_paths: list[str]) -> list[str]:
     array written another way) is parsed."""
     joined = ",".join(day_paths)
     elements = joined[2:-2].replace('"],["', '","')
-    if (joined[:2] == '["' and joined[-2:] == '"]' and "\\" not in elements
+    # Each join between arrays, and only those, reads '"],["' (an element "],[" would too).
+    if (len(joined) >= 4 and joined[:2] == '["' and joined[-2:] == '"]'
+            and joined.count('"],["') == len(day_paths) - 1 and "\\" not in elements
             and '"' not in elements.replace('","', "")):
         return elements.split('","')
     return [event_type for day_path in day_paths for event_type in json.loads(day_path)]

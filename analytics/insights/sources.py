@@ -286,7 +286,8 @@ def fetch(sql: str, params: list[Any], *, sorted_groups: bool = False) -> list[t
     to disk in batches and gives up the parallel plan, while one parallel sort feeds
     nested groupings (stickiness's persons' days in periods, 10M events over 120 days:
     1.6 s counting distinct days per group, 2.1 s hashed, 1.25 s sorted;
-    benchmarks/README.md, session 21)."""
+    benchmarks/README.md, session 21). The setting is SET LOCAL, as analytics_queries'
+    are: it holds within that transaction (outside one PostgreSQL ignores it)."""
     sorting = sorted_groups and connection.vendor == "postgresql"
     with connection.cursor() as cursor:
         if sorting:
