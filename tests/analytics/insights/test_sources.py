@@ -304,6 +304,23 @@ def test_an_alias_and_its_person_active_on_one_day_have_their_events_interleaved
     assert result["paths"] == [{"events": ["view", "add_to_cart", "purchase"], "persons": 1}]
 
 
+def test_an_alias_and_its_person_active_on_one_day_are_one_person_active_one_day():
+    now = timezone.now()
+    day = timezone.localdate(now - timedelta(days=2))
+    nine = timezone.make_aware(datetime(day.year, day.month, day.day, 9))
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id=user,
+                                    item_id="sku-1", timestamp=nine + timedelta(minutes=minutes))
+                         for user, minutes in (("anon-1", 0), ("ann", 5))],
+                 received_at=now - timedelta(hours=1))
+    services.roll_up_new_events(now=now)
+    link_identities(links=[("anon-1", "ann")], linked_at=now)  # rolled up as two users' days
+
+    with analytics_queries():
+        result = stickiness.stickiness(date_range=DateRange(start=day, end=day))
+    assert result["person_periods"] == 1
+    assert result["days"][0]["persons"] == 1
+
+
 def test_event_types_with_quotes_separators_and_accents_keep_their_names_in_paths():
     now = timezone.now()
     first, second = (timezone.localdate(now - timedelta(days=days)) for days in (3, 2))
