@@ -4,8 +4,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.db import connection
+from django.db.models import Model
 
 from analytics.insights import sources
+from analytics.insights.sources import Relation
 from analytics.insights.common import (
     RATED_EVENT_TYPES,
     SENTIMENT_LABELS,
@@ -23,17 +25,27 @@ _TOTAL_FIELDS = ("events", "views", "previous_views", "purchases", "revenue", "r
                  "ratings", *SENTIMENT_LABELS)
 
 
+def _table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
 def _sql_in(values: tuple[str, ...] | list[Any]) -> str:
     return ", ".join(["%s"] * len(values))
 
 
+# _order_key in SQL, over per_item (and, for conversion, the items' distinct users).
 _TOP_ITEMS_ORDER = {
-    "views": "views DESC, item",
-    "revenue": "COALESCE(revenue, 0) DESC, views DESC, item",
+    "views": "per_item.views DESC, per_item.item",
+    "revenue": "COALESCE(per_item.revenue, 0) DESC, per_item.views DESC, per_item.item",
     # No rating sorts last, as _order_key's None does.
-    "average_rating": ("CASE WHEN ratings > 0 THEN 0 ELSE 1 END, "
-                       "CASE WHEN ratings > 0 THEN rating_sum / ratings END DESC, "
-                       "views DESC, item"),
+    "average_rating": ("CASE WHEN per_item.ratings > 0 THEN 0 ELSE 1 END, "
+                       "CASE WHEN per_item.ratings > 0 "
+                       "THEN per_item.rating_sum / per_item.ratings END DESC, "
+                       "per_item.views DESC, per_item.item"),
+    # No viewer sorts last; a double divided by an integer, as ratio divides.
+    "conversion": ("CASE WHEN users.viewers > 0 THEN 0 ELSE 1 END, "
+                   "CAST(users.purchasers AS DOUBLE PRECISION) / NULLIF(users.viewers, 0) DESC, "
+                   "per_item.views DESC, per_item.item"),
 }
 # _trending's growth in SQL: a double divided by an integer, as Python divides floats.
 _GROWTH = ("CAST(views - previous_views AS DOUBLE PRECISION) "
@@ -42,8 +54,7 @@ _GROWTH = ("CAST(views - previous_views AS DOUBLE PRECISION) "
 
 @dataclass(frozen=True)
 class _Wanted:
-    """Which rows _item_rows returns: the top `limit` items by `order_by` (every item with
-    events, for conversion, which needs their distinct counts first), the per-category
+    """Which rows _item_rows returns: the top `limit` items by `order_by`, the per-category
     sums, the `trending_limit` fastest growing items with at least `min_views`."""
 
     order_by: ItemOrder | None = None
@@ -61,11 +72,9 @@ def _item_rows(*, date_range: DateRange, category: str | None, with_previous: bo
     period of equal length and `previous_views` counts its views (else it is 0). The
     database ranks and sums these (one statement, the per-item totals computed once) and
     returns only the rows `wanted`, so a request holds 20-odd rows instead of one per item
-    in the catalog (100,000 in the 10M-event benchmark; no faster there: the totals'
-    pass dominates). The distinct viewers and purchasers are not additive and come from
-    _distinct_users."""
-    event_table = connection.ops.quote_name(Event._meta.db_table)
-    item_table = connection.ops.quote_name(Item._meta.db_table)
+    in the catalog (100,000 in the 10M-event benchmark). The distinct viewers and
+    purchasers are not additive: they come from _distinct_users, for the top rows alone,
+    but for conversion, which ranks every item by them here."""
     start = connection.ops.adapt_datetimefield_value(date_range.start_at)
     since = date_range.previous().start_at if with_previous else date_range.start_at
     rated = _sql_in(RATED_EVENT_TYPES)
@@ -89,15 +98,23 @@ def _item_rows(*, date_range: DateRange, category: str | None, with_previous: bo
     params += [connection.ops.adapt_datetimefield_value(since),
                connection.ops.adapt_datetimefield_value(date_range.end_before)]
     if category:
-        filters.append(f"e.item_id IN (SELECT id FROM {item_table} WHERE category = %s)")
+        filters.append(f"e.item_id IN (SELECT id FROM {_table(Item)} WHERE category = %s)")
         params.append(category)
     columns = ", ".join(f"{sql} AS {name}" for (sql, _), name in zip(totals, _TOTAL_FIELDS))
     parts = []
-    if wanted.order_by == "conversion":
-        parts.append("SELECT 'items', per_item.* FROM per_item WHERE events > 0")
-    elif wanted.order_by:
-        parts.append("SELECT 'items', ranked.* FROM (SELECT * FROM per_item WHERE events > 0 "
-                     f"ORDER BY {_TOP_ITEMS_ORDER[wanted.order_by]} LIMIT %s) AS ranked")
+    if wanted.order_by:
+        ranked_from = "per_item"
+        if wanted.order_by == "conversion":
+            # Ranked in the database, as the other orderings are: every item's distinct
+            # users are counted either way, and only `limit` rows come back instead of one
+            # per item with events (10M events: 100,000 rows read into Python, about a
+            # second of the page; benchmarks/README.md, session 22).
+            users_sql, users_params = _item_users(date_range=date_range, category=category)
+            ranked_from += f" LEFT JOIN ({users_sql}) AS users ON users.item = per_item.item"
+            params += users_params
+        parts.append(f"SELECT 'items', ranked.* FROM (SELECT per_item.* FROM {ranked_from} "
+                     f"WHERE per_item.events > 0 ORDER BY {_TOP_ITEMS_ORDER[wanted.order_by]} "
+                     "LIMIT %s) AS ranked")
         params.append(wanted.limit)
     if wanted.categories:
         sums = ", ".join(f"SUM({field})" for field in _TOTAL_FIELDS)
@@ -116,9 +133,9 @@ def _item_rows(*, date_range: DateRange, category: str | None, with_previous: bo
     if not parts:
         return rows
     sql = (f"WITH per_item AS (SELECT t.*, i.category, i.item_id AS external_id FROM ("
-           f"SELECT e.item_id AS item, {columns} FROM {event_table} e "
+           f"SELECT e.item_id AS item, {columns} FROM {_table(Event)} e "
            f"WHERE {' AND '.join(filters)} GROUP BY e.item_id) t "
-           f"JOIN {item_table} i ON i.id = t.item) " + " UNION ALL ".join(parts))
+           f"JOIN {_table(Item)} i ON i.id = t.item) " + " UNION ALL ".join(parts))
     for kind, item, *sums, category_name, external_id in sources.fetch(sql, params):
         # PostgreSQL sums bigints as numeric: back to the types a single item's totals have.
         row = {field: None if value is None
@@ -129,57 +146,73 @@ def _item_rows(*, date_range: DateRange, category: str | None, with_previous: bo
     return rows
 
 
-def _distinct_users(*, date_range: DateRange, category: str | None, by_category: bool,
-                    item_pks: list[int] | None = None) -> dict[Any, tuple[int, int]]:
-    """Distinct viewers and purchasers in the range per item pk (only of item_pks when
-    given) or per category. Reads only view and purchase events (the (type, timestamp)
-    index). Per category the events are grouped by the category's integer rank, not its
-    name: sorting integers costs less than sorting collated text. Users are counted as
-    persons, as in the funnel: an anonymous id linked to a signed-in user is that user.
-    Per category, the rollups hold each user's views and purchases of a day (sources.py):
-    at 10M events over 120 days that is 2M rows to count over instead of 6M events."""
-    if by_category and (shoppers := sources.category_shoppers(date_range=date_range,
-                                                              category=category)):
-        shoppers_sql, shoppers_params = shoppers
-        return {name: (viewers, purchasers) for name, viewers, purchasers in sources.fetch(
-            "SELECT category, COUNT(DISTINCT CASE WHEN views > 0 THEN person END), "
-            "COUNT(DISTINCT CASE WHEN purchases > 0 THEN person END) "
-            f"FROM ({shoppers_sql}) AS shoppers GROUP BY category", shoppers_params)}
-    event_table = connection.ops.quote_name(Event._meta.db_table)
-    item_table = connection.ops.quote_name(Item._meta.db_table)
-    link_join = (f"LEFT JOIN {connection.ops.quote_name(IdentityLink._meta.db_table)} l "
-                 "ON l.alias_id = e.user_id")
+def _view_and_purchase_events(*, date_range: DateRange, category: str | None
+                              ) -> tuple[str, str, list[Any]]:
+    """(FROM, WHERE, parameters) of the range's view and purchase events of items (of the
+    category), each with its person as `person` (linked to its identity link as `l`):
+    covered by the (type, timestamp) index. The parameters start with the two types, for
+    _COUNTS's FILTERs, which come before the WHERE."""
     params: list[Any] = ["view", "purchase", "view", "purchase",
                          connection.ops.adapt_datetimefield_value(date_range.start_at),
                          connection.ops.adapt_datetimefield_value(date_range.end_before)]
     filters = ["e.type IN (%s, %s)", "e.timestamp >= %s", "e.timestamp < %s",
                "e.item_id IS NOT NULL"]
     if category:
-        filters.append(f"e.item_id IN (SELECT id FROM {item_table} WHERE category = %s)")
+        filters.append(f"e.item_id IN (SELECT id FROM {_table(Item)} WHERE category = %s)")
         params.append(category)
+    from_sql = f"{_table(Event)} e LEFT JOIN {_table(IdentityLink)} l ON l.alias_id = e.user_id"
+    return from_sql, " AND ".join(filters), params
+
+
+# Users are counted as persons, as in the funnel: an anonymous id linked to a signed-in
+# user is that user. The first two parameters of _view_and_purchase_events.
+_PERSON = "COALESCE(l.person_id, e.user_id)"
+_COUNTS = (f"COUNT(DISTINCT {_PERSON}) FILTER (WHERE e.type = %s) AS viewers, "
+           f"COUNT(DISTINCT {_PERSON}) FILTER (WHERE e.type = %s) AS purchasers")
+
+
+def _item_users(*, date_range: DateRange, category: str | None,
+                item_pks: list[int] | None = None) -> Relation:
+    """SQL with columns (item, viewers, purchasers): distinct viewers and purchasers in the
+    range per item pk (of item_pks when given, which must not be empty)."""
+    from_sql, where, params = _view_and_purchase_events(date_range=date_range,
+                                                        category=category)
     if item_pks is not None:
-        if not item_pks:
-            return {}
-        filters.append(f"e.item_id IN ({_sql_in(item_pks)})")
+        where += f" AND e.item_id IN ({_sql_in(item_pks)})"
         params += item_pks
-    person = "COALESCE(l.person_id, e.user_id)"
-    counts = (f"COUNT(DISTINCT {person}) FILTER (WHERE e.type = %s) AS viewers, "
-              f"COUNT(DISTINCT {person}) FILTER (WHERE e.type = %s) AS purchasers")
-    where = " AND ".join(filters)
-    if by_category:
-        ranks = "DENSE_RANK() OVER (ORDER BY category) AS category_rank"
-        sql = (f"SELECT names.category, users.viewers, users.purchasers FROM ("
-               f"SELECT r.category_rank, {counts} FROM {event_table} e {link_join} "
-               f"JOIN (SELECT id, {ranks} FROM {item_table}) r ON r.id = e.item_id "
-               f"WHERE {where} GROUP BY r.category_rank) users "
-               f"JOIN (SELECT DISTINCT category, {ranks} FROM {item_table}) names "
-               f"ON names.category_rank = users.category_rank")
-    else:
-        sql = (f"SELECT e.item_id, {counts} FROM {event_table} e {link_join} WHERE {where} "
-               "GROUP BY e.item_id")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+    return (f"SELECT e.item_id AS item, {_COUNTS} FROM {from_sql} WHERE {where} "
+            "GROUP BY e.item_id", params)
+
+
+def _distinct_users(*, date_range: DateRange, category: str | None, by_category: bool,
+                    item_pks: list[int] | None = None) -> dict[Any, tuple[int, int]]:
+    """Distinct viewers and purchasers in the range per item pk (only of item_pks when
+    given: _item_users) or per category. Per category, the rollups hold each user's views
+    and purchases of a day (sources.py): at 10M events over 120 days that is 2M rows to
+    count over instead of 6M events. From raw events, they are grouped by the category's
+    integer rank, not its name: sorting integers costs less than sorting collated text."""
+    if not by_category:
+        if item_pks is not None and not item_pks:
+            return {}
+        sql, params = _item_users(date_range=date_range, category=category, item_pks=item_pks)
+        return {item: (viewers, purchasers)
+                for item, viewers, purchasers in sources.fetch(sql, params)}
+    if shoppers := sources.category_shoppers(date_range=date_range, category=category):
+        shoppers_sql, shoppers_params = shoppers
+        return {name: (viewers, purchasers) for name, viewers, purchasers in sources.fetch(
+            "SELECT category, COUNT(DISTINCT CASE WHEN views > 0 THEN person END), "
+            "COUNT(DISTINCT CASE WHEN purchases > 0 THEN person END) "
+            f"FROM ({shoppers_sql}) AS shoppers GROUP BY category", shoppers_params)}
+    from_sql, where, params = _view_and_purchase_events(date_range=date_range,
+                                                        category=category)
+    ranks = "DENSE_RANK() OVER (ORDER BY category) AS category_rank"
+    sql = (f"SELECT names.category, users.viewers, users.purchasers FROM ("
+           f"SELECT r.category_rank, {_COUNTS} FROM {from_sql} "
+           f"JOIN (SELECT id, {ranks} FROM {_table(Item)}) r ON r.id = e.item_id "
+           f"WHERE {where} GROUP BY r.category_rank) users "
+           f"JOIN (SELECT DISTINCT category, {ranks} FROM {_table(Item)}) names "
+           f"ON names.category_rank = users.category_rank")
+    return {name: (viewers, purchasers) for name, viewers, purchasers in sources.fetch(sql, params)}
 
 
 def _performance_row(totals: dict[str, Any], users: tuple[int, int]) -> dict[str, Any]:
@@ -205,20 +238,12 @@ def _order_key(order_by: ItemOrder, totals: dict[str, Any], tie: Any) -> tuple:
 
 def _top_items(*, rows: list[dict[str, Any]], date_range: DateRange, category: str | None,
                order_by: ItemOrder, limit: int) -> list[dict[str, Any]]:
-    current = {row["item"]: row for row in rows}
-    users: dict[Any, tuple[int, int]] = {}
-    if order_by == "conversion":
-        # Conversion needs every item's distinct counts before ranking.
-        users = _distinct_users(date_range=date_range, category=category, by_category=False)
-    # The other orderings need only the additive totals, so the distinct counts are read
-    # for the top rows alone.
-    performance = {pk: _performance_row(row, users.get(pk, (0, 0)))
-                   for pk, row in current.items()}
+    """`rows`: the top `limit` items by order_by (_item_rows ranks them), in any order."""
+    users = _distinct_users(date_range=date_range, category=category, by_category=False,
+                            item_pks=[row["item"] for row in rows])
+    performance = {row["item"]: _performance_row(row, users.get(row["item"], (0, 0)))
+                   for row in rows}
     top = sorted(performance, key=lambda pk: _order_key(order_by, performance[pk], pk))[:limit]
-    if order_by != "conversion":
-        users = _distinct_users(date_range=date_range, category=category, by_category=False,
-                                item_pks=top)
-        performance = {pk: _performance_row(current[pk], users.get(pk, (0, 0))) for pk in top}
     details = {item.pk: item for item in Item.objects.filter(pk__in=top)
                .only("item_id", "title", "category")}
     return [with_shares({**performance[pk], "item_id": details[pk].item_id,

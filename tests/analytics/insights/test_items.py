@@ -106,6 +106,34 @@ class TestItems:
         assert top(2) == ["high", "low"]
         assert top(3) == ["high", "low", "unrated"]
 
+    def test_the_top_items_by_conversion_rank_every_item_then_cut_at_the_limit(self):
+        # half: 1 of 2 viewers bought; popular: 2 of 4, the same share with more views;
+        # best: its one viewer bought; unseen: bought by someone who never viewed it, so
+        # it has no conversion and goes last, behind an item nobody bought.
+        half, popular, best, unseen, browsed = (item(name) for name in
+                                                ["half", "popular", "best", "unseen", "browsed"])
+        for n in range(2):
+            event(user(f"h{n}"), "view", at(20), half)
+        event(EndUser.objects.get(user_id="h0"), "purchase", at(21), half, value=1.0)
+        for n in range(4):
+            event(user(f"p{n}"), "view", at(20), popular)
+        for n in range(2):
+            event(EndUser.objects.get(user_id=f"p{n}"), "purchase", at(21), popular, value=1.0)
+        event(user("b0"), "view", at(20), best)
+        event(EndUser.objects.get(user_id="b0"), "purchase", at(21), best, value=1.0)
+        for n in range(3):
+            event(user(f"u{n}"), "purchase", at(21), unseen, value=9.0)
+        event(user("w0"), "view", at(20), browsed)
+
+        def top(limit):
+            return [(row["item_id"], row["conversion"]) for row in items.item_performance(
+                date_range=JANUARY, order_by="conversion", limit=limit)]
+
+        ranked = [("best", 1.0), ("popular", 0.5), ("half", 0.5), ("browsed", 0.0),
+                  ("unseen", None)]
+        for limit in range(1, 6):
+            assert top(limit) == ranked[:limit]
+
     def test_trending_ties_at_the_limit_go_by_the_item_ids_characters(self):
         # Character by character "B" < "a" and "sku-2" < "sku10"; a database collation
         # that ignores case or punctuation would keep "a" and "sku10".
