@@ -149,8 +149,8 @@ def _item_rows(*, date_range: DateRange, category: str | None, with_previous: bo
 def _view_and_purchase_events(*, date_range: DateRange, category: str | None
                               ) -> tuple[str, str, list[Any]]:
     """(FROM, WHERE, parameters) of the range's view and purchase events of items (of the
-    category), each with its person as `person` (linked to its identity link as `l`):
-    covered by the (type, timestamp) index. The parameters start with the two types, for
+    category) as `e`, joined to their user's identity link as `l` (for _PERSON): covered
+    by the (type, timestamp) index. The parameters start with the two types, for
     _COUNTS's FILTERs, which come before the WHERE."""
     params: list[Any] = ["view", "purchase", "view", "purchase",
                          connection.ops.adapt_datetimefield_value(date_range.start_at),
@@ -187,7 +187,7 @@ def _item_users(*, date_range: DateRange, category: str | None,
 def _distinct_users(*, date_range: DateRange, category: str | None, by_category: bool,
                     item_pks: list[int] | None = None) -> dict[Any, tuple[int, int]]:
     """Distinct viewers and purchasers in the range per item pk (only of item_pks when
-    given: _item_users) or per category. Per category, the rollups hold each user's views
+    given: _item_users) or, by_category, per category (item_pks not used). Per category, the rollups hold each user's views
     and purchases of a day (sources.py): at 10M events over 120 days that is 2M rows to
     count over instead of 6M events. From raw events, they are grouped by the category's
     integer rank, not its name: sorting integers costs less than sorting collated text."""

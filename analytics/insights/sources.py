@@ -27,9 +27,9 @@ to their day.
 
 What is not rolled up, and why, is said where it is read: funnels after their first step
 (conversion windows across arbitrary steps), items (per-item totals and distinct persons
-per item: an item-day rollup was measured twice, 5.8M rows at 10M events: over 120 days
-it summed no faster than one pass over the events, over 30 days it took the page from 2.9
-to 2.2-2.5 s, for about 1 GB more (benchmarks/README.md, session 22); they read the
+per item: an item-day rollup was measured twice, 5.8M rows at 10M events: it left the
+120-day page as slow as one pass over the events and took the 30-day page from 2.9 to
+2.2-2.5 s, for about 1 GB more (benchmarks/README.md, session 22); they read the
 events' covering (item, timestamp) index),
 sentiment (reviews only, scored after they arrive),
 recommendations (impressions), property filters and breakdowns, and unique persons of

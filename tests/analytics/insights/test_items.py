@@ -107,11 +107,12 @@ class TestItems:
         assert top(3) == ["high", "low", "unrated"]
 
     def test_the_top_items_by_conversion_rank_every_item_then_cut_at_the_limit(self):
-        # half: 1 of 2 viewers bought; popular: 2 of 4, the same share with more views;
-        # best: its one viewer bought; unseen: bought by someone who never viewed it, so
-        # it has no conversion and goes last, behind an item nobody bought.
-        half, popular, best, unseen, browsed = (item(name) for name in
-                                                ["half", "popular", "best", "unseen", "browsed"])
+        # best: its one viewer bought; popular: 2 of 4 viewers bought, the share of half
+        # (1 of 2) with more views; browsed: 3 viewers, none bought (ahead of half if the
+        # shares were divided as integers). unseen (bought by people who never viewed it)
+        # and rated (no view or purchase at all) have no conversion: last, by item.
+        half, popular, best, browsed, unseen, rated = (
+            item(name) for name in ["half", "popular", "best", "browsed", "unseen", "rated"])
         for n in range(2):
             event(user(f"h{n}"), "view", at(20), half)
         event(EndUser.objects.get(user_id="h0"), "purchase", at(21), half, value=1.0)
@@ -122,16 +123,18 @@ class TestItems:
         event(user("b0"), "view", at(20), best)
         event(EndUser.objects.get(user_id="b0"), "purchase", at(21), best, value=1.0)
         for n in range(3):
+            event(user(f"w{n}"), "view", at(20), browsed)
+        for n in range(3):
             event(user(f"u{n}"), "purchase", at(21), unseen, value=9.0)
-        event(user("w0"), "view", at(20), browsed)
+        event(user("r0"), "rating", at(21), rated, value=4)
 
         def top(limit):
             return [(row["item_id"], row["conversion"]) for row in items.item_performance(
                 date_range=JANUARY, order_by="conversion", limit=limit)]
 
         ranked = [("best", 1.0), ("popular", 0.5), ("half", 0.5), ("browsed", 0.0),
-                  ("unseen", None)]
-        for limit in range(1, 6):
+                  ("unseen", None), ("rated", None)]
+        for limit in range(1, 7):
             assert top(limit) == ranked[:limit]
 
     def test_trending_ties_at_the_limit_go_by_the_item_ids_characters(self):
