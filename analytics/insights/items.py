@@ -7,7 +7,6 @@ from django.db import connection
 from django.db.models import Model
 
 from analytics.insights import sources
-from analytics.insights.sources import Relation
 from analytics.insights.common import (
     RATED_EVENT_TYPES,
     SENTIMENT_LABELS,
@@ -15,6 +14,7 @@ from analytics.insights.common import (
     ratio,
     with_shares,
 )
+from analytics.insights.sources import Relation
 from ingestion.models import Event, IdentityLink, Item
 
 
@@ -187,10 +187,11 @@ def _item_users(*, date_range: DateRange, category: str | None,
 def _distinct_users(*, date_range: DateRange, category: str | None, by_category: bool,
                     item_pks: list[int] | None = None) -> dict[Any, tuple[int, int]]:
     """Distinct viewers and purchasers in the range per item pk (only of item_pks when
-    given: _item_users) or, by_category, per category (item_pks not used). Per category, the rollups hold each user's views
-    and purchases of a day (sources.py): at 10M events over 120 days that is 2M rows to
-    count over instead of 6M events. From raw events, they are grouped by the category's
-    integer rank, not its name: sorting integers costs less than sorting collated text."""
+    given: _item_users) or, by_category, per category (item_pks not used). Per category,
+    the rollups hold each user's views and purchases of a day (sources.py): at 10M events
+    over 120 days that is 2M rows to count over instead of 6M events. From raw events,
+    they are grouped by the category's integer rank, not its name: sorting integers costs
+    less than sorting collated text."""
     if not by_category:
         if item_pks is not None and not item_pks:
             return {}
@@ -212,7 +213,8 @@ def _distinct_users(*, date_range: DateRange, category: str | None, by_category:
            f"WHERE {where} GROUP BY r.category_rank) users "
            f"JOIN (SELECT DISTINCT category, {ranks} FROM {_table(Item)}) names "
            f"ON names.category_rank = users.category_rank")
-    return {name: (viewers, purchasers) for name, viewers, purchasers in sources.fetch(sql, params)}
+    return {name: (viewers, purchasers)
+            for name, viewers, purchasers in sources.fetch(sql, params)}
 
 
 def _performance_row(totals: dict[str, Any], users: tuple[int, int]) -> dict[str, Any]:
