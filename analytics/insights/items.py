@@ -73,7 +73,7 @@ def _item_rows(*, date_range: DateRange, category: str | None, with_previous: bo
     database ranks and sums these (one statement, the per-item totals computed once) and
     returns only the rows `wanted`, so a request holds 20-odd rows instead of one per item
     in the catalog (100,000 in the 10M-event benchmark). The distinct viewers and
-    purchasers are not additive: they come from _distinct_users, for the top rows alone,
+    purchasers are not additive: they come from _users_per_item, for the top rows alone,
     but for conversion, which ranks every item by them here."""
     start = connection.ops.adapt_datetimefield_value(date_range.start_at)
     since = date_range.previous().start_at if with_previous else date_range.start_at
@@ -150,12 +150,10 @@ def _view_and_purchase_events(*, date_range: DateRange, category: str | None
                               ) -> tuple[str, str, list[Any]]:
     """(FROM, WHERE, parameters) of the range's view and purchase events of items (of the
     category) as `e`, joined to their user's identity link as `l` (for _PERSON): covered
-    by the (type, timestamp) index. The parameters start with the two types, for
-    _COUNTS's FILTERs, which come before the WHERE."""
-    params: list[Any] = ["view", "purchase", "view", "purchase",
-                         connection.ops.adapt_datetimefield_value(date_range.start_at),
+    by the (type, timestamp) index."""
+    params: list[Any] = [connection.ops.adapt_datetimefield_value(date_range.start_at),
                          connection.ops.adapt_datetimefield_value(date_range.end_before)]
-    filters = ["e.type IN (%s, %s)", "e.timestamp >= %s", "e.timestamp < %s",
+    filters = ["e.type IN ('view', 'purchase')", "e.timestamp >= %s", "e.timestamp < %s",
                "e.item_id IS NOT NULL"]
     if category:
         filters.append(f"e.item_id IN (SELECT id FROM {_table(Item)} WHERE category = %s)")
@@ -165,10 +163,10 @@ def _view_and_purchase_events(*, date_range: DateRange, category: str | None
 
 
 # Users are counted as persons, as in the funnel: an anonymous id linked to a signed-in
-# user is that user. The first two parameters of _view_and_purchase_events.
+# user is that user.
 _PERSON = "COALESCE(l.person_id, e.user_id)"
-_COUNTS = (f"COUNT(DISTINCT {_PERSON}) FILTER (WHERE e.type = %s) AS viewers, "
-           f"COUNT(DISTINCT {_PERSON}) FILTER (WHERE e.type = %s) AS purchasers")
+_COUNTS = (f"COUNT(DISTINCT {_PERSON}) FILTER (WHERE e.type = 'view') AS viewers, "
+           f"COUNT(DISTINCT {_PERSON}) FILTER (WHERE e.type = 'purchase') AS purchasers")
 
 
 def _item_users(*, date_range: DateRange, category: str | None,
@@ -184,20 +182,23 @@ def _item_users(*, date_range: DateRange, category: str | None,
             "GROUP BY e.item_id", params)
 
 
-def _distinct_users(*, date_range: DateRange, category: str | None, by_category: bool,
-                    item_pks: list[int] | None = None) -> dict[Any, tuple[int, int]]:
-    """Distinct viewers and purchasers in the range per item pk (only of item_pks when
-    given: _item_users) or, by_category, per category (item_pks not used). Per category,
-    the rollups hold each user's views and purchases of a day (sources.py): at 10M events
-    over 120 days that is 2M rows to count over instead of 6M events. From raw events,
-    they are grouped by the category's integer rank, not its name: sorting integers costs
-    less than sorting collated text."""
-    if not by_category:
-        if item_pks is not None and not item_pks:
-            return {}
-        sql, params = _item_users(date_range=date_range, category=category, item_pks=item_pks)
-        return {item: (viewers, purchasers)
-                for item, viewers, purchasers in sources.fetch(sql, params)}
+def _users_per_item(*, date_range: DateRange, category: str | None,
+                    item_pks: list[int]) -> dict[int, tuple[int, int]]:
+    """Distinct viewers and purchasers in the range of the items item_pks, per item pk."""
+    if not item_pks:
+        return {}
+    sql, params = _item_users(date_range=date_range, category=category, item_pks=item_pks)
+    return {item: (viewers, purchasers)
+            for item, viewers, purchasers in sources.fetch(sql, params)}
+
+
+def _users_per_category(*, date_range: DateRange, category: str | None
+                        ) -> dict[str, tuple[int, int]]:
+    """Distinct viewers and purchasers in the range per category. The rollups hold each
+    user's views and purchases of a day (sources.py): at 10M events over 120 days that is
+    2M rows to count over instead of 6M events. From raw events, they are grouped by the
+    category's integer rank, not its name: sorting integers costs less than sorting
+    collated text."""
     if shoppers := sources.category_shoppers(date_range=date_range, category=category):
         shoppers_sql, shoppers_params = shoppers
         return {name: (viewers, purchasers) for name, viewers, purchasers in sources.fetch(
@@ -241,7 +242,7 @@ def _order_key(order_by: ItemOrder, totals: dict[str, Any], tie: Any) -> tuple:
 def _top_items(*, rows: list[dict[str, Any]], date_range: DateRange, category: str | None,
                order_by: ItemOrder, limit: int) -> list[dict[str, Any]]:
     """`rows`: the top `limit` items by order_by (_item_rows ranks them), in any order."""
-    users = _distinct_users(date_range=date_range, category=category, by_category=False,
+    users = _users_per_item(date_range=date_range, category=category,
                             item_pks=[row["item"] for row in rows])
     performance = {row["item"]: _performance_row(row, users.get(row["item"], (0, 0)))
                    for row in rows}
@@ -258,7 +259,7 @@ def _top_categories(*, rows: list[dict[str, Any]], date_range: DateRange,
                     ) -> list[dict[str, Any]]:
     """Category totals are sums of their items' totals; distinct users are counted per
     category (a user viewing two items of a category counts once)."""
-    users = _distinct_users(date_range=date_range, category=category, by_category=True)
+    users = _users_per_category(date_range=date_range, category=category)
     performance = {row["category"]: _performance_row(row, users.get(row["category"], (0, 0)))
                    for row in rows}
     top = sorted(performance,
