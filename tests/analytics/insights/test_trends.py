@@ -165,3 +165,55 @@ def test_compare_to_the_previous_period(searches):
     row = result["series"][0]
     assert result["previous_periods"] == ["2025-12-29"]
     assert (row["total"], row["previous_total"]) == (3, 1)
+
+
+def test_compare_splits_a_week_that_both_ranges_share_at_their_boundary():
+    # Wednesday 7 to Tuesday 13 Jan; the period before runs Wednesday 31 Dec to Tuesday 6 Jan,
+    # so the week of Monday 5 Jan is in both. Filtered by a property, as events are counted
+    # where the per-day figures cannot answer.
+    ann = user("ann")
+    for moment in (at(6, 23, 59), at(7, 0, 0), at(12)):
+        event(ann, "search", moment, properties={"plan": "pro"})
+
+    result = trends.trends(date_range=DateRange(start=date(2026, 1, 7), end=date(2026, 1, 13)),
+                           event_types=["search"], interval="week", compare=True,
+                           property_filter=("plan", "pro"))
+
+    row = result["series"][0]
+    assert (result["periods"], result["previous_periods"]) == (
+        ["2026-01-05", "2026-01-12"], ["2025-12-29", "2026-01-05"])
+    assert (row["values"], row["previous_values"]) == ([1, 1], [0, 1])
+
+
+@pytest.mark.parametrize("measure, folded_before", [("count", 3), ("users", 1), ("sum", 6.0)])
+def test_compare_folds_the_period_before_into_the_values_the_current_range_keeps(
+        measure, folded_before):
+    # This week q00-q10 once each: q00-q09 are kept (ties by name) and q10 is "other". The
+    # week before, q10 was searched three times and q00 once: its series are this week's.
+    shopper = user("shopper")
+    for number in range(11):
+        event(shopper, "search", at(5), properties={"query": f"q{number:02d}"}, value=1.0)
+    for _ in range(3):
+        event(shopper, "search", at(1), properties={"query": "q10"}, value=2.0)
+    event(shopper, "search", at(1), properties={"query": "q00"}, value=5.0)
+
+    result = trends.trends(date_range=FIRST_WEEK, event_types=["search"], breakdown="query",
+                           measure=measure, interval="week", compare=True)
+
+    assert [row["breakdown_value"] for row in result["series"]] == (
+        [f"q{number:02d}" for number in range(10)] + ["other"])
+    assert series(result, "search", "other")["previous_total"] == folded_before
+    assert series(result, "search", "q00")["previous_total"] == (1 if measure != "sum" else 5.0)
+    assert series(result, "search", "q05")["previous_total"] == 0
+    assert series(result, "search", "other")["total"] == 1
+
+
+def test_averages_per_period_and_over_the_range_by_property_and_before(searches):
+    result = trends.trends(date_range=FIRST_WEEK, event_types=["search"], breakdown="plan",
+                           measure="average", compare=True)
+
+    pro = series(result, "search", "pro")
+    assert (pro["values"][0], pro["total"]) == (3.0, 3.0)
+    assert series(result, "search", "free")["total"] == 6.0
+    # ann's search of 1 Jan has no value: the week before has nothing to average.
+    assert (pro["previous_total"], sum(pro["previous_values"])) == (0, 0)
