@@ -377,45 +377,42 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
                        measure: Measure, interval: Interval, breakdown: str | None
                        ) -> tuple[dict[str, Figures], dict[str, Figures], list[str] | None]:
     """Counts, sums or averages of every range, per period and (averages) over the whole
-    range, from one statement over the events: the previous range ends where the current
-    one starts, so one scan reads both. With a breakdown, that statement also keeps the
-    values with most events in the current range (ties by name) and folds the rest into
-    OTHER, and the kept values come back ranked. A query per range and one to rank the
-    values read the events three times: a weekly breakdown by a property with compare, 10M
-    events over 120 days, took 3.3 s counted and 5.0 s averaged that way, 2.6 s in one
-    statement (benchmarks/README.md, session 23)."""
+    range, from one statement that sums the events per day: the previous range ends where
+    the current one starts, so one scan reads both, and a day is in one range and one
+    period. With a breakdown, that statement also keeps the values with most events in the
+    current range (ties by name) and folds the rest into OTHER, and the kept values come
+    back ranked. A query per range and period and one to rank the values read the events
+    three times: a weekly breakdown by a property with compare, 10M events over 120 days,
+    took 3.3 s counted and 5.0 s averaged that way, 2.6 s in one statement, 1.3 s with the
+    day's statistics (migration 0009) (benchmarks/README.md, session 23)."""
     current = ranges["current"]
     span = DateRange(start=min(measured.start for measured in ranges.values()), end=current.end)
     grouped = (_matching(date_range=span, event_types=event_types, category=category,
                          property_filter=property_filter)
-               .annotate(range_name=Case(When(timestamp__lt=current.start_at,
-                                              then=Value("previous")),
-                                         default=Value("current"), output_field=CharField()),
-                         period=Trunc("timestamp", interval, output_field=DateField()),
+               .annotate(day=Trunc("timestamp", "day", output_field=DateField()),
                          bucket=(_breakdown_expression(breakdown) if breakdown
                                  else Value(NONE_VALUE)))
-               .values("range_name", "type", "period", "bucket")
+               .values("day", "type", "bucket")
                .annotate(events=Count("id"), value_sum=Sum("value"), value_events=Count("value"))
                .order_by())
     grouped_sql, params = grouped.query.sql_with_params()
     rows = sources.fetch(
         f"WITH grouped AS ({grouped_sql}), kept AS (SELECT bucket, ROW_NUMBER() OVER "
-        "(ORDER BY SUM(events) DESC, bucket) AS position FROM grouped WHERE range_name = %s "
+        "(ORDER BY SUM(events) DESC, bucket) AS position FROM grouped WHERE day >= %s "
         "GROUP BY bucket ORDER BY position LIMIT %s) "
-        "SELECT grouped.range_name, grouped.type, grouped.period, COALESCE(kept.bucket, %s), "
-        "kept.position, SUM(grouped.events), SUM(grouped.value_sum), "
-        "SUM(grouped.value_events) FROM grouped LEFT JOIN kept ON kept.bucket = grouped.bucket "
-        "GROUP BY 1, 2, 3, 4, 5",
-        [*params, "current", MAX_BREAKDOWN_VALUES, OTHER])
+        "SELECT grouped.day, grouped.type, COALESCE(kept.bucket, %s), kept.position, "
+        "SUM(grouped.events), SUM(grouped.value_sum), SUM(grouped.value_events) "
+        "FROM grouped LEFT JOIN kept ON kept.bucket = grouped.bucket GROUP BY 1, 2, 3, 4",
+        [*params, sources.date_param(current.start), MAX_BREAKDOWN_VALUES, OTHER])
     per_range: dict[str, list[DayRow]] = {name: [] for name in ranges}
     ranked: dict[int, str] = {}
-    for range_name, event_type, period, kept_bucket, position, count, value_sum, value_events \
-            in rows:
+    for day, event_type, kept_bucket, position, count, value_sum, value_events in rows:
         if position is not None:
             ranked[int(position)] = kept_bucket
-        per_range[range_name].append((sources.as_date(period), event_type,
-                                      kept_bucket if breakdown else None, int(count),
-                                      float(value_sum or 0.0), int(value_events)))
+        day = sources.as_date(day)
+        per_range["current" if day >= current.start else "previous"].append(
+            (day, event_type, kept_bucket if breakdown else None, int(count),
+             float(value_sum or 0.0), int(value_events)))
     kept_values = [ranked[position] for position in sorted(ranked)] if breakdown else None
     figures = {name: _figures_from_days(rows, measure=measure, interval=interval,
                                         kept_values=kept_values)
