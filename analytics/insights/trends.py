@@ -9,7 +9,7 @@ from typing import Any, Literal
 from django.db import connection
 from django.db.models import Case, CharField, Count, DateField, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Coalesce, NullIf, Trunc
+from django.db.models.functions import Cast, Coalesce, NullIf, Trunc, TruncDate
 
 from analytics.insights import sources
 from analytics.insights.common import DateRange, events_in_range
@@ -389,7 +389,7 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
     span = DateRange(start=min(measured.start for measured in ranges.values()), end=current.end)
     grouped = (_matching(date_range=span, event_types=event_types, category=category,
                          property_filter=property_filter)
-               .annotate(day=Trunc("timestamp", "day", output_field=DateField()),
+               .annotate(day=TruncDate("timestamp"),
                          bucket=(_breakdown_expression(breakdown) if breakdown
                                  else Value(NONE_VALUE)))
                .values("day", "type", "bucket")
