@@ -398,7 +398,10 @@ def _add(events: QuerySet[Event], *, received_before: datetime) -> None:
 
 
 def as_date(value: date | str) -> date:
-    """Raw cursors return SQLite's dates as text."""
+    """Raw cursors return SQLite's dates as text, and PostgreSQL's DATE_TRUNC (the ORM's
+    Trunc to a date) as a timestamp."""
+    if isinstance(value, datetime):
+        return value.date()
     return value if isinstance(value, date) else date.fromisoformat(value)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from django.db import connection
 from django.db.models import Case, CharField, Count, DateField, QuerySet, Sum, Value, When
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Coalesce, NullIf, Trunc, TruncDate
+from django.db.models.functions import Cast, Coalesce, NullIf, Trunc
 
 from analytics.insights import sources
 from analytics.insights.common import DateRange, events_in_range
@@ -231,8 +231,8 @@ def _top_categories(*, date_range: DateRange, event_types: list[str],
 
 def _figures_from_days(rows: list[DayRow], *, measure: Measure, interval: Interval | None,
                        kept_values: list[str] | None) -> Figures:
-    """Per-day (or per-period) rows' figures per period of ``interval``, or over the
-    whole range (keyed None) without one."""
+    """Per-day rows' figures per period of ``interval``, or over the whole range (keyed
+    None) without one."""
     period_of = sources.period_of(interval)
     sums: dict[tuple[str, str | None], dict[date | None, list[float]]] = {}
     for day, event_type, bucket, count, value_sum, value_events in rows:
@@ -380,16 +380,18 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
     range, from one statement that sums the events per day: the previous range ends where
     the current one starts, so one scan reads both, and a day is in one range and one
     period. With a breakdown, that statement also keeps the values with most events in the
-    current range (ties by name) and folds the rest into OTHER, and the kept values come
-    back ranked. A query per range and period and one to rank the values read the events
-    three times: a weekly breakdown by a property with compare, 10M events over 120 days,
-    took 3.3 s counted and 5.0 s averaged that way, 2.6 s in one statement, 1.3 s with the
-    day's statistics (migration 0009) (benchmarks/README.md, session 23)."""
+    current range (ties by name in the database's collation, as _top_breakdown_values
+    ranks them) and folds the rest into OTHER, and the kept values come back ranked. A
+    query per range, one more per range for averages' totals, and one to rank the values
+    read the events three times (five for averages): a weekly breakdown by a property with
+    compare, 10M events over 120 days, took 3.3 s counted and 5.0 s averaged that way,
+    2.6 s in one statement, 1.4 s with the day's statistics (migration 0009)
+    (benchmarks/README.md, session 23)."""
     current = ranges["current"]
     span = DateRange(start=min(measured.start for measured in ranges.values()), end=current.end)
     grouped = (_matching(date_range=span, event_types=event_types, category=category,
                          property_filter=property_filter)
-               .annotate(day=TruncDate("timestamp"),
+               .annotate(day=Trunc("timestamp", "day", output_field=DateField()),
                          bucket=(_breakdown_expression(breakdown) if breakdown
                                  else Value(NONE_VALUE)))
                .values("day", "type", "bucket")
@@ -410,9 +412,12 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
         if position is not None:
             ranked[int(position)] = kept_bucket
         day = sources.as_date(day)
-        per_range["current" if day >= current.start else "previous"].append(
-            (day, event_type, kept_bucket if breakdown else None, int(count),
-             float(value_sum or 0.0), int(value_events)))
+        # A day the database dates outside the ranges (its zone rules differing from
+        # Python's at the edge) is left out, as the ranges' own bounds leave it.
+        in_range = per_range.get("current" if day >= current.start else "previous")
+        if in_range is not None:
+            in_range.append((day, event_type, kept_bucket if breakdown else None, int(count),
+                             float(value_sum or 0.0), int(value_events)))
     kept_values = [ranked[position] for position in sorted(ranked)] if breakdown else None
     figures = {name: _figures_from_days(rows, measure=measure, interval=interval,
                                         kept_values=kept_values)

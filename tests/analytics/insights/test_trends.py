@@ -209,11 +209,14 @@ def test_compare_folds_the_period_before_into_the_values_the_current_range_keeps
 
 
 def test_averages_per_period_and_over_the_range_by_property_and_before(searches):
+    event(user("cy"), "search", at(6), properties={"plan": "pro"}, value=9.0)
+
     result = trends.trends(date_range=FIRST_WEEK, event_types=["search"], breakdown="plan",
                            measure="average", compare=True)
 
     pro = series(result, "search", "pro")
-    assert (pro["values"][0], pro["total"]) == (3.0, 3.0)
+    # Over the week: (2 + 4 + 9) / 3, not the days' averages averaged (6) or summed (12).
+    assert (pro["values"][:2], pro["total"]) == ([3.0, 9.0], 5.0)
     assert series(result, "search", "free")["total"] == 6.0
     # ann's search of 1 Jan has no value: the week before has nothing to average.
     assert (pro["previous_total"], sum(pro["previous_values"])) == (0, 0)
