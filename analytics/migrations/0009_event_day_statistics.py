@@ -7,11 +7,12 @@ them in one process; with them it aggregates in parallel workers first: a weekly
 by a property with compare, 10M events over 120 days, 2.6 s -> 1.3 s (benchmarks/README.md,
 session 23). Not on TruncDate's expression, ``("timestamp" AT TIME ZONE ...)::date``, which
 the raw daily rows and person-days group by: statistics on that one took trends of counts
-from raw events from 2.8 s to 1.5 s, but gave the overview's raw person-days a parallel plan
-that ran for minutes instead of 9 s. The expression names the TIME_ZONE in force when this
-migration ran, as the ORM writes it; after TIME_ZONE changes the statistics match nothing
-(queries stay right, and as slow as before) until they are made again for the new zone:
-``manage.py migrate analytics 0008`` then ``manage.py migrate``. SQLite needs none."""
+from raw events from 2.8 s to 1.5 s, but gave the overview's raw person-days a parallel
+plan that ran over 100 s (then stopped) instead of 4-9 s. The expression names the
+TIME_ZONE in force when this migration ran, as the ORM writes it; after TIME_ZONE changes
+the statistics match nothing (queries stay right, and as slow as before) until they are
+made again for the new zone: ``manage.py migrate analytics 0008`` then ``manage.py
+migrate``. SQLite needs none."""
 
 from django.conf import settings
 from django.db import migrations

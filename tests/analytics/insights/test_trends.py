@@ -220,3 +220,16 @@ def test_averages_per_period_and_over_the_range_by_property_and_before(searches)
     assert series(result, "search", "free")["total"] == 6.0
     # ann's search of 1 Jan has no value: the week before has nothing to average.
     assert (pro["previous_total"], sum(pro["previous_values"])) == (0, 0)
+
+
+def test_unique_persons_by_a_property_count_a_person_of_two_days_once_over_the_range():
+    cy = user("cy")
+    event(cy, "search", at(5), properties={"plan": "pro"})
+    event(cy, "search", at(7), properties={"plan": "pro"})
+    event(user("dee"), "search", at(7), properties={"plan": "pro"})
+
+    result = trends.trends(date_range=FIRST_WEEK, event_types=["search"], breakdown="plan",
+                           measure="users", compare=True)
+
+    pro = series(result, "search", "pro")
+    assert (pro["values"][:3], pro["total"], pro["previous_total"]) == ([1, 0, 2], 2, 0)
