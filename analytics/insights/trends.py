@@ -419,13 +419,13 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
             in_range.append((day, event_type, kept_bucket if breakdown else None, int(count),
                              float(value_sum or 0.0), int(value_events)))
     kept_values = [ranked[position] for position in sorted(ranked)] if breakdown else None
-    figures = {name: _figures_from_days(rows, measure=measure, interval=interval,
+    figures = {name: _figures_from_days(days, measure=measure, interval=interval,
                                         kept_values=kept_values)
-               for name, rows in per_range.items()}
-    totals = {name: (_figures_from_days(rows, measure=measure, interval=None,
+               for name, days in per_range.items()}
+    totals = {name: (_figures_from_days(days, measure=measure, interval=None,
                                         kept_values=kept_values)
                      if measure == "average" else {})
-              for name, rows in per_range.items()}
+              for name, days in per_range.items()}
     return figures, totals, kept_values
 
 
