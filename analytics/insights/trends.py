@@ -385,7 +385,7 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
     query per range, one more per range for averages' totals, and one to rank the values
     read the events three times (five for averages): a weekly breakdown by a property with
     compare, 10M events over 120 days, took 3.3 s counted and 5.0 s averaged that way,
-    2.6 s in one statement, 1.4 s with the day's statistics (migration 0009)
+    2.6 s in one statement, 1.3-1.5 s with the day's statistics (migration 0009)
     (benchmarks/README.md, session 23)."""
     current = ranges["current"]
     span = DateRange(start=min(measured.start for measured in ranges.values()), end=current.end)

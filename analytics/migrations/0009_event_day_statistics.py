@@ -4,7 +4,7 @@ Trends on events (property filters and breakdowns: counts, sums, averages) sum t
 per ``Trunc("timestamp", "day")``. Without statistics on that expression PostgreSQL
 estimates as many groups as events (the timestamps are all distinct), so it aggregates
 them in one process; with them it aggregates in parallel workers first: a weekly breakdown
-by a property with compare, 10M events over 120 days, 2.6 s -> 1.3 s (benchmarks/README.md,
+by a property with compare, 10M events over 120 days, 2.6 s -> 1.3-1.5 s (benchmarks/README.md,
 session 23). Not on TruncDate's expression, ``("timestamp" AT TIME ZONE ...)::date``, which
 the raw daily rows and person-days group by: statistics on that one took trends of counts
 from raw events from 2.8 s to 1.5 s, but gave the overview's raw person-days a parallel
