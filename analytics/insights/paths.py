@@ -8,14 +8,14 @@ looking before, it ends at their last one. Without an event type it starts at th
 first event in the range (or ends at their last).
 
 Where the rollups are built, each person's path is their user-days' rolled-up paths
-(analytics.models.DayPath) joined in day order and folded in Python: at 10M events over
-120 days, 0.8M user-days read in order instead of 6.7M events sorted per person
-(benchmarks/README.md, session 19). The persons whose days the rollups cannot give whole
-(events in the raw tail, a stale day, an alias and its person active on one day) are read
-from their raw events, as every person is without rollups: there the database folds
-repeats and numbers the steps with window functions, pivots each person's steps into one
-row and counts persons per distinct path. Python shapes the (small) list of distinct paths
-into Sankey nodes and links.
+(analytics.models.DayPath) joined in day order (by the database, on PostgreSQL) and folded
+in Python from the anchor on: at 10M events over 120 days, 0.8M user-days read in order
+instead of 6.7M events sorted per person (benchmarks/README.md, sessions 19 and 24). The
+persons whose days the rollups cannot give whole (events in the raw tail, a stale day, an
+alias and its person active on one day) are read from their raw events, as every person
+is without rollups: there the database folds repeats and numbers the steps with window
+functions, pivots each person's steps into one row and counts persons per distinct path.
+Python shapes the (small) list of distinct paths into Sankey nodes and links.
 """
 
 import json
@@ -26,6 +26,7 @@ from operator import itemgetter
 from typing import Any, Literal
 
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 
 from analytics.insights import sources
@@ -126,44 +127,135 @@ def _persons_per_path(*, date_range: DateRange, anchor: str | None, direction: D
     from_events = set(tail.annotate(person=person_key())
                       .values_list("person", flat=True).distinct())
     counted: Counter[Path] = Counter()
-    with connection.cursor() as cursor:
-        # A person's second row of a day (an alias's and its person's) reads as stale.
-        cursor.execute(
-            "SELECT person, CASE WHEN day = LAG(day) OVER (PARTITION BY person ORDER BY day) "
-            f"THEN NULL ELSE path END FROM ({rolled_sql}) AS rolled ORDER BY person, day",
-            rolled_params)
-        # Fetched in chunks: the driver builds a chunk's rows at once, where iterating the
-        # cursor builds them one by one (0.8M rows at 10M events over 120 days).
-        rows = chain.from_iterable(iter(lambda: cursor.fetchmany(ROWS_PER_FETCH), []))
-        for person, days in groupby(rows, key=itemgetter(0)):
-            day_paths = [path for _, path in days]
-            if person in from_events or None in day_paths:
-                from_events.add(person)
-                continue
-            path = _steps(_event_types(day_paths), anchor=anchor, direction=direction,
-                          steps=steps)
-            if path is not None:
-                counted[path] += 1
+    read = _JoinedPathReader(anchor=anchor, direction=direction, steps=steps)
+    for person, joined in _joined_day_paths(rolled_sql, rolled_params):
+        path = read(joined) if joined is not None and person not in from_events else _UNREAD
+        if path is _UNREAD:
+            from_events.add(person)
+        elif path is not None:
+            counted[path] += 1
     for users in _users_of(sorted(from_events)):
         counted.update(_counted_from_events(events.filter(user_id__in=users), anchor=anchor,
                                             direction=direction, steps=steps))
     return dict(counted)
 
 
-def _event_types(day_paths: list[str]) -> list[str]:
-    """The event types of DayPath arrays, in order. The writers store an array compactly
-    and escape a quote with a backslash, so where no element holds a quote or a
-    backslash (nor reads "],["), the arrays joined split exactly on their separators: at
-    10M events over 120 days, 0.8M arrays, several times faster than parsing each.
-    Anything else (an array written another way) is parsed."""
-    joined = ",".join(day_paths)
-    elements = joined[2:-2].replace('"],["', '","')
-    # Each join between arrays, and only those, reads '"],["' (an element "],[" would too).
-    if (len(joined) >= 4 and joined[:2] == '["' and joined[-2:] == '"]'
-            and joined.count('"],["') == len(day_paths) - 1 and "\\" not in elements
-            and '"' not in elements.replace('","', "")):
-        return elements.split('","')
-    return [event_type for day_path in day_paths for event_type in json.loads(day_path)]
+def _joined_day_paths(rolled_sql: str, rolled_params: list[Any]
+                      ) -> Iterator[tuple[int, str | None]]:
+    """Per person of the rolled-up days (person, day, path, user_id), the elements of their
+    days' paths in day order: each array's brackets cut off and the arrays joined by
+    commas. None where a day is stale or the person has two rows on a day (an alias's and
+    its person's, whose events interleave). PostgreSQL joins a person's days as it groups
+    them, so 0.19M rows cross the wire instead of 0.8M at 10M events over 120 days
+    (benchmarks/README.md, session 24). The days come in order from a sorted subquery, as
+    PostgreSQL's documentation of aggregates offers: ordering string_agg's own input
+    sorts each person's days once more (2.2 s instead of 1.3 s there). The days of a
+    person with rows of several users (linked aliases) are read one by one and checked in
+    Python, as SQLite before 3.44, which cannot order an aggregate's input, reads
+    everyone's."""
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            yield from _joined_in_python(cursor, rolled_sql, rolled_params)
+            return
+        cursor.execute(
+            "SELECT person, MIN(user_id) = MAX(user_id), CASE WHEN COUNT(path) = COUNT(*) "
+            "THEN string_agg(substr(path, 2, length(path) - 2), ',') END FROM (SELECT * "
+            f"FROM ({rolled_sql}) AS rolled ORDER BY person, day) AS days GROUP BY person",
+            rolled_params)
+        linked = []
+        # Fetched in chunks: the driver builds a chunk's rows at once, where iterating the
+        # cursor builds them one by one.
+        for person, one_user, joined in chain.from_iterable(
+                iter(lambda: cursor.fetchmany(ROWS_PER_FETCH), [])):
+            if one_user:
+                yield person, joined
+            else:
+                linked.append(person)
+        if linked:
+            yield from _joined_in_python(
+                cursor, f"SELECT * FROM ({rolled_sql}) AS rolled WHERE person = ANY(%s)",
+                [*rolled_params, linked])
+
+
+def _joined_in_python(cursor: CursorWrapper, rolled_sql: str, rolled_params: list[Any]
+                      ) -> Iterator[tuple[int, str | None]]:
+    """_joined_day_paths's rows, joined from the days read in order."""
+    cursor.execute(f"SELECT person, day, path FROM ({rolled_sql}) AS rolled "
+                   "ORDER BY person, day", rolled_params)
+    for person, rows in groupby(cursor.fetchall(), key=itemgetter(0)):
+        days = [(day, path) for _, day, path in rows]
+        whole = None not in (path for _, path in days) and \
+            len({day for day, _ in days}) == len(days)
+        yield person, ",".join(path[1:-1] for _, path in days) if whole else None
+
+
+# What _JoinedPathReader returns for a person whose joined paths do not read as JSON
+# strings: they are read from raw events instead.
+_UNREAD: Any = object()
+
+
+class _JoinedPathReader:
+    """A person's path (as _steps gives it) from _joined_day_paths's text. The writers
+    store an array compactly and escape a quote with a backslash, so where there is no
+    backslash and every quote is one of an element's two, the elements are exactly the
+    text between '","' separators, and the anchor's element is the text '"anchor"'. Then
+    only the elements next to the anchor are split off: at 10M events over 120 days a
+    person's days hold 30 elements on average (up to thousands), of which a path takes
+    six. Anything else (an array written another way, an escaped character) is parsed
+    whole."""
+
+    # Elements split off at first: enough for the steps unless the same type repeats
+    # across many updates or days.
+    ELEMENTS_AT_FIRST = 32
+
+    def __init__(self, *, anchor: str | None, direction: Direction, steps: int):
+        self.anchor, self.direction, self.steps = anchor, direction, steps
+        # '","' read as an anchor would match every separator.
+        self.quoted_anchor = None if anchor is None else f'"{anchor}"'
+        self.findable = anchor is None or ('"' not in anchor and "\\" not in anchor
+                                           and anchor != ",")
+
+    def __call__(self, joined: str) -> Path | None:
+        if (not self.findable or "\\" in joined or joined[:1] != '"' or joined[-1:] != '"'
+                or joined.count('"') != 2 * joined.count('","') + 2):
+            return self._parsed(joined)
+        if self.direction == "after":
+            start = 0 if self.quoted_anchor is None else joined.find(self.quoted_anchor)
+            if start < 0:
+                return None
+            elements = joined[start + 1:-1].split('","', self.ELEMENTS_AT_FIRST)
+        else:
+            end = len(joined) if self.quoted_anchor is None else \
+                joined.rfind(self.quoted_anchor) + len(self.quoted_anchor)
+            if end < len(self.quoted_anchor or ""):
+                return None
+            elements = joined[1:end - 1].rsplit('","', self.ELEMENTS_AT_FIRST)[::-1]
+        if len(elements) > self.ELEMENTS_AT_FIRST:
+            # The last element holds the rest unsplit: the steps come from the others if
+            # they hold enough, else from every element.
+            path = _folded(elements[:-1], self.steps)
+            if path[-1] is not None:
+                return path
+            elements = (joined[start + 1:-1].split('","') if self.direction == "after"
+                        else joined[1:end - 1].split('","')[::-1])
+        return _folded(elements, self.steps)
+
+    def _parsed(self, joined: str) -> Path | None:
+        try:
+            event_types = json.loads(f"[{joined}]")
+        except ValueError:
+            return _UNREAD
+        if not all(isinstance(event_type, str) for event_type in event_types):
+            return _UNREAD
+        return _steps(event_types, anchor=self.anchor, direction=self.direction,
+                      steps=self.steps)
+
+
+def _folded(ordered: Iterable[str], steps: int) -> Path:
+    """The first steps + 1 steps of event types in order, repeats in a row folded, padded
+    with None."""
+    picked = tuple(islice(map(itemgetter(0), groupby(ordered)), steps + 1))
+    return picked + (None,) * (steps + 1 - len(picked))
 
 
 def _users_of(persons: list[int]) -> Iterator[list[int]]:
@@ -207,8 +299,7 @@ def _steps(event_types: list[str], *, anchor: str | None, direction: Direction,
         else:
             return None
         ordered = reversed(event_types[:end])
-    picked = tuple(islice(map(itemgetter(0), groupby(ordered)), steps + 1))
-    return picked + (None,) * (steps + 1 - len(picked))
+    return _folded(ordered, steps)
 
 
 def _counted_from_events(events: QuerySet[Event], *, anchor: str | None,

@@ -217,8 +217,8 @@ def first_occurrences(*, date_range: DateRange, event_type: str, category: str |
 
 def day_paths(*, date_range: DateRange,
               category: str | None = None) -> tuple[Relation, QuerySet[Event]] | None:
-    """Rollups only: SQL with columns (person, day, path), the rolled-up user-days of the
-    range (in the category) with their paths (DayPath; NULL where stale), and the range's
+    """Rollups only: SQL with columns (person, day, path, user_id), the rolled-up user-days
+    of the range (in the category) with their paths (DayPath; NULL where stale), and the range's
     events received since the watermark: the persons of those, of a stale row and of two
     users active on one day (an alias and its person, whose events interleave) have
     paths the caller reads from raw events. None where the rollups are not built."""
@@ -228,7 +228,7 @@ def day_paths(*, date_range: DateRange,
     rolled = UserDayRollup.objects.filter(category=category) if category else \
         UserDayActivity.objects.all()
     rolled = (rolled.filter(day__gte=date_range.start, day__lte=date_range.end)
-              .annotate(person=person_key()).values_list("person", "day", "path"))
+              .annotate(person=person_key()).values_list("person", "day", "path", "user_id"))
     tail = events_in_range(date_range=date_range, category=category).filter(
         received_at__gte=watermark)
     return _sql(rolled), tail

@@ -188,6 +188,55 @@ def test_paths_of_many_tail_persons_read_in_several_queries_or_one_pass_are_exac
     assert raw["persons"] > 0
 
 
+@pytest.mark.parametrize("elements_at_first", [1, 2, 3])
+def test_paths_from_the_few_elements_next_to_the_anchor_or_from_all_are_exact(
+        monkeypatch, elements_at_first):
+    """Three views in a row are one step: with one element split off at first, the steps
+    need the rest; with more, the elements split off hold them."""
+    now = timezone.now()
+    shop(random.Random(11), now=now)
+    services.roll_up_new_events(now=now + services._lag())
+    monkeypatch.setattr(paths._JoinedPathReader, "ELEMENTS_AT_FIRST", elements_at_first)
+    date_range = DateRange(start=timezone.localdate(now) - timedelta(days=49),
+                           end=timezone.localdate(now))
+
+    def every_path():
+        return [paths.paths(date_range=date_range, event_type=anchor, direction=direction,
+                            steps=steps)
+                for anchor, direction, steps in (
+                    (None, "after", 5), ("view", "after", 2), ("add_to_cart", "after", 5),
+                    (None, "before", 5), ("purchase", "before", 1), ("view", "before", 5))]
+
+    with analytics_queries(), sources.raw_events_only():
+        raw = every_path()
+    with analytics_queries():
+        assert every_path() == raw
+    assert sum(path["persons"] for path in raw) > 0
+
+
+def test_a_person_whose_alias_was_active_on_other_days_has_the_rolled_up_path():
+    now = timezone.now()
+    first, second = (timezone.localdate(now - timedelta(days=days)) for days in (3, 2))
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type, user_id=user,
+                                    item_id="sku-1", timestamp=timezone.make_aware(
+                                        datetime(day.year, day.month, day.day, 9)))
+                         for user, event_type, day in (("anon-1", "view", first),
+                                                       ("ann", "purchase", second))],
+                 received_at=now - timedelta(hours=1))
+    services.roll_up_new_events(now=now)
+    link_identities(links=[("anon-1", "ann")], linked_at=now)
+    date_range = DateRange(start=first, end=second)
+
+    def ann_path():
+        with analytics_queries():
+            return paths.paths(date_range=date_range)["paths"]
+
+    assert ann_path() == [{"events": ["view", "purchase"], "persons": 1}]
+    # Changed behind the events' back: only a reader of the rolled-up paths sees it.
+    UserDayActivity.objects.filter(day=first).update(path='["click"]')
+    assert ann_path() == [{"events": ["click", "purchase"], "persons": 1}]
+
+
 def test_the_rollups_hold_the_events_before_the_watermark_and_nothing_else():
     now = timezone.now()
     store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
