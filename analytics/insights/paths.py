@@ -128,8 +128,9 @@ def _persons_per_path(*, date_range: DateRange, anchor: str | None, direction: D
                       .values_list("person", flat=True).distinct())
     counted: Counter[Path] = Counter()
     read = _JoinedPathReader(anchor=anchor, direction=direction, steps=steps)
-    for person, joined in _joined_day_paths(rolled_sql, rolled_params):
-        path = read(joined) if joined is not None and person not in from_events else _UNREAD
+    for person, days, joined in _joined_day_paths(rolled_sql, rolled_params):
+        path = (read(joined, days) if joined is not None and person not in from_events
+                else _UNREAD)
         if path is _UNREAD:
             from_events.add(person)
         elif path is not None:
@@ -141,15 +142,16 @@ def _persons_per_path(*, date_range: DateRange, anchor: str | None, direction: D
 
 
 def _joined_day_paths(rolled_sql: str, rolled_params: list[Any]
-                      ) -> Iterator[tuple[int, str | None]]:
-    """Per person of the rolled-up days (person, day, path, user_id), the elements of their
-    days' paths in day order: each array's brackets cut off and the arrays joined by
-    commas. None where a day is stale or the person has two rows on a day (an alias's and
-    its person's, whose events interleave). PostgreSQL joins a person's days as it groups
+                      ) -> Iterator[tuple[int, int, str | None]]:
+    """Per person of the rolled-up days (person, day, path, user_id), how many days, and
+    their paths (JSON arrays) in day order joined by commas; None where a day is stale or
+    the person has two rows on a day (an alias's and its person's, whose events
+    interleave). PostgreSQL joins a person's days as it groups
     them, so 0.19M rows cross the wire instead of 0.8M at 10M events over 120 days
     (benchmarks/README.md, session 24). The days come in order from a sorted subquery, as
     PostgreSQL's documentation of aggregates offers: ordering string_agg's own input
-    sorts each person's days once more (2.2 s instead of 1.3 s there). The days of a
+    sorts each person's days once more (2.2 s instead of 1.3 s there), and so does cutting
+    off each array's brackets as it is joined (0.5 s). The days of a
     person with rows of several users (linked aliases) are read one by one and checked in
     Python, as SQLite before 3.44, which cannot order an aggregate's input, reads
     everyone's."""
@@ -158,17 +160,17 @@ def _joined_day_paths(rolled_sql: str, rolled_params: list[Any]
             yield from _joined_in_python(cursor, rolled_sql, rolled_params)
             return
         cursor.execute(
-            "SELECT person, MIN(user_id) = MAX(user_id), CASE WHEN COUNT(path) = COUNT(*) "
-            "THEN string_agg(substr(path, 2, length(path) - 2), ',') END FROM (SELECT * "
+            "SELECT person, MIN(user_id) = MAX(user_id), COUNT(*), CASE WHEN COUNT(path) "
+            "= COUNT(*) THEN string_agg(path, ',') END FROM (SELECT * "
             f"FROM ({rolled_sql}) AS rolled ORDER BY person, day) AS days GROUP BY person",
             rolled_params)
         linked = []
         # Fetched in chunks: the driver builds a chunk's rows at once, where iterating the
         # cursor builds them one by one.
-        for person, one_user, joined in chain.from_iterable(
+        for person, one_user, days, joined in chain.from_iterable(
                 iter(lambda: cursor.fetchmany(ROWS_PER_FETCH), [])):
             if one_user:
-                yield person, joined
+                yield person, days, joined
             else:
                 linked.append(person)
         if linked:
@@ -178,7 +180,7 @@ def _joined_day_paths(rolled_sql: str, rolled_params: list[Any]
 
 
 def _joined_in_python(cursor: CursorWrapper, rolled_sql: str, rolled_params: list[Any]
-                      ) -> Iterator[tuple[int, str | None]]:
+                      ) -> Iterator[tuple[int, int, str | None]]:
     """_joined_day_paths's rows, joined from the days read in order."""
     cursor.execute(f"SELECT person, day, path FROM ({rolled_sql}) AS rolled "
                    "ORDER BY person, day", rolled_params)
@@ -186,7 +188,7 @@ def _joined_in_python(cursor: CursorWrapper, rolled_sql: str, rolled_params: lis
         days = [(day, path) for _, day, path in rows]
         whole = None not in (path for _, path in days) and \
             len({day for day, _ in days}) == len(days)
-        yield person, ",".join(path[1:-1] for _, path in days) if whole else None
+        yield person, len(days), ",".join(path for _, path in days) if whole else None
 
 
 # What _JoinedPathReader returns for a person whose joined paths do not read as JSON
@@ -197,8 +199,9 @@ _UNREAD: Any = object()
 class _JoinedPathReader:
     """A person's path (as _steps gives it) from _joined_day_paths's text. The writers
     store an array compactly and escape a quote with a backslash, so where there is no
-    backslash and every quote is one of an element's two, the elements are exactly the
-    text between '","' separators, and the anchor's element is the text '"anchor"'. Then
+    backslash, the arrays meet at their only '"],["' and every quote is one of an
+    element's two, the elements are exactly the text between '","' separators once the
+    arrays' brackets are cut, and the anchor's element is the text '"anchor"'. Then
     only the elements next to the anchor are split off: at 10M events over 120 days a
     person's days hold 30 elements on average (up to thousands), of which a path takes
     six. Anything else (an array written another way, an escaped character) is parsed
@@ -210,15 +213,17 @@ class _JoinedPathReader:
 
     def __init__(self, *, anchor: str | None, direction: Direction, steps: int):
         self.anchor, self.direction, self.steps = anchor, direction, steps
-        # '","' read as an anchor would match every separator.
+        # An anchor with a comma could match across elements ('","' every separator).
         self.quoted_anchor = None if anchor is None else f'"{anchor}"'
-        self.findable = anchor is None or ('"' not in anchor and "\\" not in anchor
-                                           and anchor != ",")
+        self.findable = anchor is None or not any(char in anchor for char in '"\\,')
 
-    def __call__(self, joined: str) -> Path | None:
-        if (not self.findable or "\\" in joined or joined[:1] != '"' or joined[-1:] != '"'
-                or joined.count('"') != 2 * joined.count('","') + 2):
-            return self._parsed(joined)
+    def __call__(self, arrays: str, days: int) -> Path | None:
+        if (not self.findable or "\\" in arrays or arrays[:2] != '["' or arrays[-2:] != '"]'
+                or arrays.count('"],["') != days - 1):
+            return self._parsed(arrays)
+        joined = arrays[1:-1].replace('"],["', '","') if days > 1 else arrays[1:-1]
+        if joined.count('"') != 2 * joined.count('","') + 2:
+            return self._parsed(arrays)
         if self.direction == "after":
             start = 0 if self.quoted_anchor is None else joined.find(self.quoted_anchor)
             if start < 0:
@@ -240,11 +245,14 @@ class _JoinedPathReader:
                         else joined[1:end - 1].split('","')[::-1])
         return _folded(elements, self.steps)
 
-    def _parsed(self, joined: str) -> Path | None:
+    def _parsed(self, arrays: str) -> Path | None:
         try:
-            event_types = json.loads(f"[{joined}]")
+            days = json.loads(f"[{arrays}]")
         except ValueError:
             return _UNREAD
+        if not all(isinstance(day, list) for day in days):
+            return _UNREAD
+        event_types = [event_type for day in days for event_type in day]
         if not all(isinstance(event_type, str) for event_type in event_types):
             return _UNREAD
         return _steps(event_types, anchor=self.anchor, direction=self.direction,
