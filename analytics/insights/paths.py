@@ -146,15 +146,14 @@ def _joined_day_paths(rolled_sql: str, rolled_params: list[Any]
     """Per person of the rolled-up days (person, day, path, user_id), how many days, and
     their paths (JSON arrays) in day order joined by commas; None where a day is stale or
     the person has two rows on a day (an alias's and its person's, whose events
-    interleave). PostgreSQL joins a person's days as it groups
-    them, so 0.19M rows cross the wire instead of 0.8M at 10M events over 120 days
-    (benchmarks/README.md, session 24). The days come in order from a sorted subquery, as
-    PostgreSQL's documentation of aggregates offers: ordering string_agg's own input
-    sorts each person's days once more (2.2 s instead of 1.3 s there), and so does cutting
-    off each array's brackets as it is joined (0.5 s). The days of a
-    person with rows of several users (linked aliases) are read one by one and checked in
-    Python, as SQLite before 3.44, which cannot order an aggregate's input, reads
-    everyone's."""
+    interleave). PostgreSQL joins a person's days as it groups them, so 0.19M rows cross
+    the wire instead of 0.8M at 10M events over 120 days (benchmarks/README.md, session
+    24). The days come in order from a sorted subquery, as PostgreSQL's documentation of
+    aggregates offers: ordering string_agg's own input sorts each person's days once more
+    (2.2 s instead of 1.3 s there), and cutting off each array's brackets as it is joined
+    cost 0.5 s more than cutting them in Python. A person with rows of several users
+    (linked aliases) is read day by day and checked in Python, as everyone is on SQLite
+    before 3.44, which cannot order an aggregate's input."""
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
             yield from _joined_in_python(cursor, rolled_sql, rolled_params)
