@@ -148,12 +148,14 @@ def _joined_day_paths(rolled_sql: str, rolled_params: list[Any]
     the person has two rows on a day (an alias's and its person's, whose events
     interleave). PostgreSQL joins a person's days as it groups them, so 0.19M rows cross
     the wire instead of 0.8M at 10M events over 120 days (benchmarks/README.md, session
-    24). The days come in order from a sorted subquery, as PostgreSQL's documentation of
-    aggregates offers: ordering string_agg's own input sorts each person's days once more
-    (2.2 s instead of 1.3 s there), and cutting off each array's brackets as it is joined
-    cost 0.5 s more than cutting them in Python. A person with rows of several users
-    (linked aliases) is read day by day and checked in Python, as everyone is on SQLite
-    before 3.44, which cannot order an aggregate's input."""
+    24). The days come in order from a sorted subquery that string_agg reads directly (no
+    join or parallel step between them), which PostgreSQL's documentation of aggregates
+    says usually works rather than promises; the exactness tests compare the paths with
+    raw events' on PostgreSQL. Ordering string_agg's own input instead sorts each
+    person's days once more (2.2 s instead of 1.3 s there), and cutting off each array's
+    brackets in the statement cost 0.5 s more than in Python. A person with rows of
+    several users (linked aliases) is read day by day and checked in Python, as everyone
+    is on SQLite (which before 3.44 cannot order an aggregate's input)."""
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
             yield from _joined_in_python(cursor, rolled_sql, rolled_params)
@@ -183,8 +185,9 @@ def _joined_in_python(cursor: CursorWrapper, rolled_sql: str, rolled_params: lis
     """_joined_day_paths's rows, joined from the days read in order."""
     cursor.execute(f"SELECT person, day, path FROM ({rolled_sql}) AS rolled "
                    "ORDER BY person, day", rolled_params)
-    for person, rows in groupby(cursor.fetchall(), key=itemgetter(0)):
-        days = [(day, path) for _, day, path in rows]
+    rows = chain.from_iterable(iter(lambda: cursor.fetchmany(ROWS_PER_FETCH), []))
+    for person, person_rows in groupby(rows, key=itemgetter(0)):
+        days = [(day, path) for _, day, path in person_rows]
         whole = None not in (path for _, path in days) and \
             len({day for day, _ in days}) == len(days)
         yield person, len(days), ",".join(path for _, path in days) if whole else None
@@ -197,10 +200,11 @@ _UNREAD: Any = object()
 
 class _JoinedPathReader:
     """A person's path (as _steps gives it) from _joined_day_paths's text. The writers
-    store an array compactly and escape a quote with a backslash, so where there is no
-    backslash, the arrays meet at their only '"],["' and every quote is one of an
-    element's two, the elements are exactly the text between '","' separators once the
-    arrays' brackets are cut, and the anchor's element is the text '"anchor"'. Then
+    store an array compactly and escape a quote with a backslash. So where there is no
+    backslash and, once the arrays' brackets are cut (the outer ones and each '"],["'
+    between arrays), every quote inside is one of a '","' separator's, the elements are
+    exactly the text between separators, and the anchor's element is the text
+    '"anchor"'. Then
     only the elements next to the anchor are split off: at 10M events over 120 days a
     person's days hold 30 elements on average (up to thousands), of which a path takes
     six. Anything else (an array written another way, an escaped character) is parsed
@@ -221,7 +225,8 @@ class _JoinedPathReader:
                 or arrays.count('"],["') != days - 1):
             return self._parsed(arrays)
         joined = arrays[1:-1].replace('"],["', '","') if days > 1 else arrays[1:-1]
-        if joined.count('"') != 2 * joined.count('","') + 2:
+        # An element such as "],[" or '","' leaves some quote inside outside a separator.
+        if joined.count('"', 1, -1) != 2 * joined.count('","', 1, -1):
             return self._parsed(arrays)
         if self.direction == "after":
             start = 0 if self.quoted_anchor is None else joined.find(self.quoted_anchor)

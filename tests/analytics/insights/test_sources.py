@@ -377,6 +377,8 @@ def test_event_types_with_quotes_separators_and_accents_keep_their_names_in_path
         "ann": (['said "wow"', "view"], ['said "wow"', 'a","b', "back\\slash", "view"]),
         "bob": (["x],[y", "a b"], ["café", "x],[y", "view", "view", "[]"]),
         "cy": (["a", "],[", "b"], ["view"]),
+        # A day of "],[" alone reads like the arrays' join before the real one.
+        "dee": (["],["], ["a"]),
     }
     store_events(events=[EventInput(event_id=uuid.uuid4(), type=name, user_id=user,
                                     item_id=None, timestamp=timezone.make_aware(
@@ -396,6 +398,7 @@ def test_event_types_with_quotes_separators_and_accents_keep_their_names_in_path
     with sources.raw_events_only():
         assert found_paths() == from_rollups
     assert sorted(path["events"] for path in from_rollups) == [
+        ["],[", "a"],
         ["a", "],[", "b", "view"],
         ['said "wow"', "view", 'said "wow"', 'a","b', "back\\slash", "view"],
         ["x],[y", "a b", "café", "x],[y", "view", "[]"]]
