@@ -204,11 +204,10 @@ class _JoinedPathReader:
     backslash and, once the arrays' brackets are cut (the outer ones and each '"],["'
     between arrays), every quote inside is one of a '","' separator's, the elements are
     exactly the text between separators, and the anchor's element is the text
-    '"anchor"'. Then
-    only the elements next to the anchor are split off: at 10M events over 120 days a
-    person's days hold 30 elements on average (up to thousands), of which a path takes
-    six. Anything else (an array written another way, an escaped character) is parsed
-    whole."""
+    '"anchor"'. Then only the elements next to the anchor are split off: at 10M events
+    over 120 days a person's days hold 30 elements on average (up to thousands), of which
+    a path takes six. Anything else (an array written another way, an escaped character)
+    is parsed whole."""
 
     # Elements split off at first: enough for the steps unless the same type repeats
     # across many updates or days.

@@ -218,9 +218,9 @@ def first_occurrences(*, date_range: DateRange, event_type: str, category: str |
 def day_paths(*, date_range: DateRange,
               category: str | None = None) -> tuple[Relation, QuerySet[Event]] | None:
     """Rollups only: SQL with columns (person, day, path, user_id), the rolled-up user-days
-    of the range (in the category) with their paths (DayPath; NULL where stale), and the range's
-    events received since the watermark: the persons of those, of a stale row and of two
-    users active on one day (an alias and its person, whose events interleave) have
+    of the range (in the category) with their paths (DayPath; NULL where stale), and the
+    range's events received since the watermark: the persons of those, of a stale row and
+    of two users active on one day (an alias and its person, whose events interleave) have
     paths the caller reads from raw events. None where the rollups are not built."""
     watermark = rollup_watermark()
     if watermark is None:
