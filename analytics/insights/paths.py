@@ -96,9 +96,9 @@ def paths(*, date_range: DateRange, event_type: str | None = None,
     nodes = [{"step": step, "event_type": name, "persons": persons,
               "continued": continued[(step, name)],
               "dropped_off": persons - continued[(step, name)] if step < steps else None}
-             for (step, name), persons in sorted(persons_at.items(),
-                                                 key=lambda kv: (kv[0][0], kv[0][1] == OTHER, -kv[1],
-                                                                 kv[0][1]))]
+             for (step, name), persons in sorted(
+                 persons_at.items(),
+                 key=lambda kv: (kv[0][0], kv[0][1] == OTHER, -kv[1], kv[0][1]))]
     links = [{"step": step, "source": source, "target": target, "persons": persons}
              for (step, source, target), persons in sorted(
                  moved.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1], kv[0][2]))]
