@@ -227,25 +227,24 @@ class _JoinedPathReader:
         # An element such as "],[" or '","' leaves some quote inside outside a separator.
         if joined.count('"', 1, -1) != 2 * joined.count('","', 1, -1):
             return self._parsed(arrays)
-        if self.direction == "after":
-            start = 0 if self.quoted_anchor is None else joined.find(self.quoted_anchor)
-            if start < 0:
-                return None
-            elements = joined[start + 1:-1].split('","', self.ELEMENTS_AT_FIRST)
+        after = self.direction == "after"
+        if self.quoted_anchor is None:
+            segment = joined[1:-1]
         else:
-            end = len(joined) if self.quoted_anchor is None else \
-                joined.rfind(self.quoted_anchor) + len(self.quoted_anchor)
-            if end < len(self.quoted_anchor or ""):
+            # The text from the anchor's element on (after), or up to it (before).
+            at = joined.find(self.quoted_anchor) if after else joined.rfind(self.quoted_anchor)
+            if at < 0:
                 return None
-            elements = joined[1:end - 1].rsplit('","', self.ELEMENTS_AT_FIRST)[::-1]
+            segment = joined[at + 1:-1] if after else joined[1:at + len(self.quoted_anchor) - 1]
+        elements = (segment.split('","', self.ELEMENTS_AT_FIRST) if after
+                    else segment.rsplit('","', self.ELEMENTS_AT_FIRST)[::-1])
         if len(elements) > self.ELEMENTS_AT_FIRST:
             # The last element holds the rest unsplit: the steps come from the others if
             # they hold enough, else from every element.
             path = _folded(elements[:-1], self.steps)
             if path[-1] is not None:
                 return path
-            elements = (joined[start + 1:-1].split('","') if self.direction == "after"
-                        else joined[1:end - 1].split('","')[::-1])
+            elements = segment.split('","') if after else segment.split('","')[::-1]
         return _folded(elements, self.steps)
 
     def _parsed(self, arrays: str) -> Path | None:
