@@ -300,6 +300,46 @@ def test_a_funnels_first_step_is_counted_over_the_rollups():
     assert [step["users"] for step in result["breakdown"][0]["steps"]] == [2, 1]
 
 
+def test_a_funnel_step_whose_type_also_came_before_the_previous_step_that_day_is_exact():
+    now = timezone.now()
+    day = timezone.localdate(now - timedelta(days=2))
+    nine = timezone.make_aware(datetime(day.year, day.month, day.day, 9))
+    upsert_items(items=[{"item_id": "sku-1", "category": "books"},
+                        {"item_id": "sku-2", "category": "toys"}])
+    timeline = (
+        # ann: carts before and after her view; the later one is her step.
+        ("ann", "add_to_cart", "sku-1", 0), ("ann", "view", "sku-1", 60),
+        ("ann", "add_to_cart", "sku-1", 120), ("ann", "purchase", "sku-1", 150),
+        # bob: a cart before his view only, and a click after it.
+        ("bob", "add_to_cart", "sku-1", 0), ("bob", "view", "sku-1", 60),
+        ("bob", "click", "sku-1", 120),
+        # cy: after his view of a book, a cart of a toy only.
+        ("cy", "add_to_cart", "sku-1", 0), ("cy", "view", "sku-1", 60),
+        ("cy", "add_to_cart", "sku-2", 120),
+    )
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type, user_id=user,
+                                    item_id=item, timestamp=nine + timedelta(minutes=minutes))
+                         for user, event_type, item, minutes in timeline],
+                 received_at=now - timedelta(hours=1))
+    services.roll_up_new_events(now=now)
+
+    def funnel(category=None):
+        return funnels.funnel(date_range=DateRange(start=day, end=day),
+                              steps=["view", "add_to_cart", "purchase"], window_days=1,
+                              category=category)
+
+    with analytics_queries():
+        assert sources.rollup_watermark() is not None
+        rolled, in_books = funnel(), funnel("books")
+        with sources.raw_events_only():
+            assert (funnel(), funnel("books")) == (rolled, in_books)
+    assert [(step["users"], step["median_seconds_from_previous"])
+            for step in rolled["steps"]] == [(3, None), (2, 3600.0), (1, 1800.0)]
+    assert [(row["category"], [step["users"] for step in row["steps"]])
+            for row in rolled["breakdown"]] == [("books", [3, 1, 1])]
+    assert [step["users"] for step in in_books["steps"]] == [3, 1, 1]
+
+
 def test_a_persons_path_is_joined_from_their_rolled_up_days():
     now = timezone.now()
     first, second = (timezone.localdate(now - timedelta(days=days)) for days in (3, 2))
