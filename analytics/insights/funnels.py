@@ -9,9 +9,9 @@ time: 3.7 s -> 1.9 s on one database (benchmarks/README.md, session 17). The lat
 join the persons who reached the previous step to their events of the step's type through
 the (type, timestamp) index, bounded by the range and the window: reading them from the
 user-days' first occurrences too (a day's first event of the type where it comes after the
-previous step, that day's events otherwise) was exact but slower, since a step's type has
-about as many user-days as events and the index-only scan reads less (benchmarks/README.md,
-session 25). Partitioning the events by month was not chosen: a 120-day range spans five
+previous step, that day's events otherwise), joined or as window aggregates, was exact and
+no faster, since a step's type has about as many user-days as events and the index-only
+scan reads less (benchmarks/README.md, session 25). Partitioning the events by month was not chosen: a 120-day range spans five
 of the benchmark's six months, so pruning would leave most of the scan. Until the updates
 after an item's category change have rebuilt its days, a breakdown's first step counts the
 item's rolled-up events under its old category (as every rolled-up category figure does,
