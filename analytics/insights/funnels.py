@@ -11,11 +11,12 @@ the (type, timestamp) index, bounded by the range and the window: reading them f
 user-days' first occurrences too (a day's first event of the type where it comes after the
 previous step, that day's events otherwise), joined or as window aggregates, was exact and
 no faster, since a step's type has about as many user-days as events and the index-only
-scan reads less (benchmarks/README.md, session 25). Partitioning the events by month was not chosen: a 120-day range spans five
-of the benchmark's six months, so pruning would leave most of the scan. Until the updates
-after an item's category change have rebuilt its days, a breakdown's first step counts the
-item's rolled-up events under its old category (as every rolled-up category figure does,
-sources.py) while the later steps join its current one."""
+scan reads less (benchmarks/README.md, session 25). Partitioning the events by month was
+not chosen: a 120-day range spans five of the benchmark's six months, so pruning would
+leave most of the scan. Until the updates after an item's category change have rebuilt
+its days, a breakdown's first step counts the item's rolled-up events under its old
+category (as every rolled-up category figure does, sources.py) while the later steps join
+its current one."""
 
 from collections import defaultdict
 from datetime import timedelta
