@@ -1,5 +1,6 @@
 """An index for reading one category's per-user rollups. Built in place: PostgreSQL holds
-rollup updates (not dashboards) while it builds, about 15 s per 3M user-day rows."""
+rollup updates (not dashboards) while it builds, about 15 s for 3M user-day rows
+(benchmarks/README.md, session 25)."""
 
 from django.db import migrations, models
 

@@ -17,8 +17,8 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
-# models.W040: SQLite has no covering indexes and builds Event's covering indexes on their
-# key columns alone, which is correct there, only not as fast as PostgreSQL's.
+# models.W040: SQLite has no covering indexes and builds Event's and UserDayRollup's covering
+# indexes on their key columns alone, which is correct there, only not as fast as PostgreSQL's.
 SILENCED_SYSTEM_CHECKS = ["models.W040"]
 
 INSTALLED_APPS = [
