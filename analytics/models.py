@@ -8,7 +8,10 @@ Shapes, chosen by measurement (benchmarks/README.md):
   counted over these);
 - `UserDayActivity`: a user's activity on a day over all categories, which the unfiltered
   dashboards count persons over (at 10M events a user's day spans about 2.5 categories,
-  so it has that many times fewer rows).
+  so it has that many times fewer rows);
+- `DailyPropertyRollup`: a day's events of one type by the value of one property key an
+  admin chose (settings.ANALYTICS_ROLLUP_PROPERTIES), which trends broken down by that key
+  add up.
 Both per-user tables mark which of the standard event types (`TYPE_BITS`) the user's day
 held, so unique persons of those types (trends' "unique users") are counted over them too,
 and when the day first held each of them (`FirstOccurrences`), which a funnel's first step
@@ -98,6 +101,28 @@ class DailyEventRollup(models.Model):
                                                name="daily_event_rollup_key")]
 
 
+class DailyPropertyRollup(models.Model):
+    """A day's events of one type by the value of one property key of
+    settings.ANALYTICS_ROLLUP_PROPERTIES, the value as a trends breakdown buckets it (the
+    property as text; analytics.services.NONE_VALUE where the event lacks it or it is null).
+    Category filters are not in the key: with one, the breakdown reads raw events."""
+
+    day = models.DateField()
+    event_type = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    value = models.TextField()
+    # The unique key holds the value's MD5 instead of the value: a property can be any
+    # length, and a PostgreSQL btree entry can hold at most about 2,700 bytes.
+    value_hash = models.CharField(max_length=32)
+    events = models.BigIntegerField()
+    value_sum = models.FloatField()
+    value_events = models.BigIntegerField(help_text="Events with a value (for averages)")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "event_type", "key", "value_hash"],
+                                               name="daily_property_rollup_key")]
+
+
 class UserDayRollup(FirstOccurrences, DayPath):
     """A user's activity on a day in one category. Its views, purchases and first
     occurrences are of events on the category's items only (the category "" also holds
@@ -168,6 +193,9 @@ class RollupState(models.Model):
     rebuilt_at = models.DateTimeField(null=True, blank=True)
     checked_at = models.DateTimeField(
         null=True, blank=True, help_text="When the recent days were last compared with their events")
+    property_keys = models.JSONField(
+        default=list, blank=True,
+        help_text="The property keys DailyPropertyRollup counts every rolled-up event of")
 
     class Meta:
         verbose_name = "rollup state"

@@ -49,6 +49,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import (
     BigIntegerField,
     Case,
+    CharField,
     Count,
     F,
     FloatField,
@@ -60,12 +61,14 @@ from django.db.models import (
 )
 from django.db.backends.utils import CursorWrapper
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.utils import timezone
 
 from analytics.models import (
     TYPE_BITS,
     DailyEventRollup,
+    DailyPropertyRollup,
     RollupDirtyDay,
     RollupDirtyItem,
     RollupState,
@@ -86,6 +89,9 @@ DIRTY_ITEMS_PER_CHUNK = 100
 # with the events: an hour's wait for a rare repair, and about a week of events read.
 RECHECK_INTERVAL = timedelta(hours=1)
 RECHECK_DAYS = 7
+
+# A breakdown's bucket for events without the property (or with it null).
+NONE_VALUE = "(none)"
 
 T = TypeVar("T")
 
@@ -203,6 +209,80 @@ def type_bit() -> Case:
     """For event querysets: the event's type's bit in TYPE_BITS (0 for other types)."""
     return Case(*[When(type=event_type, then=Value(bit)) for event_type, bit in TYPE_BITS.items()],
                 default=Value(0), output_field=BigIntegerField())
+
+
+class _PropertyKeyText(KeyTextTransform):
+    """KeyTextTransform whose key is always an object's key, and whose JSON null is SQL NULL
+    on both databases. Django reads an integer-looking key ("2024", an experiment's id) as
+    an array index, which finds nothing in an event's properties object; and on SQLite it
+    gives a null value as the text 'null', where PostgreSQL's ->> gives NULL, so a breakdown
+    had a "null" series on one database and counted those events under "(none)" on the
+    other. For one top-level key, read through property_text's Cast: lookups on the
+    transform itself (isnull, exact) are Django's and would read the key as Django does."""
+
+    def as_postgresql(self, compiler, connection):
+        lhs, params, _ = self.preprocess_lhs(compiler, connection)
+        return f"({lhs} ->> %s)", (*params, self.key_name)
+
+    def as_sqlite(self, compiler, connection):
+        lhs, params, _ = self.preprocess_lhs(compiler, connection)
+        path = "$." + json.dumps(self.key_name)
+        # JSON_EXTRACT gives true and false as 1 and 0; ->> writes them out.
+        return (f"(CASE WHEN JSON_TYPE({lhs}, %s) IN ('true', 'false') "
+                f"THEN JSON_TYPE({lhs}, %s) ELSE JSON_EXTRACT({lhs}, %s) END)", (*params, path) * 3)
+
+
+def property_text(key: str) -> Cast:
+    """For event querysets: ``properties[key]`` as plain text; compared as a string, not as
+    JSON."""
+    return Cast(_PropertyKeyText(key, "properties"), CharField())
+
+
+
+def property_bucket(key: str) -> Coalesce:
+    """For event querysets: the trends breakdown bucket of ``properties[key]``."""
+    return Coalesce(property_text(key), Value(NONE_VALUE), output_field=CharField())
+
+
+def _add_property_rows(events: QuerySet[Event], *, keys: list[str]) -> None:
+    """Adds the events' DailyPropertyRollup figures for each of `keys`: one grouping of
+    the events per key, read from the event log (an update's events through the
+    received_at index; a day's, or the whole log's for a newly configured key)."""
+    table = DailyPropertyRollup._meta.db_table
+    merges = ", ".join(_merged(table, _Column(name, "", []))
+                       for name in ("events", "value_sum", "value_events"))
+    with connection.cursor() as cursor:
+        for key in keys:
+            grouped_sql, grouped_params = (
+                events.annotate(day=TruncDate("timestamp"), bucket=property_bucket(key))
+                .values("day", "type", "bucket")
+                .annotate(events=Count("id"),
+                          value_sum=Coalesce(Sum("value"), Value(0.0), output_field=FloatField()),
+                          value_events=Count("value"))
+                .order_by().query.sql_with_params())
+            # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
+            cursor.execute(
+                f"INSERT INTO {table} (day, event_type, key, value, value_hash, events, "
+                "value_sum, value_events) SELECT day, type, %s, bucket, MD5(bucket), events, "
+                f"value_sum, value_events FROM ({grouped_sql}) AS grouped WHERE true "
+                f"ON CONFLICT (day, event_type, key, value_hash) DO UPDATE SET {merges}",
+                [key, *grouped_params])
+
+
+def _sync_property_keys(state: RollupState) -> None:
+    """Within the locked transaction: DailyPropertyRollup counts the keys of
+    settings.ANALYTICS_ROLLUP_PROPERTIES over every event the rollups hold. A key taken
+    out loses its rows; a key added is counted over the events received before the
+    watermark, in this update (one pass over the log per key: at 10M events, see
+    benchmarks/README.md)."""
+    wanted = list(dict.fromkeys(settings.ANALYTICS_ROLLUP_PROPERTIES))
+    if state.property_keys == wanted:
+        return
+    kept = [key for key in wanted if key in state.property_keys]
+    DailyPropertyRollup.objects.exclude(key__in=kept).delete()
+    added = [key for key in wanted if key not in kept]
+    _add_property_rows(Event.objects.filter(received_at__lt=state.watermark), keys=added)
+    state.property_keys = wanted
 
 
 # The events of one _add, each with its day and its item's category: read from the event
@@ -346,7 +426,8 @@ def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> 
     cursor.execute(f"DROP TABLE {_STALE_TABLE}")
 
 
-def _add(events: QuerySet[Event], *, received_before: datetime) -> None:
+def _add(events: QuerySet[Event], *, received_before: datetime,
+         property_keys: list[str]) -> None:
     """Adds the events' counts to the rollups, creating rows or adding to existing ones
     (type bits are ORed, first occurrences keep the earlier, paths are appended, or
     recomputed from the events received before `received_before`, which the rollups then
@@ -395,6 +476,7 @@ def _add(events: QuerySet[Event], *, received_before: datetime) -> None:
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
         if connection.vendor != "postgresql":
             cursor.execute(f"DROP TABLE IF EXISTS {_PATHS_TABLE}")  # _with_paths's, SQLite's
+    _add_property_rows(events, keys=property_keys)
 
 
 def as_date(value: date | str) -> date:
@@ -411,13 +493,15 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
                                                        datetime.min.time()))
 
 
-def _rebuild_day(day: date, *, watermark: datetime) -> None:
+def _rebuild_day(day: date, *, watermark: datetime, property_keys: list[str]) -> None:
     start, end = _day_bounds(day)
     DailyEventRollup.objects.filter(day=day).delete()
+    DailyPropertyRollup.objects.filter(day=day).delete()
     UserDayRollup.objects.filter(day=day).delete()
     UserDayActivity.objects.filter(day=day).delete()
     _add(Event.objects.filter(timestamp__gte=start, timestamp__lt=end,
-                              received_at__lt=watermark), received_before=watermark)
+                              received_at__lt=watermark), received_before=watermark,
+         property_keys=property_keys)
 
 
 def _mark_days_of(events: QuerySet[Event]) -> None:
@@ -451,7 +535,7 @@ def _rebuild_dirty_days(state: RollupState) -> bool:
     days = list(RollupDirtyDay.objects.order_by("day")
                 .values_list("day", flat=True)[:DIRTY_DAYS_PER_CHUNK + 1])
     for day in days[:DIRTY_DAYS_PER_CHUNK]:
-        _rebuild_day(day, watermark=state.watermark)
+        _rebuild_day(day, watermark=state.watermark, property_keys=state.property_keys)
     RollupDirtyDay.objects.filter(day__in=days[:DIRTY_DAYS_PER_CHUNK]).delete()
     return len(days) > DIRTY_DAYS_PER_CHUNK
 
@@ -495,6 +579,7 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
         state = _locked_state()
         if state.time_zone != settings.TIME_ZONE:
             _empty_rollups(state)  # days were cut in another time zone: start over
+        _sync_property_keys(state)
         # A check dated after now (a clock stepped back) would otherwise hold off the next.
         if state.checked_at is None or not timedelta(0) <= now - state.checked_at < RECHECK_INTERVAL:
             _recheck_recent_days(state, now=now)
@@ -509,7 +594,7 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
         window = Event.objects.filter(received_at__gte=state.watermark, received_at__lt=end)
         count = window.count()
         if count:
-            _add(window, received_before=end)
+            _add(window, received_before=end, property_keys=state.property_keys)
         state.watermark = end
         state.updated_at, state.last_events = timezone.now(), count
         state.last_seconds = time.monotonic() - started
@@ -546,6 +631,7 @@ def _analyze_rollups() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {DailyEventRollup._meta.db_table}, "
+                           f"{DailyPropertyRollup._meta.db_table}, "
                            f"{UserDayRollup._meta.db_table}, "
                            f"{UserDayActivity._meta.db_table}")
 
@@ -565,7 +651,7 @@ def _empty_rollups(state: RollupState) -> None:
     (benchmarks/README.md, session 20). The small dirty-item and dirty-day tables are
     deleted from: a table with a checked foreign key cannot be truncated in a transaction
     that wrote to it (its deferred checks are pending)."""
-    rollups = (DailyEventRollup, UserDayRollup, UserDayActivity)
+    rollups = (DailyEventRollup, DailyPropertyRollup, UserDayRollup, UserDayActivity)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE " + ", ".join(connection.ops.quote_name(model._meta.db_table)
@@ -576,6 +662,7 @@ def _empty_rollups(state: RollupState) -> None:
     for model in (RollupDirtyItem, RollupDirtyDay):
         model.objects.all().delete()
     state.watermark, state.time_zone = BEGINNING, settings.TIME_ZONE
+    state.property_keys = []
 
 
 def reset_rollups() -> None:
@@ -602,7 +689,7 @@ def rebuild_days(*, since: date, on_day: Callable[[date, int, int], None] | None
     def rebuild(day: date) -> None:
         with _contended_as_busy(), _rollup_transaction():
             state = _locked_state()
-            _rebuild_day(day, watermark=state.watermark)
+            _rebuild_day(day, watermark=state.watermark, property_keys=state.property_keys)
             state.rebuilt_at = timezone.now()
             state.save(update_fields=["rebuilt_at"])
 
@@ -657,5 +744,6 @@ def rollup_status(*, count_pending: bool = True) -> dict:
         "rebuilt_at": state.rebuilt_at if state else None,
         "checked_at": state.checked_at if state else None,
         "days_to_rebuild": RollupDirtyDay.objects.count(),
+        "property_keys": state.property_keys if state else [],
         "pending_events": waiting.count() if count_pending else None,
     }

@@ -27,6 +27,8 @@ holds exactly ``--events`` events is reused. The run then
    default parameters (the last 30 days) and in the variants the dashboards also use (the
    whole 120 days among them), once to warm up and ``--repeat`` times timed, on the rollups;
    then again with ANALYTICS_USE_ROLLUPS off (``--raw-repeat`` times), the raw path.
+The rollups count the events' ``plan`` property per day (ANALYTICS_ROLLUP_PROPERTIES, unless
+the environment sets it), which the breakdown by a property reads.
 """
 
 import argparse
@@ -95,7 +97,8 @@ TAIL_EVENTS = 1_000
 # Sessions: a power-law user, a start time, a category and 1-15 events a minute or so apart;
 # 80% of a session's items are of its category. Event mix: the first is a view, the rest by
 # cumulative thresholds on random() for view, click, add_to_cart, purchase, rating, review.
-# About 30% of clicks and purchases carry a rec_id of a stored impression.
+# About 30% of clicks and purchases carry a rec_id of a stored impression. A user's events
+# carry their plan and browser as properties (one user in 20 none), as an SDK sends them.
 SEED_SQL = """
 INSERT INTO ingestion_item (item_id, title, category, tags, attributes, is_active,
                             created_at, updated_at)
@@ -128,7 +131,12 @@ SELECT gen_random_uuid(), kind, user_pk, item_pk, happened, happened,
                  WHEN 'rating' THEN 1 + floor(random() * 5)
                  WHEN 'review' THEN 1 + floor(random() * 5) END,
        CASE WHEN kind = 'review' THEN 'synthetic review text' ELSE '' END,
-       '{{}}',
+       CASE WHEN user_pk % 20 = 0 THEN '{{}}'::jsonb
+            ELSE jsonb_build_object(
+                'plan', CASE WHEN user_pk % 20 < 13 THEN 'free' WHEN user_pk % 20 < 18
+                             THEN 'pro' ELSE 'team' END,
+                '$browser', CASE user_pk % 4 WHEN 0 THEN 'Chrome' WHEN 1 THEN 'Safari'
+                                 WHEN 2 THEN 'Firefox' ELSE 'Edge' END) END,
        CASE WHEN kind IN ('click', 'purchase') AND random() < 0.3
             THEN md5('impression-' || (1 + floor(random() * {impressions}))::int)::uuid END,
        CASE WHEN kind = 'review' THEN score END,
@@ -313,12 +321,25 @@ def new_events(count: int, *, offset: int) -> list:
         category = position // MEAN_SESSION_EVENTS % CATEGORIES
         return category + CATEGORIES * (1 + position * 7919 % (items_per_category - 1))
 
+    def user_number(n: int) -> int:
+        return 1 + (offset + n) // MEAN_SESSION_EVENTS % USERS
+
     return [EventInput(event_id=uuid.uuid4(), type=kinds[n % len(kinds)],
-                       user_id=f"user-{1 + (offset + n) // MEAN_SESSION_EVENTS % USERS}",
+                       user_id=f"user-{user_number(n)}",
                        item_id=f"sku-{item_number(offset + n)}",
                        timestamp=now - timedelta(seconds=count - n),
-                       value=20.0 if kinds[n % len(kinds)] == "purchase" else None)
+                       value=20.0 if kinds[n % len(kinds)] == "purchase" else None,
+                       properties=user_properties(user_number(n)))
             for n in range(count)]
+
+
+def user_properties(number: int) -> dict[str, str]:
+    """user-`number`'s properties, as SEED_SQL gives them by user_pk (user-n's is n: the seed
+    restarts the table's ids)."""
+    if number % 20 == 0:
+        return {}
+    plan = "free" if number % 20 < 13 else "pro" if number % 20 < 18 else "team"
+    return {"plan": plan, "$browser": ("Chrome", "Safari", "Firefox", "Edge")[number % 4]}
 
 
 def post_events(events: list) -> float:
@@ -336,7 +357,7 @@ def post_events(events: list) -> float:
         body = json.dumps({"batch": [
             {"event_id": str(event.event_id), "type": event.type, "user_id": event.user_id,
              "item_id": event.item_id, "timestamp": event.timestamp.isoformat(),
-             "value": event.value}
+             "value": event.value, "properties": event.properties}
             for event in events[start:start + STEADY_STATE_BATCH]]})
         started = time.perf_counter()
         response = client.post("/api/v1/events", data=body, content_type="application/json")
@@ -440,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     create_database(config=config, name=database)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+    os.environ.setdefault("ANALYTICS_ROLLUP_PROPERTIES", "plan")
 
     import django
     from django.core.management import call_command

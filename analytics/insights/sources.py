@@ -6,6 +6,8 @@ and persons shown instead of the events behind them.
 Relations, as SQL over which the insights aggregate:
 - ``person_days``: (day, person), a row (or several) for every person active on a day;
 - ``daily_events``: (day, event_type, category, events, value_sum, value_events), summable;
+- ``property_days``: (day, type, bucket, events, value_sum, value_events), summable, per
+  value of one property key (rollups only where it is one of ANALYTICS_ROLLUP_PROPERTIES);
 - ``typed_person_days`` (rollups only): (day, category, person, type_bits), persons active
   on a day with the TYPE_BITS of their events' types, for unique persons of chosen types;
 - ``category_shoppers`` (rollups only): (category, person, views, purchases), the persons
@@ -32,7 +34,8 @@ per item: an item-day rollup was measured twice, 5.8M rows at 10M events: it lef
 2.2-2.5 s, for about 1 GB more (benchmarks/README.md, session 22); they read the
 events' covering (item, timestamp) index),
 sentiment (reviews only, scored after they arrive),
-recommendations (impressions), property filters and breakdowns, and unique persons of
+recommendations (impressions), property filters, breakdowns by a property key the rollups
+do not count (or with a category filter, or of unique persons), and unique persons of
 chosen event types (trends) when any of them has no bit in TYPE_BITS read raw events.
 """
 
@@ -44,19 +47,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, Q, QuerySet, Value
+from django.db.models import Count, F, FloatField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 
 from analytics.insights.common import DateRange, events_in_range
 from analytics.models import (
     TYPE_BITS,
     DailyEventRollup,
+    DailyPropertyRollup,
     RollupState,
     UserDayActivity,
     UserDayRollup,
     first_at_field,
 )
-from analytics.services import as_date, daily_event_rows, type_bit
+from analytics.services import as_date, daily_event_rows, property_bucket, type_bit
 from ingestion.models import EndUser, Event
 from ingestion.selectors import person_key
 
@@ -141,6 +145,32 @@ def daily_events(*, date_range: DateRange, category: str | None = None,
         rolled = rolled.filter(event_type__in=event_types)
     rolled = rolled.values_list(*DAILY_COLUMNS)
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
+
+
+def property_days(*, date_range: DateRange, event_types: list[str], key: str) -> Relation | None:
+    """SQL with columns (day, type, bucket, events, value_sum, value_events): the events of
+    the types per day, type and value of property `key` as a trends breakdown buckets it
+    (analytics.services.property_bucket), possibly split over several rows; None where
+    the rollups do not count the key (not built, or the key is not one of the
+    ANALYTICS_ROLLUP_PROPERTIES the last update counted): the caller reads events."""
+    watermark = rollup_watermark()
+    if watermark is None or key not in (RollupState.objects.filter(pk=1)
+                                        .values_list("property_keys", flat=True).first() or []):
+        return None
+    columns = ("day", "type", "bucket", "events", "value_sum", "value_events")
+    rolled = (DailyPropertyRollup.objects
+              .filter(key=key, event_type__in=event_types, day__gte=date_range.start,
+                      day__lte=date_range.end)
+              .annotate(type=F("event_type"), bucket=F("value")).values_list(*columns))
+    tail = (events_in_range(date_range=date_range)
+            .filter(received_at__gte=watermark, type__in=event_types)
+            .annotate(day=TruncDate("timestamp"), bucket=property_bucket(key))
+            .values("day", "type", "bucket")
+            .annotate(events=Count("id"),
+                      value_sum=Coalesce(Sum("value"), Value(0.0), output_field=FloatField()),
+                      value_events=Count("value"))
+            .values_list(*columns))
+    return _union(_sql(rolled), _sql(tail))
 
 
 def _user_days(*, category: str | None, per_category: bool) -> QuerySet:

@@ -1,19 +1,18 @@
 """Trends: how often chosen events happened per day, week or month, optionally filtered
 and broken down by a property or by item category, next to the period before."""
 
-import json
 from collections import Counter
 from datetime import date, timedelta
 from typing import Any, Literal
 
 from django.db import connection
 from django.db.models import Case, CharField, Count, DateField, QuerySet, Sum, Value, When
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Coalesce, NullIf, Trunc
+from django.db.models.functions import Coalesce, NullIf, Trunc
 
 from analytics.insights import sources
 from analytics.insights.common import DateRange, events_in_range
 from analytics.models import TYPE_BITS
+from analytics.services import NONE_VALUE, property_bucket, property_text
 from ingestion.models import Event
 from ingestion.selectors import person_key
 
@@ -26,7 +25,6 @@ MEASURES = ("count", "users", "sum", "average")
 # with thousands of values (a search query) still draws a readable chart.
 MAX_BREAKDOWN_VALUES = 10
 OTHER = "other"
-NONE_VALUE = "(none)"
 CATEGORY_BREAKDOWN = "category"
 
 
@@ -324,7 +322,7 @@ def _matching(*, date_range: DateRange, event_types: list[str], category: str | 
     if property_filter:
         key, value = property_filter
         # As text, so "3" matches a stored 3 and "true" a stored true, as a user types them.
-        events = events.alias(filter_value=_property_text(key)).filter(filter_value=value)
+        events = events.alias(filter_value=property_text(key)).filter(filter_value=value)
     return events
 
 
@@ -333,33 +331,7 @@ def _breakdown_expression(breakdown: str):
         # No item and an item without a category are one series, as on the items page.
         return Coalesce(NullIf("item__category", Value("")), Value(NONE_VALUE),
                         output_field=CharField())
-    return Coalesce(_property_text(breakdown), Value(NONE_VALUE), output_field=CharField())
-
-
-class _PropertyKeyText(KeyTextTransform):
-    """KeyTextTransform whose key is always an object's key, and whose JSON null is SQL NULL
-    on both databases. Django reads an integer-looking key ("2024", an experiment's id) as
-    an array index, which finds nothing in an event's properties object; and on SQLite it
-    gives a null value as the text 'null', where PostgreSQL's ->> gives NULL, so a breakdown
-    had a "null" series on one database and counted those events under "(none)" on the
-    other. For one top-level key, read through _property_text's Cast: lookups on the
-    transform itself (isnull, exact) are Django's and would read the key as Django does."""
-
-    def as_postgresql(self, compiler, connection):
-        lhs, params, _ = self.preprocess_lhs(compiler, connection)
-        return f"({lhs} ->> %s)", (*params, self.key_name)
-
-    def as_sqlite(self, compiler, connection):
-        lhs, params, _ = self.preprocess_lhs(compiler, connection)
-        path = "$." + json.dumps(self.key_name)
-        # JSON_EXTRACT gives true and false as 1 and 0; ->> writes them out.
-        return (f"(CASE WHEN JSON_TYPE({lhs}, %s) IN ('true', 'false') "
-                f"THEN JSON_TYPE({lhs}, %s) ELSE JSON_EXTRACT({lhs}, %s) END)", (*params, path) * 3)
-
-
-def _property_text(key: str) -> Cast:
-    """``properties[key]`` as plain text; compared as a string, not as JSON."""
-    return Cast(_PropertyKeyText(key, "properties"), CharField())
+    return property_bucket(breakdown)
 
 
 def _events_per_bucket(events: QuerySet[Event], breakdown: str) -> QuerySet:
@@ -386,18 +358,27 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
     read the events three times (five for averages): a weekly breakdown by a property with
     compare, 10M events over 120 days, took 3.3 s counted and 5.0 s averaged that way,
     2.6 s in one statement, 1.3-1.5 s with the day's statistics (migration 0009)
-    (benchmarks/README.md, session 23)."""
+    (benchmarks/README.md, session 23). Where the rollups count the breakdown's key
+    (ANALYTICS_ROLLUP_PROPERTIES) and no category or property filter applies, the
+    statement sums their per-day rows instead of reading the events (session 26)."""
     current = ranges["current"]
     span = DateRange(start=min(measured.start for measured in ranges.values()), end=current.end)
-    grouped = (_matching(date_range=span, event_types=event_types, category=category,
-                         property_filter=property_filter)
-               .annotate(day=Trunc("timestamp", "day", output_field=DateField()),
-                         bucket=(_breakdown_expression(breakdown) if breakdown
-                                 else Value(NONE_VALUE)))
-               .values("day", "type", "bucket")
-               .annotate(events=Count("id"), value_sum=Sum("value"), value_events=Count("value"))
-               .order_by())
-    grouped_sql, params = grouped.query.sql_with_params()
+    rolled_up = (sources.property_days(date_range=span, event_types=event_types, key=breakdown)
+                 if breakdown not in (None, CATEGORY_BREAKDOWN) and category is None
+                 and property_filter is None else None)
+    if rolled_up is not None:
+        grouped_sql, params = rolled_up
+    else:
+        grouped = (_matching(date_range=span, event_types=event_types, category=category,
+                             property_filter=property_filter)
+                   .annotate(day=Trunc("timestamp", "day", output_field=DateField()),
+                             bucket=(_breakdown_expression(breakdown) if breakdown
+                                     else Value(NONE_VALUE)))
+                   .values("day", "type", "bucket")
+                   .annotate(events=Count("id"), value_sum=Sum("value"),
+                             value_events=Count("value"))
+                   .order_by())
+        grouped_sql, params = grouped.query.sql_with_params()
     rows = sources.fetch(
         f"WITH grouped AS ({grouped_sql}), kept AS (SELECT bucket, ROW_NUMBER() OVER "
         "(ORDER BY SUM(events) DESC, bucket) AS position FROM grouped WHERE day >= %s "

@@ -232,6 +232,10 @@ if SENTIMENT_QUANTIZE not in {"auto", "never"}:
 ANALYTICS_ROLLUP_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_LAG_SECONDS", default=60)
 ANALYTICS_ROLLUP_MAX_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_MAX_LAG_SECONDS", default=600)
 ANALYTICS_USE_ROLLUPS = env.bool("ANALYTICS_USE_ROLLUPS", default=True)
+# Event property keys whose values the rollups count per day and event type, so trends
+# broken down by one of them add up days instead of reading every event's properties. A key
+# added here is counted over the whole log by the next update; one taken out is dropped.
+ANALYTICS_ROLLUP_PROPERTIES = env.list("ANALYTICS_ROLLUP_PROPERTIES", default=[])
 # How often a web process looks for a newly promoted model version (hot swap), and whether
 # a process already serving loads it in a background thread (the previous version answers
 # meanwhile) instead of in the request that noticed it.

@@ -48,6 +48,17 @@ def test_admins_see_when_the_recent_days_were_checked_and_how_many_days_wait(cli
     assert "Days waiting to be rebuilt</th><td>1</td>" in page
 
 
+def test_admins_see_which_property_keys_the_rollups_count(client, admin_user, settings):
+    client.force_login(admin_user)
+    assert "none: trends broken down by a property read raw events" in client.get(
+        PAGE).content.decode()
+
+    settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan", "$browser"]
+    services.roll_up_new_events(now=timezone.now())
+
+    assert "<code>plan</code>, <code>$browser</code>" in client.get(PAGE).content.decode()
+
+
 def test_update_now_queues_the_task(client, admin_user):
     client.force_login(admin_user)
     with mock.patch.object(tasks.roll_up_events, "apply_async") as queued:

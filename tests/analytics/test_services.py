@@ -17,6 +17,7 @@ from analytics import services
 from analytics.models import (
     TYPE_BITS,
     DailyEventRollup,
+    DailyPropertyRollup,
     RollupDirtyDay,
     RollupDirtyItem,
     RollupState,
@@ -377,6 +378,53 @@ class TestRollUp:
         assert not UserDayActivity.objects.exists()
         assert RollupState.objects.get().watermark == services.BEGINNING
         assert services.pending_events() == 3
+
+    def test_the_chosen_property_keys_are_counted_per_day_type_and_value(self, settings):
+        settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan"]
+        # Any length: the unique key holds the value's MD5, not the value.
+        long_plan = "enterprise " * 400
+        for plan in ("pro", "pro", long_plan, 3, None):
+            store_events(events=[EventInput(
+                event_id=uuid.uuid4(), type="purchase", user_id="ann", item_id="sku-1",
+                timestamp=NOON, value=2.0, properties={} if plan is None else {"plan": plan})],
+                received_at=NOW - timedelta(minutes=30))
+
+        services.roll_up_new_events(now=NOW)
+
+        assert set(DailyPropertyRollup.objects.values_list(
+            "day", "event_type", "key", "value", "events", "value_sum", "value_events")) == {
+            (DAY, "purchase", "plan", "pro", 2, 4.0, 2),
+            (DAY, "purchase", "plan", long_plan, 1, 2.0, 1),
+            (DAY, "purchase", "plan", "3", 1, 2.0, 1),
+            (DAY, "purchase", "plan", services.NONE_VALUE, 1, 2.0, 1)}
+
+    def test_a_property_key_added_later_is_counted_over_the_whole_log(self, settings):
+        store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
+                                        item_id="sku-1", timestamp=NOON,
+                                        properties={"plan": "pro", "browser": "Safari"})],
+                     received_at=NOW - timedelta(minutes=30))
+        settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan"]
+        services.roll_up_new_events(now=NOW)
+
+        settings.ANALYTICS_ROLLUP_PROPERTIES = ["browser"]
+        services.roll_up_new_events(now=NOW)
+
+        assert list(DailyPropertyRollup.objects.values_list("key", "value", "events")) == [
+            ("browser", "Safari", 1)]
+        assert RollupState.objects.get().property_keys == ["browser"]
+
+    def test_rebuilding_a_day_recounts_its_property_values(self, settings):
+        settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan"]
+        store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
+                                        item_id="sku-1", timestamp=NOON,
+                                        properties={"plan": "pro"})],
+                     received_at=NOW - timedelta(minutes=30))
+        services.roll_up_new_events(now=NOW)
+        DailyPropertyRollup.objects.update(events=99)  # damaged
+
+        services.rebuild_days(since=DAY)
+
+        assert list(DailyPropertyRollup.objects.values_list("value", "events")) == [("pro", 1)]
 
     def test_status_reports_the_lag_of_the_oldest_event_waiting(self, settings):
         settings.ANALYTICS_ROLLUP_MAX_LAG_SECONDS = 600

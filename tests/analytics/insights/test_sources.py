@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.utils import timezone
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -33,6 +34,9 @@ pytestmark = pytest.mark.django_db
 
 EVENT_TYPES = ("view", "view", "view", "click", "add_to_cart", "purchase", "signup")
 CATEGORIES = ("books", "toys", "", "other", "(none)")
+# Values of the "plan" property the rollups count (a number, a boolean, JSON null, the
+# breakdown's own "(none)", a value longer than a PostgreSQL index entry); None: no plan.
+PLANS = ("free", "pro", "", 3, True, {"plan": None}, "(none)", "enterprise " * 300, None)
 
 
 @pytest.fixture
@@ -53,12 +57,15 @@ def shop(draw: random.Random, *, now) -> None:
         received = now - timedelta(days=draw.uniform(0, 3)) if late else \
             min(happened + timedelta(minutes=draw.uniform(0, 90)), now)
         event_type = draw.choice(EVENT_TYPES)
+        plan = draw.choice(PLANS)
         batches.setdefault(received.replace(microsecond=0), []).append(EventInput(
             event_id=uuid.uuid4(), type=event_type, user_id=f"u{draw.randint(1, 12)}",
             item_id=(None if event_type == "signup" or draw.random() < 0.1
                      else f"sku-{draw.randint(0, 5)}"),
             timestamp=happened,
-            value=round(draw.uniform(1, 90), 2) if event_type == "purchase" else None))
+            value=round(draw.uniform(1, 90), 2) if event_type == "purchase" else None,
+            properties=(plan if isinstance(plan, dict) else {} if plan is None
+                        else {"plan": plan})))
     for received, events in sorted(batches.items()):
         store_events(events=events, received_at=received)
 
@@ -97,6 +104,13 @@ def answers(today) -> dict:
                         date_range=date_range, event_types=["view", "purchase", "signup"],
                         measure=measure, interval="week", category=category or None,
                         breakdown=breakdown, compare=True)
+            # Summed from DailyPropertyRollup without a category filter (the rollups count
+            # "plan": ANALYTICS_ROLLUP_PROPERTIES), from events with one.
+            for measure in ("count", "sum", "average"):
+                results[("trends", measure, "plan", key)] = trends.trends(
+                    date_range=date_range, event_types=["view", "purchase", "signup"],
+                    measure=measure, interval="week", category=category or None,
+                    breakdown="plan", compare=True)
             # Joined from the rolled-up days' paths (a late event's user-day recomputed by the
             # update); persons of the raw tail and of an alias's day shared with its person
             # from raw events.
@@ -138,6 +152,7 @@ def rounded(value):
     return value
 
 
+@override_settings(ANALYTICS_ROLLUP_PROPERTIES=["plan"])
 # No shrinking: each example is a whole shop read some 250 times, and shrinking one took
 # minutes; a failure reports its seed, which reproduces it.
 @settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -476,3 +491,28 @@ def test_a_query_grouped_by_sorting_leaves_the_next_reads_free_to_hash():
     with analytics_queries():
         assert sources.fetch("SHOW enable_hashagg", [], sorted_groups=True) == [("off",)]
         assert sources.fetch("SHOW enable_hashagg", []) == [("on",)]
+
+
+@override_settings(ANALYTICS_ROLLUP_PROPERTIES=["plan"])
+def test_a_breakdown_by_a_rolled_up_property_adds_up_its_days_instead_of_reading_events():
+    now = timezone.now()
+    upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="u1",
+                                    item_id="sku-1", timestamp=now - timedelta(days=1),
+                                    properties={"plan": "pro"})],
+                 received_at=now - timedelta(days=1))
+    services.roll_up_new_events(now=now)
+    # Behind the rollups' back, so which of the two a breakdown read shows.
+    Event.objects.update(properties={"plan": "free"})
+    date_range = DateRange(start=timezone.localdate(now) - timedelta(days=6),
+                           end=timezone.localdate(now))
+
+    def plans(category=None):
+        with analytics_queries():
+            result = trends.trends(date_range=date_range, event_types=["view"],
+                                   breakdown="plan", category=category)
+        return [(row["breakdown_value"], row["total"]) for row in result["series"]]
+
+    assert plans() == [("pro", 1)]
+    # The rollups' rows have no category: a filtered breakdown reads the events.
+    assert plans(category="books") == [("free", 1)]
