@@ -79,6 +79,7 @@ VARIANTS = {
     "trends, persons by category": ENDPOINTS["trends"] + "&measure=users&breakdown=category",
     "trends, by a property, weekly, compared": (ENDPOINTS["trends"]
                                                  + "&breakdown=plan&interval=week&compare=true"),
+    "trends, where a property is a value": ENDPOINTS["trends"] + "&where=plan%3Dpro",
     "lifecycle, daily": ENDPOINTS["lifecycle"] + "?interval=day",
     "stickiness, monthly": ENDPOINTS["stickiness"] + "?interval=month",
 }

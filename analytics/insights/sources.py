@@ -60,7 +60,14 @@ from analytics.models import (
     UserDayRollup,
     first_at_field,
 )
-from analytics.services import as_date, daily_event_rows, property_bucket, type_bit
+from analytics.services import (
+    NONE_VALUE,
+    as_date,
+    daily_event_rows,
+    property_bucket,
+    property_text,
+    type_bit,
+)
 from ingestion.models import EndUser, Event
 from ingestion.selectors import person_key
 
@@ -147,12 +154,15 @@ def daily_events(*, date_range: DateRange, category: str | None = None,
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
 
 
-def property_days(*, date_range: DateRange, event_types: list[str], key: str) -> Relation | None:
+def property_days(*, date_range: DateRange, event_types: list[str], key: str,
+                  value: str | None = None) -> Relation | None:
     """SQL with columns (day, type, bucket, events, value_sum, value_events): the events of
     the types per day, type and value of property `key` as a trends breakdown buckets it
-    (analytics.services.property_bucket), possibly split over several rows; None where
-    the rollups do not count the key (not built, or the key is not one of the
-    ANALYTICS_ROLLUP_PROPERTIES the last update counted): the caller reads events."""
+    (analytics.services.property_bucket), possibly split over several rows; with `value`,
+    only the events whose property is that value as text (which NONE_VALUE, the bucket of
+    events without it, is not). None where the rollups do not count the key (not built, or
+    the key is not one of the ANALYTICS_ROLLUP_PROPERTIES the last update counted): the
+    caller reads events."""
     watermark = rollup_watermark()
     if watermark is None or key not in (RollupState.objects.filter(pk=1)
                                         .values_list("property_keys", flat=True).first() or []):
@@ -163,8 +173,13 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str) ->
                       day__lte=date_range.end)
               .annotate(type=F("event_type"), bucket=F("value")).values_list(*columns))
     tail = (events_in_range(date_range=date_range)
-            .filter(received_at__gte=watermark, type__in=event_types)
-            .annotate(day=TruncDate("timestamp"), bucket=property_bucket(key))
+            .filter(received_at__gte=watermark, type__in=event_types))
+    if value is not None:
+        if value == NONE_VALUE:
+            return None
+        rolled = rolled.filter(value=value)
+        tail = tail.alias(filter_value=property_text(key)).filter(filter_value=value)
+    tail = (tail.annotate(day=TruncDate("timestamp"), bucket=property_bucket(key))
             .values("day", "type", "bucket")
             .annotate(events=Count("id"),
                       value_sum=Coalesce(Sum("value"), Value(0.0), output_field=FloatField()),

@@ -105,12 +105,18 @@ def answers(today) -> dict:
                         measure=measure, interval="week", category=category or None,
                         breakdown=breakdown, compare=True)
             # Summed from DailyPropertyRollup without a category filter (the rollups count
-            # "plan": ANALYTICS_ROLLUP_PROPERTIES), from events with one.
+            # "plan": ANALYTICS_ROLLUP_PROPERTIES), from events with one; "(none)" is the
+            # bucket of events without a plan, not a plan to filter on.
             for measure in ("count", "sum", "average"):
                 results[("trends", measure, "plan", key)] = trends.trends(
                     date_range=date_range, event_types=["view", "purchase", "signup"],
                     measure=measure, interval="week", category=category or None,
                     breakdown="plan", compare=True)
+                for plan in ("pro", "3", "", "(none)"):
+                    results[("trends", measure, "plan =", plan, key)] = trends.trends(
+                        date_range=date_range, event_types=["view", "purchase", "signup"],
+                        measure=measure, interval="day", category=category or None,
+                        property_filter=("plan", plan), compare=True)
             # Joined from the rolled-up days' paths (a late event's user-day recomputed by the
             # update); persons of the raw tail and of an alias's day shared with its person
             # from raw events.
@@ -494,7 +500,7 @@ def test_a_query_grouped_by_sorting_leaves_the_next_reads_free_to_hash():
 
 
 @override_settings(ANALYTICS_ROLLUP_PROPERTIES=["plan"])
-def test_a_breakdown_by_a_rolled_up_property_adds_up_its_days_instead_of_reading_events():
+def test_a_rolled_up_propertys_breakdown_and_filter_add_up_its_days_instead_of_events():
     now = timezone.now()
     upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
     store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="u1",
@@ -513,6 +519,12 @@ def test_a_breakdown_by_a_rolled_up_property_adds_up_its_days_instead_of_reading
                                    breakdown="plan", category=category)
         return [(row["breakdown_value"], row["total"]) for row in result["series"]]
 
+    def views_of(plan):
+        with analytics_queries():
+            return trends.trends(date_range=date_range, event_types=["view"],
+                                 property_filter=("plan", plan))["series"][0]["total"]
+
     assert plans() == [("pro", 1)]
+    assert (views_of("pro"), views_of("free")) == (1, 0)
     # The rollups' rows have no category: a filtered breakdown reads the events.
     assert plans(category="books") == [("free", 1)]
