@@ -10,8 +10,8 @@ Shapes, chosen by measurement (benchmarks/README.md):
   dashboards count persons over (at 10M events a user's day spans about 2.5 categories,
   so it has that many times fewer rows);
 - `DailyPropertyRollup`: a day's events of one type by the value of one property key an
-  admin chose (settings.ANALYTICS_ROLLUP_PROPERTIES), which trends broken down by that key
-  add up.
+  admin chose (settings.ANALYTICS_ROLLUP_PROPERTIES), which trends broken down by that key,
+  or filtered on one of its values, add up.
 Both per-user tables mark which of the standard event types (`TYPE_BITS`) the user's day
 held, so unique persons of those types (trends' "unique users") are counted over them too,
 and when the day first held each of them (`FirstOccurrences`), which a funnel's first step

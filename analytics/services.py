@@ -35,6 +35,7 @@ before ``RollupState.watermark``, each counted once. Readers add the events rece
 """
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,6 +78,8 @@ from analytics.models import (
     first_at_field,
 )
 from ingestion.models import EndUser, Event, Item
+
+logger = logging.getLogger(__name__)
 
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 ROLLUP_CHUNK_EVENTS = 200_000
@@ -238,7 +241,6 @@ def property_text(key: str) -> Cast:
     return Cast(_PropertyKeyText(key, "properties"), CharField())
 
 
-
 def property_bucket(key: str) -> Coalesce:
     """For event querysets: the trends breakdown bucket of ``properties[key]``."""
     return Coalesce(property_text(key), Value(NONE_VALUE), output_field=CharField())
@@ -273,11 +275,15 @@ def _sync_property_keys(state: RollupState) -> None:
     """Within the locked transaction: DailyPropertyRollup counts the keys of
     settings.ANALYTICS_ROLLUP_PROPERTIES over every event the rollups hold. A key taken
     out loses its rows; a key added is counted over the events received before the
-    watermark, in this update (one pass over the log per key: at 10M events, see
-    benchmarks/README.md)."""
+    watermark, in this update (one pass over the log per key: two keys took 16 s at 10M
+    events, benchmarks/README.md, session 26). The keys are the settings of the process
+    running the update, so every worker and manage.py command must share them, or each
+    would count its own over the whole log again."""
     wanted = list(dict.fromkeys(settings.ANALYTICS_ROLLUP_PROPERTIES))
     if state.property_keys == wanted:
         return
+    logger.warning("Rollup property keys change from %s to %s: the keys added are counted "
+                   "over the whole event log", state.property_keys, wanted)
     kept = [key for key in wanted if key in state.property_keys]
     DailyPropertyRollup.objects.exclude(key__in=kept).delete()
     added = [key for key in wanted if key not in kept]

@@ -28,7 +28,7 @@ holds exactly ``--events`` events is reused. The run then
    whole 120 days among them), once to warm up and ``--repeat`` times timed, on the rollups;
    then again with ANALYTICS_USE_ROLLUPS off (``--raw-repeat`` times), the raw path.
 The rollups count the events' ``plan`` property per day (ANALYTICS_ROLLUP_PROPERTIES, unless
-the environment sets it), which the breakdown by a property reads.
+the environment sets it), which the breakdown by a property and the filter on it read.
 """
 
 import argparse

@@ -34,9 +34,10 @@ per item: an item-day rollup was measured twice, 5.8M rows at 10M events: it lef
 2.2-2.5 s, for about 1 GB more (benchmarks/README.md, session 22); they read the
 events' covering (item, timestamp) index),
 sentiment (reviews only, scored after they arrive),
-recommendations (impressions), property filters, breakdowns by a property key the rollups
-do not count (or with a category filter, or of unique persons), and unique persons of
-chosen event types (trends) when any of them has no bit in TYPE_BITS read raw events.
+recommendations (impressions), property filters and breakdowns on a key the rollups do not
+count (and with a category filter, of unique persons, or a filter with a breakdown), and
+unique persons of chosen event types (trends) when any of them has no bit in TYPE_BITS
+read raw events.
 """
 
 from collections.abc import Callable, Iterator
@@ -159,10 +160,13 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
     """SQL with columns (day, type, bucket, events, value_sum, value_events): the events of
     the types per day, type and value of property `key` as a trends breakdown buckets it
     (analytics.services.property_bucket), possibly split over several rows; with `value`,
-    only the events whose property is that value as text (which NONE_VALUE, the bucket of
-    events without it, is not). None where the rollups do not count the key (not built, or
-    the key is not one of the ANALYTICS_ROLLUP_PROPERTIES the last update counted): the
-    caller reads events."""
+    only the events whose property is that value as text. None where the rollups cannot
+    tell: they do not count the key (not built, or the key is not one of the
+    ANALYTICS_ROLLUP_PROPERTIES the last update counted), or `value` is NONE_VALUE, the
+    bucket of events without the key as well as of those with that text. The caller then
+    reads events."""
+    if value == NONE_VALUE:
+        return None
     watermark = rollup_watermark()
     if watermark is None or key not in (RollupState.objects.filter(pk=1)
                                         .values_list("property_keys", flat=True).first() or []):
@@ -175,8 +179,6 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
     tail = (events_in_range(date_range=date_range)
             .filter(received_at__gte=watermark, type__in=event_types))
     if value is not None:
-        if value == NONE_VALUE:
-            return None
         rolled = rolled.filter(value=value)
         tail = tail.alias(filter_value=property_text(key)).filter(filter_value=value)
     tail = (tail.annotate(day=TruncDate("timestamp"), bucket=property_bucket(key))

@@ -104,7 +104,8 @@ def trends(*, date_range: DateRange, event_types: list[str], measure: Measure = 
         previous_range = date_range.previous()
         ranges["previous"] = (previous_range, period_starts(previous_range, interval))
     # Counts, sums and averages by type and category add up from per-day figures (the
-    # rollups where built); unique persons of the standard types come from the rollups'
+    # rollups where built), and so do those by a property key the rollups count
+    # (_counted_on_events); unique persons of the standard types come from the rollups'
     # person-days where built; other types and property filters or breakdowns need the
     # events themselves.
     from_days = (measure != "users" and property_filter is None

@@ -233,9 +233,13 @@ ANALYTICS_ROLLUP_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_LAG_SECONDS", default=6
 ANALYTICS_ROLLUP_MAX_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_MAX_LAG_SECONDS", default=600)
 ANALYTICS_USE_ROLLUPS = env.bool("ANALYTICS_USE_ROLLUPS", default=True)
 # Event property keys whose values the rollups count per day and event type, so trends
-# broken down by one of them add up days instead of reading every event's properties. A key
-# added here is counted over the whole log by the next update; one taken out is dropped.
-ANALYTICS_ROLLUP_PROPERTIES = env.list("ANALYTICS_ROLLUP_PROPERTIES", default=[])
+# broken down by one of them, or filtered on one, add up days instead of reading every
+# event's properties. A key added here is counted over the whole log by the next update;
+# one taken out is dropped. Every process that runs updates needs the same list.
+ANALYTICS_ROLLUP_PROPERTIES = [key.strip() for key in env.list("ANALYTICS_ROLLUP_PROPERTIES",
+                                                               default=[]) if key.strip()]
+if any(len(key) > 255 for key in ANALYTICS_ROLLUP_PROPERTIES):
+    raise ImproperlyConfigured("ANALYTICS_ROLLUP_PROPERTIES keys are at most 255 characters")
 # How often a web process looks for a newly promoted model version (hot swap), and whether
 # a process already serving loads it in a background thread (the previous version answers
 # meanwhile) instead of in the request that noticed it.

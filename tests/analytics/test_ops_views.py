@@ -50,7 +50,7 @@ def test_admins_see_when_the_recent_days_were_checked_and_how_many_days_wait(cli
 
 def test_admins_see_which_property_keys_the_rollups_count(client, admin_user, settings):
     client.force_login(admin_user)
-    assert "none: trends broken down by a property read raw events" in client.get(
+    assert "none: trends broken down by a property, or filtered on one" in client.get(
         PAGE).content.decode()
 
     settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan", "$browser"]

@@ -399,12 +399,16 @@ class TestRollUp:
             (DAY, "purchase", "plan", services.NONE_VALUE, 1, 2.0, 1)}
 
     def test_a_property_key_added_later_is_counted_over_the_whole_log(self, settings):
-        store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
-                                        item_id="sku-1", timestamp=NOON,
-                                        properties={"plan": "pro", "browser": "Safari"})],
-                     received_at=NOW - timedelta(minutes=30))
+        def view(received_minutes_ago):
+            store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
+                                            item_id="sku-1", timestamp=NOON,
+                                            properties={"plan": "pro", "browser": "Safari"})],
+                         received_at=NOW - timedelta(minutes=received_minutes_ago))
+
+        view(received_minutes_ago=30)
         settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan"]
         services.roll_up_new_events(now=NOW)
+        view(received_minutes_ago=0)  # inside the lag: left to the next update
 
         settings.ANALYTICS_ROLLUP_PROPERTIES = ["browser"]
         services.roll_up_new_events(now=NOW)
@@ -412,6 +416,8 @@ class TestRollUp:
         assert list(DailyPropertyRollup.objects.values_list("key", "value", "events")) == [
             ("browser", "Safari", 1)]
         assert RollupState.objects.get().property_keys == ["browser"]
+        services.roll_up_new_events(now=NOW + timedelta(minutes=5))
+        assert DailyPropertyRollup.objects.get().events == 2
 
     def test_rebuilding_a_day_recounts_its_property_values(self, settings):
         settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan"]

@@ -63,6 +63,21 @@ def test_check_deploy_is_clean_with_a_long_secret_key():
     assert "no issues" in result.stdout
 
 
+def test_rollup_property_keys_are_read_trimmed_and_an_overlong_one_refused():
+    show_keys = ("import django; django.setup(); from django.conf import settings as s; "
+                 "print(s.ANALYTICS_ROLLUP_PROPERTIES)")
+    secret = secrets.token_urlsafe(50)
+
+    listed = run_django(["-c", show_keys], SECRET_KEY=secret,
+                        ANALYTICS_ROLLUP_PROPERTIES=" plan , $browser,")
+    overlong = run_django(["-c", show_keys], SECRET_KEY=secret,
+                          ANALYTICS_ROLLUP_PROPERTIES="k" * 256)
+
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "['plan', '$browser']"
+    assert overlong.returncode != 0 and "at most 255 characters" in overlong.stderr
+
+
 class TestRateLimit:
     @pytest.fixture
     def two_requests_a_minute(self, monkeypatch):

@@ -159,7 +159,7 @@ def rounded(value):
 
 
 @override_settings(ANALYTICS_ROLLUP_PROPERTIES=["plan"])
-# No shrinking: each example is a whole shop read some 250 times, and shrinking one took
+# No shrinking: each example is a whole shop read some 400 times, and shrinking one took
 # minutes; a failure reports its seed, which reproduces it.
 @settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
