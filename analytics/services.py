@@ -246,6 +246,18 @@ def property_bucket(key: str) -> Coalesce:
     return Coalesce(property_text(key), Value(NONE_VALUE), output_field=CharField())
 
 
+def property_day_rows(events: QuerySet[Event], *, key: str) -> QuerySet:
+    """The events' DailyPropertyRollup figures for `key`: per day, type and bucket, events,
+    value_sum and value_events. Readers compute the raw tail with it; _add_property_rows
+    counts the same figures into the rollup."""
+    return (events.annotate(day=TruncDate("timestamp"), bucket=property_bucket(key))
+            .values("day", "type", "bucket")
+            .annotate(events=Count("id"),
+                      value_sum=Coalesce(Sum("value"), Value(0.0), output_field=FloatField()),
+                      value_events=Count("value"))
+            .order_by())
+
+
 def _add_property_rows(events: QuerySet[Event], *, keys: list[str]) -> None:
     """Adds the events' DailyPropertyRollup figures for each of `keys`: one grouping of
     the events per key, read from the event log (an update's events through the
@@ -255,13 +267,8 @@ def _add_property_rows(events: QuerySet[Event], *, keys: list[str]) -> None:
                        for name in ("events", "value_sum", "value_events"))
     with connection.cursor() as cursor:
         for key in keys:
-            grouped_sql, grouped_params = (
-                events.annotate(day=TruncDate("timestamp"), bucket=property_bucket(key))
-                .values("day", "type", "bucket")
-                .annotate(events=Count("id"),
-                          value_sum=Coalesce(Sum("value"), Value(0.0), output_field=FloatField()),
-                          value_events=Count("value"))
-                .order_by().query.sql_with_params())
+            grouped_sql, grouped_params = (property_day_rows(events, key=key)
+                                           .query.sql_with_params())
             # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
             cursor.execute(
                 f"INSERT INTO {table} (day, event_type, key, value, value_hash, events, "

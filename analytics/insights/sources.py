@@ -48,7 +48,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, FloatField, Q, QuerySet, Sum, Value
+from django.db.models import Count, F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, TruncDate
 
 from analytics.insights.common import DateRange, events_in_range
@@ -65,7 +65,7 @@ from analytics.services import (
     NONE_VALUE,
     as_date,
     daily_event_rows,
-    property_bucket,
+    property_day_rows,
     property_text,
     type_bit,
 )
@@ -181,13 +181,7 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
     if value is not None:
         rolled = rolled.filter(value=value)
         tail = tail.alias(filter_value=property_text(key)).filter(filter_value=value)
-    tail = (tail.annotate(day=TruncDate("timestamp"), bucket=property_bucket(key))
-            .values("day", "type", "bucket")
-            .annotate(events=Count("id"),
-                      value_sum=Coalesce(Sum("value"), Value(0.0), output_field=FloatField()),
-                      value_events=Count("value"))
-            .values_list(*columns))
-    return _union(_sql(rolled), _sql(tail))
+    return _union(_sql(rolled), _sql(property_day_rows(tail, key=key).values_list(*columns)))
 
 
 def _user_days(*, category: str | None, per_category: bool) -> QuerySet:
