@@ -289,11 +289,12 @@ def _sync_property_keys(state: RollupState) -> None:
     wanted = list(dict.fromkeys(settings.ANALYTICS_ROLLUP_PROPERTIES))
     if state.property_keys == wanted:
         return
-    logger.warning("Rollup property keys change from %s to %s: the keys added are counted "
-                   "over the whole event log", state.property_keys, wanted)
     kept = [key for key in wanted if key in state.property_keys]
     DailyPropertyRollup.objects.exclude(key__in=kept).delete()
     added = [key for key in wanted if key not in kept]
+    if added and state.watermark > BEGINNING:
+        logger.warning("Rollup property keys %s added: counting them over the event log",
+                       added)
     _add_property_rows(Event.objects.filter(received_at__lt=state.watermark), keys=added)
     state.property_keys = wanted
 
