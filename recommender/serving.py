@@ -11,7 +11,10 @@ converted then), which the request that noticed it would otherwise wait; the nex
 refresh after the load serves it (an A/B candidate being replaced gives its share to the
 active version meanwhile). A process's first load is waited for, so a process starting
 never answers from the fallback while a trained version exists. A load that never
-returns (a hung network mount) leaves the previous version serving.
+returns (a hung network mount) leaves the previous version serving: a thread cannot be
+stopped, so once it has run MODEL_LOAD_TIMEOUT_SECONDS the process logs it once and
+/readyz warns that this process serves an older version than the registry's, until it is
+restarted.
 
 The artifacts of loaded versions are watched too: one changed on disk after loading
 (someone's copy, a bad restore, bit rot) is re-checksummed; on a mismatch the process keeps
@@ -84,6 +87,21 @@ def ab_bucket(*, kind: str, user_id: str) -> int:
 
 
 @dataclass
+class _BackgroundLoad:
+    thread: threading.Thread
+    kind: str
+    name: str
+    started_at: float
+    # Logged as overdue (past MODEL_LOAD_TIMEOUT_SECONDS): once per load.
+    reported: bool = False
+
+    def overdue_seconds(self) -> float | None:
+        """How long the load has run, once that is past MODEL_LOAD_TIMEOUT_SECONDS."""
+        running = time.monotonic() - self.started_at
+        return running if running >= settings.MODEL_LOAD_TIMEOUT_SECONDS else None
+
+
+@dataclass
 class _Registry:
     states: dict[str, ServingState] = field(default_factory=dict)
     checked_at: float = float("-inf")
@@ -98,7 +116,7 @@ class _Registry:
     # (version pk, checksum) -> the thread loading it in the background, and the versions
     # those threads loaded, which the next refresh serves. A reset starts a new
     # generation: what a thread of an older one loaded or refused is dropped.
-    loaders: dict[tuple[int, str], threading.Thread] = field(default_factory=dict)
+    loaders: dict[tuple[int, str], _BackgroundLoad] = field(default_factory=dict)
     loaded_in_background: dict[tuple[int, str], LoadedVersion] = field(default_factory=dict)
     generation: int = 0
 
@@ -145,6 +163,7 @@ class _Registry:
                                          in self.loaded_in_background.items()
                                          if key in wanted_keys}
             self._watch_artifacts()
+            self._watch_loads()
             self.checked_at = time.monotonic()
         finally:
             self.lock.release()
@@ -181,7 +200,8 @@ class _Registry:
                                           name=f"load {kind} {version.name}", daemon=True)
                 loader.start()
                 # Safe after start(): the thread ends by taking the lock this refresh holds.
-                self.loaders[key] = loader
+                self.loaders[key] = _BackgroundLoad(thread=loader, kind=kind, name=version.name,
+                                                    started_at=time.monotonic())
             # A refused version being tried again stays reported as refused meanwhile.
             return loaded, reason
         try:
@@ -200,7 +220,7 @@ class _Registry:
         except Exception as error:  # reported below, so that the version is retried
             failure = error
         with self.lock:
-            if self.loaders.get(key) is threading.current_thread():
+            if (load := self.loaders.get(key)) and load.thread is threading.current_thread():
                 del self.loaders[key]
             if generation != self.generation:
                 return  # reset meanwhile: this thread's result belongs to no one
@@ -264,6 +284,25 @@ class _Registry:
                 f"{version.name}: artifact changed on disk after loading "
                 "(checksum mismatch); serving the verified copy loaded before")
 
+    def _watch_loads(self) -> None:
+        for load in self.loaders.values():
+            if not load.reported and (seconds := load.overdue_seconds()) is not None:
+                load.reported = True
+                logger.error("Loading %s version %s has run for %.0f s (over "
+                             "MODEL_LOAD_TIMEOUT_SECONDS); this process keeps serving the "
+                             "version it loaded before until it is restarted", load.kind,
+                             load.name, seconds)
+
+    def overdue_loads(self, kind: str) -> list[str]:
+        """Why this process may serve an older `kind` version than the registry's: its
+        loads that have run past MODEL_LOAD_TIMEOUT_SECONDS."""
+        return [f"{load.name}: loading has run for {seconds:.0f} s, over "
+                "MODEL_LOAD_TIMEOUT_SECONDS (a hung artifact store?); restart this process "
+                "to load it again"
+                # list(): a loader thread may finish (and drop its entry) meanwhile.
+                for load in list(self.loaders.values())
+                if load.kind == kind and (seconds := load.overdue_seconds()) is not None]
+
     def reset(self) -> None:
         with self.lock:
             self.states = {}
@@ -292,7 +331,9 @@ def serving_version(*, kind: str, user_id: str | None = None) -> LoadedVersion |
 def loaded_versions() -> dict[str, dict]:
     """For /readyz: what each kind serves. A kind with no trained version is ready on its
     fallback; one whose active artifact was refused is not. One whose loaded artifact
-    changed on disk is still ready (it serves what it verified) and says so in `warning`."""
+    changed on disk, or with a load running past MODEL_LOAD_TIMEOUT_SECONDS, is still ready
+    (it serves what it verified, as a process that has not yet loaded a promotion does)
+    and says so in `warning`: a hung load also holds up every later one in the process."""
     fallbacks = {ModelKind.RECOMMENDER: "popular", ModelKind.SENTIMENT: "vader"}
     report = {}
     for kind in ModelKind.values:
@@ -301,6 +342,7 @@ def loaded_versions() -> dict[str, dict]:
         warnings = [warning for version in (state.active, state.candidate)
                     if version is not None
                     and (warning := registry.changed_on_disk.get(version.version_id))]
+        warnings += registry.overdue_loads(kind)
         report[kind] = {
             "version": state.active.name if state.active else None,
             "serving": state.active.name if state.active else fallbacks[kind],

@@ -242,6 +242,9 @@ if any(len(key) > 255 for key in ANALYTICS_ROLLUP_PROPERTIES):
     raise ImproperlyConfigured("ANALYTICS_ROLLUP_PROPERTIES keys are at most 255 characters")
 # How often a web process looks for a newly promoted model version (hot swap), and whether
 # a process already serving loads it in a background thread (the previous version answers
-# meanwhile) instead of in the request that noticed it.
+# meanwhile) instead of in the request that noticed it. A background load running longer
+# than MODEL_LOAD_TIMEOUT_SECONDS is logged and reported by /readyz (it cannot be stopped;
+# a restart loads the version afresh).
 MODEL_REFRESH_SECONDS = env.float("MODEL_REFRESH_SECONDS", default=5.0)
 MODEL_LOAD_IN_BACKGROUND = env.bool("MODEL_LOAD_IN_BACKGROUND", default=True)
+MODEL_LOAD_TIMEOUT_SECONDS = env.float("MODEL_LOAD_TIMEOUT_SECONDS", default=600.0)

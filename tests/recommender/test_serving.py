@@ -173,9 +173,9 @@ def held_loads(monkeypatch):
 
 
 def _finish_loading() -> None:
-    for loader in list(registry.loaders.values()):
-        loader.join(timeout=120)
-        assert not loader.is_alive()
+    for load in list(registry.loaders.values()):
+        load.thread.join(timeout=120)
+        assert not load.thread.is_alive()
     assert not registry.loaders
 
 
@@ -254,6 +254,35 @@ def test_a_version_loaded_in_the_background_after_another_was_promoted_is_let_go
 
     assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v3"
     assert not registry.loaded_in_background
+
+
+def test_a_load_that_hangs_is_reported_while_the_previous_version_serves(
+        anonymous, client_app, two_versions, in_background, held_loads, caplog, settings):
+    first, second = two_versions
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+    held_loads.holding.set()
+    promote_version(version_id=second.pk, actor="test")
+    get_recommendations(client_app, user_id=USER)  # starts loading rec-v2
+    assert held_loads.started.wait(timeout=30)
+    assert loaded_versions()[ModelKind.RECOMMENDER]["warning"] is None  # not overdue yet
+
+    settings.MODEL_LOAD_TIMEOUT_SECONDS = 0
+    settings.MODEL_REFRESH_SECONDS = 0
+    with caplog.at_level(logging.ERROR, logger="recommender.serving"):
+        for _ in range(2):
+            assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+    overdue = [r.getMessage() for r in caplog.records if "MODEL_LOAD_TIMEOUT" in r.getMessage()]
+    assert len(overdue) == 1 and "rec-v2" in overdue[0]  # logged once, not every refresh
+    settings.CELERY_BROKER_URL = "memory://"  # readiness here is about the models
+    readiness = anonymous.get("/readyz")
+    report = readiness.json()["models"][ModelKind.RECOMMENDER]
+    assert readiness.status_code == 200 and report["serving"] == "rec-v1"
+    assert "rec-v2" in report["warning"] and "restart" in report["warning"]
+
+    held_loads.release.set()
+    _finish_loading()
+    assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v2"
+    assert loaded_versions()[ModelKind.RECOMMENDER]["warning"] is None
 
 
 def test_an_ab_candidate_serves_the_users_in_its_bucket(client_app, two_versions):
