@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.utils import timezone
@@ -35,6 +36,7 @@ from analytics.insights import (
     trends,
     user_timeline,
 )
+from config.db import is_statement_timeout, statement_timeout_message
 
 
 Row = list[Any]
@@ -144,7 +146,15 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
                                  for field, messages in serializer.errors.items()]
             return render(request, self.template_name, context, status=400)
         filters = serializer.validated_data
-        content = self.build(filters)
+        try:
+            content = self.build(filters)
+        except DatabaseError as error:
+            if not is_statement_timeout(error):
+                raise
+            # The cancelled statement aborted analytics_queries' transaction.
+            transaction.set_rollback(True)
+            context["errors"] = [statement_timeout_message()]
+            return render(request, self.template_name, context, status=503)
         if request.GET.get("format") == "csv":
             return self.csv_response(content["tables"], request.GET.get("table", ""),
                                      filters.get("date_range"))

@@ -10,13 +10,15 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from config.db import is_statement_timeout, statement_timeout_message
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,13 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    if is_statement_timeout(exc):
+        # The cancelled statement aborted the transaction: roll it back rather than commit.
+        if connection.in_atomic_block:
+            transaction.set_rollback(True)
+        # Not database_unavailable: the same request would be stopped again.
+        return error_response(status_code=503, code="query_timeout",
+                              detail=statement_timeout_message())
     if isinstance(exc, (OperationalError, InterfaceError)):
         # Nothing of the request was committed (the response comes after the commit), so
         # the client must retry, not give up: never a 500 for the database being away.

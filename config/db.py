@@ -1,7 +1,9 @@
-"""Prepared statements for the few queries that run on every API request."""
+"""Prepared statements for the few queries that run on every API request, and telling a
+statement stopped by its time limit from other database errors."""
 
 from collections.abc import Sequence
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 
 
@@ -30,3 +32,16 @@ def fetch_prepared(sql: str, params: Sequence) -> list[tuple]:
             # gets a new connection, with nothing prepared, instead of the same error.
             connection.close()
         raise
+
+
+def is_statement_timeout(error: BaseException) -> bool:
+    """Whether a database error is PostgreSQL cancelling a statement (SQLSTATE 57014), as
+    it does when analytics reads run past ANALYTICS_STATEMENT_TIMEOUT_SECONDS."""
+    return isinstance(error, DatabaseError) and \
+        getattr(error.__cause__, "sqlstate", None) == "57014"
+
+
+def statement_timeout_message() -> str:
+    return (f"This analysis ran longer than {settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS:g} s "
+            "and was stopped, so that it does not slow down the rest of Lodestar: choose a "
+            "shorter date range or a filter.")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
@@ -73,8 +74,9 @@ ANALYTICS_WORK_MEM = "4MB"
 
 @contextmanager
 def analytics_queries() -> Iterator[None]:
-    """Runs the enclosed reads in one transaction with ANALYTICS_WORK_MEM and JIT off
-    (SET LOCAL: the settings end with the transaction). On PostgreSQL the transaction is
+    """Runs the enclosed reads in one transaction with ANALYTICS_WORK_MEM, JIT off and each
+    statement limited to ANALYTICS_STATEMENT_TIMEOUT_SECONDS (SET LOCAL: the settings end
+    with the transaction; SQLite has no such limit). On PostgreSQL the transaction is
     REPEATABLE READ, so the rollups, their watermark and the raw events after it are read
     from one snapshot: an update committing between two reads cannot count events twice
     or not at all. SQLite's transactions are snapshots already."""
@@ -86,6 +88,10 @@ def analytics_queries() -> Iterator[None]:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cursor.execute(f"SET LOCAL work_mem = '{ANALYTICS_WORK_MEM}'")
                 cursor.execute("SET LOCAL jit = off")
+                # A read past the limit is cancelled (config.db.is_statement_timeout) rather
+                # than left to hold a web thread and load the database ingestion writes to.
+                timeout_ms = round(settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS * 1000)
+                cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
         yield
 
 

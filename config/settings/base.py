@@ -232,6 +232,11 @@ if SENTIMENT_QUANTIZE not in {"auto", "never"}:
 ANALYTICS_ROLLUP_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_LAG_SECONDS", default=60)
 ANALYTICS_ROLLUP_MAX_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_MAX_LAG_SECONDS", default=600)
 ANALYTICS_USE_ROLLUPS = env.bool("ANALYTICS_USE_ROLLUPS", default=True)
+# A dashboard or analytics API statement running longer than this is stopped (PostgreSQL's
+# statement_timeout; 0: no limit) and answered 503 `query_timeout`, so that a wide question
+# over a large log cannot hold a web thread or load the database ingestion writes to.
+ANALYTICS_STATEMENT_TIMEOUT_SECONDS = env.float("ANALYTICS_STATEMENT_TIMEOUT_SECONDS",
+                                                default=30.0)
 # Event property keys whose values the rollups count per day and event type, so trends
 # broken down by one of them, or filtered on one, add up days instead of reading every
 # event's properties. A key added here is counted over the whole log by the next update;

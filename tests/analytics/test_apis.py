@@ -2,8 +2,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.utils import timezone
 
+from analytics.insights import overview
 from analytics.insights.common import EARLIEST_DAY, LATEST_DAY
 from tests.factories import EndUserFactory, EventFactory, ItemFactory
 
@@ -214,3 +216,24 @@ def test_paths_after_an_event_with_drop_off(pm_client):
     # An event type nobody sent is an empty answer, not an error.
     nothing = pm_client.get(f"{url('paths')}?event=teleport&direction=before").json()
     assert nothing["persons"] == 0 and nothing["nodes"] == []
+
+
+def sleeps_in_the_database(**filters):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(2)")
+    return {}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout: PostgreSQL")
+def test_a_question_past_the_statement_time_limit_is_stopped_with_a_503_that_says_so(
+        pm_client, settings, monkeypatch):
+    settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS = 0.05
+    with monkeypatch.context() as patched:
+        patched.setattr(overview, "overview", sleeps_in_the_database)
+        response = pm_client.get(url("overview"))
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "query_timeout" and "0.05 s" in body["detail"]
+    assert "Retry-After" not in response  # the same question would be stopped again
+    assert pm_client.get(url("overview")).status_code == 200  # the connection still serves

@@ -26,7 +26,10 @@ class TestDateRange:
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL settings")
 @pytest.mark.django_db(transaction=True)  # as in a request: the reads' own transaction
-def test_dashboard_reads_plan_with_their_own_settings_and_leave_the_connection_as_it_was():
+def test_dashboard_reads_plan_with_their_own_settings_and_leave_the_connection_as_it_was(
+        settings):
+    settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS = 2.5
+
     def setting(name: str) -> str:
         with connection.cursor() as cursor:
             cursor.execute(f"SHOW {name}")
@@ -39,7 +42,9 @@ def test_dashboard_reads_plan_with_their_own_settings_and_leave_the_connection_a
             assert setting("work_mem") == common.ANALYTICS_WORK_MEM == "4MB"
             assert setting("jit") == "off"
             assert setting("transaction_isolation") == "repeatable read"
+            assert setting("statement_timeout") == "2500ms"
         assert setting("work_mem") == "256MB"
+        assert setting("statement_timeout") == "0"
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET work_mem")
