@@ -102,14 +102,18 @@ class DailyEventRollup(models.Model):
 
 
 class DailyPropertyRollup(models.Model):
-    """A day's events of one type by the value of one property key of
+    """A day's events of one type and item category by the value of one property key of
     settings.ANALYTICS_ROLLUP_PROPERTIES, the value as a trends breakdown buckets it (the
     property as text; analytics.services.NONE_VALUE where the event lacks it or it is null).
-    Category filters are not in the key: with one, the breakdown reads raw events."""
+    The category makes a key's rows up to one per category more (4,344 -> 108,453 at
+    10M events, benchmarks/README.md, session 27) so that a category filter reads them
+    too; without one, readers add up the categories."""
 
     day = models.DateField()
     event_type = models.CharField(max_length=64)
     key = models.CharField(max_length=255)
+    # The item's category; "" for events without an item or items without a category.
+    category = models.CharField(max_length=255)
     value = models.TextField()
     # The unique key holds the value's MD5 instead of the value: a property can be any
     # length, and a PostgreSQL btree entry can hold at most about 2,700 bytes.
@@ -119,8 +123,9 @@ class DailyPropertyRollup(models.Model):
     value_events = models.BigIntegerField(help_text="Events with a value (for averages)")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["day", "event_type", "key", "value_hash"],
-                                               name="daily_property_rollup_key")]
+        constraints = [models.UniqueConstraint(
+            fields=["day", "event_type", "key", "category", "value_hash"],
+            name="daily_property_rollup_key")]
 
 
 class UserDayRollup(FirstOccurrences, DayPath):

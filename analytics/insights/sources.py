@@ -7,7 +7,8 @@ Relations, as SQL over which the insights aggregate:
 - ``person_days``: (day, person), a row (or several) for every person active on a day;
 - ``daily_events``: (day, event_type, category, events, value_sum, value_events), summable;
 - ``property_days``: (day, type, bucket, events, value_sum, value_events), summable, per
-  value of one property key (rollups only where it is one of ANALYTICS_ROLLUP_PROPERTIES);
+  value of one property key, optionally of one category's items (rollups only where it is
+  one of ANALYTICS_ROLLUP_PROPERTIES);
 - ``typed_person_days`` (rollups only): (day, category, person, type_bits), persons active
   on a day with the TYPE_BITS of their events' types, for unique persons of chosen types;
 - ``category_shoppers`` (rollups only): (category, person, views, purchases), the persons
@@ -35,7 +36,7 @@ per item: an item-day rollup was measured twice, 5.8M rows at 10M events: it lef
 events' covering (item, timestamp) index),
 sentiment (reviews only, scored after they arrive),
 recommendations (impressions), property filters and breakdowns on a key the rollups do not
-count (and with a category filter, of unique persons, or a filter with a breakdown), and
+count (and of unique persons, or a filter with a breakdown), and
 unique persons of chosen event types (trends) when any of them has no bit in TYPE_BITS
 read raw events.
 """
@@ -156,11 +157,14 @@ def daily_events(*, date_range: DateRange, category: str | None = None,
 
 
 def property_days(*, date_range: DateRange, event_types: list[str], key: str,
-                  value: str | None = None) -> Relation | None:
+                  value: str | None = None, category: str | None = None) -> Relation | None:
     """SQL with columns (day, type, bucket, events, value_sum, value_events): the events of
-    the types per day, type and value of property `key` as a trends breakdown buckets it
-    (analytics.services.property_bucket), possibly split over several rows; with `value`,
-    only the events whose property is that value as text. None where the rollups cannot
+    the types (on items of the category) per day, type and value of property `key` as a
+    trends breakdown buckets it (analytics.services.property_bucket), possibly split over
+    several rows; with `value`, only the events whose property is that value as text. Until
+    the updates after an item's category change have rebuilt its days, the category counts
+    the item's rolled-up events under its old one, as daily_events does. None where the
+    rollups cannot
     tell: they do not count the key (not built, or the key is not one of the
     ANALYTICS_ROLLUP_PROPERTIES the last update counted), or `value` is NONE_VALUE, the
     bucket of events without the key as well as of those with that text. The caller then
@@ -172,11 +176,12 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
                                         .values_list("property_keys", flat=True).first() or []):
         return None
     columns = ("day", "type", "bucket", "events", "value_sum", "value_events")
-    rolled = (DailyPropertyRollup.objects
-              .filter(key=key, event_type__in=event_types, day__gte=date_range.start,
-                      day__lte=date_range.end)
-              .annotate(type=F("event_type"), bucket=F("value")).values_list(*columns))
-    tail = (events_in_range(date_range=date_range)
+    rolled = DailyPropertyRollup.objects.filter(
+        key=key, event_type__in=event_types, day__gte=date_range.start, day__lte=date_range.end)
+    if category:
+        rolled = rolled.filter(category=category)
+    rolled = rolled.annotate(type=F("event_type"), bucket=F("value")).values_list(*columns)
+    tail = (events_in_range(date_range=date_range, category=category)
             .filter(received_at__gte=watermark, type__in=event_types))
     if value is not None:
         rolled = rolled.filter(value=value)

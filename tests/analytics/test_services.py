@@ -379,24 +379,29 @@ class TestRollUp:
         assert RollupState.objects.get().watermark == services.BEGINNING
         assert services.pending_events() == 3
 
-    def test_the_chosen_property_keys_are_counted_per_day_type_and_value(self, settings):
+    def test_the_chosen_property_keys_are_counted_per_day_type_category_and_value(
+            self, settings):
         settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan"]
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
         # Any length: the unique key holds the value's MD5, not the value.
         long_plan = "enterprise " * 400
-        for plan in ("pro", "pro", long_plan, 3, None):
+        for plan, item in (("pro", "sku-1"), ("pro", "sku-1"), ("pro", None),
+                           (long_plan, "sku-1"), (3, "sku-1"), (None, "sku-1")):
             store_events(events=[EventInput(
-                event_id=uuid.uuid4(), type="purchase", user_id="ann", item_id="sku-1",
+                event_id=uuid.uuid4(), type="purchase", user_id="ann", item_id=item,
                 timestamp=NOON, value=2.0, properties={} if plan is None else {"plan": plan})],
                 received_at=NOW - timedelta(minutes=30))
 
         services.roll_up_new_events(now=NOW)
 
         assert set(DailyPropertyRollup.objects.values_list(
-            "day", "event_type", "key", "value", "events", "value_sum", "value_events")) == {
-            (DAY, "purchase", "plan", "pro", 2, 4.0, 2),
-            (DAY, "purchase", "plan", long_plan, 1, 2.0, 1),
-            (DAY, "purchase", "plan", "3", 1, 2.0, 1),
-            (DAY, "purchase", "plan", services.NONE_VALUE, 1, 2.0, 1)}
+            "day", "event_type", "key", "category", "value", "events", "value_sum",
+            "value_events")) == {
+            (DAY, "purchase", "plan", "books", "pro", 2, 4.0, 2),
+            (DAY, "purchase", "plan", "", "pro", 1, 2.0, 1),
+            (DAY, "purchase", "plan", "books", long_plan, 1, 2.0, 1),
+            (DAY, "purchase", "plan", "books", "3", 1, 2.0, 1),
+            (DAY, "purchase", "plan", "books", services.NONE_VALUE, 1, 2.0, 1)}
 
     def test_a_property_key_added_later_is_counted_over_the_whole_log(self, settings):
         def view(received_minutes_ago):

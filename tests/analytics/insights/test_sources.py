@@ -104,9 +104,9 @@ def answers(today) -> dict:
                         date_range=date_range, event_types=["view", "purchase", "signup"],
                         measure=measure, interval="week", category=category or None,
                         breakdown=breakdown, compare=True)
-            # Summed from DailyPropertyRollup without a category filter (the rollups count
-            # "plan": ANALYTICS_ROLLUP_PROPERTIES), from events with one; "(none)" is the
-            # bucket of events without a plan, not a plan to filter on.
+            # Summed from DailyPropertyRollup, with or without a category filter (the
+            # rollups count "plan": ANALYTICS_ROLLUP_PROPERTIES); "(none)" is the bucket of
+            # events without a plan, not a plan to filter on.
             for measure in ("count", "sum", "average"):
                 results[("trends", measure, "plan", key)] = trends.trends(
                     date_range=date_range, event_types=["view", "purchase", "signup"],
@@ -519,12 +519,20 @@ def test_a_rolled_up_propertys_breakdown_and_filter_add_up_its_days_instead_of_e
                                    breakdown="plan", category=category)
         return [(row["breakdown_value"], row["total"]) for row in result["series"]]
 
-    def views_of(plan):
+    def views_of(plan, category=None):
         with analytics_queries():
             return trends.trends(date_range=date_range, event_types=["view"],
-                                 property_filter=("plan", plan))["series"][0]["total"]
+                                 property_filter=("plan", plan),
+                                 category=category)["series"][0]["total"]
 
     assert plans() == [("pro", 1)]
     assert (views_of("pro"), views_of("free")) == (1, 0)
-    # The rollups' rows have no category: a filtered breakdown reads the events.
-    assert plans(category="books") == [("free", 1)]
+    # The rows carry the item's category, so a category filter reads them too.
+    assert plans(category="books") == [("pro", 1)]
+    assert views_of("pro", category="books") == 1
+    assert views_of("pro", category="toys") == 0
+    # Unique persons are not in the rows: counted over the events.
+    with analytics_queries():
+        persons = trends.trends(date_range=date_range, event_types=["view"], measure="users",
+                                breakdown="plan")
+    assert [row["breakdown_value"] for row in persons["series"]] == ["free"]
