@@ -105,15 +105,20 @@ class DailyPropertyRollup(models.Model):
     """A day's events of one type and item category by the value of one property key of
     settings.ANALYTICS_ROLLUP_PROPERTIES, the value as a trends breakdown buckets it (the
     property as text; analytics.services.NONE_VALUE where the event lacks it or it is null).
-    The category makes a key's rows up to one per category more (4,344 -> 108,453 at
-    10M events, benchmarks/README.md, session 27) so that a category filter reads them
-    too; without one, readers add up the categories."""
+    Each day, type and value has a row per category, which a category filter reads, and
+    one summing every category, which the unfiltered trends read: adding up the categories'
+    rows instead took the weekly breakdown with compare over 120 days at 10M events from
+    16-17 to 80-121 ms, and its 10M/1M time ratio to 1.7 (benchmarks/README.md, session
+    27)."""
 
     day = models.DateField()
     event_type = models.CharField(max_length=64)
     key = models.CharField(max_length=255)
-    # The item's category; "" for events without an item or items without a category.
+    # The item's category; "" for events without an item or items without a category,
+    # and in the rows summing every category.
     category = models.CharField(max_length=255)
+    every_category = models.BooleanField(
+        default=False, help_text="The row sums the events of every category")
     value = models.TextField()
     # The unique key holds the value's MD5 instead of the value: a property can be any
     # length, and a PostgreSQL btree entry can hold at most about 2,700 bytes.
@@ -124,7 +129,7 @@ class DailyPropertyRollup(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(
-            fields=["day", "event_type", "key", "category", "value_hash"],
+            fields=["day", "event_type", "key", "every_category", "category", "value_hash"],
             name="daily_property_rollup_key")]
 
 

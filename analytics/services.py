@@ -246,12 +246,14 @@ def property_bucket(key: str) -> Coalesce:
     return Coalesce(property_text(key), Value(NONE_VALUE), output_field=CharField())
 
 
-def property_day_rows(events: QuerySet[Event], *, key: str) -> QuerySet:
+def property_day_rows(events: QuerySet[Event], *, key: str, by_category: bool) -> QuerySet:
     """The events' DailyPropertyRollup figures for `key`: per day, type, item category
-    ("" for none) and bucket, events, value_sum and value_events. Readers compute the raw
-    tail with it; _add_property_rows counts the same figures into the rollup."""
+    ("" for none; "" throughout unless by_category) and bucket, events, value_sum and
+    value_events. Readers compute the raw tail with it; _add_property_rows counts the same
+    figures into the rollup."""
+    category = Coalesce("item__category", Value("")) if by_category else Value("")
     return (events.annotate(day=TruncDate("timestamp"), bucket=property_bucket(key),
-                            category=Coalesce("item__category", Value("")))
+                            category=category)
             .values("day", "type", "category", "bucket")
             .annotate(events=Count("id"),
                       value_sum=Coalesce(Sum("value"), Value(0.0), output_field=FloatField()),
@@ -259,31 +261,36 @@ def property_day_rows(events: QuerySet[Event], *, key: str) -> QuerySet:
             .order_by())
 
 
-def _insert_property_rows(cursor: CursorWrapper, *, key: str,
+def _insert_property_rows(cursor: CursorWrapper, *, key: str, every_category: bool,
                           grouped: tuple[str, list[object]]) -> None:
     """Adds the figures of `grouped`, SQL with property_day_rows' columns (day, type,
-    category, bucket, events, value_sum, value_events) for `key`, to DailyPropertyRollup."""
+    category, bucket, events, value_sum, value_events) for `key`, to DailyPropertyRollup's
+    rows per category, or (every_category) to those summing every category."""
     table = DailyPropertyRollup._meta.db_table
     merges = ", ".join(_merged(table, _Column(name, "", []))
                        for name in ("events", "value_sum", "value_events"))
     grouped_sql, grouped_params = grouped
     # "WHERE true": SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT.
     cursor.execute(
-        f"INSERT INTO {table} (day, event_type, key, category, value, value_hash, events, "
-        "value_sum, value_events) SELECT day, type, %s, category, bucket, MD5(bucket), "
-        f"events, value_sum, value_events FROM ({grouped_sql}) AS grouped WHERE true "
-        f"ON CONFLICT (day, event_type, key, category, value_hash) DO UPDATE SET {merges}",
-        [key, *grouped_params])
+        f"INSERT INTO {table} (day, event_type, key, every_category, category, value, "
+        "value_hash, events, value_sum, value_events) SELECT day, type, %s, %s, category, "
+        f"bucket, MD5(bucket), events, value_sum, value_events FROM ({grouped_sql}) AS grouped "
+        "WHERE true ON CONFLICT (day, event_type, key, every_category, category, value_hash) "
+        f"DO UPDATE SET {merges}",
+        [key, every_category, *grouped_params])
 
 
 def _add_property_rows(events: QuerySet[Event], *, keys: list[str]) -> None:
-    """Adds the events' DailyPropertyRollup figures for each of `keys`, one grouping of
-    the events per key: for a key newly configured, over the whole log (an update's
-    events are counted from its batch table instead, _add)."""
+    """Adds the events' DailyPropertyRollup figures for each of `keys`, two groupings of
+    the events per key (per category, and over every category): for a key newly
+    configured, over the whole log (an update's events are counted from its batch table
+    instead, _add)."""
     with connection.cursor() as cursor:
         for key in keys:
-            _insert_property_rows(cursor, key=key, grouped=property_day_rows(events, key=key)
-                                  .query.sql_with_params())
+            for every_category in (False, True):
+                grouped = property_day_rows(events, key=key, by_category=not every_category)
+                _insert_property_rows(cursor, key=key, every_category=every_category,
+                                      grouped=grouped.query.sql_with_params())
 
 
 def _property_column(index: int) -> str:
@@ -510,10 +517,14 @@ def _add(events: QuerySet[Event], *, received_before: datetime,
         # (benchmarks/README.md, session 27).
         for index, key in enumerate(property_keys):
             bucket = _property_column(index)
-            _insert_property_rows(cursor, key=key, grouped=(
-                f"SELECT day, event_type AS type, category, {bucket} AS bucket, COUNT(*) AS "
-                "events, COALESCE(SUM(value), 0.0) AS value_sum, COUNT(value) AS value_events "
-                f"FROM {_BATCH_TABLE} GROUP BY day, event_type, category, {bucket}", []))
+            for every_category in (False, True):
+                category, by_category = ("''", "") if every_category else ("category",
+                                                                          ", category")
+                _insert_property_rows(cursor, key=key, every_category=every_category, grouped=(
+                    f"SELECT day, event_type AS type, {category} AS category, {bucket} AS "
+                    "bucket, COUNT(*) AS events, COALESCE(SUM(value), 0.0) AS value_sum, "
+                    f"COUNT(value) AS value_events FROM {_BATCH_TABLE} "
+                    f"GROUP BY day, event_type, {bucket}{by_category}", []))
         _repair_stale_paths(cursor, received_before=received_before)
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
         if connection.vendor != "postgresql":

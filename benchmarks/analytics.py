@@ -82,6 +82,8 @@ VARIANTS = {
     "trends, by a property, weekly, compared": (ENDPOINTS["trends"]
                                                  + "&breakdown=plan&interval=week&compare=true"),
     "trends, where a property is a value": ENDPOINTS["trends"] + "&where=plan%3Dpro",
+    "trends, by a property, one category": (ENDPOINTS["trends"]
+                                            + "&breakdown=plan&category=category-3"),
     "lifecycle, daily": ENDPOINTS["lifecycle"] + "?interval=day",
     "stickiness, monthly": ENDPOINTS["stickiness"] + "?interval=month",
 }

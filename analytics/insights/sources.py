@@ -178,15 +178,16 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
     columns = ("day", "type", "bucket", "events", "value_sum", "value_events")
     rolled = DailyPropertyRollup.objects.filter(
         key=key, event_type__in=event_types, day__gte=date_range.start, day__lte=date_range.end)
-    if category:
-        rolled = rolled.filter(category=category)
+    rolled = (rolled.filter(every_category=False, category=category) if category
+              else rolled.filter(every_category=True))
     rolled = rolled.annotate(type=F("event_type"), bucket=F("value")).values_list(*columns)
     tail = (events_in_range(date_range=date_range, category=category)
             .filter(received_at__gte=watermark, type__in=event_types))
     if value is not None:
         rolled = rolled.filter(value=value)
         tail = tail.alias(filter_value=property_text(key)).filter(filter_value=value)
-    return _union(_sql(rolled), _sql(property_day_rows(tail, key=key).values_list(*columns)))
+    return _union(_sql(rolled), _sql(property_day_rows(tail, key=key, by_category=False)
+                                     .values_list(*columns)))
 
 
 def _user_days(*, category: str | None, per_category: bool) -> QuerySet:

@@ -32,10 +32,16 @@ class Migration(migrations.Migration):
             field=models.CharField(default="", max_length=255),
             preserve_default=False,
         ),
+        migrations.AddField(
+            model_name="dailypropertyrollup",
+            name="every_category",
+            field=models.BooleanField(default=False,
+                                      help_text="The row sums the events of every category"),
+        ),
         migrations.AddConstraint(
             model_name="dailypropertyrollup",
             constraint=models.UniqueConstraint(
-                fields=("day", "event_type", "key", "category", "value_hash"),
+                fields=("day", "event_type", "key", "every_category", "category", "value_hash"),
                 name="daily_property_rollup_key"),
         ),
     ]

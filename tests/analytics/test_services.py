@@ -394,14 +394,22 @@ class TestRollUp:
 
         services.roll_up_new_events(now=NOW)
 
-        assert set(DailyPropertyRollup.objects.values_list(
-            "day", "event_type", "key", "category", "value", "events", "value_sum",
-            "value_events")) == {
+        def rows(*, every_category):
+            return set(DailyPropertyRollup.objects.filter(every_category=every_category)
+                       .values_list("day", "event_type", "key", "category", "value", "events",
+                                    "value_sum", "value_events"))
+
+        assert rows(every_category=False) == {
             (DAY, "purchase", "plan", "books", "pro", 2, 4.0, 2),
             (DAY, "purchase", "plan", "", "pro", 1, 2.0, 1),
             (DAY, "purchase", "plan", "books", long_plan, 1, 2.0, 1),
             (DAY, "purchase", "plan", "books", "3", 1, 2.0, 1),
             (DAY, "purchase", "plan", "books", services.NONE_VALUE, 1, 2.0, 1)}
+        assert rows(every_category=True) == {
+            (DAY, "purchase", "plan", "", "pro", 3, 6.0, 3),
+            (DAY, "purchase", "plan", "", long_plan, 1, 2.0, 1),
+            (DAY, "purchase", "plan", "", "3", 1, 2.0, 1),
+            (DAY, "purchase", "plan", "", services.NONE_VALUE, 1, 2.0, 1)}
 
     def test_a_property_key_added_later_is_counted_over_the_whole_log(self, settings):
         def view(received_minutes_ago):
@@ -418,11 +426,13 @@ class TestRollUp:
         settings.ANALYTICS_ROLLUP_PROPERTIES = ["browser"]
         services.roll_up_new_events(now=NOW)
 
-        assert list(DailyPropertyRollup.objects.values_list("key", "value", "events")) == [
-            ("browser", "Safari", 1)]
+        # Per category and over every category, counted over the log like an update's.
+        assert sorted(DailyPropertyRollup.objects.values_list(
+            "key", "every_category", "value", "events")) == [
+            ("browser", False, "Safari", 1), ("browser", True, "Safari", 1)]
         assert RollupState.objects.get().property_keys == ["browser"]
         services.roll_up_new_events(now=NOW + timedelta(minutes=5))
-        assert DailyPropertyRollup.objects.get().events == 2
+        assert set(DailyPropertyRollup.objects.values_list("events", flat=True)) == {2}
 
     def test_rebuilding_a_day_recounts_its_property_values(self, settings):
         settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan"]
@@ -435,7 +445,8 @@ class TestRollUp:
 
         services.rebuild_days(since=DAY)
 
-        assert list(DailyPropertyRollup.objects.values_list("value", "events")) == [("pro", 1)]
+        assert sorted(DailyPropertyRollup.objects.values_list(
+            "every_category", "value", "events")) == [(False, "pro", 1), (True, "pro", 1)]
 
     def test_status_reports_the_lag_of_the_oldest_event_waiting(self, settings):
         settings.ANALYTICS_ROLLUP_MAX_LAG_SECONDS = 600
