@@ -303,8 +303,8 @@ def _sync_property_keys(state: RollupState) -> None:
     """Within the locked transaction: DailyPropertyRollup counts the keys of
     settings.ANALYTICS_ROLLUP_PROPERTIES over every event the rollups hold. A key taken
     out loses its rows; a key added is counted over the events received before the
-    watermark, in this update (one pass over the log per key: two keys took 16 s at 10M
-    events, benchmarks/README.md, session 26). The keys are the settings of the process
+    watermark, in this update (two passes over the log per key, by category and over
+    every category: 42 s per key at 10M events, benchmarks/README.md, session 27). The keys are the settings of the process
     running the update, so every worker and manage.py command must share them, or each
     would count its own over the whole log again."""
     wanted = list(dict.fromkeys(settings.ANALYTICS_ROLLUP_PROPERTIES))

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.utils import timezone
@@ -103,6 +103,14 @@ def card(label: str, value: Any, kind: str = "int") -> dict[str, str]:
     return {"label": label, "value": _format(value, kind)}
 
 
+class _PageTimedOut(Exception):
+    """A page's reads ran past ANALYTICS_STATEMENT_TIMEOUT_SECONDS; `context` renders it."""
+
+    def __init__(self, context: dict[str, Any]):
+        super().__init__("statement timeout")
+        self.context = context
+
+
 class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
     """A dashboard page: anonymous users go to the login page, logged-in users who are
     neither product managers nor staff get 403."""
@@ -116,8 +124,13 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
         return is_product_manager_or_staff(self.request.user)
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        with common.analytics_queries():
-            return super().dispatch(request, *args, **kwargs)
+        try:
+            with common.analytics_queries():
+                return super().dispatch(request, *args, **kwargs)
+        except _PageTimedOut as timed_out:
+            # Rendered after the reads' transaction, which the cancelled statement aborted,
+            # has rolled back.
+            return render(request, self.template_name, timed_out.context, status=503)
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:
         """Returns the page's cards, charts, tables and any extra template context."""
@@ -151,10 +164,8 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
         except DatabaseError as error:
             if not is_statement_timeout(error):
                 raise
-            # The cancelled statement aborted analytics_queries' transaction.
-            transaction.set_rollback(True)
             context["errors"] = [statement_timeout_message()]
-            return render(request, self.template_name, context, status=503)
+            raise _PageTimedOut(context) from error
         if request.GET.get("format") == "csv":
             return self.csv_response(content["tables"], request.GET.get("table", ""),
                                      filters.get("date_range"))

@@ -288,17 +288,17 @@ class _Registry:
         for load in self.loaders.values():
             if not load.reported and (seconds := load.overdue_seconds()) is not None:
                 load.reported = True
-                logger.error("Loading %s version %s has run for %.0f s (over "
-                             "MODEL_LOAD_TIMEOUT_SECONDS); this process keeps serving the "
-                             "version it loaded before until it is restarted", load.kind,
-                             load.name, seconds)
+                logger.error("Loading %s version %s (or waiting for another load to "
+                             "finish) has run for %.0f s, over MODEL_LOAD_TIMEOUT_SECONDS; "
+                             "this process keeps serving the version it loaded before until "
+                             "it is restarted", load.kind, load.name, seconds)
 
     def overdue_loads(self, kind: str) -> list[str]:
         """Why this process may serve an older `kind` version than the registry's: its
         loads that have run past MODEL_LOAD_TIMEOUT_SECONDS."""
-        return [f"{load.name}: loading has run for {seconds:.0f} s, over "
-                "MODEL_LOAD_TIMEOUT_SECONDS (a hung artifact store?); restart this process "
-                "to load it again"
+        return [f"{load.name}: loading, or waiting for another load to finish, has run for "
+                f"{seconds:.0f} s, over MODEL_LOAD_TIMEOUT_SECONDS (a hung artifact store?); "
+                "restart this process"
                 # list(): a loader thread may finish (and drop its entry) meanwhile.
                 for load in list(self.loaders.values())
                 if load.kind == kind and (seconds := load.overdue_seconds()) is not None]

@@ -5,6 +5,7 @@ Dates are calendar days in the project's TIME_ZONE; a ``DateRange`` covers whole
 both ends included.
 """
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,7 +91,9 @@ def analytics_queries() -> Iterator[None]:
                 cursor.execute("SET LOCAL jit = off")
                 # A read past the limit is cancelled (config.db.is_statement_timeout) rather
                 # than left to hold a web thread and load the database ingestion writes to.
-                timeout_ms = round(settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS * 1000)
+                limit = settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS
+                # At least 1 ms: PostgreSQL reads 0 as no limit.
+                timeout_ms = math.ceil(limit * 1000) if limit > 0 else 0
                 cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
         yield
 

@@ -164,8 +164,7 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
     several rows; with `value`, only the events whose property is that value as text. Until
     the updates after an item's category change have rebuilt its days, the category counts
     the item's rolled-up events under its old one, as daily_events does. None where the
-    rollups cannot
-    tell: they do not count the key (not built, or the key is not one of the
+    rollups cannot tell: they do not count the key (not built, or the key is not one of the
     ANALYTICS_ROLLUP_PROPERTIES the last update counted), or `value` is NONE_VALUE, the
     bucket of events without the key as well as of those with that text. The caller then
     reads events."""

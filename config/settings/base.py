@@ -237,6 +237,8 @@ ANALYTICS_USE_ROLLUPS = env.bool("ANALYTICS_USE_ROLLUPS", default=True)
 # over a large log cannot hold a web thread or load the database ingestion writes to.
 ANALYTICS_STATEMENT_TIMEOUT_SECONDS = env.float("ANALYTICS_STATEMENT_TIMEOUT_SECONDS",
                                                 default=30.0)
+if ANALYTICS_STATEMENT_TIMEOUT_SECONDS < 0:
+    raise ImproperlyConfigured("ANALYTICS_STATEMENT_TIMEOUT_SECONDS must be 0 (no limit) or more")
 # Event property keys whose values the rollups count per day and event type, so trends
 # broken down by one of them, or filtered on one, add up days instead of reading every
 # event's properties. A key added here is counted over the whole log by the next update;

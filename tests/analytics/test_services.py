@@ -418,6 +418,7 @@ class TestRollUp:
                                             properties={"plan": "pro", "browser": "Safari"})],
                          received_at=NOW - timedelta(minutes=received_minutes_ago))
 
+        upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
         view(received_minutes_ago=30)
         settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan"]
         services.roll_up_new_events(now=NOW)
@@ -428,8 +429,8 @@ class TestRollUp:
 
         # Per category and over every category, counted over the log like an update's.
         assert sorted(DailyPropertyRollup.objects.values_list(
-            "key", "every_category", "value", "events")) == [
-            ("browser", False, "Safari", 1), ("browser", True, "Safari", 1)]
+            "key", "every_category", "category", "value", "events")) == [
+            ("browser", False, "books", "Safari", 1), ("browser", True, "", "Safari", 1)]
         assert RollupState.objects.get().property_keys == ["browser"]
         services.roll_up_new_events(now=NOW + timedelta(minutes=5))
         assert set(DailyPropertyRollup.objects.values_list("events", flat=True)) == {2}

@@ -78,6 +78,20 @@ def test_rollup_property_keys_are_read_trimmed_and_an_overlong_one_refused():
     assert overlong.returncode != 0 and "at most 255 characters" in overlong.stderr
 
 
+def test_a_negative_analytics_statement_time_limit_is_refused_at_start():
+    show_limit = ("import django; django.setup(); from django.conf import settings as s; "
+                  "print(s.ANALYTICS_STATEMENT_TIMEOUT_SECONDS)")
+    secret = secrets.token_urlsafe(50)
+
+    default = run_django(["-c", show_limit], SECRET_KEY=secret)
+    negative = run_django(["-c", show_limit], SECRET_KEY=secret,
+                          ANALYTICS_STATEMENT_TIMEOUT_SECONDS="-1")
+
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.strip() == "30.0"
+    assert negative.returncode != 0 and "must be 0 (no limit) or more" in negative.stderr
+
+
 class TestRateLimit:
     @pytest.fixture
     def two_requests_a_minute(self, monkeypatch):
