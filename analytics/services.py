@@ -304,9 +304,9 @@ def _sync_property_keys(state: RollupState) -> None:
     settings.ANALYTICS_ROLLUP_PROPERTIES over every event the rollups hold. A key taken
     out loses its rows; a key added is counted over the events received before the
     watermark, in this update (two passes over the log per key, by category and over
-    every category: 42 s per key at 10M events, benchmarks/README.md, session 27). The keys are the settings of the process
-    running the update, so every worker and manage.py command must share them, or each
-    would count its own over the whole log again."""
+    every category: 42 s per key at 10M events, benchmarks/README.md, session 27). The
+    keys are the settings of the process running the update, so every worker and manage.py
+    command must share them, or each would count its own over the whole log again."""
     wanted = list(dict.fromkeys(settings.ANALYTICS_ROLLUP_PROPERTIES))
     if state.property_keys == wanted:
         return
@@ -513,8 +513,7 @@ def _add(events: QuerySet[Event], *, received_before: datetime,
                 [param for column in columns for param in column.params])
         # From the batch, which has each event's category already: grouping the events
         # again from the log and joining them to their items took an update of 10,000
-        # events at 10M 40 ms per key, against 9 ms without categories
-        # (benchmarks/README.md, session 27).
+        # events at 10M 40-70 ms per key (benchmarks/README.md, session 27).
         for index, key in enumerate(property_keys):
             bucket = _property_column(index)
             for every_category in (False, True):
