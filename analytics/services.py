@@ -513,17 +513,17 @@ def _add(events: QuerySet[Event], *, received_before: datetime,
                 [param for column in columns for param in column.params])
         # From the batch, which has each event's category already: grouping the events
         # again from the log and joining them to their items took an update of 10,000
-        # events at 10M 40-70 ms per key (benchmarks/README.md, session 27).
+        # events at 10M 38-82 ms per key (benchmarks/README.md, session 27).
         for index, key in enumerate(property_keys):
             bucket = _property_column(index)
             for every_category in (False, True):
-                category, by_category = ("''", "") if every_category else ("category",
-                                                                          ", category")
+                # PostgreSQL refuses a constant in GROUP BY: the summing rows' "" is not one.
+                category = "''" if every_category else "category"
+                groups = f"day, event_type, {bucket}" + ("" if every_category else ", category")
                 _insert_property_rows(cursor, key=key, every_category=every_category, grouped=(
                     f"SELECT day, event_type AS type, {category} AS category, {bucket} AS "
                     "bucket, COUNT(*) AS events, COALESCE(SUM(value), 0.0) AS value_sum, "
-                    f"COUNT(value) AS value_events FROM {_BATCH_TABLE} "
-                    f"GROUP BY day, event_type, {bucket}{by_category}", []))
+                    f"COUNT(value) AS value_events FROM {_BATCH_TABLE} GROUP BY {groups}", []))
         _repair_stale_paths(cursor, received_before=received_before)
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
         if connection.vendor != "postgresql":

@@ -95,10 +95,14 @@ class _BackgroundLoad:
     # Logged as overdue (past MODEL_LOAD_TIMEOUT_SECONDS): once per load.
     reported: bool = False
 
-    def overdue_seconds(self) -> float | None:
-        """How long the load has run, once that is past MODEL_LOAD_TIMEOUT_SECONDS."""
+    def overdue(self) -> str | None:
+        """What to report once the load has run past MODEL_LOAD_TIMEOUT_SECONDS."""
         running = time.monotonic() - self.started_at
-        return running if running >= settings.MODEL_LOAD_TIMEOUT_SECONDS else None
+        if running < settings.MODEL_LOAD_TIMEOUT_SECONDS:
+            return None
+        return (f"{self.name}: loading, or waiting for another load to finish, has run for "
+                f"{running:.0f} s, over MODEL_LOAD_TIMEOUT_SECONDS (a hung artifact store?); "
+                "this process keeps serving the version it loaded before: restart it")
 
 
 @dataclass
@@ -286,22 +290,16 @@ class _Registry:
 
     def _watch_loads(self) -> None:
         for load in self.loaders.values():
-            if not load.reported and (seconds := load.overdue_seconds()) is not None:
+            if not load.reported and (report := load.overdue()):
                 load.reported = True
-                logger.error("Loading %s version %s (or waiting for another load to "
-                             "finish) has run for %.0f s, over MODEL_LOAD_TIMEOUT_SECONDS; "
-                             "this process keeps serving the version it loaded before until "
-                             "it is restarted", load.kind, load.name, seconds)
+                logger.error("%s version %s", load.kind, report)
 
     def overdue_loads(self, kind: str) -> list[str]:
         """Why this process may serve an older `kind` version than the registry's: its
         loads that have run past MODEL_LOAD_TIMEOUT_SECONDS."""
-        return [f"{load.name}: loading, or waiting for another load to finish, has run for "
-                f"{seconds:.0f} s, over MODEL_LOAD_TIMEOUT_SECONDS (a hung artifact store?); "
-                "restart this process"
-                # list(): a loader thread may finish (and drop its entry) meanwhile.
-                for load in list(self.loaders.values())
-                if load.kind == kind and (seconds := load.overdue_seconds()) is not None]
+        # list(): a loader thread may finish (and drop its entry) meanwhile.
+        return [report for load in list(self.loaders.values())
+                if load.kind == kind and (report := load.overdue())]
 
     def reset(self) -> None:
         with self.lock:
