@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from itertools import groupby
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
@@ -329,6 +329,8 @@ _BATCH_TABLE = "analytics_rollup_batch"
 _PATHS_TABLE = "analytics_rollup_paths"
 _STALE_TABLE = "analytics_rollup_stale"
 _REPAIR_TABLE = "analytics_rollup_repair"
+# Under SQLite's default limit of 32,766 parameters per statement.
+_USERS_PER_STATEMENT = 10_000
 
 
 def _type_bits_sql() -> str:
@@ -350,6 +352,9 @@ class _Column(NamedTuple):
 
 _EARLIEST = "earliest"
 _LATEST = "latest"
+_KEPT = "kept"
+# What _add's statements call the batch rows they group.
+_ROWS = "batch_rows"
 
 
 def _item_events(name: str, event_type: str) -> _Column:
@@ -369,8 +374,23 @@ _PATH_COLUMNS = (_Column("path_start_at", 'MIN("timestamp")', [], _EARLIEST),
                  _Column("path_end_at", 'MAX("timestamp")', [], _LATEST))
 
 
+def _previous_day(table: str) -> _Column:
+    """UserDayActivity.previous_day of a row the batch adds: the user's latest earlier day
+    in the batch or rolled up already, whichever is later (a row the batch adds to keeps
+    its own; rows after a late day are linked again by _link_previous_days)."""
+    in_batch = "LAG(day) OVER (PARTITION BY user_id ORDER BY day)"
+    rolled_up = (f"(SELECT MAX(earlier.day) FROM {table} AS earlier WHERE "
+                 f"earlier.user_id = {_ROWS}.user_id AND earlier.day < {_ROWS}.day)")
+    # PostgreSQL's GREATEST skips NULLs; SQLite's max(a, b) returns NULL.
+    later = (f"GREATEST({in_batch}, {rolled_up})" if connection.vendor == "postgresql"
+             else f"COALESCE(MAX({in_batch}, {rolled_up}), {in_batch}, {rolled_up})")
+    return _Column("previous_day", later, [], _KEPT)
+
+
 def _merged(table: str, column: _Column) -> str:
     name = column.name
+    if column.merge == _KEPT:
+        return f"{name} = {table}.{name}"
     if column.merge in (_EARLIEST, _LATEST):
         # NULL is "none yet" on either side: PostgreSQL's LEAST skips NULLs, SQLite's
         # min(a, b) returns NULL.
@@ -391,8 +411,8 @@ def _merged_path(table: str) -> str:
 
 
 def _with_paths(cursor: CursorWrapper, *, source: str, key: tuple[str, ...]) -> tuple[str, str]:
-    """(FROM, aggregate): the rows of `source` (a table shaped as _batch_rows) to group by
-    `key`, and the aggregate of a group's path over them: its event types in time order as
+    """(FROM, aggregate): the rows of `source` (a table shaped as _batch_rows), named
+    _ROWS, to group by `key`, and the aggregate of a group's path over them: its event types in time order as
     a JSON array, repeats in a row folded. PostgreSQL concatenates them in order as it
     groups. SQLite before 3.44 cannot order an aggregate's input (and concatenating in a
     window's order copies the growing text at every row, which took 40 s for one user's
@@ -401,7 +421,8 @@ def _with_paths(cursor: CursorWrapper, *, source: str, key: tuple[str, ...]) -> 
     key_columns = ", ".join(key)
     if connection.vendor == "postgresql":
         order = f'PARTITION BY {key_columns} ORDER BY "timestamp", id'
-        return (f"(SELECT *, LAG(event_type) OVER ({order}) AS before FROM {source}) AS marked",
+        return (f"(SELECT *, LAG(event_type) OVER ({order}) AS before FROM {source}) "
+                f"AS {_ROWS}",
                 "'[' || string_agg(CASE WHEN before IS NULL OR before <> event_type "
                 "THEN to_json(event_type)::text END, ',' ORDER BY \"timestamp\", id) || ']'")
     cursor.execute(f'SELECT {key_columns}, event_type FROM {source} '
@@ -413,7 +434,8 @@ def _with_paths(cursor: CursorWrapper, *, source: str, key: tuple[str, ...]) -> 
     cursor.execute(f"CREATE TEMPORARY TABLE {_PATHS_TABLE} ({key_columns}, path)")
     cursor.executemany(f"INSERT INTO {_PATHS_TABLE} VALUES "
                        f"({', '.join(['%s'] * (len(key) + 1))})", paths)
-    return f"{source} JOIN {_PATHS_TABLE} USING ({key_columns})", "MAX(path)"
+    return (f"(SELECT * FROM {source} JOIN {_PATHS_TABLE} USING ({key_columns})) AS {_ROWS}",
+            "MAX(path)")
 
 
 def _batch_rows(events: QuerySet[Event], *, property_keys: list[str]) -> tuple[str, tuple]:
@@ -465,6 +487,21 @@ def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> 
     cursor.execute(f"DROP TABLE {_STALE_TABLE}")
 
 
+def _link_previous_days(cursor: CursorWrapper, *, users_sql: str, params: list[Any]) -> None:
+    """Sets UserDayActivity.previous_day on every row of the users `users_sql` selects
+    (one user_id column) where it changed: a late event's new row moves its user's next
+    row's previous day, and so does a row rebuilt away. Found through the (user, day)
+    index: an update reads its users' few rows, not the table."""
+    table = connection.ops.quote_name(UserDayActivity._meta.db_table)
+    differs = "IS DISTINCT FROM" if connection.vendor == "postgresql" else "IS NOT"
+    cursor.execute(
+        f"UPDATE {table} SET previous_day = linked.previous_day FROM (SELECT day, user_id, "
+        "LAG(day) OVER (PARTITION BY user_id ORDER BY day) AS previous_day "
+        f"FROM {table} WHERE user_id IN ({users_sql})) AS linked "
+        f"WHERE {table}.day = linked.day AND {table}.user_id = linked.user_id "
+        f"AND {table}.previous_day {differs} linked.previous_day", params)
+
+
 def _add(events: QuerySet[Event], *, received_before: datetime,
          property_keys: list[str]) -> None:
     """Adds the events' counts to the rollups, creating rows or adding to existing ones
@@ -489,7 +526,8 @@ def _add(events: QuerySet[Event], *, received_before: datetime,
          [counted, _item_events("views", "view"), _item_events("purchases", "purchase"), bits,
           *_first_occurrences(item_events_only=True), *_PATH_COLUMNS]),
         (UserDayActivity._meta.db_table, ("day", "user_id"),
-         [counted, bits, *_first_occurrences(item_events_only=False), *_PATH_COLUMNS]),
+         [counted, bits, *_first_occurrences(item_events_only=False), *_PATH_COLUMNS,
+          _previous_day(UserDayActivity._meta.db_table)]),
     ]
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE {_BATCH_TABLE} AS {batch_sql}", batch_params)
@@ -498,7 +536,7 @@ def _add(events: QuerySet[Event], *, received_before: datetime,
             names = [column.name for column in columns]
             merges = [_merged(table, column) for column in columns]
             aggregates = [column.aggregate for column in columns]
-            source = _BATCH_TABLE
+            source = f"{_BATCH_TABLE} AS {_ROWS}"
             if "path_end_at" in names:
                 source, path = _with_paths(cursor, source=_BATCH_TABLE, key=key)
                 names.append("path")
@@ -524,6 +562,8 @@ def _add(events: QuerySet[Event], *, received_before: datetime,
                     f"SELECT day, event_type AS type, {category} AS category, {bucket} AS "
                     "bucket, COUNT(*) AS events, COALESCE(SUM(value), 0.0) AS value_sum, "
                     f"COUNT(value) AS value_events FROM {_BATCH_TABLE} GROUP BY {groups}", []))
+        _link_previous_days(cursor, users_sql=f"SELECT user_id FROM {_BATCH_TABLE}",
+                            params=[])
         _repair_stale_paths(cursor, received_before=received_before)
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
         if connection.vendor != "postgresql":
@@ -549,10 +589,16 @@ def _rebuild_day(day: date, *, watermark: datetime, property_keys: list[str]) ->
     DailyEventRollup.objects.filter(day=day).delete()
     DailyPropertyRollup.objects.filter(day=day).delete()
     UserDayRollup.objects.filter(day=day).delete()
+    # A user whose events of the day are gone keeps rows before and after it, to link anew.
+    users = list(UserDayActivity.objects.filter(day=day).values_list("user_id", flat=True))
     UserDayActivity.objects.filter(day=day).delete()
     _add(Event.objects.filter(timestamp__gte=start, timestamp__lt=end,
                               received_at__lt=watermark), received_before=watermark,
          property_keys=property_keys)
+    for chunk in range(0, len(users), _USERS_PER_STATEMENT):
+        with connection.cursor() as cursor:
+            part = users[chunk:chunk + _USERS_PER_STATEMENT]
+            _link_previous_days(cursor, users_sql=", ".join(["%s"] * len(part)), params=part)
 
 
 def _mark_days_of(events: QuerySet[Event]) -> None:

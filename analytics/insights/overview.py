@@ -20,11 +20,29 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
     # One read of the range and the 30 days ending on its last day, whichever is longer.
     both = DateRange(start=min(date_range.start, date_range.end - timedelta(days=29)),
                      end=date_range.end)
+    # Each window's persons are those active on any of its days (it ends on the last day).
+    windows = {"active_users": date_range.start, "mau": date_range.end - timedelta(days=29),
+               "wau": date_range.end - timedelta(days=6), "dau": date_range.end}
     active_sql, active_params = sources.person_days(date_range=both, category=category)
-    daily_active = {sources.as_date(day): users for day, users in sources.fetch(
-        f"SELECT day, COUNT(DISTINCT person) FROM ({active_sql}) AS active "
-        "WHERE day >= %s GROUP BY day",
-        [*active_params, sources.date_param(date_range.start)])}
+    counted = None if category else sources.active_persons(date_range=both,
+                                                            since=list(windows.values()))
+    if counted is not None:
+        per_day, per_window = counted
+        daily_active = {day: users for day, users in per_day.items() if day >= date_range.start}
+        active = dict(zip(windows, per_window))
+    else:
+        daily_active = {sources.as_date(day): users for day, users in sources.fetch(
+            f"SELECT day, COUNT(DISTINCT person) FROM ({active_sql}) AS active "
+            "WHERE day >= %s GROUP BY day",
+            [*active_params, sources.date_param(date_range.start)])}
+        # Each person's latest active day says which of the windows they were active in:
+        # one hash aggregate per person instead of four distinct counts.
+        latest = ", ".join(f"COUNT(CASE WHEN latest >= %s THEN 1 END) AS {name}"
+                           for name in windows)
+        active = dict(zip(windows, sources.fetch(
+            f"SELECT {latest} FROM (SELECT person, MAX(day) AS latest FROM ({active_sql}) "
+            "AS active GROUP BY person) AS latest_days",
+            [*[sources.date_param(day) for day in windows.values()], *active_params])[0]))
     if category:
         # New to the product that day and active in the category that day.
         seen_sql, seen_params = sources.first_seen_days(date_range=date_range)
@@ -55,16 +73,6 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
         if event_type == "purchase":
             daily_revenue[day] += float(value_sum or 0.0)
 
-    # Each person's latest active day says which of the four windows they were active in:
-    # one hash aggregate per person instead of four distinct counts.
-    windows = {"active_users": date_range.start, "mau": date_range.end - timedelta(days=29),
-               "wau": date_range.end - timedelta(days=6), "dau": date_range.end}
-    counted = ", ".join(f"COUNT(CASE WHEN latest >= %s THEN 1 END) AS {name}"
-                        for name in windows)
-    active = dict(zip(windows, sources.fetch(
-        f"SELECT {counted} FROM (SELECT person, MAX(day) AS latest FROM ({active_sql}) "
-        "AS active GROUP BY person) AS latest_days",
-        [*[sources.date_param(day) for day in windows.values()], *active_params])[0]))
 
     days = []
     for day in date_range.dates():

@@ -18,6 +18,9 @@ Relations, as SQL over which the insights aggregate:
   funnel's first step;
 - ``day_paths`` (rollups only): (person, day, path), each rolled-up user-day's event types
   in time order, which persons' paths are joined from.
+``active_persons`` (rollups only) counts instead of returning SQL: distinct persons per
+day and since chosen days, most of them from UserDayActivity's linked days without
+grouping by person.
 
 With rollups, each (but ``day_paths``, which returns the raw tail apart for its caller to
 read per person) is the rollup rows of the range UNION ALL the same figures computed
@@ -41,6 +44,7 @@ unique persons of chosen event types (trends) when any of them has no bit in TYP
 read raw events.
 """
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -50,6 +54,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, F, Q, QuerySet, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, TruncDate
 
 from analytics.insights.common import DateRange, events_in_range
@@ -70,7 +75,7 @@ from analytics.services import (
     property_text,
     type_bit,
 )
-from ingestion.models import EndUser, Event
+from ingestion.models import EndUser, Event, IdentityLink
 from ingestion.selectors import person_key
 
 _raw_only: ContextVar[bool] = ContextVar("analytics_raw_only", default=False)
@@ -131,6 +136,57 @@ def person_days(*, date_range: DateRange, category: str | None = None) -> Relati
     # The rollups carry the user's identity link as events do, so persons key alike.
     rolled = rolled.annotate(person=person_key()).values_list("day", "person")
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
+
+
+def active_persons(*, date_range: DateRange, since: list[date]
+                   ) -> tuple[dict[date, int], list[int]] | None:
+    """Rollups only, over every category: the distinct persons active on each day of the
+    range, and on any day from each day of ``since`` (in the range) to its end. None where
+    the rollups are not built: the caller groups person_days instead.
+
+    Most users are persons of their own with one row a day: a user neither side of an
+    identity link and without events in the raw tail. Their rows are counted, each day's
+    once, and since a day only where the user's previous day is earlier
+    (UserDayActivity.previous_day): no grouping by person. The other users' rows and the
+    tail's persons are grouped by person, as person_days is."""
+    watermark = rollup_watermark()
+    if watermark is None:
+        return None
+    tail = events_in_range(date_range=date_range).filter(received_at__gte=watermark)
+    tail_users, tail_params = _sql(tail.values_list("user_id"))
+    links = connection.ops.quote_name(IdentityLink._meta.db_table)
+    others = (f"SELECT alias_id AS user_id FROM {links} UNION SELECT person_id FROM {links} "
+              f"UNION SELECT user_id FROM ({tail_users}) AS tail")
+    table = connection.ops.quote_name(UserDayActivity._meta.db_table)
+    bounds = [date_param(date_range.start), date_param(date_range.end)]
+    first_since = ", ".join("COUNT(CASE WHEN a.previous_day IS NULL OR a.previous_day < %s "
+                            "THEN 1 END)" for _ in since)
+    per_day: dict[date, int] = defaultdict(int)
+    counts = [0] * len(since)
+    for day, users, *firsts in fetch(
+            f"SELECT a.day, COUNT(*), {first_since} FROM {table} a "
+            "WHERE a.day >= %s AND a.day <= %s AND NOT EXISTS (SELECT 1 FROM "
+            f"({others}) AS other WHERE other.user_id = a.user_id) GROUP BY a.day",
+            [*map(date_param, since), *bounds, *tail_params]):
+        day = as_date(day)
+        per_day[day] += users
+        for index, first in enumerate(firsts):
+            counts[index] += first if day >= since[index] else 0
+    rolled = (UserDayActivity.objects
+              .filter(day__gte=date_range.start, day__lte=date_range.end,
+                      user_id__in=RawSQL(others, tail_params))
+              .annotate(person=person_key()).values_list("day", "person"))
+    grouped_sql, grouped_params = _union(_sql(rolled), _sql(
+        tail.annotate(day=TruncDate("timestamp"), person=person_key())
+        .values_list("day", "person").distinct()))
+    for day, persons in fetch(f"SELECT day, COUNT(DISTINCT person) FROM ({grouped_sql}) "
+                              "AS grouped GROUP BY day", grouped_params):
+        per_day[as_date(day)] += persons
+    latest_since = ", ".join("COUNT(CASE WHEN latest >= %s THEN 1 END)" for _ in since)
+    grouped_since = fetch(f"SELECT {latest_since} FROM (SELECT person, MAX(day) AS latest "
+                          f"FROM ({grouped_sql}) AS grouped GROUP BY person) AS latest_days",
+                          [*map(date_param, since), *grouped_params])[0]
+    return dict(per_day), [count + grouped for count, grouped in zip(counts, grouped_since)]
 
 
 def daily_events(*, date_range: DateRange, category: str | None = None,

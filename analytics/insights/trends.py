@@ -244,7 +244,11 @@ def _figures_from_days(rows: list[DayRow], *, measure: Measure, interval: Interv
         figures[2] += value_events
     measured = {"count": lambda f: f[0], "sum": lambda f: f[1],
                 "average": lambda f: f[1] / f[2] if f[2] else 0}[measure]
-    return {key: {period: round(float(measured(f)), 2) for period, f in by_period.items()}
+    # Rounded to 9 places first: sums added in another order (rolled-up days, or the events
+    # at once) differ in their last bits, and an average of cents often ends in a half
+    # cent (1.01 and 1.02: 1.015), which those bits would round either way.
+    return {key: {period: round(round(float(measured(f)), 9), 2)
+                  for period, f in by_period.items()}
             for key, by_period in sums.items()}
 
 

@@ -209,6 +209,22 @@ class TestRollUp:
         assert services.roll_up_new_events(now=NOW).events == 3
         assert UserDayActivity.objects.get().events == 3
 
+    def test_upgrading_to_linked_days_links_the_rows_rolled_up_before(self):
+        for days_ago in (1, 3):
+            store(1, received_minutes_ago=60, days_ago=days_ago)
+        services.roll_up_new_events(now=NOW)
+        UserDayActivity.objects.update(previous_day=None)  # as rolled up before 0013
+        migration = importlib.import_module(
+            "analytics.migrations.0013_user_day_activity_previous_day").Migration
+        link = next(operation.code for operation in migration.operations
+                    if getattr(operation, "code", None) is not None
+                    and operation.code.__name__ == "link_previous_days")
+
+        link(django_apps, SimpleNamespace(connection=connection))
+
+        assert list(UserDayActivity.objects.order_by("day").values_list("previous_day", flat=True)) \
+            == [None, timezone.localdate(NOW - timedelta(days=3))]
+
     def test_chunks_add_up_to_one_run_even_when_a_batch_shares_one_received_at(self, monkeypatch):
         monkeypatch.setattr(services, "ROLLUP_CHUNK_EVENTS", 2)
         store(5, received_minutes_ago=40)  # one batch, one received_at, more than a chunk
@@ -273,6 +289,35 @@ class TestRollUp:
 
         assert set(RollupDirtyDay.objects.values_list("day", flat=True)) == {
             DAY, timezone.localdate(NOW - timedelta(days=5))}
+
+    def test_each_users_day_links_to_their_day_before_a_late_one_included(self):
+        store(1, received_minutes_ago=60, days_ago=1)
+        store(1, received_minutes_ago=60, days_ago=5)
+        store(1, received_minutes_ago=60, days_ago=2, user="bob")
+        services.roll_up_new_events(now=NOW)
+        store(1, received_minutes_ago=0, days_ago=3)  # late: between ann's two days
+        services.roll_up_new_events(now=NOW + timedelta(minutes=5))
+
+        def day(days_ago):
+            return timezone.localdate(NOW - timedelta(days=days_ago))
+
+        assert set(UserDayActivity.objects.values_list("user__user_id", "day", "previous_day")) \
+            == {("ann", day(5), None), ("ann", day(3), day(5)), ("ann", day(1), day(3)),
+                ("bob", day(2), None)}
+
+    def test_a_day_rebuilt_without_a_users_events_links_their_next_day_past_it(self):
+        for days_ago in (1, 3, 5):
+            store(1, received_minutes_ago=60, days_ago=days_ago)
+        services.roll_up_new_events(now=NOW)
+        middle = Event.objects.filter(timestamp__date=timezone.localdate(NOW - timedelta(days=3)))
+
+        with transaction.atomic():
+            services.mark_days_of_changing_events(events=middle)
+            middle.delete()
+        services.roll_up_new_events(now=NOW)
+
+        assert list(UserDayActivity.objects.order_by("day").values_list("previous_day", flat=True)) \
+            == [None, timezone.localdate(NOW - timedelta(days=5))]
 
     def test_marking_an_item_again_moves_its_mark(self):
         upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
