@@ -487,17 +487,20 @@ def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> 
     cursor.execute(f"DROP TABLE {_STALE_TABLE}")
 
 
-def _link_previous_days(cursor: CursorWrapper, *, users_sql: str, params: list[Any]) -> None:
-    """Sets UserDayActivity.previous_day on every row of the users `users_sql` selects
-    (one user_id column) where it changed: a late event's new row moves its user's next
-    row's previous day, and so does a row rebuilt away. Found through the (user, day)
-    index: an update reads its users' few rows, not the table."""
+def _link_previous_days(cursor: CursorWrapper, *, touched_sql: str, params: list[Any]) -> None:
+    """Links UserDayActivity rows to their user's day before them again where that changed,
+    for the (user_id, first_day) pairs `touched_sql` selects: the rows of each user after
+    that day (a late day added before them, or that day's row rebuilt away). An update's
+    events are mostly its users' latest: that leaves no row to look at, each user found
+    through the (user, day) index."""
     table = connection.ops.quote_name(UserDayActivity._meta.db_table)
     differs = "IS DISTINCT FROM" if connection.vendor == "postgresql" else "IS NOT"
     cursor.execute(
-        f"UPDATE {table} SET previous_day = linked.previous_day FROM (SELECT day, user_id, "
-        "LAG(day) OVER (PARTITION BY user_id ORDER BY day) AS previous_day "
-        f"FROM {table} WHERE user_id IN ({users_sql})) AS linked "
+        f"UPDATE {table} SET previous_day = linked.previous_day FROM (SELECT later.day, "
+        f"later.user_id, (SELECT MAX(earlier.day) FROM {table} AS earlier WHERE "
+        "earlier.user_id = later.user_id AND earlier.day < later.day) AS previous_day "
+        f"FROM ({touched_sql}) AS touched JOIN {table} AS later "
+        "ON later.user_id = touched.user_id AND later.day > touched.first_day) AS linked "
         f"WHERE {table}.day = linked.day AND {table}.user_id = linked.user_id "
         f"AND {table}.previous_day {differs} linked.previous_day", params)
 
@@ -562,8 +565,8 @@ def _add(events: QuerySet[Event], *, received_before: datetime,
                     f"SELECT day, event_type AS type, {category} AS category, {bucket} AS "
                     "bucket, COUNT(*) AS events, COALESCE(SUM(value), 0.0) AS value_sum, "
                     f"COUNT(value) AS value_events FROM {_BATCH_TABLE} GROUP BY {groups}", []))
-        _link_previous_days(cursor, users_sql=f"SELECT user_id FROM {_BATCH_TABLE}",
-                            params=[])
+        _link_previous_days(cursor, touched_sql="SELECT user_id, MIN(day) AS first_day "
+                            f"FROM {_BATCH_TABLE} GROUP BY user_id", params=[])
         _repair_stale_paths(cursor, received_before=received_before)
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
         if connection.vendor != "postgresql":
@@ -595,10 +598,14 @@ def _rebuild_day(day: date, *, watermark: datetime, property_keys: list[str]) ->
     _add(Event.objects.filter(timestamp__gte=start, timestamp__lt=end,
                               received_at__lt=watermark), received_before=watermark,
          property_keys=property_keys)
+    users_table = connection.ops.quote_name(EndUser._meta.db_table)
     for chunk in range(0, len(users), _USERS_PER_STATEMENT):
         with connection.cursor() as cursor:
             part = users[chunk:chunk + _USERS_PER_STATEMENT]
-            _link_previous_days(cursor, users_sql=", ".join(["%s"] * len(part)), params=part)
+            _link_previous_days(cursor, touched_sql=(
+                f"SELECT id AS user_id, %s AS first_day FROM {users_table} "
+                f"WHERE id IN ({', '.join(['%s'] * len(part))})"),
+                params=[day.isoformat() if connection.vendor != "postgresql" else day, *part])
 
 
 def _mark_days_of(events: QuerySet[Event]) -> None:

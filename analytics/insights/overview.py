@@ -23,26 +23,36 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
     # Each window's persons are those active on any of its days (it ends on the last day).
     windows = {"active_users": date_range.start, "mau": date_range.end - timedelta(days=29),
                "wau": date_range.end - timedelta(days=6), "dau": date_range.end}
-    active_sql, active_params = sources.person_days(date_range=both, category=category)
-    counted = None if category else sources.active_persons(date_range=both,
-                                                            since=list(windows.values()))
-    if counted is not None:
-        per_day, per_window = counted
-        daily_active = {day: users for day, users in per_day.items() if day >= date_range.start}
-        active = dict(zip(windows, per_window))
+    split = None if category else sources.person_days_split(date_range=both)
+    daily_active: dict[date, int] = defaultdict(int)
+    active = dict.fromkeys(windows, 0)
+    if split is None:
+        active_sql, active_params = sources.person_days(date_range=both, category=category)
     else:
-        daily_active = {sources.as_date(day): users for day, users in sources.fetch(
-            f"SELECT day, COUNT(DISTINCT person) FROM ({active_sql}) AS active "
-            "WHERE day >= %s GROUP BY day",
-            [*active_params, sources.date_param(date_range.start)])}
-        # Each person's latest active day says which of the windows they were active in:
-        # one hash aggregate per person instead of four distinct counts.
-        latest = ", ".join(f"COUNT(CASE WHEN latest >= %s THEN 1 END) AS {name}"
-                           for name in windows)
-        active = dict(zip(windows, sources.fetch(
+        # Persons counted by their rows' previous days; the rest grouped by person below.
+        (own_sql, own_params), (active_sql, active_params) = split
+        since = ", ".join("COUNT(CASE WHEN previous_day IS NULL OR previous_day < %s "
+                          "THEN 1 END)" for _ in windows)
+        for day, persons, *firsts in sources.fetch(
+                f"SELECT day, COUNT(*), {since} FROM ({own_sql}) AS own GROUP BY day",
+                [*map(sources.date_param, windows.values()), *own_params]):
+            day = sources.as_date(day)
+            daily_active[day] += persons
+            for (name, first_day), first in zip(windows.items(), firsts):
+                active[name] += first if day >= first_day else 0
+    for day, persons in sources.fetch(
+            f"SELECT day, COUNT(DISTINCT person) FROM ({active_sql}) AS active GROUP BY day",
+            active_params):
+        daily_active[sources.as_date(day)] += persons
+    # Each person's latest active day says which of the windows they were active in:
+    # one hash aggregate per person instead of four distinct counts.
+    latest = ", ".join(f"COUNT(CASE WHEN latest >= %s THEN 1 END) AS {name}"
+                       for name in windows)
+    for name, persons in zip(windows, sources.fetch(
             f"SELECT {latest} FROM (SELECT person, MAX(day) AS latest FROM ({active_sql}) "
             "AS active GROUP BY person) AS latest_days",
-            [*[sources.date_param(day) for day in windows.values()], *active_params])[0]))
+            [*map(sources.date_param, windows.values()), *active_params])[0]):
+        active[name] += persons
     if category:
         # New to the product that day and active in the category that day.
         seen_sql, seen_params = sources.first_seen_days(date_range=date_range)

@@ -18,9 +18,8 @@ Relations, as SQL over which the insights aggregate:
   funnel's first step;
 - ``day_paths`` (rollups only): (person, day, path), each rolled-up user-day's event types
   in time order, which persons' paths are joined from.
-``active_persons`` (rollups only) counts instead of returning SQL: distinct persons per
-day and since chosen days, most of them from UserDayActivity's linked days without
-grouping by person.
+- ``person_days_split`` (rollups only, every category): person_days as the persons
+  counted by their rows' previous days (no grouping by person) and the rest.
 
 With rollups, each (but ``day_paths``, which returns the raw tail apart for its caller to
 read per person) is the rollup rows of the range UNION ALL the same figures computed
@@ -44,7 +43,6 @@ unique persons of chosen event types (trends) when any of them has no bit in TYP
 read raw events.
 """
 
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -138,17 +136,17 @@ def person_days(*, date_range: DateRange, category: str | None = None) -> Relati
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
 
 
-def active_persons(*, date_range: DateRange, since: list[date]
-                   ) -> tuple[dict[date, int], list[int]] | None:
-    """Rollups only, over every category: the distinct persons active on each day of the
-    range, and on any day from each day of ``since`` (in the range) to its end. None where
-    the rollups are not built: the caller groups person_days instead.
+def person_days_split(*, date_range: DateRange) -> tuple[Relation, Relation] | None:
+    """Rollups only, over every category: person_days in two parts that share no person.
+    None where the rollups are not built.
 
-    Most users are persons of their own with one row a day: a user neither side of an
-    identity link and without events in the raw tail. Their rows are counted, each day's
-    once, and since a day only where the user's previous day is earlier
-    (UserDayActivity.previous_day): no grouping by person. The other users' rows and the
-    tail's persons are grouped by person, as person_days is."""
+    - (day, person, previous_day): the rolled-up days of users who are persons of their
+      own (neither side of an identity link) and have no event in the raw tail, one row a
+      day, with the person's latest earlier day (UserDayActivity.previous_day). Persons
+      active since a day are the rows since then whose previous day is earlier (or none):
+      counted, not grouped by person;
+    - (day, person): person_days of everyone else, the rolled-up days of linked users and
+      of users with events in the tail, and the tail."""
     watermark = rollup_watermark()
     if watermark is None:
         return None
@@ -157,36 +155,18 @@ def active_persons(*, date_range: DateRange, since: list[date]
     links = connection.ops.quote_name(IdentityLink._meta.db_table)
     others = (f"SELECT alias_id AS user_id FROM {links} UNION SELECT person_id FROM {links} "
               f"UNION SELECT user_id FROM ({tail_users}) AS tail")
-    table = connection.ops.quote_name(UserDayActivity._meta.db_table)
-    bounds = [date_param(date_range.start), date_param(date_range.end)]
-    first_since = ", ".join("COUNT(CASE WHEN a.previous_day IS NULL OR a.previous_day < %s "
-                            "THEN 1 END)" for _ in since)
-    per_day: dict[date, int] = defaultdict(int)
-    counts = [0] * len(since)
-    for day, users, *firsts in fetch(
-            f"SELECT a.day, COUNT(*), {first_since} FROM {table} a "
-            "WHERE a.day >= %s AND a.day <= %s AND NOT EXISTS (SELECT 1 FROM "
-            f"({others}) AS other WHERE other.user_id = a.user_id) GROUP BY a.day",
-            [*map(date_param, since), *bounds, *tail_params]):
-        day = as_date(day)
-        per_day[day] += users
-        for index, first in enumerate(firsts):
-            counts[index] += first if day >= since[index] else 0
-    rolled = (UserDayActivity.objects
-              .filter(day__gte=date_range.start, day__lte=date_range.end,
-                      user_id__in=RawSQL(others, tail_params))
-              .annotate(person=person_key()).values_list("day", "person"))
-    grouped_sql, grouped_params = _union(_sql(rolled), _sql(
-        tail.annotate(day=TruncDate("timestamp"), person=person_key())
-        .values_list("day", "person").distinct()))
-    for day, persons in fetch(f"SELECT day, COUNT(DISTINCT person) FROM ({grouped_sql}) "
-                              "AS grouped GROUP BY day", grouped_params):
-        per_day[as_date(day)] += persons
-    latest_since = ", ".join("COUNT(CASE WHEN latest >= %s THEN 1 END)" for _ in since)
-    grouped_since = fetch(f"SELECT {latest_since} FROM (SELECT person, MAX(day) AS latest "
-                          f"FROM ({grouped_sql}) AS grouped GROUP BY person) AS latest_days",
-                          [*map(date_param, since), *grouped_params])[0]
-    return dict(per_day), [count + grouped for count, grouped in zip(counts, grouped_since)]
+    in_range = UserDayActivity.objects.filter(day__gte=date_range.start,
+                                              day__lte=date_range.end)
+    own_sql, own_params = _sql(in_range.values_list("day", "user_id", "previous_day"))
+    own = (f"SELECT day, user_id AS person, previous_day FROM ({own_sql}) AS own WHERE NOT "
+           f"EXISTS (SELECT 1 FROM ({others}) AS other WHERE other.user_id = own.user_id)",
+           [*own_params, *tail_params])
+    rest = _union(
+        _sql(in_range.filter(user_id__in=RawSQL(others, tail_params))
+             .annotate(person=person_key()).values_list("day", "person")),
+        _sql(tail.annotate(day=TruncDate("timestamp"), person=person_key())
+             .values_list("day", "person").distinct()))
+    return own, rest
 
 
 def daily_events(*, date_range: DateRange, category: str | None = None,
