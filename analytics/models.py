@@ -185,7 +185,8 @@ class UserDayActivity(FirstOccurrences, DayPath):
     user = models.ForeignKey(EndUser, on_delete=models.CASCADE, db_index=False,
                              db_constraint=False, related_name="+")
     previous_day = models.DateField(
-        null=True, blank=True, help_text="The user's latest earlier day with a row; none: the first")
+        null=True, blank=True,
+        help_text="The user's latest earlier day with a row; none: the first")
     events = models.BigIntegerField()
     type_bits = models.BigIntegerField(default=0, help_text=TYPE_BITS_HELP)
     identity_link = models.ForeignObject(IdentityLink, on_delete=models.DO_NOTHING,

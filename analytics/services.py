@@ -412,8 +412,8 @@ def _merged_path(table: str) -> str:
 
 def _with_paths(cursor: CursorWrapper, *, source: str, key: tuple[str, ...]) -> tuple[str, str]:
     """(FROM, aggregate): the rows of `source` (a table shaped as _batch_rows), named
-    _ROWS, to group by `key`, and the aggregate of a group's path over them: its event types in time order as
-    a JSON array, repeats in a row folded. PostgreSQL concatenates them in order as it
+    _ROWS, to group by `key`, and the aggregate of a group's path over them: its event
+    types in time order as a JSON array, repeats in a row folded. PostgreSQL concatenates them in order as it
     groups. SQLite before 3.44 cannot order an aggregate's input (and concatenating in a
     window's order copies the growing text at every row, which took 40 s for one user's
     day of 32,000 events), so there Python folds the rows, read in order, into a
@@ -487,12 +487,17 @@ def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> 
     cursor.execute(f"DROP TABLE {_STALE_TABLE}")
 
 
+def _date_param(day: date) -> date | str:
+    # SQLite stores dates as ISO text; PostgreSQL compares date to date.
+    return day if connection.vendor == "postgresql" else day.isoformat()
+
+
 def _link_previous_days(cursor: CursorWrapper, *, touched_sql: str, params: list[Any]) -> None:
     """Links UserDayActivity rows to their user's day before them again where that changed,
-    for the (user_id, first_day) pairs `touched_sql` selects: the rows of each user after
-    that day (a late day added before them, or that day's row rebuilt away). An update's
-    events are mostly its users' latest: that leaves no row to look at, each user found
-    through the (user, day) index."""
+    for the (user_id, first_day) pairs `touched_sql` selects: the rows of each user from
+    that day on (a late day added before them, or a day's row rebuilt away). An update's
+    events are mostly its users' latest: that leaves a row or two per user to look at,
+    each found through the (user, day) index."""
     table = connection.ops.quote_name(UserDayActivity._meta.db_table)
     differs = "IS DISTINCT FROM" if connection.vendor == "postgresql" else "IS NOT"
     cursor.execute(
@@ -500,7 +505,7 @@ def _link_previous_days(cursor: CursorWrapper, *, touched_sql: str, params: list
         f"later.user_id, (SELECT MAX(earlier.day) FROM {table} AS earlier WHERE "
         "earlier.user_id = later.user_id AND earlier.day < later.day) AS previous_day "
         f"FROM ({touched_sql}) AS touched JOIN {table} AS later "
-        "ON later.user_id = touched.user_id AND later.day > touched.first_day) AS linked "
+        "ON later.user_id = touched.user_id AND later.day >= touched.first_day) AS linked "
         f"WHERE {table}.day = linked.day AND {table}.user_id = linked.user_id "
         f"AND {table}.previous_day {differs} linked.previous_day", params)
 
@@ -592,20 +597,23 @@ def _rebuild_day(day: date, *, watermark: datetime, property_keys: list[str]) ->
     DailyEventRollup.objects.filter(day=day).delete()
     DailyPropertyRollup.objects.filter(day=day).delete()
     UserDayRollup.objects.filter(day=day).delete()
-    # A user whose events of the day are gone keeps rows before and after it, to link anew.
-    users = list(UserDayActivity.objects.filter(day=day).values_list("user_id", flat=True))
-    UserDayActivity.objects.filter(day=day).delete()
+    activity = UserDayActivity.objects.filter(day=day)
+    users = set(activity.values_list("user_id", flat=True))
+    activity.delete()
     _add(Event.objects.filter(timestamp__gte=start, timestamp__lt=end,
                               received_at__lt=watermark), received_before=watermark,
          property_keys=property_keys)
+    # A user with no events left that day has rows after it to link past it (_add linked
+    # the others).
+    gone = sorted(users - set(activity.values_list("user_id", flat=True)))
     users_table = connection.ops.quote_name(EndUser._meta.db_table)
-    for chunk in range(0, len(users), _USERS_PER_STATEMENT):
+    for chunk in range(0, len(gone), _USERS_PER_STATEMENT):
+        part = gone[chunk:chunk + _USERS_PER_STATEMENT]
         with connection.cursor() as cursor:
-            part = users[chunk:chunk + _USERS_PER_STATEMENT]
             _link_previous_days(cursor, touched_sql=(
                 f"SELECT id AS user_id, %s AS first_day FROM {users_table} "
                 f"WHERE id IN ({', '.join(['%s'] * len(part))})"),
-                params=[day.isoformat() if connection.vendor != "postgresql" else day, *part])
+                params=[_date_param(day), *part])
 
 
 def _mark_days_of(events: QuerySet[Event]) -> None:
@@ -658,6 +666,14 @@ def _recheck_recent_days(state: RollupState, *, now: datetime) -> None:
     differing = {row[0] for row in from_events ^ rolled}
     RollupDirtyDay.objects.bulk_create([RollupDirtyDay(day=day) for day in differing],
                                        ignore_conflicts=True)
+    # Rows added without their previous day (by a worker still running the code before
+    # migration 0013 while it was applied) are linked within the hour.
+    with connection.cursor() as cursor:
+        _link_previous_days(cursor, touched_sql=(
+            "SELECT user_id, MIN(day) AS first_day FROM "
+            f"{connection.ops.quote_name(UserDayActivity._meta.db_table)} "
+            "WHERE day >= %s AND previous_day IS NULL GROUP BY user_id"),
+            params=[_date_param(since)])
     state.checked_at = now
 
 

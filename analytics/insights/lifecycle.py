@@ -60,9 +60,11 @@ def lifecycle(*, date_range: DateRange, interval: Interval = "week",
     active in the period before and not in this one (reported as a negative count, as
     lifecycle charts draw it below the axis). Weeks start on Monday.
 
-    The database orders the activity (rollups where built, sources.py) from the period
-    before the range's first one to its end by person and period, and counts each status
-    per period from it; only the counts come back."""
+    The database counts each status per period over the activity (rollups where built,
+    sources.py) from the period before the range's first one to its end: over every
+    category, the persons of sources.person_days_split's first part by their days' links
+    to the day before (_count_own_persons), the others, and a category's, ordered by
+    person and period; only the counts come back."""
     starts = period_starts(date_range, interval)
     # Periods are numbered from 0 (the one before the range's first) so that "the period
     # before" is number - 1 and needs no join.

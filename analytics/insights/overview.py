@@ -83,7 +83,6 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
         if event_type == "purchase":
             daily_revenue[day] += float(value_sum or 0.0)
 
-
     days = []
     for day in date_range.dates():
         active_users = daily_active.get(day, 0)

@@ -4,8 +4,9 @@ from analytics.migrations._rollup_restart import hold_the_rollup_lock
 
 
 def link_previous_days(apps, schema_editor):
-    """Each rolled-up row gets its user's row before it (10M events: 1.0M rows linked in
-    29 s on a 2-vCPU VM); from here on every update links its own users' rows."""
+    """Each rolled-up row gets its user's row before it (10M events: 1.0M rows linked, and
+    the (user, day) index built, in 34 s on a 2-vCPU VM); from here on every update links
+    the rows it adds."""
     table = schema_editor.connection.ops.quote_name(
         apps.get_model("analytics", "UserDayActivity")._meta.db_table)
     with schema_editor.connection.cursor() as cursor:

@@ -305,19 +305,40 @@ class TestRollUp:
             == {("ann", day(5), None), ("ann", day(3), day(5)), ("ann", day(1), day(3)),
                 ("bob", day(2), None)}
 
-    def test_a_day_rebuilt_without_a_users_events_links_their_next_day_past_it(self):
-        for days_ago in (1, 3, 5):
-            store(1, received_minutes_ago=60, days_ago=days_ago)
+    def test_a_day_rebuilt_without_a_users_events_links_their_next_day_past_it(
+            self, monkeypatch):
+        monkeypatch.setattr(services, "_USERS_PER_STATEMENT", 1)  # one user per statement
+        for user in ("ann", "bob", "cy"):
+            for days_ago in (1, 3, 5):
+                store(1, received_minutes_ago=60, days_ago=days_ago, user=user)
         services.roll_up_new_events(now=NOW)
-        middle = Event.objects.filter(timestamp__date=timezone.localdate(NOW - timedelta(days=3)))
+        middle = Event.objects.filter(timestamp__date=timezone.localdate(NOW - timedelta(days=3)),
+                                      user__user_id__in=["ann", "bob"])
 
         with transaction.atomic():
             services.mark_days_of_changing_events(events=middle)
             middle.delete()
         services.roll_up_new_events(now=NOW)
 
+        last_day = timezone.localdate(NOW - timedelta(days=1))
+        linked = dict(UserDayActivity.objects.filter(day=last_day)
+                      .values_list("user__user_id", "previous_day"))
+        assert linked == {"ann": timezone.localdate(NOW - timedelta(days=5)),
+                          "bob": timezone.localdate(NOW - timedelta(days=5)),
+                          "cy": timezone.localdate(NOW - timedelta(days=3))}
+
+    def test_the_hourly_check_links_days_added_without_their_previous_day(self):
+        for days_ago in (1, 3):
+            store(1, received_minutes_ago=60, days_ago=days_ago)
+        services.roll_up_new_events(now=NOW)
+        # As a worker running the code before migration 0013 adds them.
+        UserDayActivity.objects.update(previous_day=None)
+        RollupState.objects.update(checked_at=None)  # the check is due
+
+        services.roll_up_new_events(now=NOW)
+
         assert list(UserDayActivity.objects.order_by("day").values_list("previous_day", flat=True)) \
-            == [None, timezone.localdate(NOW - timedelta(days=5))]
+            == [None, timezone.localdate(NOW - timedelta(days=3))]
 
     def test_marking_an_item_again_moves_its_mark(self):
         upsert_items(items=[{"item_id": "sku-1", "category": "books"}])

@@ -1,13 +1,13 @@
 """Rollups answer exactly what raw events answer: random shops, rolled up part of the way
 (the rest is the raw tail), with late events, aliases linked after the rollup, an item
-moved to another category, category filters and ranges that end today."""
+moved to another category, events deleted, category filters and ranges that end today."""
 
 import random
 import uuid
 from datetime import datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 from hypothesis import HealthCheck, Phase, given, settings
@@ -182,6 +182,16 @@ def test_rollups_answer_exactly_what_raw_events_answer(seed, rolled_share):
     moved = Item.objects.order_by("item_id").first()
     upsert_items(items=[{"item_id": moved.item_id,
                          "category": "toys" if moved.category != "toys" else "books"}])
+    services.roll_up_new_events(now=now + services._lag())
+    assert_same_from_rollups_and_raw(timezone.localdate(now))
+
+    # Events deleted as the admin deletes them: their days are rebuilt, and a user's days
+    # after one left without events link past it.
+    deleted = Event.objects.filter(pk__in=draw.sample(
+        sorted(Event.objects.values_list("pk", flat=True)), k=Event.objects.count() // 4))
+    with transaction.atomic():
+        services.mark_days_of_changing_events(events=deleted)
+        deleted.delete()
     services.roll_up_new_events(now=now + services._lag())
     assert_same_from_rollups_and_raw(timezone.localdate(now))
 
