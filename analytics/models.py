@@ -175,10 +175,10 @@ class UserDayActivity(FirstOccurrences, DayPath):
 
     `previous_day` links each row to the user's row before it, so the users active on any
     day since a date D are the rows since D whose previous day is before D (or none): a
-    filtered count instead of grouping every row of the range by user (the overview's
-    active users over 120 days at 10M events: 0.84-1.0 s grouped, 0.28-0.33 s counted;
-    benchmarks/README.md, session 28). An update gives the rows it adds their previous
-    day, and links its users' later rows again where a late day came in between."""
+    filtered count instead of grouping every row of the range by user (the overview over
+    120 days at 10M events: 1.6-2.0 s grouping, 0.50-0.57 s counting; benchmarks/README.md,
+    session 28). An update gives the rows it adds their previous day, and links its users'
+    later rows again where a late day came in between."""
 
     day = models.DateField()
     # Unchecked in the database, as UserDayRollup.user is.

@@ -413,11 +413,11 @@ def _merged_path(table: str) -> str:
 def _with_paths(cursor: CursorWrapper, *, source: str, key: tuple[str, ...]) -> tuple[str, str]:
     """(FROM, aggregate): the rows of `source` (a table shaped as _batch_rows), named
     _ROWS, to group by `key`, and the aggregate of a group's path over them: its event
-    types in time order as a JSON array, repeats in a row folded. PostgreSQL concatenates them in order as it
-    groups. SQLite before 3.44 cannot order an aggregate's input (and concatenating in a
-    window's order copies the growing text at every row, which took 40 s for one user's
-    day of 32,000 events), so there Python folds the rows, read in order, into a
-    temporary table joined to them."""
+    types in time order as a JSON array, repeats in a row folded. PostgreSQL concatenates
+    them in order as it groups. SQLite before 3.44 cannot order an aggregate's input (and
+    concatenating in a window's order copies the growing text at every row, which took
+    40 s for one user's day of 32,000 events), so there Python folds the rows, read in
+    order, into a temporary table joined to them."""
     key_columns = ", ".join(key)
     if connection.vendor == "postgresql":
         order = f'PARTITION BY {key_columns} ORDER BY "timestamp", id'
