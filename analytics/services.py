@@ -487,7 +487,7 @@ def _repair_stale_paths(cursor: CursorWrapper, *, received_before: datetime) -> 
     cursor.execute(f"DROP TABLE {_STALE_TABLE}")
 
 
-def _date_param(day: date) -> date | str:
+def date_param(day: date) -> date | str:
     # SQLite stores dates as ISO text; PostgreSQL compares date to date.
     return day if connection.vendor == "postgresql" else day.isoformat()
 
@@ -613,7 +613,7 @@ def _rebuild_day(day: date, *, watermark: datetime, property_keys: list[str]) ->
             _link_previous_days(cursor, touched_sql=(
                 f"SELECT id AS user_id, %s AS first_day FROM {users_table} "
                 f"WHERE id IN ({', '.join(['%s'] * len(part))})"),
-                params=[_date_param(day), *part])
+                params=[date_param(day), *part])
 
 
 def _mark_days_of(events: QuerySet[Event]) -> None:
@@ -673,7 +673,7 @@ def _recheck_recent_days(state: RollupState, *, now: datetime) -> None:
             "SELECT user_id, MIN(day) AS first_day FROM "
             f"{connection.ops.quote_name(UserDayActivity._meta.db_table)} "
             "WHERE day >= %s AND previous_day IS NULL GROUP BY user_id"),
-            params=[_date_param(since)])
+            params=[date_param(since)])
     state.checked_at = now
 
 

@@ -69,6 +69,7 @@ from analytics.services import (
     NONE_VALUE,
     as_date,
     daily_event_rows,
+    date_param,
     property_day_rows,
     property_text,
     type_bit,
@@ -358,11 +359,6 @@ def periods(*, days: list[date], period_of: Callable[[date], date | int]) -> Rel
             [value for day, period in zip(days, period_params)
              for value in (date_param(day),
                            date_param(period) if isinstance(period, date) else period)])
-
-
-def date_param(value: date) -> date | str:
-    # SQLite stores dates as ISO text; PostgreSQL compares date to date.
-    return value if connection.vendor == "postgresql" else value.isoformat()
 
 
 def fetch(sql: str, params: list[Any], *, sorted_groups: bool = False) -> list[tuple]:
