@@ -82,6 +82,8 @@ VARIANTS = {
     "trends, by a property, weekly, compared": (ENDPOINTS["trends"]
                                                  + "&breakdown=plan&interval=week&compare=true"),
     "trends, where a property is a value": ENDPOINTS["trends"] + "&where=plan%3Dpro",
+    "trends, where a property is a value, by category": (ENDPOINTS["trends"]
+                                                         + "&where=plan%3Dpro&breakdown=category"),
     "trends, by a property, one category": (ENDPOINTS["trends"]
                                             + "&breakdown=plan&category=category-3"),
     "lifecycle, daily": ENDPOINTS["lifecycle"] + "?interval=day",

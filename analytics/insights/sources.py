@@ -38,7 +38,7 @@ per item: an item-day rollup was measured twice, 5.8M rows at 10M events: it lef
 events' covering (item, timestamp) index),
 sentiment (reviews only, scored after they arrive),
 recommendations (impressions), property filters and breakdowns on a key the rollups do not
-count (and of unique persons, or a filter with a breakdown), and
+count (and of unique persons, or a filter with a breakdown by a property), and
 unique persons of chosen event types (trends) when any of them has no bit in TYPE_BITS
 read raw events.
 """
@@ -51,9 +51,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, Q, QuerySet, Value
+from django.db.models import CharField, Count, F, Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.functions import Coalesce, NullIf, TruncDate
 
 from analytics.insights.common import DateRange, events_in_range
 from analytics.models import (
@@ -195,11 +195,14 @@ def daily_events(*, date_range: DateRange, category: str | None = None,
 
 
 def property_days(*, date_range: DateRange, event_types: list[str], key: str,
-                  value: str | None = None, category: str | None = None) -> Relation | None:
+                  value: str | None = None, category: str | None = None,
+                  by_category: bool = False) -> Relation | None:
     """SQL with columns (day, type, bucket, events, value_sum, value_events): the events of
     the types (on items of the category) per day, type and value of property `key` as a
     trends breakdown buckets it (analytics.services.property_bucket), possibly split over
-    several rows; with `value`, only the events whose property is that value as text. Until
+    several rows; with `value`, only the events whose property is that value as text; with
+    `value` and ``by_category``, those events bucketed by their item's category instead
+    (NONE_VALUE for none, as a category breakdown names it), from the rows per category. Until
     the updates after an item's category change have rebuilt its days, the category counts
     the item's rolled-up events under its old one, as daily_events does. None where the
     rollups cannot tell: they do not count the key (not built, or the key is not one of the
@@ -215,16 +218,27 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
     columns = ("day", "type", "bucket", "events", "value_sum", "value_events")
     rolled = DailyPropertyRollup.objects.filter(
         key=key, event_type__in=event_types, day__gte=date_range.start, day__lte=date_range.end)
-    rolled = (rolled.filter(every_category=False, category=category) if category
-              else rolled.filter(every_category=True))
-    rolled = rolled.annotate(type=F("event_type"), bucket=F("value")).values_list(*columns)
+    if category:
+        rolled = rolled.filter(every_category=False, category=category)
+    else:
+        rolled = rolled.filter(every_category=not by_category)
     tail = (events_in_range(date_range=date_range, category=category)
             .filter(received_at__gte=watermark, type__in=event_types))
     if value is not None:
         rolled = rolled.filter(value=value)
         tail = tail.alias(filter_value=property_text(key)).filter(filter_value=value)
-    return _union(_sql(rolled), _sql(property_day_rows(tail, key=key, by_category=False)
-                                     .values_list(*columns)))
+    tail_rows = property_day_rows(tail, key=key, by_category=by_category)
+    if not by_category:
+        rolled = rolled.annotate(type=F("event_type"), bucket=F("value"))
+        return _union(_sql(rolled.values_list(*columns)), _sql(tail_rows.values_list(*columns)))
+    rolled = rolled.annotate(type=F("event_type"), bucket=Coalesce(
+        NullIf("category", Value("")), Value(NONE_VALUE), output_field=CharField()))
+    tail_sql, tail_params = _sql(tail_rows.values_list(
+        "day", "type", "category", "events", "value_sum", "value_events"))
+    return _union(_sql(rolled.values_list(*columns)), (
+        "SELECT day, type, CASE WHEN category = '' THEN %s ELSE category END AS bucket, "
+        f"events, value_sum, value_events FROM ({tail_sql}) AS tail",
+        [NONE_VALUE, *tail_params]))
 
 
 def _user_days(*, category: str | None, per_category: bool) -> QuerySet:

@@ -375,16 +375,18 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
     compare, 10M events over 120 days, took 3.3 s counted and 5.0 s averaged that way,
     2.6 s in one statement, 1.3-1.5 s with the day's statistics (migration 0009)
     (benchmarks/README.md, session 23). Where the rollups count the key of the breakdown,
-    or of the property filter without a breakdown (ANALYTICS_ROLLUP_PROPERTIES), the
-    statement sums their per-day rows (of the category filter's, if any) instead of reading
-    the events (sessions 26 and 27)."""
+    or of the property filter without a breakdown or with one by category
+    (ANALYTICS_ROLLUP_PROPERTIES), the statement sums their per-day rows (of the category
+    filter's, if any; per category for a category breakdown) instead of reading the events
+    (sessions 26, 27 and 29)."""
     current = ranges["current"]
     span = DateRange(start=min(measured.start for measured in ranges.values()), end=current.end)
     rolled_up = None
-    if breakdown is None and property_filter is not None:
+    if breakdown in (None, CATEGORY_BREAKDOWN) and property_filter is not None:
         filter_key, filter_value = property_filter
         rolled_up = sources.property_days(date_range=span, event_types=event_types,
-                                          key=filter_key, value=filter_value, category=category)
+                                          key=filter_key, value=filter_value, category=category,
+                                          by_category=breakdown is not None)
     elif breakdown not in (None, CATEGORY_BREAKDOWN) and property_filter is None:
         rolled_up = sources.property_days(date_range=span, event_types=event_types,
                                           key=breakdown, category=category)

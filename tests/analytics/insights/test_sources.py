@@ -117,6 +117,14 @@ def answers(today) -> dict:
                         date_range=date_range, event_types=["view", "purchase", "signup"],
                         measure=measure, interval="day", category=category or None,
                         property_filter=("plan", plan), compare=True)
+                    # From the rows per category: events without an item are "(none)".
+                    results[("trends", measure, "plan =", plan, "category", key)] = \
+                        trends.trends(date_range=date_range,
+                                      event_types=["view", "purchase", "signup"],
+                                      measure=measure, interval="week",
+                                      category=category or None,
+                                      property_filter=("plan", plan), breakdown="category",
+                                      compare=True)
             # Joined from the rolled-up days' paths (a late event's user-day recomputed by the
             # update); persons of the raw tail and of an alias's day shared with its person
             # from raw events.
@@ -535,12 +543,21 @@ def test_a_rolled_up_propertys_breakdown_and_filter_add_up_its_days_instead_of_e
                                  property_filter=("plan", plan),
                                  category=category)["series"][0]["total"]
 
+    def categories_viewed_on(plan):
+        with analytics_queries():
+            result = trends.trends(date_range=date_range, event_types=["view"],
+                                   property_filter=("plan", plan), breakdown="category")
+        return [(row["breakdown_value"], row["total"]) for row in result["series"]]
+
     assert plans() == [("pro", 1)]
     assert (views_of("pro"), views_of("free")) == (1, 0)
-    # The rows carry the item's category, so a category filter reads them too.
+    # The rows carry the item's category, so a category filter reads them too, and so
+    # does a filter broken down by category.
     assert plans(category="books") == [("pro", 1)]
     assert views_of("pro", category="books") == 1
     assert views_of("pro", category="toys") == 0
+    assert categories_viewed_on("pro") == [("books", 1)]
+    assert categories_viewed_on("free") == []
     # Unique persons are not in the rows: counted over the events.
     with analytics_queries():
         persons = trends.trends(date_range=date_range, event_types=["view"], measure="users",
