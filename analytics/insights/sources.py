@@ -19,7 +19,8 @@ Relations, as SQL over which the insights aggregate:
 - ``day_paths`` (rollups only): (person, day, path), each rolled-up user-day's event types
   in time order, which persons' paths are joined from.
 - ``person_days_split`` (rollups only, every category): person_days as the persons
-  counted by their rows' previous days (no grouping by person) and the rest.
+  counted by their rows' previous days (no grouping by person) and the rest;
+  ``first_occurrences_split`` the same for first_occurrences.
 
 With rollups, each (but ``day_paths``, which returns the raw tail apart for its caller to
 read per person) is the rollup rows of the range UNION ALL the same figures computed
@@ -47,7 +48,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection
@@ -137,17 +138,29 @@ def person_days(*, date_range: DateRange, category: str | None = None) -> Relati
     return _union(_sql(rolled), from_events(events.filter(received_at__gte=watermark)))
 
 
-def person_days_split(*, date_range: DateRange) -> tuple[Relation, Relation] | None:
-    """Rollups only, over every category: person_days in two parts that share no person.
-    None where the rollups are not built.
+class _OwnPersons(NamedTuple):
+    """The rolled-up days of a range (UserDayActivity rows) split by user: `others`, SQL
+    with a column user_id (with `params`), names the users who are not persons of their own
+    (either side of an identity link) or have events in the raw `tail`; every other user is
+    a person of their own with one row a day, linked to their day before."""
 
-    - (day, person, previous_day): the rolled-up days of users who are persons of their
-      own (neither side of an identity link) and have no event in the raw tail, one row a
-      day, with the person's latest earlier day (UserDayActivity.previous_day). Persons
-      active since a day are the rows since then whose previous day is earlier (or none):
-      counted, not grouped by person;
-    - (day, person): person_days of everyone else, the rolled-up days of linked users and
-      of users with events in the tail, and the tail."""
+    in_range: QuerySet[UserDayActivity]
+    tail: QuerySet[Event]
+    others: str
+    params: list[Any]
+
+    def own_rows(self, *columns: str) -> Relation:
+        """SQL with the columns of the own persons' rows (user_id as the person)."""
+        own_sql, own_params = _sql(self.in_range.values_list(*columns))
+        return (f"SELECT * FROM ({own_sql}) AS own WHERE NOT EXISTS (SELECT 1 FROM "
+                f"({self.others}) AS other WHERE other.user_id = own.user_id)",
+                [*own_params, *self.params])
+
+    def others_rows(self) -> QuerySet[UserDayActivity]:
+        return self.in_range.filter(user_id__in=RawSQL(self.others, self.params))
+
+
+def _own_persons(*, date_range: DateRange) -> _OwnPersons | None:
     watermark = rollup_watermark()
     if watermark is None:
         return None
@@ -159,16 +172,70 @@ def person_days_split(*, date_range: DateRange) -> tuple[Relation, Relation] | N
               f"FROM {links} UNION ALL SELECT user_id FROM ({tail_users}) AS tail")
     in_range = UserDayActivity.objects.filter(day__gte=date_range.start,
                                               day__lte=date_range.end)
-    own_sql, own_params = _sql(in_range.values_list("day", "user_id", "previous_day"))
-    own = (f"SELECT day, user_id AS person, previous_day FROM ({own_sql}) AS own WHERE NOT "
-           f"EXISTS (SELECT 1 FROM ({others}) AS other WHERE other.user_id = own.user_id)",
-           [*own_params, *tail_params])
+    return _OwnPersons(in_range=in_range, tail=tail, others=others, params=tail_params)
+
+
+def person_days_split(*, date_range: DateRange) -> tuple[Relation, Relation] | None:
+    """Rollups only, over every category: person_days in two parts that share no person.
+    None where the rollups are not built.
+
+    - (day, person, previous_day): the rolled-up days of users who are persons of their
+      own (neither side of an identity link) and have no event in the raw tail, one row a
+      day, with the person's latest earlier day (UserDayActivity.previous_day). Persons
+      active since a day are the rows since then whose previous day is earlier (or none):
+      counted, not grouped by person;
+    - (day, person): person_days of everyone else, the rolled-up days of linked users and
+      of users with events in the tail, and the tail."""
+    split = _own_persons(date_range=date_range)
+    if split is None:
+        return None
+    own_sql, own_params = split.own_rows("day", "user_id", "previous_day")
+    own = (f"SELECT day, user_id AS person, previous_day FROM ({own_sql}) AS own",
+           own_params)
     rest = _union(
-        _sql(in_range.filter(user_id__in=RawSQL(others, tail_params))
-             .annotate(person=person_key()).values_list("day", "person")),
-        _sql(tail.annotate(day=TruncDate("timestamp"), person=person_key())
+        _sql(split.others_rows().annotate(person=person_key()).values_list("day", "person")),
+        _sql(split.tail.annotate(day=TruncDate("timestamp"), person=person_key())
              .values_list("day", "person").distinct()))
     return own, rest
+
+
+def first_occurrences_split(*, date_range: DateRange,
+                            event_type: str) -> tuple[Relation, Relation] | None:
+    """Rollups only, over every category: first_occurrences in two parts that share no
+    person, for a funnel's first step. None where first_occurrences would be.
+
+    - (person, first_at): one row per person of their own (person_days_split's first part)
+      with an event of the type in the range, its time: their first row in the range (the
+      one whose previous day is before it) holds it where it has the type, and only the
+      persons whose first row has not are grouped, over their later rows. At 10M events
+      over 120 days, grouping all of their 0.8M user-days by person for the funnel's views
+      took 350 ms against 270 ms for this (benchmarks/README.md, session 29);
+    - (person, category, first_at): first_occurrences of everyone else, "" as category."""
+    if event_type not in TYPE_BITS:
+        return None
+    split = _own_persons(date_range=date_range)
+    if split is None:
+        return None
+    field = first_at_field(event_type)
+    own_sql, own_params = split.own_rows("user_id", "previous_day", field)
+    first = "(own.previous_day IS NULL OR own.previous_day < %s)"
+    start = date_param(date_range.start)
+    # The own rows twice over: PostgreSQL plans each pass over the table, where a CTE
+    # read twice would be written out whole first.
+    own = (f"SELECT own.user_id AS person, own.{field} AS first_at FROM ({own_sql}) AS own "
+           f"WHERE {first} AND own.{field} IS NOT NULL UNION ALL "
+           f"SELECT own.user_id, MIN(own.{field}) FROM ({own_sql}) AS own "
+           f"WHERE own.{field} IS NOT NULL AND own.user_id IN (SELECT own.user_id "
+           f"FROM ({own_sql}) AS own WHERE {first} AND own.{field} IS NULL) "
+           "GROUP BY own.user_id",
+           [*own_params, start, *own_params, *own_params, start])
+    rolled = (split.others_rows().filter(**{f"{field}__isnull": False})
+              .annotate(person=person_key(), category=Value(""), first_at=F(field))
+              .values_list("person", "category", "first_at"))
+    tail = (split.tail.filter(type=event_type)
+            .annotate(person=person_key(), category=Value(""), first_at=F("timestamp"))
+            .values_list("person", "category", "first_at"))
+    return own, _union(_sql(rolled), _sql(tail))
 
 
 def daily_events(*, date_range: DateRange, category: str | None = None,
@@ -375,23 +442,30 @@ def periods(*, days: list[date], period_of: Callable[[date], date | int]) -> Rel
                            date_param(period) if isinstance(period, date) else period)])
 
 
-def fetch(sql: str, params: list[Any], *, sorted_groups: bool = False) -> list[tuple]:
+def fetch(sql: str, params: list[Any], *, sorted_groups: bool = False,
+          hashed_joins: bool = False) -> list[tuple]:
     """The rows of the query. ``sorted_groups``: PostgreSQL groups by sorting, not hashing,
     for this query alone: where its groups outgrow ANALYTICS_WORK_MEM, hashing spills them
     to disk in batches and gives up the parallel plan, while one parallel sort feeds
     nested groupings (stickiness's persons' days in periods, 10M events over 120 days:
     1.6 s counting distinct days per group, 2.1 s hashed, 1.25 s sorted;
-    benchmarks/README.md, session 21). The setting is SET LOCAL, as analytics_queries'
-    are: it holds within that transaction (outside one PostgreSQL ignores it)."""
-    sorting = sorted_groups and connection.vendor == "postgresql"
+    benchmarks/README.md, session 21). ``hashed_joins``: no merge joins, for a query
+    joining many persons to many events where the planner, estimating both sides well,
+    prefers sorting both to hashing one (a funnel's later steps; session 29). The settings
+    are SET LOCAL, as analytics_queries' are: they hold within that transaction (outside
+    one PostgreSQL ignores them)."""
+    settings_off = [name for name, wanted in (("enable_hashagg", sorted_groups),
+                                              ("enable_mergejoin", hashed_joins)) if wanted]
+    if connection.vendor != "postgresql":
+        settings_off = []
     with connection.cursor() as cursor:
-        if sorting:
-            cursor.execute("SET LOCAL enable_hashagg = off")
+        for name in settings_off:
+            cursor.execute(f"SET LOCAL {name} = off")
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-        # A failed query needs no reset: its transaction rolls the setting back with it.
-        if sorting:
-            cursor.execute("SET LOCAL enable_hashagg TO DEFAULT")
+        # A failed query needs no reset: its transaction rolls the settings back with it.
+        for name in settings_off:
+            cursor.execute(f"SET LOCAL {name} TO DEFAULT")
         return rows
 
 
