@@ -3,23 +3,21 @@
 A funnel is not summable over days (the window runs across them, from each person's own
 first step), so only its first step is rolled up: each person's first event of a standard
 type in the range is the earliest of their days' first occurrences (analytics/models.py
-FirstOccurrences, plus the raw tail). At 10M events over 120 days that is 0.8M user-days
-to read instead of 4.3M view events, and the first step was three fifths of the funnel's
-time: 3.7 s -> 1.9 s on one database (benchmarks/README.md, session 17). Over every
-category, most persons' first step is read off their first user-day in the range (found by
-its link to the day before) with no grouping by person (sources.first_occurrences_split).
-The later steps
+FirstOccurrences, plus the raw tail). At 10M events over 120 days that is 0.8M user-days to
+read instead of 4.3M view events, and the first step was three fifths of the funnel's time:
+3.7 s -> 1.9 s on one database (benchmarks/README.md, session 17). Over every category, most
+persons' first step is read off their first user-day in the range (found by its link to the
+day before) with no grouping by person (sources.first_occurrences_split). The later steps
 join the persons who reached the previous step to their events of the step's type through
 the (type, timestamp) index, bounded by the range and the window: reading them from the
 user-days' first occurrences too (a day's first event of the type where it comes after the
 previous step, that day's events otherwise), joined or as window aggregates, was exact and
-no faster, since a step's type has about as many user-days as events and the index-only
-scan reads less (benchmarks/README.md, session 25). Partitioning the events by month was
-not chosen: a 120-day range spans five of the benchmark's six months, so pruning would
-leave most of the scan. Until the updates after an item's category change have rebuilt
-its days, a breakdown's first step counts the item's rolled-up events under its old
-category (as every rolled-up category figure does, sources.py) while the later steps join
-its current one."""
+no faster, since a step's type has about as many user-days as events and the index-only scan
+reads less (benchmarks/README.md, session 25). Partitioning the events by month was not
+chosen: a 120-day range spans five of the benchmark's six months, so pruning would leave
+most of the scan. Until the updates after an item's category change have rebuilt its days, a
+breakdown's first step counts the item's rolled-up events under its old category (as every
+rolled-up category figure does, sources.py) while the later steps join its current one."""
 
 from collections import defaultdict
 from datetime import timedelta
@@ -75,8 +73,9 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
     join_items = by_category or bool(category)
     own_firsts = None if join_items else sources.first_occurrences_split(
         date_range=date_range, event_type=steps[0])
-    first_events = None if own_firsts else sources.first_occurrences(
-        date_range=date_range, event_type=steps[0], category=category, by_category=by_category)
+    first_events = sources.first_occurrences(
+        date_range=date_range, event_type=steps[0], category=category,
+        by_category=by_category) if join_items else None
     if own_firsts is not None:
         (own_sql, own_params), (others_sql, others_params) = own_firsts
         firsts = (f"SELECT person AS user_id, '' AS category, first_at AS reached_at "
@@ -157,9 +156,12 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
             f"FROM ({gaps}) gaps) ranked "
             "WHERE position IN ((n + 1) / 2, (n + 2) / 2) GROUP BY step, category")
     sql = f"WITH {', '.join(ctes)} {' UNION ALL '.join(counts)}{medians}"
-    # Each later step's persons hashed, not sorted with the step's events: at 10M events
-    # over 120 days the funnel took 0.87 s against 1.0 s, by category 3.9 against 4.4 s.
-    return sources.fetch(sql, params, hashed_joins=True)
+    # Each later step's persons hashed, not sorted with the step's events, where the first
+    # step comes from the rollups: at 10M events over 120 days the statement took 0.86-0.93
+    # s against 0.97-1.07 s, by category 3.9-4.0 s against 4.4-4.6 s (benchmarks/README.md,
+    # session 29). The raw path was not measured, so it keeps the planner's choice.
+    rolled_up = own_firsts is not None or first_events is not None
+    return sources.fetch(sql, params, hashed_joins=rolled_up)
 
 
 def _funnel_steps(*, steps: list[str], users: dict[int, int],

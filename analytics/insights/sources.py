@@ -140,24 +140,24 @@ def person_days(*, date_range: DateRange, category: str | None = None) -> Relati
 
 class _OwnPersons(NamedTuple):
     """The rolled-up days of a range (UserDayActivity rows) split by user: `others`, SQL
-    with a column user_id (with `params`), names the users who are not persons of their own
+    with a column user_id (with `others_params`), names the users who are not persons of their own
     (either side of an identity link) or have events in the raw `tail`; every other user is
     a person of their own with one row a day, linked to their day before."""
 
     in_range: QuerySet[UserDayActivity]
     tail: QuerySet[Event]
     others: str
-    params: list[Any]
+    others_params: list[Any]
 
     def own_rows(self, *columns: str) -> Relation:
         """SQL with the columns of the own persons' rows (user_id as the person)."""
         own_sql, own_params = _sql(self.in_range.values_list(*columns))
         return (f"SELECT * FROM ({own_sql}) AS own WHERE NOT EXISTS (SELECT 1 FROM "
                 f"({self.others}) AS other WHERE other.user_id = own.user_id)",
-                [*own_params, *self.params])
+                [*own_params, *self.others_params])
 
     def others_rows(self) -> QuerySet[UserDayActivity]:
-        return self.in_range.filter(user_id__in=RawSQL(self.others, self.params))
+        return self.in_range.filter(user_id__in=RawSQL(self.others, self.others_params))
 
 
 def _own_persons(*, date_range: DateRange) -> _OwnPersons | None:
@@ -172,7 +172,7 @@ def _own_persons(*, date_range: DateRange) -> _OwnPersons | None:
               f"FROM {links} UNION ALL SELECT user_id FROM ({tail_users}) AS tail")
     in_range = UserDayActivity.objects.filter(day__gte=date_range.start,
                                               day__lte=date_range.end)
-    return _OwnPersons(in_range=in_range, tail=tail, others=others, params=tail_params)
+    return _OwnPersons(in_range=in_range, tail=tail, others=others, others_params=tail_params)
 
 
 def person_days_split(*, date_range: DateRange) -> tuple[Relation, Relation] | None:
@@ -209,7 +209,10 @@ def first_occurrences_split(*, date_range: DateRange,
       one whose previous day is before it) holds it where it has the type, and only the
       persons whose first row has not are grouped, over their later rows. At 10M events
       over 120 days, grouping all of their 0.8M user-days by person for the funnel's views
-      took 350 ms against 270 ms for this (benchmarks/README.md, session 29);
+      took 350 ms against 270 ms for this (benchmarks/README.md, session 29). Like
+      person_days_split, it counts on every row's link: a row a worker on the code before
+      migration 0013 added without one reads as a first row until the hourly check links
+      it;
     - (person, category, first_at): first_occurrences of everyone else, "" as category."""
     if event_type not in TYPE_BITS:
         return None
@@ -218,15 +221,15 @@ def first_occurrences_split(*, date_range: DateRange,
         return None
     field = first_at_field(event_type)
     own_sql, own_params = split.own_rows("user_id", "previous_day", field)
-    first = "(own.previous_day IS NULL OR own.previous_day < %s)"
+    is_first_row = "(own.previous_day IS NULL OR own.previous_day < %s)"
     start = date_param(date_range.start)
-    # The own rows twice over: PostgreSQL plans each pass over the table, where a CTE
-    # read twice would be written out whole first.
+    # The own rows three times over: PostgreSQL plans each pass over the table, where a
+    # CTE read more than once would be written out whole first.
     own = (f"SELECT own.user_id AS person, own.{field} AS first_at FROM ({own_sql}) AS own "
-           f"WHERE {first} AND own.{field} IS NOT NULL UNION ALL "
+           f"WHERE {is_first_row} AND own.{field} IS NOT NULL UNION ALL "
            f"SELECT own.user_id, MIN(own.{field}) FROM ({own_sql}) AS own "
            f"WHERE own.{field} IS NOT NULL AND own.user_id IN (SELECT own.user_id "
-           f"FROM ({own_sql}) AS own WHERE {first} AND own.{field} IS NULL) "
+           f"FROM ({own_sql}) AS own WHERE {is_first_row} AND own.{field} IS NULL) "
            "GROUP BY own.user_id",
            [*own_params, start, *own_params, *own_params, start])
     rolled = (split.others_rows().filter(**{f"{field}__isnull": False})
@@ -267,9 +270,11 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
     """SQL with columns (day, type, bucket, events, value_sum, value_events): the events of
     the types (on items of the category) per day, type and value of property `key` as a
     trends breakdown buckets it (analytics.services.property_bucket), possibly split over
-    several rows; with `value`, only the events whose property is that value as text; with
-    `value` and ``by_category``, those events bucketed by their item's category instead
-    (NONE_VALUE for none, as a category breakdown names it), from the rows per category. Until
+    several rows; with `value`, only the events whose property is that value as text, and
+    with ``by_category`` as well, those events bucketed by their item's category instead
+    (NONE_VALUE for none, as a category breakdown names it), from the rows per category
+    (``by_category`` without `value` would be a category breakdown, which daily_events
+    serves). Until
     the updates after an item's category change have rebuilt its days, the category counts
     the item's rolled-up events under its old one, as daily_events does. None where the
     rollups cannot tell: they do not count the key (not built, or the key is not one of the
@@ -300,6 +305,8 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
         return _union(_sql(rolled.values_list(*columns)), _sql(tail_rows.values_list(*columns)))
     rolled = rolled.annotate(type=F("event_type"), bucket=Coalesce(
         NullIf("category", Value("")), Value(NONE_VALUE), output_field=CharField()))
+    # The tail's rows name the property's value "bucket" already: the category is renamed
+    # in SQL around them.
     tail_sql, tail_params = _sql(tail_rows.values_list(
         "day", "type", "category", "events", "value_sum", "value_events"))
     return _union(_sql(rolled.values_list(*columns)), (

@@ -346,10 +346,13 @@ def test_a_funnels_first_step_is_a_persons_earliest_even_after_their_first_day_i
     next_noon = noon + timedelta(days=1)
     upsert_items(items=[{"item_id": "sku-1", "category": "books"}])
     # ann's first day in the range has no view (her first step comes the day after); bob
-    # views on both days, and his purchase is within a day of the second view only.
+    # views on both days, and his purchase is within a day of the second view only. Both
+    # were active before the range, so their first rows in it link to an earlier day.
     store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type, user_id=user,
                                     item_id="sku-1", timestamp=at)
                          for user, event_type, at in (
+                             ("ann", "view", noon - timedelta(days=2)),
+                             ("bob", "click", noon - timedelta(days=2)),
                              ("ann", "click", noon), ("ann", "view", next_noon),
                              ("ann", "purchase", next_noon + timedelta(minutes=10)),
                              ("bob", "view", noon), ("bob", "view", next_noon),
