@@ -140,9 +140,9 @@ def person_days(*, date_range: DateRange, category: str | None = None) -> Relati
 
 class _OwnPersons(NamedTuple):
     """The rolled-up days of a range (UserDayActivity rows) split by user: `others`, SQL
-    with a column user_id (with `others_params`), names the users who are not persons of their own
-    (either side of an identity link) or have events in the raw `tail`; every other user is
-    a person of their own with one row a day, linked to their day before."""
+    with a column user_id (with `others_params`), names the users who are not persons of
+    their own (either side of an identity link) or have events in the raw `tail`; every
+    other user is a person of their own with one row a day, linked to their day before."""
 
     in_range: QuerySet[UserDayActivity]
     tail: QuerySet[Event]
@@ -274,13 +274,12 @@ def property_days(*, date_range: DateRange, event_types: list[str], key: str,
     with ``by_category`` as well, those events bucketed by their item's category instead
     (NONE_VALUE for none, as a category breakdown names it), from the rows per category
     (``by_category`` without `value` would be a category breakdown, which daily_events
-    serves). Until
-    the updates after an item's category change have rebuilt its days, the category counts
-    the item's rolled-up events under its old one, as daily_events does. None where the
-    rollups cannot tell: they do not count the key (not built, or the key is not one of the
-    ANALYTICS_ROLLUP_PROPERTIES the last update counted), or `value` is NONE_VALUE, the
-    bucket of events without the key as well as of those with that text. The caller then
-    reads events."""
+    serves). Until the updates after an item's category change have rebuilt its days, the
+    category counts the item's rolled-up events under its old one, as daily_events does.
+    None where the rollups cannot tell: they do not count the key (not built, or the key is
+    not one of the ANALYTICS_ROLLUP_PROPERTIES the last update counted), or `value` is
+    NONE_VALUE, the bucket of events without the key as well as of those with that text. The
+    caller then reads events."""
     if value == NONE_VALUE:
         return None
     watermark = rollup_watermark()
