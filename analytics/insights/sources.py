@@ -232,13 +232,8 @@ def first_occurrences_split(*, date_range: DateRange,
            f"FROM ({own_sql}) AS own WHERE {is_first_row} AND own.{field} IS NULL) "
            "GROUP BY own.user_id",
            [*own_params, start, *own_params, *own_params, start])
-    rolled = (split.others_rows().filter(**{f"{field}__isnull": False})
-              .annotate(person=person_key(), category=Value(""), first_at=F(field))
-              .values_list("person", "category", "first_at"))
-    tail = (split.tail.filter(type=event_type)
-            .annotate(person=person_key(), category=Value(""), first_at=F("timestamp"))
-            .values_list("person", "category", "first_at"))
-    return own, _union(_sql(rolled), _sql(tail))
+    return own, _first_occurrence_rows(split.others_rows().annotate(category=Value("")),
+                                       split.tail, event_type=event_type, per_category=False)
 
 
 def daily_events(*, date_range: DateRange, category: str | None = None,
@@ -368,15 +363,24 @@ def first_occurrences(*, date_range: DateRange, event_type: str, category: str |
     watermark = rollup_watermark()
     if watermark is None:
         return None
-    field = first_at_field(event_type)
     per_category = by_category or bool(category)
-    rolled = (_user_days(category=category, per_category=per_category)
-              .filter(day__gte=date_range.start, day__lte=date_range.end,
-                      **{f"{field}__isnull": False})
+    return _first_occurrence_rows(
+        _user_days(category=category, per_category=per_category)
+        .filter(day__gte=date_range.start, day__lte=date_range.end),
+        events_in_range(date_range=date_range, category=category)
+        .filter(received_at__gte=watermark),
+        event_type=event_type, per_category=per_category)
+
+
+def _first_occurrence_rows(rolled: QuerySet, tail: QuerySet[Event], *, event_type: str,
+                           per_category: bool) -> Relation:
+    """first_occurrences' columns from user-day rows with a ``category`` column (their first
+    occurrence of the type) and raw tail events (each event of the type)."""
+    field = first_at_field(event_type)
+    rolled = (rolled.filter(**{f"{field}__isnull": False})
               .annotate(person=person_key(), first_at=F(field))
               .values_list("person", "category", "first_at"))
-    tail = events_in_range(date_range=date_range, category=category).filter(
-        received_at__gte=watermark, type=event_type)
+    tail = tail.filter(type=event_type)
     if per_category:
         tail = tail.filter(item__isnull=False)
     tail = (tail.annotate(person=person_key(),
