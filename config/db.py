@@ -35,10 +35,14 @@ def fetch_prepared(sql: str, params: Sequence) -> list[tuple]:
 
 
 def is_statement_timeout(error: BaseException) -> bool:
-    """Whether a database error is PostgreSQL cancelling a statement (SQLSTATE 57014), as
-    it does when analytics reads run past ANALYTICS_STATEMENT_TIMEOUT_SECONDS."""
-    return isinstance(error, DatabaseError) and \
-        getattr(error.__cause__, "sqlstate", None) == "57014"
+    """Whether a database error is a statement stopped by ANALYTICS_STATEMENT_TIMEOUT_SECONDS
+    (analytics.insights.common.analytics_queries): PostgreSQL cancelling it (SQLSTATE
+    57014), or SQLite interrupting it (SQLITE_INTERRUPT: that limit's progress handler is
+    the only thing in Lodestar that interrupts SQLite)."""
+    cause = error.__cause__
+    return isinstance(error, DatabaseError) and (
+        getattr(cause, "sqlstate", None) == "57014"
+        or getattr(cause, "sqlite_errorname", None) == "SQLITE_INTERRUPT")
 
 
 def statement_timeout_message() -> str:

@@ -8,8 +8,10 @@ both ends included.
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from time import monotonic
 from typing import Any, Literal
 
 from django.conf import settings
@@ -73,15 +75,25 @@ class DateRange:
 ANALYTICS_WORK_MEM = "4MB"
 
 
+# SQLite calls the progress handler every this many virtual machine instructions: a
+# fraction of a millisecond apart, at no cost measurable against the statement.
+SQLITE_PROGRESS_STEPS = 10_000
+_sqlite_limited: ContextVar[bool] = ContextVar("analytics_sqlite_limited", default=False)
+
+
 @contextmanager
 def analytics_queries() -> Iterator[None]:
-    """Runs the enclosed reads in one transaction with ANALYTICS_WORK_MEM, JIT off and each
-    statement limited to ANALYTICS_STATEMENT_TIMEOUT_SECONDS (SET LOCAL: the settings end
-    with the transaction; SQLite has no such limit). On PostgreSQL the transaction is
-    REPEATABLE READ, so the rollups, their watermark and the raw events after it are read
-    from one snapshot: an update committing between two reads cannot count events twice
-    or not at all. SQLite's transactions are snapshots already."""
+    """Runs the enclosed reads in one transaction, each statement limited to
+    ANALYTICS_STATEMENT_TIMEOUT_SECONDS (config.db.is_statement_timeout tells the error
+    apart). On PostgreSQL, with ANALYTICS_WORK_MEM and JIT off as well (SET LOCAL: the
+    settings end with the transaction), and REPEATABLE READ, so the rollups, their
+    watermark and the raw events after it are read from one snapshot: an update committing
+    between two reads cannot count events twice or not at all. SQLite's transactions are
+    snapshots already; its limit is _sqlite_statement_limit's."""
     outermost = not connection.in_atomic_block
+    # A read past the limit is stopped rather than left to hold a web thread and load the
+    # database ingestion writes to.
+    limit = settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
@@ -89,13 +101,42 @@ def analytics_queries() -> Iterator[None]:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cursor.execute(f"SET LOCAL work_mem = '{ANALYTICS_WORK_MEM}'")
                 cursor.execute("SET LOCAL jit = off")
-                # A read past the limit is cancelled (config.db.is_statement_timeout) rather
-                # than left to hold a web thread and load the database ingestion writes to.
-                limit = settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS
                 # At least 1 ms: PostgreSQL reads 0 as no limit.
                 timeout_ms = math.ceil(limit * 1000) if limit > 0 else 0
                 cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
-        yield
+            yield
+        elif connection.vendor == "sqlite" and limit > 0 and not _sqlite_limited.get():
+            with _sqlite_statement_limit(limit):
+                yield
+        else:
+            yield
+
+
+@contextmanager
+def _sqlite_statement_limit(limit: float) -> Iterator[None]:
+    """SQLite has no statement_timeout: a progress handler interrupts a statement that has
+    run longer than `limit` seconds (OperationalError, SQLITE_INTERRUPT). A statement's time
+    counts from its execute, the rows fetched after it included, and restarts with the
+    next; the handler is removed on the way out."""
+    started = [monotonic()]
+
+    def mark_start(execute, sql, params, many, context):
+        started[0] = monotonic()
+        return execute(sql, params, many, context)
+
+    def past_limit() -> bool:
+        return monotonic() - started[0] > limit
+
+    connection.ensure_connection()
+    sqlite_connection = connection.connection
+    token = _sqlite_limited.set(True)
+    sqlite_connection.set_progress_handler(past_limit, SQLITE_PROGRESS_STEPS)
+    try:
+        with connection.execute_wrapper(mark_start):
+            yield
+    finally:
+        sqlite_connection.set_progress_handler(None, SQLITE_PROGRESS_STEPS)
+        _sqlite_limited.reset(token)
 
 
 def default_date_range(*, today: date | None = None) -> DateRange:

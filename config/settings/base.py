@@ -233,8 +233,9 @@ ANALYTICS_ROLLUP_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_LAG_SECONDS", default=6
 ANALYTICS_ROLLUP_MAX_LAG_SECONDS = env.int("ANALYTICS_ROLLUP_MAX_LAG_SECONDS", default=600)
 ANALYTICS_USE_ROLLUPS = env.bool("ANALYTICS_USE_ROLLUPS", default=True)
 # A dashboard or analytics API statement running longer than this is stopped (PostgreSQL's
-# statement_timeout; 0: no limit) and answered 503 `query_timeout`, so that a wide question
-# over a large log cannot hold a web thread or load the database ingestion writes to.
+# statement_timeout, an interrupt from a progress handler on SQLite; 0: no limit) and
+# answered 503 `query_timeout`, so that a wide question over a large log cannot hold a web
+# thread or load the database ingestion writes to.
 ANALYTICS_STATEMENT_TIMEOUT_SECONDS = env.float("ANALYTICS_STATEMENT_TIMEOUT_SECONDS",
                                                 default=30.0)
 if ANALYTICS_STATEMENT_TIMEOUT_SECONDS < 0:

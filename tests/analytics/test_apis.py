@@ -2,11 +2,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.utils import timezone
 
 from analytics.insights import overview
 from analytics.insights.common import EARLIEST_DAY, LATEST_DAY
+from tests.database import busy_statement
 from tests.factories import EndUserFactory, EventFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
@@ -219,12 +219,10 @@ def test_paths_after_an_event_with_drop_off(pm_client):
 
 
 def sleeps_in_the_database(**filters):
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_sleep(2)")
+    busy_statement(2)
     return {}
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout: PostgreSQL")
 def test_a_question_past_the_statement_time_limit_is_stopped_with_a_503_that_says_so(
         pm_client, settings, monkeypatch):
     settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS = 0.05

@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from analytics.insights import overview
 from ingestion.models import Event
 from recommender.models import Impression, ModelVersion
+from tests.database import busy_statement
 from tests.factories import EndUserFactory, EventFactory, ItemFactory
 
 pytestmark = pytest.mark.django_db
@@ -257,12 +257,10 @@ def test_a_fresh_demo_fills_every_dashboard_and_shows_the_ab_test_won(
     assert "The difference is statistically significant at 95%." in recommendations
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="statement_timeout: PostgreSQL")
 def test_a_page_past_the_statement_time_limit_says_to_narrow_the_question(
         pm_browser, settings, monkeypatch):
     def sleeps_in_the_database(**filters):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_sleep(2)")
+        busy_statement(2)
 
     settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS = 0.05
     with monkeypatch.context() as patched:

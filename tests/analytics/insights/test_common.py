@@ -1,12 +1,15 @@
 """The date range every insight reads, and the settings its reads run with."""
 
+import time
 from datetime import UTC, date, datetime
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from analytics.insights import common
 from analytics.insights.common import DateRange
+from config.db import is_statement_timeout
+from tests.database import busy_statement
 
 
 pytestmark = pytest.mark.django_db
@@ -48,3 +51,29 @@ def test_dashboard_reads_plan_with_their_own_settings_and_leave_the_connection_a
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET work_mem")
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's own statement limit")
+class TestSqliteStatementLimit:
+    def test_a_statement_past_the_limit_is_stopped_as_postgresql_would_stop_it(self, settings):
+        settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS = 0.05
+        started = time.monotonic()
+        with pytest.raises(DatabaseError) as stopped, common.analytics_queries():
+            with common.analytics_queries():  # a nested block leaves the limit in place
+                pass
+            busy_statement(5)
+        assert is_statement_timeout(stopped.value)
+        assert time.monotonic() - started < 2
+
+    def test_each_statement_has_the_whole_limit_and_other_reads_have_none(self, settings):
+        settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS = 0.3
+        with common.analytics_queries():
+            busy_statement(0.05)
+            time.sleep(0.4)  # the reads together run past the limit, no statement does
+            busy_statement(0.05)
+        busy_statement(0.6)  # outside the analytics reads
+
+    def test_no_limit_where_it_is_zero(self, settings):
+        settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS = 0
+        with common.analytics_queries():
+            busy_statement(0.3)

@@ -1,0 +1,19 @@
+"""A statement that keeps the test database busy, for the tests of statement time limits."""
+
+from django.db import connection
+
+# Rows SQLite counts through in a few seconds on the slowest machines the suite runs on.
+_SQLITE_ROWS_PER_SECOND = 1_000_000
+
+
+def busy_statement(seconds: float) -> None:
+    """Runs one statement that takes about `seconds` (on SQLite, at least that long on a
+    CPU up to a few times faster than this project's 2-core CI machine)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_sleep(%s)", [seconds])
+        else:
+            cursor.execute("WITH RECURSIVE counted(n) AS (SELECT 1 UNION ALL SELECT n + 1 "
+                           "FROM counted WHERE n < %s) SELECT COUNT(*) FROM counted",
+                           [int(seconds * _SQLITE_ROWS_PER_SECOND)])
+            cursor.fetchall()
