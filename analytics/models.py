@@ -218,6 +218,11 @@ class RollupState(models.Model):
     property_keys = models.JSONField(
         default=list, blank=True,
         help_text="The property keys DailyPropertyRollup counts every rolled-up event of")
+    refused_property_keys = models.JSONField(
+        default=dict, blank=True,
+        help_text="Keys of ANALYTICS_ROLLUP_PROPERTIES not counted, with the day that had "
+                  "more values than ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES: {key: {day, values, "
+                  "limit}}")
 
     class Meta:
         verbose_name = "rollup state"

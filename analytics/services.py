@@ -95,6 +95,9 @@ RECHECK_DAYS = 7
 
 # A breakdown's bucket for events without the property (or with it null).
 NONE_VALUE = "(none)"
+# Days of events before the watermark looked at before a property key is counted over the
+# whole log (_sync_property_keys).
+PROPERTY_CHECK_DAYS = 7
 
 T = TypeVar("T")
 
@@ -304,20 +307,68 @@ def _sync_property_keys(state: RollupState) -> None:
     settings.ANALYTICS_ROLLUP_PROPERTIES over every event the rollups hold. A key taken
     out loses its rows; a key added is counted over the events received before the
     watermark, in this update (two passes over the log per key, by category and over
-    every category: 42 s per key at 10M events, benchmarks/README.md, session 27). The
-    keys are the settings of the process running the update, so every worker and manage.py
-    command must share them, or each would count its own over the whole log again."""
-    wanted = list(dict.fromkeys(settings.ANALYTICS_ROLLUP_PROPERTIES))
-    if state.property_keys == wanted:
+    every category: 42 s per key at 10M events, benchmarks/README.md, session 27), unless
+    it has too many values a day (_refuse_property_keys): the last PROPERTY_CHECK_DAYS of
+    events are looked at first, so a key such as an order id is refused before millions of
+    rows are written, and the whole log's rows after. A refusal stands until the key is
+    taken out or the limit changes. The keys are the settings of the process running the
+    update, so every worker and manage.py command must share them, or each would count its
+    own over the whole log again."""
+    limit = settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES
+    configured = list(dict.fromkeys(settings.ANALYTICS_ROLLUP_PROPERTIES))
+    refused = {key: why for key, why in state.refused_property_keys.items()
+               if key in configured and why["limit"] == limit}
+    wanted = [key for key in configured if key not in refused]
+    if state.property_keys == wanted and state.refused_property_keys == refused:
         return
     kept = [key for key in wanted if key in state.property_keys]
     DailyPropertyRollup.objects.exclude(key__in=kept).delete()
-    added = [key for key in wanted if key not in kept]
+    recent = Event.objects.filter(
+        received_at__lt=state.watermark,
+        timestamp__gte=state.watermark - timedelta(days=PROPERTY_CHECK_DAYS))
+    for key in wanted:
+        if key not in kept and (why := _crowded(key, recent.annotate(
+                day=TruncDate("timestamp"), bucket=property_bucket(key)), values="bucket")):
+            refused[key] = why
+    added = [key for key in wanted if key not in kept and key not in refused]
     if added and state.watermark > BEGINNING:
         logger.warning("Rollup property keys %s added: counting them over the event log",
                        added)
     _add_property_rows(Event.objects.filter(received_at__lt=state.watermark), keys=added)
-    state.property_keys = wanted
+    for key in added:
+        if why := _crowded(key, DailyPropertyRollup.objects.filter(key=key, every_category=True),
+                           values="value_hash"):
+            refused[key] = why
+    state.property_keys = [key for key in wanted if key not in refused]
+    _refuse_property_keys(state, refused)
+
+
+def _crowded(key: str, rows: QuerySet, *, values: str) -> dict[str, Any] | None:
+    """Why `key` is refused, where a day of `rows` (with a `day`) holds more distinct
+    `values` than ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES: the fullest such day, its count and
+    the limit. None where no day does."""
+    limit = settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES
+    fullest = (rows.values("day").annotate(values=Count(values, distinct=True))
+               .order_by("-values", "day").values_list("day", "values").first())
+    if fullest is None or fullest[1] <= limit:
+        return None
+    return {"day": as_date(fullest[0]).isoformat(), "values": fullest[1], "limit": limit}
+
+
+def _refuse_property_keys(state: RollupState, refused: dict[str, dict[str, Any]]) -> None:
+    """Records `refused` (every key refused, with why: _crowded) in the state and stops
+    counting the keys newly in it: their rows go, and trends broken down by one of them,
+    or filtered on one, read raw events (analytics.insights.sources.property_days)."""
+    newly = [key for key in refused if key not in state.refused_property_keys]
+    for key in newly:
+        why = refused[key]
+        logger.warning("Rollup property key %r not counted: %s values on %s, more than "
+                       "ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES (%s)", key, why["values"],
+                       why["day"], why["limit"])
+    if newly:
+        DailyPropertyRollup.objects.filter(key__in=newly).delete()
+    state.property_keys = [key for key in state.property_keys if key not in refused]
+    state.refused_property_keys = refused
 
 
 # The events of one _add, each with its day and its item's category: read from the event
@@ -511,7 +562,7 @@ def _link_previous_days(cursor: CursorWrapper, *, touched_sql: str, params: list
 
 
 def _add(events: QuerySet[Event], *, received_before: datetime,
-         property_keys: list[str]) -> None:
+         property_keys: list[str]) -> list[date]:
     """Adds the events' counts to the rollups, creating rows or adding to existing ones
     (type bits are ORed, first occurrences keep the earlier, paths are appended, or
     recomputed from the events received before `received_before`, which the rollups then
@@ -522,7 +573,8 @@ def _add(events: QuerySet[Event], *, received_before: datetime,
     (tests/analytics/insights/test_sources.py compares the two). Called within the
     update's transaction, which drops the tables with the rest of its work if a statement
     fails. The database role needs PostgreSQL's TEMPORARY privilege, which every role has
-    unless it was revoked."""
+    unless it was revoked. Returns the days the events fell on where `property_keys` are
+    counted (for _crowded), else none."""
     batch_sql, batch_params = _batch_rows(events, property_keys=property_keys)
     counted = _Column("events", "COUNT(*)", [])
     bits = _Column("type_bits", _type_bits_sql(), [], "|")
@@ -573,9 +625,14 @@ def _add(events: QuerySet[Event], *, received_before: datetime,
         _link_previous_days(cursor, touched_sql="SELECT user_id, MIN(day) AS first_day "
                             f"FROM {_BATCH_TABLE} GROUP BY user_id", params=[])
         _repair_stale_paths(cursor, received_before=received_before)
+        days = []
+        if property_keys:
+            cursor.execute(f"SELECT DISTINCT day FROM {_BATCH_TABLE}")
+            days = [as_date(day) for day, in cursor.fetchall()]
         cursor.execute(f"DROP TABLE {_BATCH_TABLE}")
         if connection.vendor != "postgresql":
             cursor.execute(f"DROP TABLE IF EXISTS {_PATHS_TABLE}")  # _with_paths's, SQLite's
+    return days
 
 
 def as_date(value: date | str) -> date:
@@ -714,7 +771,13 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
         window = Event.objects.filter(received_at__gte=state.watermark, received_at__lt=end)
         count = window.count()
         if count:
-            _add(window, received_before=end, property_keys=state.property_keys)
+            days = _add(window, received_before=end, property_keys=state.property_keys)
+            # A key counted so far may take on more values (ids sent under an old name).
+            crowded = {key: why for key in state.property_keys if (why := _crowded(
+                key, DailyPropertyRollup.objects.filter(key=key, every_category=True,
+                                                        day__in=days), values="value_hash"))}
+            if crowded:
+                _refuse_property_keys(state, {**state.refused_property_keys, **crowded})
         state.watermark = end
         state.updated_at, state.last_events = timezone.now(), count
         state.last_seconds = time.monotonic() - started
@@ -865,5 +928,6 @@ def rollup_status(*, count_pending: bool = True) -> dict:
         "checked_at": state.checked_at if state else None,
         "days_to_rebuild": RollupDirtyDay.objects.count(),
         "property_keys": state.property_keys if state else [],
+        "refused_property_keys": state.refused_property_keys if state else {},
         "pending_events": waiting.count() if count_pending else None,
     }

@@ -248,6 +248,13 @@ ANALYTICS_ROLLUP_PROPERTIES = [key.strip() for key in env.list("ANALYTICS_ROLLUP
                                                                default=[]) if key.strip()]
 if any(len(key) > 255 for key in ANALYTICS_ROLLUP_PROPERTIES):
     raise ImproperlyConfigured("ANALYTICS_ROLLUP_PROPERTIES keys are at most 255 characters")
+# A key of ANALYTICS_ROLLUP_PROPERTIES with more values than this on one day (an order id,
+# a URL) is not counted: its rows would outnumber the events they sum and slow every update.
+# Its trends read raw events; the operations page names it. Changing this retries it.
+ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES = env.int("ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES",
+                                               default=1000)
+if ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES < 1:
+    raise ImproperlyConfigured("ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES must be 1 or more")
 # How often a web process looks for a newly promoted model version (hot swap), and whether
 # a process already serving loads it in a background thread (the previous version answers
 # meanwhile) instead of in the request that noticed it. A background load running longer

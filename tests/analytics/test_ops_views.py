@@ -59,6 +59,25 @@ def test_admins_see_which_property_keys_the_rollups_count(client, admin_user, se
     assert "<code>plan</code>, <code>$browser</code>" in client.get(PAGE).content.decode()
 
 
+def test_admins_see_which_property_keys_have_too_many_values_to_count(
+        client, admin_user, settings):
+    client.force_login(admin_user)
+    settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan", "order"]
+    settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES = 2
+    day = timezone.now() - timedelta(hours=2)
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
+                                    item_id=None, timestamp=day,
+                                    properties={"plan": "pro", "order": order})
+                         for order in ("o1", "o2", "o3")],
+                 received_at=timezone.now() - timedelta(minutes=30))
+    services.roll_up_new_events(now=timezone.now())
+
+    page = client.get(PAGE).content.decode()
+    assert "<code>plan</code></td>" in page
+    assert (f"Not counted: <code>order</code></th><td>3 values on "
+            f"{timezone.localdate(day).isoformat()}, more than") in page
+
+
 def test_update_now_queues_the_task(client, admin_user):
     client.force_login(admin_user)
     with mock.patch.object(tasks.roll_up_events, "apply_async") as queued:

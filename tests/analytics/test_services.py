@@ -11,9 +11,12 @@ from types import SimpleNamespace
 import pytest
 from django.apps import apps as django_apps
 from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from analytics import services
+from analytics.insights import sources, trends
+from analytics.insights.common import DateRange
 from analytics.models import (
     TYPE_BITS,
     DailyEventRollup,
@@ -47,6 +50,15 @@ def store_at(hours: float, event_type: str, *, minutes_ago: float, user: str = "
     store_events(events=[EventInput(event_id=uuid.uuid4(), type=event_type, user_id=user,
                                     item_id=item, timestamp=NOON + timedelta(hours=hours))],
                  received_at=NOW - timedelta(minutes=minutes_ago))
+
+
+def store_orders(orders: list[str], *, received_minutes_ago: float, days_ago: float = 3) -> None:
+    """A view per order id, each with the same plan."""
+    store_events(events=[EventInput(event_id=uuid.uuid4(), type="view", user_id="ann",
+                                    item_id="sku-1", timestamp=NOW - timedelta(days=days_ago),
+                                    properties={"plan": "pro", "order": order})
+                         for order in orders],
+                 received_at=NOW - timedelta(minutes=received_minutes_ago))
 
 
 def rolled_events() -> int:
@@ -500,6 +512,82 @@ class TestRollUp:
         assert RollupState.objects.get().property_keys == ["browser"]
         services.roll_up_new_events(now=NOW + timedelta(minutes=5))
         assert set(DailyPropertyRollup.objects.values_list("events", flat=True)) == {2}
+
+    def test_a_key_taking_more_values_a_day_than_the_limit_stops_being_counted(
+            self, settings):
+        settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan", "order"]
+        settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES = 3
+        store_orders(["o1", "o2"], received_minutes_ago=30)
+        services.roll_up_new_events(now=NOW - timedelta(minutes=25))
+        assert RollupState.objects.get().property_keys == ["plan", "order"]
+
+        store_orders(["o3", "o4"], received_minutes_ago=20)  # a fourth value that day
+        services.roll_up_new_events(now=NOW - timedelta(minutes=15))
+
+        state = RollupState.objects.get()
+        assert state.property_keys == ["plan"]
+        assert state.refused_property_keys == {
+            "order": {"day": DAY.isoformat(), "values": 4, "limit": 3}}
+        assert set(DailyPropertyRollup.objects.values_list("key", flat=True)) == {"plan"}
+        store_orders(["o5"], received_minutes_ago=10)
+        with CaptureQueriesContext(connection) as queries:
+            services.roll_up_new_events(now=NOW)
+        # Neither counted over the log again nor looked at: the refusal stands.
+        assert not [query for query in queries.captured_queries
+                    if ("'order'" in query["sql"] or '"order"' in query["sql"])
+                    and "analytics_rollupstate" not in query["sql"]]
+        assert set(DailyPropertyRollup.objects.values_list("key", flat=True)) == {"plan"}
+        # Read from events instead, exactly.
+        date_range = DateRange(start=DAY, end=DAY)
+        by_order = trends.trends(date_range=date_range, event_types=["view"], breakdown="order")
+        assert {series["breakdown_value"]: series["total"] for series in by_order["series"]} \
+            == {"o1": 1, "o2": 1, "o3": 1, "o4": 1, "o5": 1}
+        with sources.raw_events_only():
+            assert trends.trends(date_range=date_range, event_types=["view"],
+                                 breakdown="order") == by_order
+
+    def test_a_key_added_with_too_many_values_a_day_is_refused_before_it_is_counted(
+            self, settings):
+        settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES = 3
+        store_orders(["o1", "o2", "o3", "o4"], received_minutes_ago=30)
+        services.roll_up_new_events(now=NOW)
+
+        settings.ANALYTICS_ROLLUP_PROPERTIES = ["order"]
+        with CaptureQueriesContext(connection) as queries:
+            services.roll_up_new_events(now=NOW)
+
+        assert RollupState.objects.get().refused_property_keys["order"]["values"] == 4
+        assert not any("INSERT INTO analytics_dailypropertyrollup" in query["sql"]
+                       for query in queries.captured_queries)
+
+    def test_a_key_crowded_only_on_older_days_is_refused_after_counting_the_log(
+            self, settings):
+        settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES = 3
+        store_orders(["o1", "o2", "o3", "o4"], received_minutes_ago=30, days_ago=20)
+        store_orders(["o5"], received_minutes_ago=30)
+        services.roll_up_new_events(now=NOW)
+
+        settings.ANALYTICS_ROLLUP_PROPERTIES = ["order"]
+        services.roll_up_new_events(now=NOW)
+
+        state = RollupState.objects.get()
+        assert state.property_keys == []
+        assert state.refused_property_keys["order"]["values"] == 4
+        assert not DailyPropertyRollup.objects.exists()
+
+    def test_a_refused_key_is_counted_again_once_the_limit_allows_it(self, settings):
+        settings.ANALYTICS_ROLLUP_PROPERTIES = ["order"]
+        settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES = 3
+        store_orders(["o1", "o2", "o3", "o4"], received_minutes_ago=30)
+        services.roll_up_new_events(now=NOW)
+        assert not DailyPropertyRollup.objects.exists()
+
+        settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES = 10
+        services.roll_up_new_events(now=NOW)
+
+        state = RollupState.objects.get()
+        assert (state.property_keys, state.refused_property_keys) == (["order"], {})
+        assert DailyPropertyRollup.objects.filter(every_category=True).count() == 4
 
     def test_rebuilding_a_day_recounts_its_property_values(self, settings):
         settings.ANALYTICS_ROLLUP_PROPERTIES = ["plan"]

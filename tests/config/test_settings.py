@@ -92,6 +92,20 @@ def test_a_negative_analytics_statement_time_limit_is_refused_at_start():
     assert negative.returncode != 0 and "must be 0 (no limit) or more" in negative.stderr
 
 
+def test_a_property_value_limit_below_one_is_refused_at_start():
+    show_limit = ("import django; django.setup(); from django.conf import settings as s; "
+                  "print(s.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES)")
+    secret = secrets.token_urlsafe(50)
+
+    default = run_django(["-c", show_limit], SECRET_KEY=secret)
+    zero = run_django(["-c", show_limit], SECRET_KEY=secret,
+                      ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES="0")
+
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.strip() == "1000"
+    assert zero.returncode != 0 and "must be 1 or more" in zero.stderr
+
+
 class TestRateLimit:
     @pytest.fixture
     def two_requests_a_minute(self, monkeypatch):
