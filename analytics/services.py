@@ -96,7 +96,9 @@ RECHECK_DAYS = 7
 # A breakdown's bucket for events without the property (or with it null).
 NONE_VALUE = "(none)"
 # Days of events before the watermark looked at before a property key is counted over the
-# whole log (_sync_property_keys).
+# whole log (_sync_property_keys): a week shows a key with too many values a day, and
+# reading it took 0.5-0.7 s per key at 10M events against 42 s for the whole log
+# (benchmarks/README.md, session 30).
 PROPERTY_CHECK_DAYS = 7
 
 T = TypeVar("T")
@@ -310,10 +312,12 @@ def _sync_property_keys(state: RollupState) -> None:
     every category: 42 s per key at 10M events, benchmarks/README.md, session 27), unless
     it has too many values a day (_refuse_property_keys): the last PROPERTY_CHECK_DAYS of
     events are looked at first, so a key such as an order id is refused before millions of
-    rows are written, and the whole log's rows after. A refusal stands until the key is
-    taken out or the limit changes. The keys are the settings of the process running the
-    update, so every worker and manage.py command must share them, or each would count its
-    own over the whole log again."""
+    rows are written (on the first update, whose watermark is the beginning, there are none
+    yet: its first chunk's rows are checked after), and the whole log's rows after. A
+    refusal stands until the key is taken out or the limit changes; a lower limit is
+    applied to a counted key on the days updates add to. The keys and the limit are the
+    settings of the process running the update, so every worker and manage.py command must
+    share them, or each would count its own keys over the whole log again."""
     limit = settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES
     configured = list(dict.fromkeys(settings.ANALYTICS_ROLLUP_PROPERTIES))
     refused = {key: why for key, why in state.refused_property_keys.items()
@@ -328,7 +332,7 @@ def _sync_property_keys(state: RollupState) -> None:
         timestamp__gte=state.watermark - timedelta(days=PROPERTY_CHECK_DAYS))
     for key in wanted:
         if key not in kept and (why := _crowded(key, recent.annotate(
-                day=TruncDate("timestamp"), bucket=property_bucket(key)), values="bucket")):
+                day=TruncDate("timestamp"), bucket=property_bucket(key)), column="bucket")):
             refused[key] = why
     added = [key for key in wanted if key not in kept and key not in refused]
     if added and state.watermark > BEGINNING:
@@ -337,19 +341,21 @@ def _sync_property_keys(state: RollupState) -> None:
     _add_property_rows(Event.objects.filter(received_at__lt=state.watermark), keys=added)
     for key in added:
         if why := _crowded(key, DailyPropertyRollup.objects.filter(key=key, every_category=True),
-                           values="value_hash"):
+                           column="value_hash"):
             refused[key] = why
     state.property_keys = [key for key in wanted if key not in refused]
     _refuse_property_keys(state, refused)
 
 
-def _crowded(key: str, rows: QuerySet, *, values: str) -> dict[str, Any] | None:
+def _crowded(key: str, rows: QuerySet, *, column: str) -> dict[str, Any] | None:
     """Why `key` is refused, where a day of `rows` (with a `day`) holds more distinct
-    `values` than ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES: the fullest such day, its count and
-    the limit. None where no day does."""
+    values of `column` than ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES (events without the key
+    count as one value, as their breakdown bucket does): the fullest such day, its count
+    and the limit. None where no day does."""
     limit = settings.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES
-    fullest = (rows.values("day").annotate(values=Count(values, distinct=True))
-               .order_by("-values", "day").values_list("day", "values").first())
+    fullest = (rows.values("day").annotate(distinct_values=Count(column, distinct=True))
+               .order_by("-distinct_values", "day").values_list("day", "distinct_values")
+               .first())
     if fullest is None or fullest[1] <= limit:
         return None
     return {"day": as_date(fullest[0]).isoformat(), "values": fullest[1], "limit": limit}
@@ -359,7 +365,8 @@ def _refuse_property_keys(state: RollupState, refused: dict[str, dict[str, Any]]
     """Records `refused` (every key refused, with why: _crowded) in the state and stops
     counting the keys newly in it: their rows go, and trends broken down by one of them,
     or filtered on one, read raw events (analytics.insights.sources.property_days)."""
-    newly = [key for key in refused if key not in state.refused_property_keys]
+    # A key refused again under a new limit was counted over the log meanwhile: it is new.
+    newly = [key for key, why in refused.items() if state.refused_property_keys.get(key) != why]
     for key in newly:
         why = refused[key]
         logger.warning("Rollup property key %r not counted: %s values on %s, more than "
@@ -775,7 +782,7 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
             # A key counted so far may take on more values (ids sent under an old name).
             crowded = {key: why for key in state.property_keys if (why := _crowded(
                 key, DailyPropertyRollup.objects.filter(key=key, every_category=True,
-                                                        day__in=days), values="value_hash"))}
+                                                        day__in=days), column="value_hash"))}
             if crowded:
                 _refuse_property_keys(state, {**state.refused_property_keys, **crowded})
         state.watermark = end
@@ -928,6 +935,7 @@ def rollup_status(*, count_pending: bool = True) -> dict:
         "checked_at": state.checked_at if state else None,
         "days_to_rebuild": RollupDirtyDay.objects.count(),
         "property_keys": state.property_keys if state else [],
-        "refused_property_keys": state.refused_property_keys if state else {},
+        # Pairs, not a dict: a template looks a key named "items" up before the method.
+        "refused_property_keys": sorted(state.refused_property_keys.items()) if state else [],
         "pending_events": waiting.count() if count_pending else None,
     }

@@ -128,8 +128,8 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
             with common.analytics_queries():
                 return super().dispatch(request, *args, **kwargs)
         except _PageTimedOut as timed_out:
-            # Rendered after the reads' transaction, which the cancelled statement aborted,
-            # has rolled back.
+            # Rendered after the reads' transaction has rolled back (on PostgreSQL the
+            # cancelled statement aborted it).
             return render(request, self.template_name, timed_out.context, status=503)
 
     def build(self, filters: dict[str, Any]) -> dict[str, Any]:

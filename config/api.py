@@ -123,7 +123,8 @@ def exception_handler(exc, context):
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     if is_statement_timeout(exc):
-        # The cancelled statement aborted the transaction: roll it back rather than commit.
+        # Roll the reads back rather than commit: on PostgreSQL the cancelled statement
+        # aborted their transaction.
         if connection.in_atomic_block:
             transaction.set_rollback(True)
         # Not database_unavailable: the same request would be stopped again.

@@ -116,8 +116,9 @@ def analytics_queries() -> Iterator[None]:
 def _sqlite_statement_limit(limit: float) -> Iterator[None]:
     """SQLite has no statement_timeout: a progress handler interrupts a statement that has
     run longer than `limit` seconds (OperationalError, SQLITE_INTERRUPT). A statement's time
-    counts from its execute, the rows fetched after it included, and restarts with the
-    next; the handler is removed on the way out."""
+    counts from its execute, and restarts with the next; it includes the time its rows take
+    to be fetched, and where the caller reads them in chunks (paths on SQLite), the time the
+    caller spends between chunks. The handler is removed on the way out."""
     started = [monotonic()]
 
     def mark_start(execute, sql, params, many, context):

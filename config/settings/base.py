@@ -250,7 +250,8 @@ if any(len(key) > 255 for key in ANALYTICS_ROLLUP_PROPERTIES):
     raise ImproperlyConfigured("ANALYTICS_ROLLUP_PROPERTIES keys are at most 255 characters")
 # A key of ANALYTICS_ROLLUP_PROPERTIES with more values than this on one day (an order id,
 # a URL) is not counted: its rows would outnumber the events they sum and slow every update.
-# Its trends read raw events; the operations page names it. Changing this retries it.
+# Its trends read raw events; the operations page names it. Changing this retries a refused
+# key. Every process that runs updates needs the same limit.
 ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES = env.int("ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES",
                                                default=1000)
 if ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES < 1:
