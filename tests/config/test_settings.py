@@ -78,32 +78,21 @@ def test_rollup_property_keys_are_read_trimmed_and_an_overlong_one_refused():
     assert overlong.returncode != 0 and "at most 255 characters" in overlong.stderr
 
 
-def test_a_negative_analytics_statement_time_limit_is_refused_at_start():
+@pytest.mark.parametrize(("name", "default", "refused", "message"), [
+    ("ANALYTICS_STATEMENT_TIMEOUT_SECONDS", "30.0", "-1", "must be 0 (no limit) or more"),
+    ("ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES", "1000", "0", "must be 1 or more"),
+])
+def test_an_analytics_limit_out_of_range_is_refused_at_start(name, default, refused, message):
     show_limit = ("import django; django.setup(); from django.conf import settings as s; "
-                  "print(s.ANALYTICS_STATEMENT_TIMEOUT_SECONDS)")
+                  f"print(s.{name})")
     secret = secrets.token_urlsafe(50)
 
-    default = run_django(["-c", show_limit], SECRET_KEY=secret)
-    negative = run_django(["-c", show_limit], SECRET_KEY=secret,
-                          ANALYTICS_STATEMENT_TIMEOUT_SECONDS="-1")
+    as_shipped = run_django(["-c", show_limit], SECRET_KEY=secret)
+    out_of_range = run_django(["-c", show_limit], SECRET_KEY=secret, **{name: refused})
 
-    assert default.returncode == 0, default.stderr
-    assert default.stdout.strip() == "30.0"
-    assert negative.returncode != 0 and "must be 0 (no limit) or more" in negative.stderr
-
-
-def test_a_property_value_limit_below_one_is_refused_at_start():
-    show_limit = ("import django; django.setup(); from django.conf import settings as s; "
-                  "print(s.ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES)")
-    secret = secrets.token_urlsafe(50)
-
-    default = run_django(["-c", show_limit], SECRET_KEY=secret)
-    zero = run_django(["-c", show_limit], SECRET_KEY=secret,
-                      ANALYTICS_ROLLUP_PROPERTY_MAX_VALUES="0")
-
-    assert default.returncode == 0, default.stderr
-    assert default.stdout.strip() == "1000"
-    assert zero.returncode != 0 and "must be 1 or more" in zero.stderr
+    assert as_shipped.returncode == 0, as_shipped.stderr
+    assert as_shipped.stdout.strip() == default
+    assert out_of_range.returncode != 0 and message in out_of_range.stderr
 
 
 class TestRateLimit:
