@@ -339,11 +339,8 @@ def _sync_property_keys(state: RollupState) -> None:
         logger.warning("Rollup property keys %s added: counting them over the event log",
                        added)
     _add_property_rows(Event.objects.filter(received_at__lt=state.watermark), keys=added)
-    for key in added:
-        if why := _crowded(key, DailyPropertyRollup.objects.filter(key=key, every_category=True),
-                           column="value_hash"):
-            refused[key] = why
-    state.property_keys = [key for key in wanted if key not in refused]
+    refused.update(_crowded_rollup_keys(added))
+    state.property_keys = wanted
     _refuse_property_keys(state, refused)
 
 
@@ -359,6 +356,20 @@ def _crowded(key: str, rows: QuerySet, *, column: str) -> dict[str, Any] | None:
     if fullest is None or fullest[1] <= limit:
         return None
     return {"day": as_date(fullest[0]).isoformat(), "values": fullest[1], "limit": limit}
+
+
+def _crowded_rollup_keys(keys: list[str], *, days: list[date] | None = None
+                         ) -> dict[str, dict[str, Any]]:
+    """_crowded of each of `keys` over its DailyPropertyRollup rows (of `days`, else all),
+    for the keys that are."""
+    crowded = {}
+    for key in keys:
+        rows = DailyPropertyRollup.objects.filter(key=key, every_category=True)
+        if days is not None:
+            rows = rows.filter(day__in=days)
+        if why := _crowded(key, rows, column="value_hash"):
+            crowded[key] = why
+    return crowded
 
 
 def _refuse_property_keys(state: RollupState, refused: dict[str, dict[str, Any]]) -> None:
@@ -780,10 +791,7 @@ def _roll_up_chunk(*, now: datetime) -> RollupProgress:
         if count:
             days = _add(window, received_before=end, property_keys=state.property_keys)
             # A key counted so far may take on more values (ids sent under an old name).
-            crowded = {key: why for key in state.property_keys if (why := _crowded(
-                key, DailyPropertyRollup.objects.filter(key=key, every_category=True,
-                                                        day__in=days), column="value_hash"))}
-            if crowded:
+            if crowded := _crowded_rollup_keys(state.property_keys, days=days):
                 _refuse_property_keys(state, {**state.refused_property_keys, **crowded})
         state.watermark = end
         state.updated_at, state.last_events = timezone.now(), count
