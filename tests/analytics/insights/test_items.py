@@ -72,6 +72,34 @@ class TestItems:
         # The previous period's views count for trending only.
         assert items.item_performance(date_range=JANUARY, category="books")[0]["views"] == 5
 
+    def test_the_previous_periods_events_count_as_its_views_alone(self, catalog):
+        book, _ = catalog
+        # December: a purchase, a review and a view of a book in another category, and a
+        # lamp seen only then (it fell from 2 views to none).
+        lamp, atlas = item("lamp", "lights"), item("atlas", "maps")
+        shopper = user("december")
+        event(shopper, "purchase", at(11, month=12, year=2025), book, value=99.0)
+        event(shopper, "review", at(11, month=12, year=2025), book, value=1,
+              sentiment_label="negative", sentiment_score=0.1)
+        event(shopper, "view", at(12, month=12, year=2025), atlas)
+        for day in (12, 13):
+            event(shopper, "view", at(day, month=12, year=2025), lamp)
+        # Before the previous period: counted nowhere.
+        event(shopper, "view", at(30, month=11, year=2025), book)
+
+        report = items.item_report(date_range=JANUARY, min_views=0)
+        top = {row["item_id"]: row for row in report["items"]}
+        assert set(top) == {"book", "toy"}
+        assert (top["book"]["purchases"], top["book"]["revenue"]) == (2, 20.0)
+        assert (top["book"]["reviews"], top["book"]["average_rating"]) == (2, 3.0)
+        assert {row["category"] for row in report["categories"]} == {"books", "toys"}
+        assert [(row["item_id"], row["current_views"], row["previous_views"], row["growth"])
+                for row in report["trending"]] == [
+            ("book", 5, 1, 4.0), ("toy", 1, 0, 1.0), ("atlas", 0, 1, -1.0),
+            ("lamp", 0, 2, -1.0)]
+        in_books = items.trending_items(date_range=JANUARY, category="books", min_views=0)
+        assert [(row["item_id"], row["previous_views"]) for row in in_books] == [("book", 1)]
+
     def test_item_report_matches_the_three_selectors(self, catalog):
         report = items.item_report(date_range=JANUARY, order_by="conversion", limit=5,
                                        min_views=1)
