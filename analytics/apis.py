@@ -414,7 +414,10 @@ class UserTimelineApi(AnalyticsApi):
                     "first), traits, review sentiment, and the recommendations they would get "
                     "now with the recent items behind them. Looking does not log an impression.")
     def get(self, request, user_id: str):
-        timeline = user_timeline.user_timeline(user_id=user_id, **self.filters(request))
+        # No stored id holds a NUL (PostgreSQL's text cannot), and its driver refuses one in
+        # a query: no user, as for any id never seen.
+        timeline = (None if "\x00" in user_id
+                    else user_timeline.user_timeline(user_id=user_id, **self.filters(request)))
         if timeline is None:
             raise NotFound(f"No user with id {user_id!r} has been seen.")
         return Response(timeline)

@@ -111,6 +111,19 @@ class _PageTimedOut(Exception):
         self.context = context
 
 
+# A cell starting with one of these is a formula to a spreadsheet, and item titles,
+# categories, ids and review texts come from client apps (OWASP's "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _spreadsheet_safe(cell: Any) -> Any:
+    """Text that a spreadsheet would run as a formula, quoted with a leading apostrophe;
+    numbers and other text as they are."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
     """A dashboard page: anonymous users go to the login page, logged-in users who are
     neither product managers nor staff get 403."""
@@ -203,7 +216,7 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
         response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
         writer = csv.writer(response)
         writer.writerow(chosen["columns"])
-        writer.writerows(chosen["rows"])
+        writer.writerows([[_spreadsheet_safe(cell) for cell in row] for row in chosen["rows"]])
         return response
 
 
@@ -358,16 +371,21 @@ class ItemsView(DashboardView):
         report = items.item_report(**filters)
         item_rows, categories, trending = report["items"], report["categories"], report["trending"]
         top = item_rows[:10]
+        order_choices = {"views": "Views", "revenue": "Revenue", "conversion": "Conversion",
+                         "average_rating": "Avg rating"}
+        order_by = filters["order_by"]
+        # The bars show what the items were ranked by: views and purchases, or that figure.
+        series = ([("Views", [row["views"] for row in top]),
+                   ("Purchases", [row["purchases"] for row in top])] if order_by == "views"
+                  else [(order_choices[order_by], [row[order_by] for row in top])])
         return {
-            "order_by": filters["order_by"],
-            "order_choices": [("views", "Views"), ("revenue", "Revenue"),
-                              ("conversion", "Conversion"), ("average_rating", "Avg rating")],
+            "order_by": order_by,
+            "order_choices": list(order_choices.items()),
             "cards": [],
             "charts": [
-                chart(chart_id="top-items", title="Top items by views", kind="bar",
-                      labels=[row["title"] or row["item_id"] for row in top], horizontal=True,
-                      series=[("Views", [row["views"] for row in top]),
-                              ("Purchases", [row["purchases"] for row in top])]),
+                chart(chart_id="top-items", title=f"Top items by {order_choices[order_by].lower()}",
+                      kind="bar", labels=[row["title"] or row["item_id"] for row in top],
+                      horizontal=True, series=series),
                 chart(chart_id="category-revenue", title="Revenue by category", kind="bar",
                       labels=[row["category"] or "(none)" for row in categories],
                       series=[("Revenue", [row["revenue"] for row in categories])],
@@ -580,12 +598,14 @@ class PathsView(DashboardView):
         data = paths.paths(**filters)
         before = data["direction"] == "before"
         anchor = data["event_type"] or ("last event" if before else "first event")
-        first_steps = [row for row in data["links"] if row["step"] == 0]
+        # The event most persons were at one step on, "other" last (the nodes' order): the
+        # largest single link would name one source's next step, not the most reached.
+        next_steps = [row for row in data["nodes"] if row["step"] == 1]
         return {
             "suggestions": trends.filter_suggestions(),
             "cards": [card(f"Persons with {anchor}", data["persons"]),
                       card("Most common step " + ("before" if before else "after"),
-                           first_steps[0]["target"] if first_steps else None, "text")],
+                           next_steps[0]["event_type"] if next_steps else None, "text")],
             "charts": [_sankey(data)],
             "tables": [
                 table(name="steps", title="Steps " + ("before " if before else "after ") + anchor,
@@ -713,10 +733,11 @@ class UserTimelineView(DashboardView):
                       columns=[("Time", "text"), ("Type", "text"), ("Id", "text"),
                                ("Item", "text"), ("Value", "float"), ("Text", "text"),
                                ("Sentiment", "text"), ("Properties", "text")],
-                      rows=[[row["timestamp"].isoformat(timespec="seconds"), row["type"],
-                             row["user_id"], row["item_title"] or row["item_id"] or "",
+                      rows=[[timezone.localtime(row["timestamp"]).isoformat(timespec="seconds"),
+                             row["type"], row["user_id"], row["item_title"] or row["item_id"] or "",
                              row["value"], row["text"], row["sentiment_label"],
-                             json.dumps(row["properties"]) if row["properties"] else ""]
+                             json.dumps(row["properties"], ensure_ascii=False)
+                             if row["properties"] else ""]
                             for row in timeline["events"]]),
                 table(name="recommendations",
                       title=f"Recommendations now ({recommendations['strategy']}"

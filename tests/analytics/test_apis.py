@@ -196,6 +196,8 @@ def test_a_user_timeline_for_product_managers_only_and_404_for_an_unknown_id(pm_
     missing = pm_client.get(url("users/nobody/timeline"))
     assert missing.status_code == 404
     assert missing.json()["type"] == "client_error" and "nobody" in missing.json()["detail"]
+    # No id can hold a NUL; PostgreSQL's driver refuses one in a query.
+    assert pm_client.get(url("users/u%00-42/timeline")).status_code == 404
 
 
 def test_paths_after_an_event_with_drop_off(pm_client):

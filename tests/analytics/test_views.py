@@ -148,6 +148,24 @@ def test_the_funnels_category_breakdown_is_shown_when_asked_for(pm_browser, acti
     assert rows[1] == ["books", "3", "3", "3", "1.0"]
 
 
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted(pm_browser):
+    shopper = EndUserFactory(user_id="=cmd")
+    book = ItemFactory(item_id="book", title="@SUM(A1)", category="-books")
+    EventFactory(user=shopper, item=book, type="review", value=-2.0, text="=HYPERLINK(\"x\")",
+                 properties={"city": "Zürich"}, timestamp=timezone.now() - timedelta(hours=1))
+
+    download = pm_browser.get(page_url("users") + "?user_id=%3Dcmd&format=csv&table=events")
+    rows = list(csv.reader(io.StringIO(download.content.decode())))
+    header, event = rows[0], dict(zip(rows[0], rows[1]))
+    assert header[:3] == ["Time", "Type", "Id"]
+    assert (event["Id"], event["Item"], event["Text"]) == ("'=cmd", "'@SUM(A1)",
+                                                          "'=HYPERLINK(\"x\")")
+    assert event["Value"] == "-2.0"  # numbers are not formulas
+    assert event["Properties"] == '{"city": "Zürich"}'
+    items_csv = pm_browser.get(page_url("items") + "?format=csv&table=items").content.decode()
+    assert "'-books" in items_csv
+
+
 def test_csv_unknown_table(pm_browser):
     response = pm_browser.get(page_url("items") + "?format=csv&table=nope")
     assert response.status_code == 400
@@ -199,6 +217,36 @@ def test_user_timeline_counts_events_per_day_in_the_shops_time_zone(pm_browser, 
     response = pm_browser.get(page_url("users") + "?user_id=late-shopper")
 
     assert response.context["charts"][0]["labels"] == ["2026-03-02"]
+    # The events table tells the same local time.
+    assert response.context["tables"][0]["rows"][0][0] == "2026-03-02T05:00:00+09:00"
+
+
+def test_the_items_chart_shows_what_the_items_were_ranked_by(pm_browser, activity):
+    by_views = pm_browser.get(page_url("items")).context["charts"][0]
+    by_revenue = pm_browser.get(page_url("items") + "?order_by=revenue").context["charts"][0]
+
+    assert by_views["title"] == "Top items by views"
+    assert [dataset["label"] for dataset in by_views["datasets"]] == ["Views", "Purchases"]
+    assert by_revenue["title"] == "Top items by revenue"
+    assert [(dataset["label"], dataset["data"]) for dataset in by_revenue["datasets"]] == [
+        ("Revenue", [28.5])]
+
+
+def test_the_paths_card_names_the_step_most_persons_reached_next(pm_browser):
+    now = timezone.now() - timedelta(hours=2)
+    # Two persons go view -> add_to_cart (the largest single link); three reach view second,
+    # each from another first event.
+    for name, first, second in [("a", "view", "add_to_cart"), ("b", "view", "add_to_cart"),
+                                ("c", "click", "view"), ("d", "rating", "view"),
+                                ("e", "review", "view")]:
+        shopper = EndUserFactory(user_id=name)
+        EventFactory(user=shopper, type=first, timestamp=now)
+        EventFactory(user=shopper, type=second, timestamp=now + timedelta(minutes=1))
+
+    cards = pm_browser.get(page_url("paths")).context["cards"]
+
+    assert cards[1]["label"] == "Most common step after"
+    assert cards[1]["value"] == "view"
 
 
 def test_the_trends_form_applied_as_it_comes_with_empty_breakdown_and_filter(pm_browser, activity):
