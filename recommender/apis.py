@@ -75,6 +75,10 @@ class SimilarItemsApi(APIView):
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         try:
+            # No stored id holds a NUL (PostgreSQL's text cannot), and its driver refuses
+            # one in a query.
+            if "\x00" in item_id:
+                raise UnknownItem(item_id)
             answer = similar_to_item(item_id=item_id, **params.validated_data)
         except UnknownItem:
             raise exceptions.NotFound(f"No item with item_id {item_id!r}.") from None

@@ -69,6 +69,7 @@ def train_now(request):
 @require_POST
 @staff_required
 def cancel_job(request, job_id: int):
+    get_object_or_404(TrainingJob, pk=job_id)
     job = services.request_cancel(job_id=job_id, actor=_actor(request))
     if job.status == TrainingJob.Status.CANCELLED:
         messages.success(request, f"Job #{job.pk} was cancelled before it started.")

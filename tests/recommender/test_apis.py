@@ -33,6 +33,14 @@ def test_bad_k_on_similar_items_is_a_400(client_app, serving):
                        attr="k")
 
 
+def test_an_item_id_with_a_nul_is_an_unknown_item(client_app, serving):
+    store_planted_data()
+
+    # PostgreSQL's driver refuses a NUL in a query: no stored id can hold one.
+    body = assert_error_shape(client_app.get("/api/v1/items/c0-i00%00/similar"), 404)
+    assert "c0-i00" in body["detail"]
+
+
 def test_user_id_is_required(client_app, serving):
     assert_error_shape(client_app.get("/api/v1/recommendations"), 400, attr="user_id")
 

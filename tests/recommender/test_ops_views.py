@@ -130,6 +130,9 @@ class TestJobs:
         assert job.status == Status.CANCELLED
         assert page_messages(response) == [f"Job #{job.pk} was cancelled before it started."]
 
+    def test_cancelling_a_job_that_does_not_exist_is_a_404(self, staff):
+        assert staff.post(reverse("ops:cancel", args=[999_999])).status_code == 404
+
     def test_cancel_a_running_job_asks_the_worker_to_stop(self, staff):
         job = queued_job()
         TrainingJob.objects.filter(pk=job.pk).update(status=Status.RUNNING)
