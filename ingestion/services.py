@@ -38,10 +38,13 @@ logger = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 5000
 MAX_PROPERTIES_BYTES = 8 * 1024
 MAX_ID_CHARS = 255
+# PostgreSQL's text and jsonb cannot hold the NUL character.
+NUL_MESSAGE = "Must not contain a NUL character (\\u0000)."
 MAX_FUTURE = timedelta(hours=24)
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.:$ -]{1,64}$")
 # One encoder for every size check: json.dumps with options builds a new one per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+# allow_nan=False: NaN and Infinity are not JSON, and PostgreSQL's json refuses them.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 EVENT_FIELDS = {"event_id", "type", "user_id", "item_id", "timestamp", "value", "text",
                 "properties", "rec_id"}
 
@@ -101,7 +104,14 @@ def _external_id(raw: Any, field_name: str, *, required: bool) -> str | None:
     text = str(raw).strip()
     if not text or len(text) > MAX_ID_CHARS:
         raise RowRejected(field_name, f"Must be 1 to {MAX_ID_CHARS} characters.")
+    if "\x00" in text:
+        raise RowRejected(field_name, NUL_MESSAGE)
     return text
+
+
+def storable_id(text: str) -> bool:
+    """Whether a user or item id an SDK sent fits the id columns (_external_id's rule)."""
+    return 0 < len(text) <= MAX_ID_CHARS and "\x00" not in text
 
 
 def _uuid(raw: Any, field_name: str) -> uuid.UUID | None:
@@ -159,9 +169,27 @@ def _properties(raw: Any, field_name: str = "properties") -> dict:
         return {}
     if not isinstance(raw, dict):
         raise RowRejected(field_name, "Must be a JSON object.")
-    if len(_COMPACT_JSON.encode(raw)) > MAX_PROPERTIES_BYTES:
+    try:
+        encoded = _COMPACT_JSON.encode(raw)
+    except ValueError:  # Python's json reads NaN, and 1e999 as infinity
+        raise RowRejected(field_name, "Must not hold NaN or an infinite number.") from None
+    if len(encoded) > MAX_PROPERTIES_BYTES:
         raise RowRejected(field_name, "Must be at most 8 KB as JSON.")
+    # The encoder escapes a NUL as \u0000, which PostgreSQL's jsonb refuses: only then is
+    # the object walked, to tell it from a backslash sent before "u0000".
+    if "\\u0000" in encoded and _holds_nul(raw):
+        raise RowRejected(field_name, NUL_MESSAGE)
     return raw
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def parse_event(raw: Any, *, now: datetime) -> EventInput:
@@ -182,6 +210,8 @@ def parse_event(raw: Any, *, now: datetime) -> EventInput:
         raise RowRejected("text", "Must be a string.")
     if len(text) > MAX_TEXT_CHARS:
         raise RowRejected("text", f"Must be at most {MAX_TEXT_CHARS} characters.")
+    if "\x00" in text:
+        raise RowRejected("text", NUL_MESSAGE)
     return EventInput(
         event_id=_uuid(raw.get("event_id"), "event_id") or uuid.uuid4(),
         type=event_type,
@@ -476,7 +506,10 @@ def upsert_users(*, users: Sequence[Any]) -> BatchResult:
             continue
         parsed.setdefault(row["user_id"], {}).update(row["traits"])
     EndUser.objects.bulk_create([EndUser(user_id=uid) for uid in parsed], ignore_conflicts=True)
-    stored = EndUser.objects.in_bulk(list(parsed), field_name="user_id")
+    # Locked (in key order: no deadlock) from read to write, so a concurrent request's
+    # traits are merged with these, not overwritten by them.
+    stored = {user.user_id: user for user in EndUser.objects.select_for_update()
+              .filter(user_id__in=list(parsed)).order_by("pk")}
     for user_id, traits in parsed.items():
         stored[user_id].traits = {**stored[user_id].traits, **traits}
     if stored:
@@ -509,15 +542,23 @@ def ingest_capture(*, batch: CaptureBatch, api_key: APIKey | None, protocol: str
             result.reject(index, error)
             rejects.append(Reject(index=index, event_name=name, field=error.field,
                                   message=error.message, payload=payload_excerpt(message)))
-    catalog_pks = merge_catalog_fields(rows=batch.items) if batch.items else {}
+    # Ids that cannot be stored are their events' rejects already; written to the catalog,
+    # traits or links they would fail the whole request (PostgreSQL checks the lengths).
+    catalog_rows = {item_id: row for item_id, row in batch.items.items() if storable_id(item_id)}
+    traits, traits_once = ({user_id: sent for user_id, sent in chosen.items()
+                            if storable_id(user_id)}
+                           for chosen in (batch.traits, batch.traits_once))
+    links = [(alias, person) for alias, person in batch.links
+             if storable_id(alias) and storable_id(person)]
+    catalog_pks = merge_catalog_fields(rows=catalog_rows) if catalog_rows else {}
     if valid:
         inserted = store_events(events=valid, received_at=None, item_pks=catalog_pks)
         result.accepted = len(inserted)
         result.duplicates = len(valid) - len(inserted)
-    if batch.traits or batch.traits_once:
-        merge_traits(traits=batch.traits, traits_once=batch.traits_once)
-    if batch.links:
-        link_identities(links=batch.links, linked_at=now)
+    if traits or traits_once:
+        merge_traits(traits=traits, traits_once=traits_once)
+    if links:
+        link_identities(links=links, linked_at=now)
     if rejects:
         record_capture_rejects(rejects=rejects, api_key=api_key, protocol=protocol,
                                created_at=now)
@@ -565,16 +606,16 @@ def merge_traits(*, traits: dict[str, dict], traits_once: dict[str, dict]) -> No
     user_ids = sorted(set(traits) | set(traits_once))
     EndUser.objects.bulk_create([EndUser(user_id=u) for u in user_ids], ignore_conflicts=True)
     changed = []
-    for user in EndUser.objects.filter(user_id__in=user_ids).order_by("pk"):
+    # Locked from read to write, as in upsert_users.
+    for user in EndUser.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk"):
         merged = {**traits_once.get(user.user_id, {}), **user.traits,
                   **traits.get(user.user_id, {})}
         if merged == user.traits:
             continue
         try:
             user.traits = _properties(merged)
-        except RowRejected:
-            logger.warning("Traits of %s not stored: over %d bytes", user.user_id,
-                           MAX_PROPERTIES_BYTES)
+        except RowRejected as error:
+            logger.warning("Traits of %s not stored: %s", user.user_id, error.message)
             continue
         changed.append(user)
     if changed:

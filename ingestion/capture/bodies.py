@@ -55,7 +55,8 @@ def _gunzip(raw: bytes) -> bytes:
 def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    # ValueError: also an integer of over 4,300 digits; RecursionError: nesting too deep.
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise UnreadableBody(f"The body is not valid JSON: {error}.") from None
 
 

@@ -145,10 +145,16 @@ def corrected_timestamp(*, timestamp: Any, sent_at: Any, offset_ms: Any,
     the SDK's timestamp as sent; else now."""
     happened = parse_time(timestamp)
     sent = sent_at if isinstance(sent_at, datetime) else parse_time(sent_at)
-    if happened is not None and sent is not None:
-        return now - (sent - happened)
-    if isinstance(offset_ms, (int, float)) and not isinstance(offset_ms, bool):
-        return now - timedelta(milliseconds=float(offset_ms))
+    # A correction past the calendar's ends (an offset of 1e15 ms, a timestamp of year 1
+    # with today's sent_at) is no correction: the timestamp as sent, which parse_event
+    # then judges, else now.
+    try:
+        if happened is not None and sent is not None:
+            return now - (sent - happened)
+        if isinstance(offset_ms, (int, float)) and not isinstance(offset_ms, bool):
+            return now - timedelta(milliseconds=float(offset_ms))
+    except (OverflowError, ValueError):
+        pass
     return happened or now
 
 
@@ -173,10 +179,11 @@ def catalog_row(properties: dict) -> dict:
     """The catalog fields an e-commerce event carries: title (``name``), category, price."""
     row: dict[str, Any] = {}
     name = properties.get("name") or properties.get("title")
-    if isinstance(name, str) and name.strip():
+    # PostgreSQL's text cannot hold a NUL: such a name or category is left out.
+    if isinstance(name, str) and name.strip() and "\x00" not in name:
         row["title"] = name.strip()[:500]
     category = properties.get("category")
-    if isinstance(category, str) and category.strip():
+    if isinstance(category, str) and category.strip() and "\x00" not in category:
         row["category"] = category.strip()[:255]
     price = _number(properties.get("price"))
     if price is not None and price == price and abs(price) != float("inf"):

@@ -85,6 +85,20 @@ class TestEventIngest:
         assert [e["field"] for e in body["errors"]] == ["text", "properties", "colour",
                                                          "event_id"]
 
+    def test_properties_the_database_cannot_store_are_that_events_reject(self, client_app):
+        # 1e999 is valid JSON that Python reads as infinity; PostgreSQL refuses infinity in
+        # json and a NUL in jsonb or text.
+        body = json.dumps({"batch": [event(), event(properties={"depth": "INFINITE"}),
+                                     event(properties={"k": "a\u0000"}),
+                                     event(user_id="u\u0000")]})
+        response = client_app.post(URL, data=body.replace('"INFINITE"', "1e999"),
+                                   content_type="application/json")
+        assert response.status_code == 200, response.content
+        assert (response.json()["accepted"], response.json()["rejected"]) == (1, 3)
+        assert [e["field"] for e in response.json()["errors"]] == ["properties", "properties",
+                                                                   "user_id"]
+        assert Event.objects.count() == 1
+
     def test_a_row_breaking_the_schemas_types_refuses_the_whole_batch(self, client_app):
         response = post(client_app, {"batch": [event(), event(properties=["not", "an", "object"]),
                                                event(value="seven")]})

@@ -81,6 +81,34 @@ def test_traits_overwrite_and_set_once_only_fills_gaps():
                                                         "first_page": "/"}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_trait_merges_keep_every_trait():
+    """Ten requests at once each set another trait of one user: none is lost to another's
+    read-modify-write."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers; the row lock under test is PostgreSQL's")
+    EndUser.objects.create(user_id="u1")
+    barrier = threading.Barrier(10)
+
+    def send(number):
+        barrier.wait()
+        try:
+            if number % 2:
+                merge_traits(traits={"u1": {f"trait-{number}": number}}, traits_once={})
+            else:
+                services.upsert_users(users=[{"user_id": "u1",
+                                              "traits": {f"trait-{number}": number}}])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(number,)) for number in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert EndUser.objects.get(user_id="u1").traits == {f"trait-{n}": n for n in range(10)}
+
+
 @pytest.mark.django_db
 def test_a_batch_is_received_when_its_events_transaction_begins_not_when_it_arrived(
         monkeypatch):

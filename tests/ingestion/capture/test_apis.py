@@ -12,7 +12,7 @@ import pytest
 from django.db import OperationalError
 from rest_framework.test import APIClient
 
-from ingestion.models import CaptureReject, Event
+from ingestion.models import CaptureReject, EndUser, Event, Item
 
 pytestmark = pytest.mark.django_db
 
@@ -90,6 +90,45 @@ class TestPostHogBodies:
         rejects = CaptureReject.objects.order_by("field")
         assert [r.field for r in rejects] == ["distinct_id", "event", "type", "value"]
         assert {r.api_key.name for r in rejects} == {"test client"}
+
+    def test_values_the_database_cannot_store_are_rejects_not_a_failed_batch(self, api_key):
+        long_id = "x" * 256
+        # As Python's json reads them: NaN, 1e999 (infinity), a NUL in a string.
+        body = batch_body(api_key, [
+            view(),
+            view(properties={"product_id": "sku-2", "score": float("nan")}),
+            view(event="Scrolled", properties={"depth": 1e999}),
+            view(event="Product Reviewed", properties={"product_id": "sku-3", "rating": 4,
+                                                       "review_body": "ok\u0000"}),
+            view(properties={"product_id": long_id, "name": "Shirt"}),
+            view(distinct_id="y" * 256, properties={"product_id": "sku-4",
+                                                    "$set": {"plan": "pro"}}),
+            view(properties={"product_id": "sku-5", "name": "Nul\u0000", "category": "hats"}),
+            {"event": "$identify", "distinct_id": "z" * 256, "uuid": str(uuid.uuid4()),
+             "properties": {"$anon_distinct_id": "anon-1", "$set": {"plan": "pro"}}},
+            {"event": "x", "distinct_id": "u2", "uuid": str(uuid.uuid4()), "offset": 1e15},
+        ])
+        response = posthog_post(body)
+
+        assert response.status_code == 200, response.content
+        assert (response.json()["accepted"], response.json()["rejected"]) == (2, 7)
+        assert set(Event.objects.values_list("type", "item__item_id")) == {("view", "sku-1"),
+                                                                          ("x", None)}
+        # The catalog keeps what it can store: a category, not a name with a NUL.
+        assert Item.objects.values_list("title", "category").get(item_id="sku-5") == ("", "hats")
+        assert not Item.objects.filter(item_id=long_id).exists()
+        assert not EndUser.objects.filter(user_id__in=["y" * 256, "z" * 256]).exists()
+        assert sorted((r.event_name, r.field) for r in CaptureReject.objects.all()) == [
+            ("$identify", "user_id"), ("Scrolled", "properties"), ("review", "text"),
+            ("view", "item_id"), ("view", "properties"), ("view", "properties"),
+            ("view", "user_id")]
+
+    def test_a_body_python_cannot_read_as_json_is_a_400(self, api_key):
+        digits = b"1" * 5000  # over Python's 4,300-digit limit for integers
+        response = posthog_post(b'{"api_key": "' + api_key.encode() + b'", "batch": [' + digits
+                                + b"]}")
+        assert response.status_code == 400
+        assert response.json()["code"] == "unreadable_body"
 
     def test_database_unavailable_is_a_503_with_retry_after(self, api_key):
         with mock.patch("ingestion.services.store_events",
