@@ -5,6 +5,7 @@ import logging
 import threading
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -291,22 +292,45 @@ def _fail_lost_job(job: TrainingJob, *, now: datetime) -> None:
     job.save(update_fields=["status", "finished_at", "error", "log"])
 
 
+# Key of the PostgreSQL advisory locks under which a kind's active version changes, one per
+# kind (the second key): a promotion, a rollback and a training job's auto-promotion take
+# turns, and each sees the active version the one before it left.
+REGISTRY_LOCK = 0x52656769
+
+
+def _lock_activations(kind: str) -> None:
+    """Held to the end of the transaction. SQLite needs none: it runs one writer at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                           [REGISTRY_LOCK, zlib.crc32(kind.encode()) & 0x7FFFFFFF])
+
+
 @transaction.atomic
 def register_version(*, kind: str, name: str, artifact_path: str, checksum: str,
                      metrics: dict, baseline_metrics: dict, params: dict, data_counts: dict,
-                     data_window: tuple | None, promote_if: bool, reason: str) -> ModelVersion:
+                     data_window: tuple | None, promote_if: bool, reason: str,
+                     compared_with: ModelVersion | None) -> ModelVersion:
     """Records a trained version; it becomes active only when `promote_if` (it beat the
-    active version and the baseline on the same holdout), otherwise it stays a candidate."""
+    active version, `compared_with`, and the baseline on the same holdout), otherwise it
+    stays a candidate. It stays one too where the active version is no longer the one it
+    was compared with (an admin promoted or rolled back while it trained): that choice
+    is not undone by a comparison against another version."""
     version = ModelVersion.objects.create(
         kind=kind, name=name, artifact_path=artifact_path, checksum=checksum, metrics=metrics,
         baseline_metrics=baseline_metrics, params=params, data_counts=data_counts,
         data_window_start=data_window[0] if data_window else None,
         data_window_end=data_window[1] if data_window else None)
     if promote_if:
-        _activate(version, actor="training", action="auto-promote", note=reason)
-    else:
-        ModelAuditEntry.objects.create(version=version, action="kept-candidate",
-                                       actor="training", note=reason[:500])
+        _lock_activations(kind)
+        active = ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
+        if getattr(active, "pk", None) == getattr(compared_with, "pk", None):
+            _activate(version, actor="training", action="auto-promote", note=reason)
+            return version
+        reason += (f"; not promoted: the active version became "
+                   f"{active.name if active else 'none'} while this one trained")
+    ModelAuditEntry.objects.create(version=version, action="kept-candidate",
+                                   actor="training", note=reason[:500])
     return version
 
 
@@ -333,6 +357,7 @@ def _require_loadable(version: ModelVersion) -> None:
 
 @transaction.atomic
 def promote_version(*, version_id: int, actor: str) -> ModelVersion:
+    _lock_activations(ModelVersion.objects.values_list("kind", flat=True).get(pk=version_id))
     version = ModelVersion.objects.select_for_update().get(pk=version_id)
     if version.status == ModelVersion.Status.ACTIVE:
         raise RegistryActionRefused(f"{version.name} is already active.")
@@ -350,6 +375,7 @@ def version_to_roll_back_to(*, kind: str) -> ModelVersion | None:
 @transaction.atomic
 def roll_back(*, kind: str, actor: str) -> ModelVersion:
     """Re-activates the version that was active before the current one."""
+    _lock_activations(kind)
     current = ModelVersion.objects.select_for_update().filter(
         kind=kind, status=ModelVersion.Status.ACTIVE).first()
     previous = version_to_roll_back_to(kind=kind)

@@ -181,7 +181,7 @@ def _store_version(reporter: JobReporter, *, kind: str, model, metric: str, metr
         kind=kind, name=name, artifact_path=str(directory), checksum=checksum,
         metrics=_json_safe(metrics), baseline_metrics=_json_safe(baseline),
         params=_json_safe(params), data_counts=counts, data_window=selectors.data_window(),
-        promote_if=beats_baseline and beats_active, reason=reason)
+        promote_if=beats_baseline and beats_active, reason=reason, compared_with=active)
     reporter.record(metrics=version.metrics)
     return version
 

@@ -110,6 +110,7 @@ def register_model(model, *, name: str, activate: bool = True, metrics: dict | N
     """Saves `model` under MODEL_STORE and registers it (active unless told otherwise)."""
     from recommender.artifacts import artifact_directory, directory_checksum
     from recommender.models import ModelKind
+    from recommender.selectors import active_version
     from recommender.services import register_version
 
     kind = ModelKind.RECOMMENDER if hasattr(model, "item_embeddings") else ModelKind.SENTIMENT
@@ -119,7 +120,7 @@ def register_model(model, *, name: str, activate: bool = True, metrics: dict | N
         kind=kind, name=name, artifact_path=str(directory),
         checksum=directory_checksum(directory), metrics=metrics or {"ndcg@10": 0.5},
         baseline_metrics={}, params={}, data_counts={}, data_window=None,
-        promote_if=activate, reason="test")
+        promote_if=activate, reason="test", compared_with=active_version(kind=kind))
 
 
 @pytest.fixture

@@ -262,7 +262,8 @@ def register(name: str, *, promote_if: bool, kind: str = "recommender") -> Model
         kind=kind, name=name, artifact_path=f"/models/{name}", checksum="c" * 64,
         metrics={"ndcg@10": 0.3}, baseline_metrics={"popularity": {"ndcg@10": 0.1}},
         params={}, data_counts={}, data_window=None, promote_if=promote_if,
-        reason="ndcg@10 0.3000 vs baseline 0.1000")
+        reason="ndcg@10 0.3000 vs baseline 0.1000",
+        compared_with=ModelVersion.objects.filter(kind=kind, status=Version.ACTIVE).first())
 
 
 class TestRegistry:
@@ -282,6 +283,25 @@ class TestRegistry:
         assert (active.status, loser.status) == (Version.ACTIVE, Version.CANDIDATE)
         assert loser.audit.get().action == "kept-candidate"
         assert "vs baseline" in loser.audit.get().note
+
+    def test_a_winner_compared_with_a_version_no_longer_active_stays_a_candidate(self):
+        compared = register("compared", promote_if=True)
+        chosen = register("chosen", promote_if=False)
+        # While a job compares its model with `compared`, an admin activates `chosen`.
+        ModelVersion.objects.filter(pk=compared.pk).update(status=Version.RETIRED)
+        ModelVersion.objects.filter(pk=chosen.pk).update(status=Version.ACTIVE)
+
+        late = services.register_version(
+            kind="recommender", name="late", artifact_path="/models/late", checksum="c" * 64,
+            metrics={"ndcg@10": 0.4}, baseline_metrics={}, params={}, data_counts={},
+            data_window=None, promote_if=True, reason="ndcg@10 0.4000 vs active compared",
+            compared_with=compared)
+
+        chosen.refresh_from_db()
+        assert (chosen.status, late.status) == (Version.ACTIVE, Version.CANDIDATE)
+        entry = late.audit.get()
+        assert entry.action == "kept-candidate"
+        assert "the active version became chosen while this one trained" in entry.note
 
     def test_promote_activates_and_audits_who_did_it(self, model_store):
         old = make_version(name="old", status=Version.ACTIVE, activated_minutes_ago=60)
