@@ -29,6 +29,8 @@ class TrainingJob(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True, default="")
     celery_task_id = models.CharField(max_length=255, blank=True, default="")
+    enqueued_at = models.DateTimeField(null=True, blank=True,
+                                       help_text="When its task was last sent to the broker")
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.db import Error as DjangoDatabaseError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -60,13 +60,37 @@ def start_training_job(*, kind: str, started_by: str, enqueue: bool = True) -> T
     return job
 
 
-def _enqueue(job: TrainingJob) -> None:
+def _send(job: TrainingJob) -> str:
+    """Sends the job's task to the broker; returns the task's id."""
     from recommender import tasks
 
     task = {ModelKind.RECOMMENDER: tasks.train_recommender,
             ModelKind.SENTIMENT: tasks.train_sentiment}[job.kind]
-    result = task.delay(job.pk)
-    TrainingJob.objects.filter(pk=job.pk, celery_task_id="").update(celery_task_id=result.id or "")
+    return task.delay(job.pk).id or ""
+
+
+def _enqueue(job: TrainingJob) -> None:
+    task_id = _send(job)
+    TrainingJob.objects.filter(pk=job.pk, celery_task_id="").update(
+        celery_task_id=task_id, enqueued_at=timezone.now())
+
+
+def _enqueue_again(job: TrainingJob, *, now: datetime) -> None:
+    """Sends a queued job's task once more. Should the first still arrive, it finds the
+    job running or finished and does nothing (tasks._claim)."""
+    task_id = _send(job)
+    TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+        celery_task_id=task_id, enqueued_at=now, log=_appended_to_log(
+            f"[{now:%Y-%m-%d %H:%M:%S}] Its task had not started within "
+            f"{_queued_too_long() // 60} minutes of being sent; sent again.\n"))
+
+
+def _queued_too_long() -> int:
+    """Seconds after which a queued job's task is taken for lost: one job of the other kind
+    may hold the training worker for the whole training time limit before it starts, and
+    a task a worker took but could not claim (the database down past its retries) is
+    acknowledged and gone."""
+    return settings.CELERY_TRAINING_TIME_LIMIT + settings.TRAINING_HEARTBEAT_TIMEOUT
 
 
 @transaction.atomic
@@ -246,7 +270,8 @@ def _finish(job: TrainingJob, *, status: str, log: str, error: str = "",
 def recover_stale_jobs() -> list[int]:
     """A running job whose worker stopped sending heartbeats is re-queued while it has
     attempts left, then failed; a queued job that never reached the broker (it was down
-    when the job was started) is enqueued. Nothing stays "running" forever.
+    when the job was started) is enqueued, and one whose task was lost after it did
+    (_queued_too_long) is sent again. Nothing stays "running" or "queued" forever.
 
     Each job is handled in its own transaction so one bad row cannot hold up the rest."""
     now = timezone.now()
@@ -272,6 +297,18 @@ def recover_stale_jobs() -> list[int]:
         pk__in=recovered)
     for job in never_enqueued:
         _enqueue_robustly(job)
+        recovered.append(job.pk)
+    sent_before = now - timedelta(seconds=_queued_too_long())
+    lost = (TrainingJob.objects.filter(status=Status.QUEUED).exclude(celery_task_id="")
+            .filter(Q(enqueued_at__lt=sent_before)
+                    | Q(enqueued_at__isnull=True, created_at__lt=sent_before))
+            .exclude(pk__in=recovered))
+    for job in lost:
+        try:
+            _enqueue_again(job, now=now)
+        except Exception:
+            logger.exception("Could not send training job %s again; the next recovery retries",
+                             job.pk)
         recovered.append(job.pk)
     return recovered
 

@@ -257,6 +257,30 @@ class TestCrashRecovery:
         assert fresh.pk not in enqueued
 
 
+    def test_a_queued_job_whose_task_was_lost_is_sent_again(self, monkeypatch, settings):
+        # A worker took the task while the database was down, ran out of retries and
+        # acknowledged it: the job stays queued with its task id set.
+        settings.CELERY_TRAINING_TIME_LIMIT, settings.TRAINING_HEARTBEAT_TIMEOUT = 3600, 600
+        sent = []
+        monkeypatch.setattr(services, "_send", lambda job: sent.append(job.pk) or "task-2")
+        lost = queued_job()
+        waiting = queued_job("sentiment")
+        now = timezone.now()
+        TrainingJob.objects.filter(pk=lost.pk).update(
+            celery_task_id="task-1", enqueued_at=now - timedelta(seconds=4300))
+        # Behind one job of the other kind it may wait out a whole training time limit.
+        TrainingJob.objects.filter(pk=waiting.pk).update(
+            celery_task_id="task-3", enqueued_at=now - timedelta(seconds=4100))
+
+        assert services.recover_stale_jobs() == [lost.pk]
+        assert sent == [lost.pk]
+        lost.refresh_from_db()
+        assert (lost.status, lost.celery_task_id) == (Status.QUEUED, "task-2")
+        assert lost.enqueued_at >= now
+        assert "had not started within 70 minutes of being sent; sent again" in lost.log
+        assert services.recover_stale_jobs() == []  # sent again just now
+
+
 def register(name: str, *, promote_if: bool, kind: str = "recommender") -> ModelVersion:
     return services.register_version(
         kind=kind, name=name, artifact_path=f"/models/{name}", checksum="c" * 64,
