@@ -163,6 +163,9 @@ class PostHogCaptureApi(CorsMixin, APIView):
         payload = _posthog_payload(request)
         require_shape(payload, POSTHOG_BODY_SCHEMA)
         messages, sent_at = posthog.messages_of(payload)
+        # posthog-js sends its clock's time of sending as the query's `_` (milliseconds),
+        # which PostHog's own capture reads first.
+        sent_at = request.query_params.get("_") or sent_at
         batch = posthog.translate(messages, sent_at=sent_at, now=timezone.now())
         result = ingest_capture(batch=batch, api_key=request.auth, protocol=posthog.PROTOCOL)
         return Response({"status": 1, **_counts(result)})

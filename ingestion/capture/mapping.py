@@ -121,8 +121,10 @@ def event_uuid(raw_id: Any, *, protocol: str, message: Any) -> uuid.UUID:
 
 
 def parse_time(raw: Any) -> datetime | None:
-    """An SDK's ISO 8601 time (naive ones are UTC, as the SDKs mean them); None if absent
-    or unreadable."""
+    """An SDK's ISO 8601 time (naive ones are UTC, as the SDKs mean them), or seconds or
+    milliseconds since the epoch as a number or its digits; None if absent or unreadable."""
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        raw = int(raw)
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         try:
             return datetime.fromtimestamp(raw / 1000 if raw > 1e11 else raw, tz=timezone.utc)

@@ -5,6 +5,7 @@ import base64
 import gzip
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from unittest import mock
 from urllib.parse import quote
 
@@ -122,6 +123,18 @@ class TestPostHogBodies:
             ("$identify", "user_id"), ("Scrolled", "properties"), ("review", "text"),
             ("view", "item_id"), ("view", "properties"), ("view", "properties"),
             ("view", "user_id")]
+
+    def test_posthog_js_time_of_sending_in_the_query_corrects_a_fast_clock(self, api_key):
+        # A device clock two days fast: posthog-js stamps the event and sends `_` from it.
+        device_now = datetime.now(UTC) + timedelta(days=2)
+        event = {**view(), "timestamp": (device_now - timedelta(seconds=5)).isoformat(),
+                 "properties": {"product_id": "sku-1", "token": api_key}}
+        before = datetime.now(UTC)
+        response = posthog_post(json.dumps([event]).encode(),
+                                path=f"/e/?_={int(device_now.timestamp() * 1000)}")
+        assert response.status_code == 200 and response.json()["accepted"] == 1
+        stored = Event.objects.get().timestamp
+        assert before - timedelta(seconds=6) <= stored <= datetime.now(UTC)
 
     def test_a_body_python_cannot_read_as_json_is_a_400(self, api_key):
         digits = b"1" * 5000  # over Python's 4,300-digit limit for integers
