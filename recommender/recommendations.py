@@ -24,6 +24,9 @@ from recommender.models import Impression, ModelKind
 from recommender.serving import LoadedVersion, serving_version
 
 POPULAR_CACHE_SECONDS = 60.0
+# Latest interactions read per request: the model's history and what is left out of the
+# answer; interacted_items reads the rest where there are more.
+RECENT_INTERACTIONS = 500
 
 
 @dataclass(frozen=True)
@@ -222,10 +225,15 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
     history_length = loaded.model.config.history_length if loaded else 0
     view = _catalog_view(loaded) if loaded else None
     person = person_of(user_id=user_id)
+    read_at_most = max(history_length, RECENT_INTERACTIONS)
     recent = selectors.recent_interactions(
-        person=person, limit=max(history_length, 500),
-        item_ids_by_pk=view.item_id_by_pk if view else None)
-    excluded = set(exclude) | (set(recent) if exclude_interacted else set())
+        person=person, limit=read_at_most, item_ids_by_pk=view.item_id_by_pk if view else None)
+    excluded = set(exclude)
+    if exclude_interacted:
+        # A history cut at the limit may leave out an item bought long ago: a second query,
+        # for the few users with that many interactions.
+        excluded |= (selectors.interacted_items(person=person)
+                     if len(recent) >= read_at_most else set(recent))
     margin = k + 20  # room for items deactivated since the catalog view was built
     if loaded is None or not recent:
         ranked = [(item, score) for item, item_category, score in _popular()

@@ -134,6 +134,16 @@ def recent_interactions(*, person: Person | None, limit: int,
     return [known[pk] if pk in known else found[pk] for pk in pks if pk in known or pk in found]
 
 
+def interacted_items(*, person: Person) -> set[str]:
+    """Every item the person (their own and their linked anonymous ids) interacted with,
+    however long ago: what a recommendation leaves out where their recent history does
+    not hold all of it."""
+    return set(Item.objects.filter(
+        pk__in=Event.objects.filter(user__in=person.user_pks, item__isnull=False,
+                                    type__in=list(settings.RECOMMENDER_EVENT_WEIGHTS))
+        .values("item_id")).values_list("item_id", flat=True))
+
+
 def popular_items(*, days: int = 30, limit: int = 500,
                   now: datetime | None = None) -> list[tuple[str, str, float]]:
     """(item_id, category, score) of active items by type-weighted interactions in the last

@@ -121,6 +121,34 @@ def test_interacted_items_are_excluded_by_default_and_allowed_on_request(client_
     assert history & {i["item_id"] for i in allowed["items"]}
 
 
+def test_an_item_bought_before_a_long_history_is_still_left_out(client_app, shop):
+    from datetime import UTC, datetime, timedelta
+
+    from ingestion.models import EndUser, Event
+    from recommender.recommendations import RECENT_INTERACTIONS
+
+    # A cluster-0 user bought one of the cluster's items long ago, then viewed one other
+    # item more times than a request reads.
+    bought, viewed = item_id(0, 0), item_id(0, 1)
+    shopper = EndUser.objects.create(user_id="heavy-user")
+    items = dict(Item.objects.filter(item_id__in=[bought, viewed]).values_list("item_id", "pk"))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    Event.objects.bulk_create(
+        [Event(event_id=uuid.uuid4(), type="purchase", user=shopper, item_id=items[bought],
+               timestamp=start, received_at=start)]
+        + [Event(event_id=uuid.uuid4(), type="view", user=shopper, item_id=items[viewed],
+                 timestamp=start + timedelta(minutes=n + 1), received_at=start)
+           for n in range(RECENT_INTERACTIONS)])
+
+    answer = get_recommendations(client_app, user_id="heavy-user", k=30)
+    allowed = get_recommendations(client_app, user_id="heavy-user", k=30,
+                                  exclude_interacted="false")
+
+    assert answer["strategy"] == "two_tower"
+    assert not {bought, viewed} & {row["item_id"] for row in answer["items"]}
+    assert bought in {row["item_id"] for row in allowed["items"]}
+
+
 def test_exclude_parameter_is_honoured(client_app, shop):
     first = get_recommendations(client_app, user_id=USER, k=5)
     a, b = first["items"][0]["item_id"], first["items"][1]["item_id"]
