@@ -221,10 +221,13 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
     (or while no model is trained). Inactive items never appear. Without
     ``log_impression`` (a product manager looking at what a user would get) no impression
     is stored, so the look is not counted as the user having been shown anything."""
-    loaded = serving_version(kind=ModelKind.RECOMMENDER, user_id=user_id)
+    person = person_of(user_id=user_id)
+    # An A/B split is sticky per person: an anonymous id linked to a signed-in user gets
+    # the version the user gets.
+    loaded = serving_version(kind=ModelKind.RECOMMENDER,
+                             user_id=person.user_id if person else user_id)
     history_length = loaded.model.config.history_length if loaded else 0
     view = _catalog_view(loaded) if loaded else None
-    person = person_of(user_id=user_id)
     read_at_most = max(history_length, RECENT_INTERACTIONS)
     recent = selectors.recent_interactions(
         person=person, limit=read_at_most, item_ids_by_pk=view.item_id_by_pk if view else None)

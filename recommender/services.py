@@ -426,9 +426,9 @@ def roll_back(*, kind: str, actor: str) -> ModelVersion:
 
 @transaction.atomic
 def set_traffic_split(*, version_id: int, percent: int, actor: str) -> ModelVersion:
-    """Sends `percent` of users (sticky per user, see serving.ab_bucket) to a candidate
-    recommender while the active version serves the rest; 0 ends the test. One split at
-    a time."""
+    """Sends `percent` of users (sticky per person, see serving.ab_bucket: a person's
+    linked ids share it) to a candidate recommender while the active version serves the
+    rest; 0 ends the test. One split at a time."""
     if not 0 <= percent <= 100:
         raise RegistryActionRefused("The share of users must be between 0 and 100 percent.")
     version = ModelVersion.objects.select_for_update().get(pk=version_id)

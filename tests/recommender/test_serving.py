@@ -5,6 +5,7 @@ import shutil
 import threading
 
 import pytest
+from django.utils import timezone
 
 from recommender import serving as serving_module
 from recommender.artifacts import artifact_directory
@@ -292,6 +293,25 @@ def test_an_ab_candidate_serves_the_users_in_its_bucket(client_app, two_versions
     assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v2"
     set_traffic_split(version_id=second.pk, percent=0, actor="test")
     assert get_recommendations(client_app, user_id=USER)["model_version"] == "rec-v1"
+
+
+def test_an_ab_split_serves_a_person_one_version_whichever_linked_id_asks(client_app,
+                                                                           two_versions):
+    from ingestion.services import link_identities
+    from recommender.serving import ab_bucket
+
+    first, second = two_versions
+    set_traffic_split(version_id=second.pk, percent=50, actor="test")
+    in_candidate = ab_bucket(kind=ModelKind.RECOMMENDER, user_id=USER) < 50
+    # An anonymous id whose own bucket is on the other side of the split.
+    anonymous_id = next(f"anon-{n}" for n in range(100)
+                        if (ab_bucket(kind=ModelKind.RECOMMENDER, user_id=f"anon-{n}") < 50)
+                        != in_candidate)
+    link_identities(links=[(anonymous_id, USER)], linked_at=timezone.now())
+
+    served = {get_recommendations(client_app, user_id=who)["model_version"]
+              for who in (USER, anonymous_id)}
+    assert served == {"rec-v2" if in_candidate else "rec-v1"}
 
 
 def test_readiness_reports_what_serves(two_versions):
