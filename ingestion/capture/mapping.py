@@ -66,9 +66,14 @@ class CaptureBatch:
             self.items.setdefault(item_id, {}).update(row)
 
     def set_traits(self, user_id: str, traits: Any, *, once: bool = False) -> None:
-        if isinstance(traits, dict) and traits:
-            target = self.traits_once if once else self.traits
-            target.setdefault(user_id, {}).update(traits)
+        if not isinstance(traits, dict) or not traits:
+            return
+        if once:  # the first value sent is kept, within a batch as across batches
+            stored = self.traits_once.setdefault(user_id, {})
+            for key, value in traits.items():
+                stored.setdefault(key, value)
+        else:
+            self.traits.setdefault(user_id, {}).update(traits)
 
 
 def json_objects(messages: list, batch: CaptureBatch) -> Iterator[tuple[int, dict]]:

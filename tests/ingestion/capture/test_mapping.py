@@ -49,6 +49,26 @@ def test_posthog_identify_links_the_anonymous_id_and_pageview_with_product_is_a_
         ("$identify", None), ("view", "sku-9"), ("$pageview", None)]
 
 
+def test_set_once_keeps_the_first_value_of_a_batch_and_set_the_last():
+    batch = posthog.translate([
+        {"event": "$pageview", "distinct_id": "u1",
+         "properties": {"$set_once": {"first_page": "/a"}, "$set": {"plan": "free"}}},
+        {"event": "$pageview", "distinct_id": "u1",
+         "properties": {"$set_once": {"first_page": "/b", "source": "ads"},
+                        "$set": {"plan": "pro"}}},
+    ], sent_at=None, now=NOW)
+    assert batch.traits_once == {"u1": {"first_page": "/a", "source": "ads"}}
+    assert batch.traits == {"u1": {"plan": "pro"}}
+
+
+def test_a_time_of_sending_in_digits_reads_as_epoch_milliseconds():
+    # posthog-js's `_`, from a device clock 2 hours fast.
+    device_now = NOW + timedelta(hours=2)
+    assert corrected_timestamp(timestamp=(device_now - timedelta(seconds=5)).isoformat(),
+                               sent_at=str(int(device_now.timestamp() * 1000)), offset_ms=None,
+                               now=NOW) == NOW - timedelta(seconds=5)
+
+
 def test_commerce_names_match_ignoring_case_and_underscores_and_settings_override(settings):
     batch = posthog.translate([{"event": "product_added", "distinct_id": "u",
                                 "properties": {"sku": "s-1"}}], sent_at=None, now=NOW)
