@@ -506,10 +506,10 @@ def upsert_users(*, users: Sequence[Any]) -> BatchResult:
             continue
         parsed.setdefault(row["user_id"], {}).update(row["traits"])
     EndUser.objects.bulk_create([EndUser(user_id=uid) for uid in parsed], ignore_conflicts=True)
-    # Locked (in key order: no deadlock) from read to write, so a concurrent request's
-    # traits are merged with these, not overwritten by them.
+    # Locked from read to write, so a concurrent request's traits are merged with these,
+    # not overwritten by them; in user_id order, as _ensure_users locks them: no deadlock.
     stored = {user.user_id: user for user in EndUser.objects.select_for_update()
-              .filter(user_id__in=list(parsed)).order_by("pk")}
+              .filter(user_id__in=list(parsed)).order_by("user_id")}
     for user_id, traits in parsed.items():
         stored[user_id].traits = {**stored[user_id].traits, **traits}
     if stored:
@@ -606,8 +606,9 @@ def merge_traits(*, traits: dict[str, dict], traits_once: dict[str, dict]) -> No
     user_ids = sorted(set(traits) | set(traits_once))
     EndUser.objects.bulk_create([EndUser(user_id=u) for u in user_ids], ignore_conflicts=True)
     changed = []
-    # Locked from read to write, as in upsert_users.
-    for user in EndUser.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk"):
+    # Locked from read to write, in user_id order, as in upsert_users.
+    for user in (EndUser.objects.select_for_update().filter(user_id__in=user_ids)
+                 .order_by("user_id")):
         merged = {**traits_once.get(user.user_id, {}), **user.traits,
                   **traits.get(user.user_id, {})}
         if merged == user.traits:
