@@ -26,8 +26,15 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from ingestion.models import REVIEW_TITLE_PROPERTY
-from ingestion.services import (EVENT_FIELDS, EventInput, RowRejected, parse_event,
-                                store_events, upsert_items)
+from ingestion.services import (
+    EVENT_FIELDS,
+    SURROGATE_MESSAGE,
+    EventInput,
+    RowRejected,
+    parse_event,
+    store_events,
+    upsert_items,
+)
 
 DEFAULT_BATCH_SIZE = 5000
 
@@ -222,9 +229,14 @@ def event_file_rows(path: Path, *, progress_to: TextIO | None = None) -> Iterato
 def _event_from_json_line(text: str) -> SourceRow:
     try:
         event = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RowRejected("event", f"Is not valid JSON ({error.msg}).") from None
+    # ValueError: also an integer of over 4,300 digits; RecursionError: nesting too deep.
+    except (ValueError, RecursionError) as error:
+        raise RowRejected("event", f"Is not valid JSON ({_json_error(error)}).") from None
     return SourceRow(event=_with_stable_event_id(event))
+
+
+def _json_error(error: Exception) -> str:
+    return error.msg if isinstance(error, json.JSONDecodeError) else str(error)
 
 
 def _event_from_csv(header: list[str], cells: list[str]) -> SourceRow:
@@ -234,8 +246,9 @@ def _event_from_csv(header: list[str], cells: list[str]) -> SourceRow:
     if "properties" in event:
         try:
             event["properties"] = json.loads(event["properties"])
-        except json.JSONDecodeError as error:
-            raise RowRejected("properties", f"Is not valid JSON ({error.msg}).") from None
+        except (ValueError, RecursionError) as error:
+            raise RowRejected("properties", f"Is not valid JSON ({_json_error(error)}).") \
+                from None
     return SourceRow(event=_with_stable_event_id(event))
 
 
@@ -244,7 +257,10 @@ def _with_stable_event_id(event: Any) -> Any:
         return event
     canonical = json.dumps({k: v for k, v in event.items() if k != "event_id"},
                            sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return {**event, "event_id": str(uuid.uuid5(EVENT_FILE_NAMESPACE, canonical))}
+    try:
+        return {**event, "event_id": str(uuid.uuid5(EVENT_FILE_NAMESPACE, canonical))}
+    except UnicodeEncodeError:  # a lone surrogate, which no column could store either
+        raise RowRejected("event", SURROGATE_MESSAGE) from None
 
 
 # --- import_movielens: u.data, RecBole .inter, ratings.csv --------------------------------

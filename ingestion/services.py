@@ -38,13 +38,17 @@ logger = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 5000
 MAX_PROPERTIES_BYTES = 8 * 1024
 MAX_ID_CHARS = 255
-# PostgreSQL's text and jsonb cannot hold the NUL character.
+# PostgreSQL's text and jsonb cannot hold the NUL character, nor UTF-8 a lone surrogate
+# (half of a UTF-16 pair, as JavaScript's string slicing leaves one).
 NUL_MESSAGE = "Must not contain a NUL character (\\u0000)."
+SURROGATE_MESSAGE = "Must be valid Unicode (it holds half of a UTF-16 surrogate pair)."
 MAX_FUTURE = timedelta(hours=24)
 EVENT_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.:$ -]{1,64}$")
 # One encoder for every size check: json.dumps with options builds a new one per call.
 # allow_nan=False: NaN and Infinity are not JSON, and PostgreSQL's json refuses them.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+# ensure_ascii=False: the size limit counts UTF-8 bytes, and encoding them finds a lone
+# surrogate (a NUL stays escaped as \u0000 either way).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 EVENT_FIELDS = {"event_id", "type", "user_id", "item_id", "timestamp", "value", "text",
                 "properties", "rec_id"}
 
@@ -104,14 +108,26 @@ def _external_id(raw: Any, field_name: str, *, required: bool) -> str | None:
     text = str(raw).strip()
     if not text or len(text) > MAX_ID_CHARS:
         raise RowRejected(field_name, f"Must be 1 to {MAX_ID_CHARS} characters.")
+    return _storable_text(text, field_name)
+
+
+def _storable_text(text: str, field_name: str) -> str:
+    """The text, unless the database could not store it (RowRejected)."""
     if "\x00" in text:
         raise RowRejected(field_name, NUL_MESSAGE)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowRejected(field_name, SURROGATE_MESSAGE) from None
     return text
 
 
 def storable_id(text: str) -> bool:
     """Whether a user or item id an SDK sent fits the id columns (_external_id's rule)."""
-    return 0 < len(text) <= MAX_ID_CHARS and "\x00" not in text
+    try:
+        return 0 < len(text) <= MAX_ID_CHARS and _storable_text(text, "id") == text
+    except RowRejected:
+        return False
 
 
 def _uuid(raw: Any, field_name: str) -> uuid.UUID | None:
@@ -173,7 +189,11 @@ def _properties(raw: Any, field_name: str = "properties") -> dict:
         encoded = _COMPACT_JSON.encode(raw)
     except ValueError:  # Python's json reads NaN, and 1e999 as infinity
         raise RowRejected(field_name, "Must not hold NaN or an infinite number.") from None
-    if len(encoded) > MAX_PROPERTIES_BYTES:
+    try:
+        size = len(encoded.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise RowRejected(field_name, SURROGATE_MESSAGE) from None
+    if size > MAX_PROPERTIES_BYTES:
         raise RowRejected(field_name, "Must be at most 8 KB as JSON.")
     # The encoder escapes a NUL as \u0000, which PostgreSQL's jsonb refuses: only then is
     # the object walked, to tell it from a backslash sent before "u0000".
@@ -210,8 +230,7 @@ def parse_event(raw: Any, *, now: datetime) -> EventInput:
         raise RowRejected("text", "Must be a string.")
     if len(text) > MAX_TEXT_CHARS:
         raise RowRejected("text", f"Must be at most {MAX_TEXT_CHARS} characters.")
-    if "\x00" in text:
-        raise RowRejected("text", NUL_MESSAGE)
+    _storable_text(text, "text")
     return EventInput(
         event_id=_uuid(raw.get("event_id"), "event_id") or uuid.uuid4(),
         type=event_type,
@@ -428,12 +447,12 @@ def _parse_item(raw: Any) -> dict:
             value = raw[name] if raw[name] is not None else ""
             if not isinstance(value, str) or len(value) > limit:
                 raise RowRejected(name, f"Must be a string of at most {limit} characters.")
-            parsed[name] = value
+            parsed[name] = _storable_text(value, name)
     if "tags" in raw:
         tags = raw["tags"]
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise RowRejected("tags", "Must be a list of strings.")
-        parsed["tags"] = tags
+        parsed["tags"] = [_storable_text(tag, "tags") for tag in tags]
     if "attributes" in raw:
         parsed["attributes"] = (_properties(raw["attributes"], "attributes")
                                 if raw["attributes"] else {})

@@ -90,13 +90,15 @@ class TestEventIngest:
         # json and a NUL in jsonb or text.
         body = json.dumps({"batch": [event(), event(properties={"depth": "INFINITE"}),
                                      event(properties={"k": "a\u0000"}),
-                                     event(user_id="u\u0000")]})
+                                     event(user_id="u\u0000"),
+                                     event(type="review", value=4, text="great \ud83d"),
+                                     event(properties={"k": "\udc00"})]})
         response = client_app.post(URL, data=body.replace('"INFINITE"', "1e999"),
                                    content_type="application/json")
         assert response.status_code == 200, response.content
-        assert (response.json()["accepted"], response.json()["rejected"]) == (1, 3)
-        assert [e["field"] for e in response.json()["errors"]] == ["properties", "properties",
-                                                                   "user_id"]
+        assert (response.json()["accepted"], response.json()["rejected"]) == (1, 5)
+        assert [e["field"] for e in response.json()["errors"]] == [
+            "properties", "properties", "user_id", "text", "properties"]
         assert Event.objects.count() == 1
 
     def test_a_row_breaking_the_schemas_types_refuses_the_whole_batch(self, client_app):
@@ -220,6 +222,16 @@ class TestCatalogUpserts:
             {"index": 0, "field": "title", "message": "Must be a string of at most 500 "
                                                       "characters."},
             {"index": 1, "field": "colour", "message": "Unknown field."}])
+
+    def test_item_text_the_database_cannot_store_is_that_rows_reject(self, client_app):
+        # json.dumps escapes the lone surrogates, as a JavaScript client's JSON does.
+        body = client_app.post("/api/v1/items", data=json.dumps({"items": [
+            {"item_id": "a", "title": "Lamp"}, {"item_id": "b", "category": "half \ud83d"},
+            {"item_id": "c", "tags": ["ok", "bad \udc00"]}]}),
+            content_type="application/json").json()
+        assert (body["accepted"], [(e["index"], e["field"]) for e in body["errors"]]) == (
+            1, [(1, "category"), (2, "tags")])
+        assert list(Item.objects.values_list("item_id", flat=True)) == ["a"]
 
     def test_item_rows_breaking_the_schemas_types_are_a_400(self, client_app):
         response = client_app.post("/api/v1/items", {"items": [

@@ -53,6 +53,27 @@ class TestEventFileRows:
         assert ids[0] == ids[1] != ids[2]
         assert uuid.UUID(ids[0]).version == 5
 
+    @pytest.mark.django_db
+    def test_lines_no_column_could_store_are_rejects_not_a_stopped_import(self, tmp_path):
+        # A lone surrogate (as JavaScript's slicing leaves one), an integer past Python's
+        # 4,300 digits, a NUL character, NaN in the properties.
+        path = write(tmp_path, "e.jsonl",
+                     '{"type": "review", "user_id": "u1", "item_id": "a", '
+                     '"text": "great \\ud83d"}\n'
+                     '{"type": "view", "user_id": "u1", "item_id": "a", "properties": {"n": '
+                     + "1" * 5000 + '}}\n'
+                     '{"type": "view", "user_id": "u\\u0000", "item_id": "a"}\n'
+                     '{"type": "view", "user_id": "u1", "item_id": "a", "properties": {"x": NaN}}\n'
+                     '{"type": "view", "user_id": "u1", "item_id": "a"}\n')
+        rows = list(event_file_rows(path))
+        rejected = [(line, row.field) for line, row in rows if isinstance(row, RowRejected)]
+        assert rejected == [(1, "event"), (2, "event")]
+        reports: list[str] = []
+        stats = import_rows(rows=rows, batch_size=10,
+                            report_rejected=lambda line, e: reports.append(f"{line} {e.field}"))
+        assert stats == ImportStats(imported=1, duplicates=0, rejected=4)
+        assert reports == ["1 event", "2 event", "3 user_id", "4 properties"]
+
     def test_a_given_event_id_is_kept(self):
         first = events_of(event_file_rows(DATA / "events.jsonl"))[0]
         assert first["event_id"] == "6f1c2d3e-0000-4000-8000-000000000001"
