@@ -385,7 +385,7 @@ class ItemsView(DashboardView):
             "charts": [
                 chart(chart_id="top-items", title=f"Top items by {order_choices[order_by].lower()}",
                       kind="bar", labels=[row["title"] or row["item_id"] for row in top],
-                      horizontal=True, series=series),
+                      horizontal=True, series=series, percent=order_by == "conversion"),
                 chart(chart_id="category-revenue", title="Revenue by category", kind="bar",
                       labels=[row["category"] or "(none)" for row in categories],
                       series=[("Revenue", [row["revenue"] for row in categories])],

@@ -156,6 +156,7 @@ def train_and_register(shop: dict[str, np.ndarray], *, sample_users: int, epochs
 
     from recommender.artifacts import artifact_directory, directory_checksum
     from recommender.ml.two_tower import TwoTowerConfig, train_two_tower
+    from recommender.selectors import active_version
     from recommender.services import register_version
 
     users = int(shop["event_user"].max()) + 1
@@ -187,7 +188,8 @@ def train_and_register(shop: dict[str, np.ndarray], *, sample_users: int, epochs
                      checksum=directory_checksum(directory),
                      metrics=json.loads(json.dumps(report.get("best_validation") or {})),
                      baseline_metrics={}, params={}, data_counts={}, data_window=None,
-                     promote_if=True, reason="serving benchmark")
+                     promote_if=True, reason="serving benchmark",
+                     compared_with=active_version(kind="recommender"))
     return {"train_seconds": round(train_seconds, 1),
             "trained_on_interactions": int(len(interactions)),
             "served_items": int(len(model.item_ids)),

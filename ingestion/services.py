@@ -524,9 +524,12 @@ def upsert_users(*, users: Sequence[Any]) -> BatchResult:
             result.reject(index, error)
             continue
         parsed.setdefault(row["user_id"], {}).update(row["traits"])
-    EndUser.objects.bulk_create([EndUser(user_id=uid) for uid in parsed], ignore_conflicts=True)
+    EndUser.objects.bulk_create([EndUser(user_id=uid) for uid in sorted(parsed)],
+                                ignore_conflicts=True)
     # Locked from read to write, so a concurrent request's traits are merged with these,
-    # not overwritten by them; in user_id order, as _ensure_users locks them: no deadlock.
+    # not overwritten by them; in user_id order, as _ensure_users locks them. The users
+    # just created are locked before the rest, so a deadlock with another batch remains
+    # possible: PostgreSQL ends one, which answers 503 and is retried.
     stored = {user.user_id: user for user in EndUser.objects.select_for_update()
               .filter(user_id__in=list(parsed)).order_by("user_id")}
     for user_id, traits in parsed.items():

@@ -351,8 +351,9 @@ def register_version(*, kind: str, name: str, artifact_path: str, checksum: str,
     """Records a trained version; it becomes active only when `promote_if` (it beat the
     active version, `compared_with`, and the baseline on the same holdout), otherwise it
     stays a candidate. It stays one too where the active version is no longer the one it
-    was compared with (an admin promoted or rolled back while it trained): that choice
-    is not undone by a comparison against another version."""
+    was compared with (an admin promoted or rolled back while the job evaluated it against
+    the version active then): that choice is not undone by a comparison against another
+    version. A promotion during the training itself is what the job compares with."""
     version = ModelVersion.objects.create(
         kind=kind, name=name, artifact_path=artifact_path, checksum=checksum, metrics=metrics,
         baseline_metrics=baseline_metrics, params=params, data_counts=data_counts,
@@ -365,7 +366,7 @@ def register_version(*, kind: str, name: str, artifact_path: str, checksum: str,
             _activate(version, actor="training", action="auto-promote", note=reason)
             return version
         reason += (f"; not promoted: the active version became "
-                   f"{active.name if active else 'none'} while this one trained")
+                   f"{active.name if active else 'none'} while this one was evaluated")
     ModelAuditEntry.objects.create(version=version, action="kept-candidate",
                                    actor="training", note=reason[:500])
     return version

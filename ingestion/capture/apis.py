@@ -21,6 +21,7 @@ from accounts.authentication import verify_api_key
 from accounts.permissions import IsClientApp
 from config.request_shapes import require_shape
 from ingestion.capture import bodies, posthog, segment
+from ingestion.capture.mapping import parse_time
 from ingestion.services import ingest_capture
 
 CORS_MAX_AGE_SECONDS = 86400
@@ -165,7 +166,9 @@ class PostHogCaptureApi(CorsMixin, APIView):
         messages, sent_at = posthog.messages_of(payload)
         # posthog-js sends its clock's time of sending as the query's `_` (milliseconds),
         # which PostHog's own capture reads first.
-        sent_at = request.query_params.get("_") or sent_at
+        sent_in_query = request.query_params.get("_")
+        if parse_time(sent_in_query) is not None:
+            sent_at = sent_in_query
         batch = posthog.translate(messages, sent_at=sent_at, now=timezone.now())
         result = ingest_capture(batch=batch, api_key=request.auth, protocol=posthog.PROTOCOL)
         return Response({"status": 1, **_counts(result)})

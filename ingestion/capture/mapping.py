@@ -11,6 +11,7 @@ own name and properties, so trends and funnels can use it.
 
 import functools
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from typing import Any
 
 from django.conf import settings
 
+# Seconds or milliseconds since the epoch as digits (posthog-js's `_`), as PostHog reads
+# them; bounded, so a long run of digits is not a number to convert.
+_EPOCH_DIGITS = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,6})?")
 # uuid5 namespace of the ids derived for SDK messages that carry none, or a non-UUID one.
 CAPTURE_ID_NAMESPACE = uuid.UUID("6f0f2c52-61a4-4f6b-9c8e-3b7d2f0a9e11")
 PURCHASE = "purchase"
@@ -53,12 +57,14 @@ class CaptureBatch:
     def reject(self, index: int, message: Any, *, field_name: str, reason: str) -> None:
         name = (message.get("event") or message.get("type") or "") if isinstance(message, dict) \
             else ""
-        self.rejects.append(Reject(index=index, event_name=str(name)[:255], field=field_name,
-                                   message=reason, payload=payload_excerpt(message)))
+        self.rejects.append(Reject(index=index, event_name=storable_text(str(name)[:255]),
+                                   field=field_name, message=reason,
+                                   payload=payload_excerpt(message)))
 
     def add_event(self, index: int, message: Any, event: dict) -> None:
         self.events.append(event)
-        self.event_sources.append((index, str(event.get("type", ""))[:255], message))
+        self.event_sources.append((index, storable_text(str(event.get("type", ""))[:255]),
+                                   message))
 
     def add_catalog_row(self, item_id: str, properties: dict) -> None:
         row = catalog_row(properties)
@@ -91,7 +97,17 @@ def payload_excerpt(message: Any) -> str:
         text = json.dumps(message, default=str, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(message)
-    return text[:MAX_REJECT_PAYLOAD_CHARS]
+    return storable_text(text[:MAX_REJECT_PAYLOAD_CHARS])
+
+
+def storable_text(text: str) -> str:
+    """The text with what a database column cannot hold (a NUL, half of a UTF-16 surrogate
+    pair) written as its escape: a reject's record must keep what made the event a reject."""
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _fits_a_column(text: str) -> bool:
+    return storable_text(text) == text
 
 
 @functools.lru_cache(maxsize=4096)  # a shop sends a few dozen distinct event names
@@ -128,8 +144,8 @@ def event_uuid(raw_id: Any, *, protocol: str, message: Any) -> uuid.UUID:
 def parse_time(raw: Any) -> datetime | None:
     """An SDK's ISO 8601 time (naive ones are UTC, as the SDKs mean them), or seconds or
     milliseconds since the epoch as a number or its digits; None if absent or unreadable."""
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
-        raw = int(raw)
+    if isinstance(raw, str) and _EPOCH_DIGITS.fullmatch(raw):
+        raw = float(raw)
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         try:
             return datetime.fromtimestamp(raw / 1000 if raw > 1e11 else raw, tz=timezone.utc)
@@ -186,11 +202,11 @@ def catalog_row(properties: dict) -> dict:
     """The catalog fields an e-commerce event carries: title (``name``), category, price."""
     row: dict[str, Any] = {}
     name = properties.get("name") or properties.get("title")
-    # PostgreSQL's text cannot hold a NUL: such a name or category is left out.
-    if isinstance(name, str) and name.strip() and "\x00" not in name:
+    # A name or category no column can hold (a NUL, a lone surrogate) is left out.
+    if isinstance(name, str) and name.strip() and _fits_a_column(name):
         row["title"] = name.strip()[:500]
     category = properties.get("category")
-    if isinstance(category, str) and category.strip() and "\x00" not in category:
+    if isinstance(category, str) and category.strip() and _fits_a_column(category):
         row["category"] = category.strip()[:255]
     price = _number(properties.get("price"))
     if price is not None and price == price and abs(price) != float("inf"):

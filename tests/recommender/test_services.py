@@ -256,7 +256,6 @@ class TestCrashRecovery:
         assert enqueued == [job.pk]
         assert fresh.pk not in enqueued
 
-
     def test_a_queued_job_whose_task_was_lost_is_sent_again(self, monkeypatch, settings):
         # A worker took the task while the database was down, ran out of retries and
         # acknowledged it: the job stays queued with its task id set.
@@ -311,7 +310,7 @@ class TestRegistry:
     def test_a_winner_compared_with_a_version_no_longer_active_stays_a_candidate(self):
         compared = register("compared", promote_if=True)
         chosen = register("chosen", promote_if=False)
-        # While a job compares its model with `compared`, an admin activates `chosen`.
+        # While a job evaluates its model against `compared`, an admin activates `chosen`.
         ModelVersion.objects.filter(pk=compared.pk).update(status=Version.RETIRED)
         ModelVersion.objects.filter(pk=chosen.pk).update(status=Version.ACTIVE)
 
@@ -325,7 +324,7 @@ class TestRegistry:
         assert (chosen.status, late.status) == (Version.ACTIVE, Version.CANDIDATE)
         entry = late.audit.get()
         assert entry.action == "kept-candidate"
-        assert "the active version became chosen while this one trained" in entry.note
+        assert "the active version became chosen while this one was evaluated" in entry.note
 
     def test_promote_activates_and_audits_who_did_it(self, model_store):
         old = make_version(name="old", status=Version.ACTIVE, activated_minutes_ago=60)

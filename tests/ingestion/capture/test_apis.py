@@ -108,21 +108,29 @@ class TestPostHogBodies:
             {"event": "$identify", "distinct_id": "z" * 256, "uuid": str(uuid.uuid4()),
              "properties": {"$anon_distinct_id": "anon-1", "$set": {"plan": "pro"}}},
             {"event": "x", "distinct_id": "u2", "uuid": str(uuid.uuid4()), "offset": 1e15},
+            # Halves of UTF-16 surrogate pairs, as JavaScript's string slicing leaves them.
+            view(properties={"product_id": "sku-6", "name": "half \ud83d", "category": "bags"}),
+            {"event": "Signed \udc00up", "distinct_id": "u3", "uuid": str(uuid.uuid4())},
         ])
         response = posthog_post(body)
 
         assert response.status_code == 200, response.content
-        assert (response.json()["accepted"], response.json()["rejected"]) == (2, 7)
+        assert (response.json()["accepted"], response.json()["rejected"]) == (2, 9)
         assert set(Event.objects.values_list("type", "item__item_id")) == {("view", "sku-1"),
                                                                           ("x", None)}
         # The catalog keeps what it can store: a category, not a name with a NUL.
         assert Item.objects.values_list("title", "category").get(item_id="sku-5") == ("", "hats")
+        assert Item.objects.values_list("title", "category").get(item_id="sku-6") == ("", "bags")
         assert not Item.objects.filter(item_id=long_id).exists()
         assert not EndUser.objects.filter(user_id__in=["y" * 256, "z" * 256]).exists()
         assert sorted((r.event_name, r.field) for r in CaptureReject.objects.all()) == [
-            ("$identify", "user_id"), ("Scrolled", "properties"), ("review", "text"),
-            ("view", "item_id"), ("view", "properties"), ("view", "properties"),
+            ("$identify", "user_id"), ("Scrolled", "properties"),
+            ("Signed \\udc00up", "type"), ("review", "text"), ("view", "item_id"),
+            ("view", "properties"), ("view", "properties"), ("view", "properties"),
             ("view", "user_id")]
+        # What made them rejects is kept, escaped where no column could hold it.
+        assert '"name": "half \\ud83d"' in CaptureReject.objects.get(
+            payload__contains="sku-6").payload
 
     def test_posthog_js_time_of_sending_in_the_query_corrects_a_fast_clock(self, api_key):
         # A device clock two days fast: posthog-js stamps the event and sends `_` from it.

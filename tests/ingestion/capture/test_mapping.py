@@ -2,7 +2,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from ingestion.capture import posthog, segment
-from ingestion.capture.mapping import corrected_timestamp, event_uuid
+from ingestion.capture.mapping import corrected_timestamp, event_uuid, parse_time
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -59,6 +59,12 @@ def test_set_once_keeps_the_first_value_of_a_batch_and_set_the_last():
     ], sent_at=None, now=NOW)
     assert batch.traits_once == {"u1": {"first_page": "/a", "source": "ads"}}
     assert batch.traits == {"u1": {"plan": "pro"}}
+
+
+def test_digits_too_many_for_a_time_are_no_time():
+    assert parse_time("9" * 5000) is None
+    assert corrected_timestamp(timestamp="2026-05-31T08:00:00Z", sent_at="9" * 5000,
+                               offset_ms=None, now=NOW) == datetime(2026, 5, 31, 8, tzinfo=UTC)
 
 
 def test_a_time_of_sending_in_digits_reads_as_epoch_milliseconds():
