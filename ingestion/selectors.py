@@ -1,6 +1,8 @@
 """Reads of the ingestion domain that other apps share."""
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from django.db import connection
 from django.db.models import F, Func
@@ -17,6 +19,8 @@ class Person:
 
     user_id: str
     user_pks: tuple[int, ...]
+    # The person's own traits, values as text (what the recommender learned them as).
+    traits: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 def person_of(*, user_id: str) -> Person | None:
@@ -24,7 +28,8 @@ def person_of(*, user_id: str) -> Person | None:
     indexed query: it runs on every recommendation request."""
     quote = connection.ops.quote_name
     users, links = quote(EndUser._meta.db_table), quote(IdentityLink._meta.db_table)
-    sql = (f"SELECT r.{quote('user_id')}, r.{quote('id')}, a.{quote('alias_id')} "
+    sql = (f"SELECT r.{quote('user_id')}, r.{quote('id')}, a.{quote('alias_id')}, "
+           f"r.{quote('traits')} "
            f"FROM {users} q LEFT JOIN {links} l ON l.{quote('alias_id')} = q.{quote('id')} "
            f"JOIN {users} r ON r.{quote('id')} = COALESCE(l.{quote('person_id')}, "
            f"q.{quote('id')}) "
@@ -33,9 +38,12 @@ def person_of(*, user_id: str) -> Person | None:
     rows = fetch_prepared(sql, [user_id])
     if not rows:
         return None
-    root_user_id, root_pk = rows[0][0], rows[0][1]
-    aliases = sorted(alias for _, _, alias in rows if alias is not None)
-    return Person(user_id=root_user_id, user_pks=(root_pk, *aliases))
+    root_user_id, root_pk, _, traits = rows[0]
+    aliases = sorted(alias for _, _, alias, _ in rows if alias is not None)
+    # SQLite returns the JSON as text, PostgreSQL's driver as a dict.
+    traits = json.loads(traits) if isinstance(traits, str) else traits or {}
+    return Person(user_id=root_user_id, user_pks=(root_pk, *aliases),
+                  traits={str(key): str(value) for key, value in traits.items()})
 
 
 def person_key() -> Func:

@@ -252,8 +252,8 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
                        log_impression=log_impression)
 
     model = loaded.model
-    scores = model.score_items(model.query_embeddings([person.user_id],
-                                                      [recent[-history_length:]]))[0]
+    scores = model.score_items(model.query_embeddings(
+        [person.user_id], [recent[-history_length:]], [person.traits]))[0]
     scores[view.unavailable] = -np.inf
     if category is not None:
         scores[view.categories != view.category_codes.get(category, -1)] = -np.inf

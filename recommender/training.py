@@ -70,10 +70,11 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
                                     on_epoch_end=reporter.on_epoch_end,
                                     should_stop=reporter.should_stop)
     catalog = np.asarray(items["item_id"].tolist(), dtype=object)
-    metrics = evaluate(model.scorer(catalog), train, test, catalog)
+    metrics = evaluate(model.scorer(catalog, user_traits=traits), train, test, catalog)
     baseline = evaluate(popularity_scorer(train, catalog), train, test, catalog)
     active, active_model = _load_active(ModelKind.RECOMMENDER)
-    active_metrics = (evaluate(active_model.scorer(catalog), train, test, catalog)
+    active_metrics = (evaluate(active_model.scorer(catalog, user_traits=traits), train, test,
+                               catalog)
                       if active_model is not None else None)
     reporter.log(f"Holdout: model {metrics}, popularity {baseline}, active {active_metrics}")
     return _store_version(

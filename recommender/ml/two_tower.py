@@ -194,16 +194,20 @@ class TwoTowerModel:
         return _numpy_candidate_tower(self.weights, np.full_like(features["item"], OOV_INDEX),
                                       features["category"], features["title"])
 
-    def scorer(self, item_ids: Sequence[str] | np.ndarray
+    def scorer(self, item_ids: Sequence[str] | np.ndarray,
+               user_traits: Mapping[str, Traits] | None = None,
                ) -> Callable[[Sequence[str], Sequence[Sequence[str]]], np.ndarray]:
         """A ``score_fn`` for ``evaluation.evaluate`` over the catalog ``item_ids``; catalog
-        items unknown to this model score -inf."""
+        items unknown to this model score -inf. ``user_traits``: as in training, so users
+        are scored with the traits the model learned them with."""
         columns = pd.Index(self.item_ids.astype(object)).get_indexer(
             np.asarray(item_ids, dtype=object))
         known = columns >= 0
+        traits = user_traits or {}
 
         def score(user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> np.ndarray:
-            model_scores = self.score_items(self.query_embeddings(user_ids, histories))
+            model_scores = self.score_items(self.query_embeddings(
+                user_ids, histories, [traits.get(user) for user in user_ids]))
             aligned = np.full((len(user_ids), len(columns)), -np.inf, dtype=np.float32)
             aligned[:, known] = model_scores[:, columns[known]]
             return aligned

@@ -87,6 +87,19 @@ def test_trained_model_beats_random_on_held_out_items(trained, split) -> None:
     assert metrics["hr@10"] > 0.7
 
 
+def test_the_scorer_scores_users_with_their_traits(trained, split) -> None:
+    model, _, _ = trained
+    train, _ = split
+    item_ids = catalog()["item_id"].tolist()
+    user = train["user_id"].iloc[0]
+    history = train[train["user_id"] == user]["item_id"].tolist()
+    with_traits = model.scorer(item_ids, user_traits={user: {"plan": "pro"}})([user], [history])
+    raw = model.score_items(model.query_embeddings([user], [history], [{"plan": "pro"}]))
+    expected = raw[:, [model.row_by_item[item] for item in item_ids]]
+    assert np.allclose(with_traits, expected)
+    assert not np.allclose(model.scorer(item_ids)([user], [history]), expected)
+
+
 def test_report_and_progress_hook(split) -> None:
     train, _ = split
     epochs: list[tuple[int, dict]] = []

@@ -149,6 +149,25 @@ def test_an_item_bought_before_a_long_history_is_still_left_out(client_app, shop
     assert bought in {row["item_id"] for row in allowed["items"]}
 
 
+def test_the_model_reads_the_persons_traits_as_it_learned_them(client_app, shop,
+                                                                monkeypatch):
+    from ingestion.models import EndUser
+    from recommender.ml.two_tower import TwoTowerModel
+
+    EndUser.objects.filter(user_id=USER).update(traits={"plan": "pro", "seats": 3})
+    asked = []
+    query_embeddings = TwoTowerModel.query_embeddings
+
+    def spy(self, user_ids, histories, traits=None):
+        asked.append(traits)
+        return query_embeddings(self, user_ids, histories, traits)
+
+    monkeypatch.setattr(TwoTowerModel, "query_embeddings", spy)
+    assert get_recommendations(client_app, user_id=USER)["strategy"] == "two_tower"
+    # As training reads them (recommender.selectors.user_trait_map): values as text.
+    assert asked == [[{"plan": "pro", "seats": "3"}]]
+
+
 def test_exclude_parameter_is_honoured(client_app, shop):
     first = get_recommendations(client_app, user_id=USER, k=5)
     a, b = first["items"][0]["item_id"], first["items"][1]["item_id"]
