@@ -5,6 +5,8 @@ import time
 from rest_framework import authentication, exceptions
 from rest_framework_api_key.models import APIKey
 
+from accounts.models import CaptureOnlyKey
+
 KEYWORD = "Api-Key"
 # A verified key is trusted for this long without a database round trip (about 3 ms of a
 # recommendation request); revoking or expiring a key therefore takes effect within it.
@@ -48,6 +50,10 @@ def verify_api_key(key: str) -> APIKey:
     key = key.strip()
     if not key:
         raise exceptions.AuthenticationFailed("Empty API key.")
+    # Keys are printable ASCII; anything else (a NUL, half of a surrogate pair sent in a
+    # JSON body) could not be hashed or looked up, and is no key.
+    if not (key.isascii() and key.isprintable()):
+        raise exceptions.AuthenticationFailed("Invalid API key.")
     api_key = verified_keys.get(key)
     if api_key is None:
         try:
@@ -56,6 +62,7 @@ def verify_api_key(key: str) -> APIKey:
             raise exceptions.AuthenticationFailed("Invalid API key.") from None
         if not api_key.is_valid(key) or api_key.has_expired:
             raise exceptions.AuthenticationFailed("Invalid or expired API key.")
+        api_key.capture_only_key = CaptureOnlyKey.objects.filter(api_key=api_key).exists()
         verified_keys.remember(key, api_key)
     return api_key
 

@@ -35,16 +35,32 @@ def staff_required(view):
 
 
 class IsClientApp(BasePermission):
-    """Requests carrying a valid API key; admins, who may do everything, also get in with
-    their login (e.g. trying endpoints in the API docs)."""
+    """Requests carrying a valid server API key; admins, who may do everything, also get in
+    with their login (e.g. trying endpoints in the API docs). A capture-only key (the one
+    in a shop's web pages) does not: CanSendEvents is for the endpoints it may use."""
 
-    message = "This endpoint needs an API key: `Authorization: Api-Key <key>`."
+    message = ("This endpoint needs a server API key: `Authorization: Api-Key <key>` (a "
+               "capture-only key may only send events).")
 
     def has_permission(self, request, view):
         if isinstance(request.auth, APIKey):
-            return True
+            return not is_capture_only(request.auth)
         user = request.user
         return bool(user and user.is_authenticated and user.is_staff)
+
+
+class CanSendEvents(IsClientApp):
+    """Sending events: any client-app key, capture-only ones included."""
+
+    message = "Sending events needs an API key."
+
+    def has_permission(self, request, view):
+        return isinstance(request.auth, APIKey) or super().has_permission(request, view)
+
+
+def is_capture_only(api_key: APIKey) -> bool:
+    """Set on the key when it is verified (accounts.authentication.verify_api_key)."""
+    return getattr(api_key, "capture_only_key", False)
 
 
 class IsProductManagerOrStaff(BasePermission):

@@ -3,13 +3,18 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from rest_framework_api_key.models import APIKey
 
+from accounts.models import CaptureOnlyKey
 from accounts.permissions import PRODUCT_MANAGER_GROUP
 
 
 @transaction.atomic
-def create_api_key(*, name: str) -> tuple[APIKey, str]:
-    """Returns the stored key and the plain key, which is shown once and never stored."""
-    return APIKey.objects.create_key(name=name)
+def create_api_key(*, name: str, capture_only: bool = False) -> tuple[APIKey, str]:
+    """Returns the stored key and the plain key, which is shown once and never stored.
+    ``capture_only``: the key may only send events (accounts.models.CaptureOnlyKey)."""
+    api_key, key = APIKey.objects.create_key(name=name)
+    if capture_only:
+        CaptureOnlyKey.objects.create(api_key=api_key)
+    return api_key, key
 
 
 @transaction.atomic

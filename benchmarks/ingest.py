@@ -275,6 +275,7 @@ def server_env(database_url: str, broker_url: str, var_dir: Path) -> dict[str, s
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": database_url,
         "API_THROTTLE_RATE": "1000000/minute",
+        "EVENTS_THROTTLE_RATE": "1000000/minute",
         "CELERY_BROKER_URL": broker_url,
         "LODESTAR_VAR_DIR": str(var_dir),
         "MODEL_STORE": str(var_dir / "models"),

@@ -97,6 +97,14 @@ class ClientAppRateThrottle(SimpleRateThrottle):
         return self.retry_after
 
 
+class EventRateThrottle(ClientAppRateThrottle):
+    """Sending events (the capture endpoints and POST /api/v1/events) counts against its
+    own budget per key: every visitor's browser posts under a shop's one web key, and that
+    traffic must not use up the recommendations' budget, nor theirs the events'."""
+
+    scope = "events"
+
+
 def _flatten(detail, attr=None) -> list[dict]:
     if isinstance(detail, dict):
         return [e for key, value in detail.items()

@@ -4,7 +4,8 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import IsClientApp
+from accounts.permissions import CanSendEvents, IsClientApp
+from config.api import EventRateThrottle
 from config.request_shapes import require_shape
 from ingestion.services import ingest_events, upsert_items, upsert_users
 
@@ -97,7 +98,8 @@ def _rows(data, schema: dict, key: str) -> list:
 
 
 class EventIngestApi(APIView):
-    permission_classes = [IsClientApp]
+    permission_classes = [CanSendEvents]
+    throttle_classes = [EventRateThrottle]
 
     @extend_schema(
         operation_id="events_ingest",

@@ -136,7 +136,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "config.schema.LodestarAutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["config.api.ClientAppRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"client_app": env.str("API_THROTTLE_RATE", default="6000/minute")},
+    "DEFAULT_THROTTLE_RATES": {
+        "client_app": env.str("API_THROTTLE_RATE", default="6000/minute"),
+        "events": env.str("EVENTS_THROTTLE_RATE", default="60000/minute"),
+    },
     "UNAUTHENTICATED_USER": None,
 }
 

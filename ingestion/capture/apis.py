@@ -18,7 +18,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import verify_api_key
-from accounts.permissions import IsClientApp
+from accounts.permissions import CanSendEvents
+from config.api import EventRateThrottle
 from config.request_shapes import require_shape
 from ingestion.capture import bodies, posthog, segment
 from ingestion.capture.mapping import parse_time
@@ -146,7 +147,8 @@ def _counts(result) -> dict:
 
 class PostHogCaptureApi(CorsMixin, APIView):
     authentication_classes = [PostHogKeyAuthentication]
-    permission_classes = [IsClientApp]
+    permission_classes = [CanSendEvents]
+    throttle_classes = [EventRateThrottle]
     parser_classes: list = []
 
     @extend_schema(
@@ -176,7 +178,8 @@ class PostHogCaptureApi(CorsMixin, APIView):
 
 class SegmentCaptureApi(CorsMixin, APIView):
     authentication_classes = [SegmentWriteKeyAuthentication]
-    permission_classes = [IsClientApp]
+    permission_classes = [CanSendEvents]
+    throttle_classes = [EventRateThrottle]
     parser_classes: list = []
     message_type: str | None = None  # None: /v1/batch
 

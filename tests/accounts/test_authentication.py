@@ -32,3 +32,18 @@ def test_a_revoked_key_is_refused_once_the_trust_window_passes(client_app, monke
 
     assert response.status_code == 401
     assert response.json()["code"] == "authentication_failed"
+
+
+@pytest.mark.django_db
+def test_a_key_no_database_could_look_up_is_refused_not_a_server_error(client):
+    import json
+
+    # Half of a UTF-16 surrogate pair (json.dumps escapes it, as a JavaScript client's
+    # JSON does) and a NUL character.
+    for key in ("\ud800", "a\u0000b"):
+        response = client.post("/batch/", data=json.dumps({"api_key": key, "batch": []}),
+                               content_type="application/json")
+        assert response.status_code == 401, response.content
+    header = client.post(URL, BODY, content_type="application/json",
+                         HTTP_AUTHORIZATION="Api-Key a\x00b")
+    assert header.status_code == 401

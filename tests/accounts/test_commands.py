@@ -43,3 +43,18 @@ def test_create_demo_accounts_creates_each_role_once():
 
     assert "exist already" in again[0]
     assert users.count() == 2 and APIKey.objects.count() == 1
+
+
+def test_a_capture_only_key_sends_events_and_nothing_else():
+    from rest_framework.test import APIClient
+
+    lines = run("create_api_key", "shop web pages", "--capture-only")
+    assert lines[0].startswith("Created capture-only API key 'shop web pages'")
+    web = APIClient()
+    web.credentials(HTTP_AUTHORIZATION=f"Api-Key {lines[-1]}")
+
+    sent = web.post("/api/v1/events", {"type": "signup", "user_id": "u1"}, format="json")
+    assert sent.status_code == 200 and sent.json()["accepted"] == 1
+    refused = web.get("/api/v1/recommendations", {"user_id": "u1"})
+    assert refused.status_code == 403
+    assert "capture-only key may only send events" in refused.json()["detail"]

@@ -1,7 +1,8 @@
 """Who may use what: every endpoint family × every role, in one table.
 
 Roles: anonymous; a client app (API key): ingestion, recommendations, similar items and
-sentiment, nothing else; a product manager (login): dashboards, analytics API,
+sentiment, nothing else; a web page's capture-only key: sending events, nothing else; a
+product manager (login): dashboards, analytics API,
 API schema and docs; an admin (staff login): everything, the client-app API included,
 plus the ops pages and the admin. Only /healthz, /readyz and /login/ are open to
 anyone."""
@@ -14,16 +15,18 @@ from django.urls import URLResolver, get_resolver, resolve
 
 ANONYMOUS = "anonymous"
 CLIENT_APP = "client app"
+WEB_KEY = "capture-only key"
 PRODUCT_MANAGER = "product manager"
 ADMIN = "admin"
-EVERYONE = {ANONYMOUS, CLIENT_APP, PRODUCT_MANAGER, ADMIN}
+EVERYONE = {ANONYMOUS, CLIENT_APP, WEB_KEY, PRODUCT_MANAGER, ADMIN}
+SENDS_KEY = {CLIENT_APP, WEB_KEY}
 LOGIN_PATHS = {"/login/", "/admin/login/"}
 
 # (family, method, path, JSON body, roles allowed)
 ENDPOINTS = [
     ("events", "post", "/api/v1/events",
      {"type": "view", "user_id": "u1", "item_id": "sku-1",
-      "timestamp": "2026-01-31T12:00:00+00:00"}, {CLIENT_APP, ADMIN}),
+      "timestamp": "2026-01-31T12:00:00+00:00"}, {CLIENT_APP, WEB_KEY, ADMIN}),
     ("items", "post", "/api/v1/items", {"items": [{"item_id": "sku-2", "title": "Tent"}]},
      {CLIENT_APP, ADMIN}),
     ("users", "post", "/api/v1/users", {"users": [{"user_id": "u2"}]}, {CLIENT_APP, ADMIN}),
@@ -42,10 +45,10 @@ ENDPOINTS = [
     # The SDK endpoints take the client app's key the SDKs' way (the body's api_key,
     # Basic auth): see test_role_access. An admin's login does not open them.
     *[("posthog capture", "post", f"/{path}", {"batch": [
-        {"event": "$pageview", "distinct_id": "u1", "properties": {}}]}, {CLIENT_APP})
+        {"event": "$pageview", "distinct_id": "u1", "properties": {}}]}, SENDS_KEY)
       for path in ("batch/", "batch", "capture/", "e/", "e", "i/v0/e/", "i/v0/e")],
     *[("segment capture", "post", f"/v1/{path}", {"type": "track", "userId": "u1",
-                                                  "event": "signup"}, {CLIENT_APP})
+                                                  "event": "signup"}, SENDS_KEY)
       for path in ("batch", "b", "track", "identify", "page", "screen", "alias", "group",
                    "t", "i", "p", "s", "a", "g")],
     ("posthog flags", "post", "/decide/", {}, EVERYONE),
@@ -72,13 +75,21 @@ ENDPOINTS = [
 
 
 @pytest.fixture
-def as_role(api_key, pm_user, admin_user):
+def web_key(db) -> str:
+    from accounts.services import create_api_key
+
+    return create_api_key(name="web pages", capture_only=True)[1]
+
+
+@pytest.fixture
+def as_role(api_key, web_key, pm_user, admin_user):
     from rest_framework.test import APIClient
 
     def client_for(role: str) -> APIClient:
         client = APIClient()
-        if role == CLIENT_APP:
-            client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+        if role in SENDS_KEY:
+            key = api_key if role == CLIENT_APP else web_key
+            client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
         elif role == PRODUCT_MANAGER:
             client.force_login(pm_user)
         elif role == ADMIN:
@@ -120,18 +131,19 @@ def outcome(response) -> str:
     return "allowed"
 
 
-@pytest.mark.parametrize("role", [ANONYMOUS, CLIENT_APP, PRODUCT_MANAGER, ADMIN])
+@pytest.mark.parametrize("role", [ANONYMOUS, CLIENT_APP, WEB_KEY, PRODUCT_MANAGER, ADMIN])
 @pytest.mark.parametrize("family, method, path, body, allowed", ENDPOINTS,
                          ids=[row[0] for row in ENDPOINTS])
-def test_role_access(as_role, world, api_key, family, method, path, body, allowed, role,
-                     django_capture_on_commit_callbacks):
+def test_role_access(as_role, world, api_key, web_key, family, method, path, body, allowed,
+                     role, django_capture_on_commit_callbacks):
     client = as_role(role)
     url = path.format(**world)
-    if role == CLIENT_APP and family == "posthog capture":
-        body = {**body, "api_key": api_key}
-    if role == CLIENT_APP and family == "segment capture":
+    key = api_key if role == CLIENT_APP else web_key
+    if role in SENDS_KEY and family == "posthog capture":
+        body = {**body, "api_key": key}
+    if role in SENDS_KEY and family == "segment capture":
         client.credentials(HTTP_AUTHORIZATION="Basic "
-                           + base64.b64encode(f"{api_key}:".encode()).decode())
+                           + base64.b64encode(f"{key}:".encode()).decode())
 
     # Callbacks held back: "train now" must not run a real job here.
     with django_capture_on_commit_callbacks(execute=False):

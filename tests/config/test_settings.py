@@ -133,6 +133,22 @@ class TestRateLimit:
         two_requests_a_minute["now"] += 1
         assert [client_app.get(url).status_code for _ in range(3)] == [200, 200, 429]
 
+    def test_sending_events_has_its_own_budget(self, client_app, two_requests_a_minute,
+                                               monkeypatch):
+        from config.api import EventRateThrottle
+
+        # Read once, as THROTTLE_RATES: the class keeps what the fixture gave its parent.
+        monkeypatch.setattr(EventRateThrottle, "THROTTLE_RATES",
+                            {"client_app": "2/minute", "events": "3/minute"})
+        recommendations = reverse("recommender:recommendations") + "?user_id=u1"
+        assert [client_app.get(recommendations).status_code for _ in range(3)] == [200, 200, 429]
+
+        def send():
+            return client_app.post("/api/v1/events", {"type": "signup", "user_id": "u1"},
+                                   format="json").status_code
+
+        assert [send() for _ in range(4)] == [200, 200, 200, 429]
+
     def test_each_api_key_has_its_own_budget(self, client_app, two_requests_a_minute, db):
         from rest_framework.test import APIClient
 

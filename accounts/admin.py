@@ -1,0 +1,12 @@
+from django.contrib import admin
+
+from accounts.models import CaptureOnlyKey
+
+
+@admin.register(CaptureOnlyKey)
+class CaptureOnlyKeyAdmin(admin.ModelAdmin):
+    """Marking an existing key capture-only (or taking the mark off) takes effect in each
+    web process within accounts.authentication.VERIFIED_KEY_SECONDS."""
+
+    list_display = ("api_key",)
+    autocomplete_fields = ("api_key",)
