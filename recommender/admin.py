@@ -20,7 +20,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
         # "View on site" opens the ops page with the job's live progress chart.
         return reverse("ops:job", args=[obj.pk])
 
-    @admin.action(description="Cancel selected jobs")
+    # Changing a job's course takes the change permission, not a view-only account's.
+    @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel_jobs(self, request, queryset):
         for job in queryset:
             services.request_cancel(job_id=job.pk, actor=f"admin:{request.user.username}")
@@ -50,7 +51,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Promote the selected version to active")
+    @admin.action(description="Promote the selected version to active", permissions=["change"])
     def promote(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version.", messages.ERROR)

@@ -270,3 +270,20 @@ class TestModelVersions:
         assert len(page_messages(response)) == 1
         candidate.refresh_from_db()
         assert candidate.traffic_percent == 0
+
+
+@pytest.mark.parametrize("codenames, offered", [
+    (["view_modelversion"], False), (["view_modelversion", "change_modelversion"], True)])
+def test_promotion_in_the_admin_takes_the_change_permission(client, codenames, offered):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client.force_login(user)
+
+    response = client.get(reverse("admin:recommender_modelversion_changelist"))
+
+    form = response.context["action_form"]  # None where no action is offered at all
+    actions = [name for name, _ in form.fields["action"].choices] if form else []
+    assert ("promote" in actions) is offered
