@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 MIN_RECOMMENDER_TEST_USERS = 5
 MIN_SENTIMENT_TEXTS = 20
+# Negative and positive reviews each, of the 20% holdout a new version is judged on.
+MIN_SENTIMENT_HOLDOUT_PER_SIDE = 2
 
 
 def _version_name(kind: str, job_id: int) -> str:
@@ -122,6 +124,15 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
                             f"{counts['positive']} positive); at least {MIN_SENTIMENT_TEXTS} "
                             "with both sides present are needed. VADER keeps serving.")
     train_texts, test_texts, train_labels, test_labels = stratified_split(texts, labels)
+    held_out = {side: int((test_labels == side).sum()) for side in ("negative", "positive")}
+    if min(held_out.values()) < MIN_SENTIMENT_HOLDOUT_PER_SIDE:
+        # With no negative review held out, a model that calls everything positive would
+        # beat VADER; with one, a single review would decide what the shop serves.
+        raise NotEnoughData(
+            f"{counts['negative']} negative and {counts['positive']} positive reviews leave "
+            f"{held_out['negative']} and {held_out['positive']} in the holdout; at least "
+            f"{MIN_SENTIMENT_HOLDOUT_PER_SIDE} of each are needed to compare a model with "
+            "VADER (about 8 reviews of the rarer side). VADER keeps serving.")
     # Both candidates where the encoder is installed: it knows English before it has seen
     # a review and wins for small shops; the n-gram model learns a large shop's own words
     # and can win there (benchmarks/README.md). The better on the validation slice of

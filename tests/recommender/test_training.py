@@ -195,6 +195,21 @@ def test_a_shop_with_a_handful_of_reviews_keeps_vader(serving, client_app):
     assert response.json()["model_version"] == "vader"
 
 
+def test_a_shop_with_too_few_negative_reviews_to_hold_out_keeps_vader(serving, client_app):
+    # 30 reviews, but 5 negative ones: the holdout would hold one.
+    _store_reviews([("Love it", 5)] * 25 + [("Hate it", 1)] * 5)
+
+    with pytest.raises(CommandError):
+        _train("sentiment")
+
+    job = TrainingJob.objects.get()
+    assert job.status == "failed"
+    assert "leave 1 and 5 in the holdout; at least 2 of each" in job.error
+    assert not ModelVersion.objects.exists()
+    response = client_app.post("/api/v1/sentiment", {"texts": ["I love it"]}, format="json")
+    assert response.json()["model_version"] == "vader"
+
+
 def test_sentiment_that_beats_vader_becomes_active_and_serves(serving, client_app):
     rng = random.Random(5)
     # Invented slang VADER has never seen: "zorp" is praise, "blick" a complaint.
