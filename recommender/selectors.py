@@ -84,7 +84,7 @@ def scored_text(text: str, properties: object) -> str:
 def labelled_review_frame() -> pd.DataFrame:
     """Review and rating texts (headline first, as `scored_text`; a headline alone is a
     text) with their label source: an explicit `label` property when the import carried
-    one, else the rating."""
+    one, else the rating (a half star label of its side, but 2.5 and 3.5, left out)."""
     rows = (Event.objects.filter(HAS_SENTIMENT_TEXT, type__in=TEXT_EVENT_TYPES)
             .order_by("id").values_list("text", "value", "properties"))
     texts, labels = [], []
@@ -97,6 +97,10 @@ def labelled_review_frame() -> pd.DataFrame:
             labels.append(label)
         elif value is not None and float(value).is_integer():
             labels.append(int(value))
+        elif value is not None and not 2 < value < 4:
+            # Half a star beyond the middle (1.5, 4.5) is as clear as its whole neighbours;
+            # 2.5 and 3.5 lean neither way enough to learn from.
+            labels.append("positive" if value >= 4 else "negative")
         else:
             continue
         texts.append(read)

@@ -86,3 +86,10 @@ def test_score_sentiment_backfill_is_idempotent(serving):
 def test_score_sentiment_needs_backfill_flag(db):
     with pytest.raises(CommandError):
         call_command("score_sentiment", stdout=StringIO())
+
+
+@pytest.mark.parametrize("batch_size", [0, -5])
+def test_score_sentiment_refuses_a_batch_size_that_scores_nothing(batch_size):
+    with pytest.raises(CommandError, match="--batch-size must be at least 1"):
+        call_command("score_sentiment", backfill=True, batch_size=batch_size,
+                     stdout=StringIO(), stderr=StringIO())

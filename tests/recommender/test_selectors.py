@@ -102,16 +102,19 @@ def test_interaction_frame_is_in_time_order_with_weights():
     assert frame["timestamp"].tolist() == [T0.timestamp(), (T0 + timedelta(minutes=5)).timestamp()]
 
 
-def test_labelled_review_frame_uses_labels_then_whole_ratings():
+def test_labelled_review_frame_uses_labels_then_ratings():
     EventFactory(type="review", text="explicit", value=5, properties={"label": "negative"})
     EventFactory(type="rating", text="rated", value=2)
     EventFactory(type="review", text="half star", value=3.5)
     EventFactory(type="review", text="", value=5)
+    EventFactory(type="review", text="nearly perfect", value=4.5)
+    EventFactory(type="review", text="nearly the worst", value=1.5)
+    EventFactory(type="review", text="so-so", value=2.5)
 
     frame = selectors.labelled_review_frame()
 
-    assert frame["text"].tolist() == ["explicit", "rated"]
-    assert frame["label"].tolist() == ["negative", 2]
+    assert frame["text"].tolist() == ["explicit", "rated", "nearly perfect", "nearly the worst"]
+    assert frame["label"].tolist() == ["negative", 2, "positive", "negative"]
 
 
 def test_labelled_review_frame_reads_a_reviews_headline_first():

@@ -16,6 +16,8 @@ class Command(BaseCommand):
     def handle(self, *args, backfill: bool, batch_size: int, **options):
         if not backfill:
             raise CommandError("Nothing to do: pass --backfill.")
+        if batch_size < 1:
+            raise CommandError(f"--batch-size must be at least 1, not {batch_size}.")
         missing = count_missing_scores()
         with tqdm(total=missing, unit="text", desc="scoring", disable=missing == 0) as bar:
             scored = backfill_missing_scores(batch_size=batch_size, on_batch=bar.update)
