@@ -99,8 +99,8 @@ class ClientAppRateThrottle(SimpleRateThrottle):
 
 class EventRateThrottle(ClientAppRateThrottle):
     """Sending events (the capture endpoints and POST /api/v1/events) counts against its
-    own budget per key: every visitor's browser posts under a shop's one web key, and that
-    traffic must not use up the recommendations' budget, nor theirs the events'."""
+    own budget per key: every visitor's browser posts under a shop's web key, and a key's
+    events must not use up its recommendations' budget, nor they its events'."""
 
     scope = "events"
 

@@ -40,10 +40,12 @@ def person_of(*, user_id: str) -> Person | None:
         return None
     root_user_id, root_pk, _, traits = rows[0]
     aliases = sorted(alias for _, _, alias, _ in rows if alias is not None)
-    # SQLite returns the JSON as text, PostgreSQL's driver as a dict.
-    traits = json.loads(traits) if isinstance(traits, str) else traits or {}
+    # Raw JSON text on both backends (Django loads PostgreSQL's jsonb as text); traits
+    # edited in the admin into something other than an object are no traits.
+    traits = json.loads(traits) if isinstance(traits, str) else traits
     return Person(user_id=root_user_id, user_pks=(root_pk, *aliases),
-                  traits={str(key): str(value) for key, value in traits.items()})
+                  traits={str(key): str(value) for key, value in traits.items()}
+                  if isinstance(traits, dict) else {})
 
 
 def person_key() -> Func:

@@ -1,6 +1,10 @@
-"""Admin pages for training jobs and model versions; the work happens in services."""
+"""Admin pages for training jobs and model versions; the work happens in services. A page
+that changes what is trained or served takes the model's Django permission as well as
+staff status, as the admin's actions do: a view-only staff account looks and changes
+nothing (superusers hold every permission)."""
 
 from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
@@ -49,6 +53,7 @@ def job_detail(request, job_id: int):
 
 @require_POST
 @staff_required
+@permission_required("recommender.add_trainingjob", raise_exception=True)
 def train_now(request):
     kind = request.POST.get("kind", "")
     if kind not in ModelKind.values:
@@ -68,6 +73,7 @@ def train_now(request):
 
 @require_POST
 @staff_required
+@permission_required("recommender.change_trainingjob", raise_exception=True)
 def cancel_job(request, job_id: int):
     get_object_or_404(TrainingJob, pk=job_id)
     job = services.request_cancel(job_id=job_id, actor=_actor(request))
@@ -108,6 +114,7 @@ def model_versions(request):
 
 @require_http_methods(["GET", "POST"])
 @staff_required
+@permission_required("recommender.change_modelversion", raise_exception=True)
 def promote(request, version_id: int):
     version = get_object_or_404(ModelVersion, pk=version_id)
     if request.method == "GET":
@@ -130,6 +137,7 @@ def promote(request, version_id: int):
 
 @require_http_methods(["GET", "POST"])
 @staff_required
+@permission_required("recommender.change_modelversion", raise_exception=True)
 def roll_back(request, kind: str):
     if kind not in ModelKind.values:
         return redirect("ops:models")
@@ -154,6 +162,7 @@ def roll_back(request, kind: str):
 
 @require_POST
 @staff_required
+@permission_required("recommender.change_modelversion", raise_exception=True)
 def traffic_split(request, version_id: int):
     try:
         percent = int(request.POST.get("percent", ""))

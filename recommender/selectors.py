@@ -71,9 +71,11 @@ def item_feature_frame() -> pd.DataFrame:
 
 
 def user_trait_map() -> dict[str, dict[str, str]]:
+    """Users' traits, values as text (as ingestion.selectors.person_of reads them for
+    serving); traits edited in the admin into something other than an object are none."""
     return {user_id: {str(k): str(v) for k, v in traits.items()}
             for user_id, traits in EndUser.objects.exclude(traits={}).values_list(
-                "user_id", "traits")}
+                "user_id", "traits") if isinstance(traits, dict)}
 
 
 def scored_text(text: str, properties: object) -> str:

@@ -287,3 +287,30 @@ def test_promotion_in_the_admin_takes_the_change_permission(client, codenames, o
     form = response.context["action_form"]  # None where no action is offered at all
     actions = [name for name, _ in form.fields["action"].choices] if form else []
     assert ("promote" in actions) is offered
+
+
+@pytest.mark.parametrize("name, args", [
+    ("ops:train", []), ("ops:cancel", ["job"]), ("ops:promote", ["version"]),
+    ("ops:rollback", ["recommender"]), ("ops:split", ["version"])])
+def test_a_view_only_staff_account_changes_nothing_from_the_ops_pages(client, name, args):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        codename__in=["view_modelversion", "view_trainingjob"]))
+    client.force_login(user)
+    job = queued_job()
+    version = ModelVersion.objects.create(kind="recommender", name="rec-candidate",
+                                          artifact_path="a", checksum="c")
+    ids = {"job": job.pk, "version": version.pk}
+
+    response = client.post(reverse(name, args=[ids.get(arg, arg) for arg in args]),
+                           {"kind": "recommender", "percent": 10})
+
+    assert response.status_code == 403
+    job.refresh_from_db()
+    version.refresh_from_db()
+    assert (job.status, version.status, version.traffic_percent) == ("queued", "candidate", 0)
+    assert TrainingJob.objects.count() == 1
+    assert client.get(reverse("ops:jobs")).status_code == 200  # it may still look

@@ -137,3 +137,12 @@ def test_labelled_review_frame_reads_a_headline_without_a_body():
 
     assert frame["text"].tolist() == ["Fell apart"]
     assert frame["label"].tolist() == [1]
+
+
+def test_traits_are_read_as_text_and_traits_that_are_not_an_object_are_none():
+    EndUserFactory(user_id="pro", traits={"plan": "pro", "seats": 3})
+    EndUserFactory(user_id="edited", traits=["typed", "into", "the", "admin"])
+
+    assert person_of(user_id="pro").traits == {"plan": "pro", "seats": "3"}
+    assert person_of(user_id="edited").traits == {}
+    assert selectors.user_trait_map() == {"pro": {"plan": "pro", "seats": "3"}}
