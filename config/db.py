@@ -1,10 +1,12 @@
-"""Prepared statements for the few queries that run on every API request, and telling a
-statement stopped by its time limit from other database errors."""
+"""Prepared statements for the few queries that run on every API request, a lock held to
+the end of a transaction, and telling a statement stopped by its time limit from other
+database errors."""
 
 from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import Model
 
 
 def fetch_prepared(sql: str, params: Sequence) -> list[tuple]:
@@ -32,6 +34,22 @@ def fetch_prepared(sql: str, params: Sequence) -> list[tuple]:
             # gets a new connection, with nothing prepared, instead of the same error.
             connection.close()
         raise
+
+
+def lock_until_commit(*keys: int, sqlite_table_of: type[Model]) -> None:
+    """Makes the transactions that call this with the same keys (one bigint, or two ints)
+    take turns, each holding the lock until it commits or rolls back. PostgreSQL: an
+    advisory transaction lock. SQLite: a write that changes nothing to the model's table
+    takes the database's write lock now, before the caller's reads, so a concurrent caller
+    waits here (its busy timeout) instead of failing at its own first write."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SELECT pg_advisory_xact_lock({', '.join(['%s'] * len(keys))})",
+                           list(keys))
+        else:
+            table = connection.ops.quote_name(sqlite_table_of._meta.db_table)
+            key = connection.ops.quote_name(sqlite_table_of._meta.pk.column)
+            cursor.execute(f"UPDATE {table} SET {key} = {key} WHERE 1 = 0")
 
 
 def is_statement_timeout(error: BaseException) -> bool:

@@ -21,7 +21,9 @@ from django.utils import timezone
 
 from rest_framework_api_key.models import APIKey
 
-from ingestion.capture.mapping import CaptureBatch, Reject, payload_excerpt
+from config.db import lock_until_commit
+from ingestion.capture.mapping import (CaptureBatch, Reject, fits_a_text_column,
+                                       payload_excerpt)
 from ingestion.models import (
     ITEM_EVENT_TYPES,
     CaptureReject,
@@ -124,10 +126,7 @@ def _storable_text(text: str, field_name: str) -> str:
 
 def storable_id(text: str) -> bool:
     """Whether a user or item id an SDK sent fits the id columns (_external_id's rule)."""
-    try:
-        return 0 < len(text) <= MAX_ID_CHARS and _storable_text(text, "id") == text
-    except RowRejected:
-        return False
+    return 0 < len(text) <= MAX_ID_CHARS and fits_a_text_column(text)
 
 
 def _uuid(raw: Any, field_name: str) -> uuid.UUID | None:
@@ -670,7 +669,7 @@ def link_identities(*, links: Sequence[tuple[str, str]], linked_at: datetime) ->
     known = person_by_alias()
     if all(a in known or known.get(p) == a for a, p in pk_pairs):
         return 0  # the common case: an SDK repeating a link it already sent
-    _take_identity_merge_lock()
+    lock_until_commit(IDENTITY_MERGE_LOCK, sqlite_table_of=IdentityLink)
     known = person_by_alias()
     made = 0
     for alias, person in pk_pairs:
@@ -702,17 +701,6 @@ def _widen_seen(*, person_pk: int, alias_pk: int) -> None:
     if (first, last) != (person.first_seen, person.last_seen):
         person.first_seen, person.last_seen = first, last
         person.save(update_fields=["first_seen", "last_seen"])
-
-
-def _take_identity_merge_lock() -> None:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [IDENTITY_MERGE_LOCK])
-        else:
-            # SQLite: a write takes the database's write lock now, before the re-read, so
-            # a concurrent merge waits here instead of failing at its first write.
-            table = connection.ops.quote_name(IdentityLink._meta.db_table)
-            cursor.execute(f"UPDATE {table} SET person_id = person_id WHERE 1 = 0")
 
 
 def record_capture_rejects(*, rejects: Sequence[Reject], api_key: APIKey | None,

@@ -17,6 +17,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from config.db import lock_until_commit
 from recommender.artifacts import ArtifactRefused, artifact_directory, verify_artifact
 from recommender.ml.cancellation import TrainingCancelled
 from recommender.models import Impression, ModelAuditEntry, ModelKind, ModelVersion, TrainingJob
@@ -336,11 +337,8 @@ REGISTRY_LOCK = 0x52656769
 
 
 def _lock_activations(kind: str) -> None:
-    """Held to the end of the transaction. SQLite needs none: it runs one writer at a time."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                           [REGISTRY_LOCK, zlib.crc32(kind.encode()) & 0x7FFFFFFF])
+    lock_until_commit(REGISTRY_LOCK, zlib.crc32(kind.encode()) & 0x7FFFFFFF,
+                      sqlite_table_of=ModelVersion)
 
 
 @transaction.atomic

@@ -106,7 +106,8 @@ def storable_text(text: str) -> str:
     return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _fits_a_column(text: str) -> bool:
+def fits_a_text_column(text: str) -> bool:
+    """Whether the database can store the text as it is (no NUL, no lone surrogate)."""
     return storable_text(text) == text
 
 
@@ -203,10 +204,10 @@ def catalog_row(properties: dict) -> dict:
     row: dict[str, Any] = {}
     name = properties.get("name") or properties.get("title")
     # A name or category no column can hold (a NUL, a lone surrogate) is left out.
-    if isinstance(name, str) and name.strip() and _fits_a_column(name):
+    if isinstance(name, str) and name.strip() and fits_a_text_column(name):
         row["title"] = name.strip()[:500]
     category = properties.get("category")
-    if isinstance(category, str) and category.strip() and _fits_a_column(category):
+    if isinstance(category, str) and category.strip() and fits_a_text_column(category):
         row["category"] = category.strip()[:255]
     price = _number(properties.get("price"))
     if price is not None and price == price and abs(price) != float("inf"):
