@@ -214,6 +214,9 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
         period = f"-{date_range.start}-{date_range.end}" if date_range else ""
         filename = slugify(f"{self.page}-{chosen['name']}{period}")
         response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
+        # A byte order mark: without it Excel reads the file in the system's code page, so
+        # a name such as "Café" arrives as "CafÃ©"; every CSV reader takes it as UTF-8's.
+        response.write("\ufeff")
         writer = csv.writer(response)
         writer.writerow(chosen["columns"])
         writer.writerows([[_spreadsheet_safe(cell) for cell in row] for row in chosen["rows"]])

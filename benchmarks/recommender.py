@@ -38,8 +38,9 @@ from recommender.ml.two_tower import TwoTowerConfig, train_two_tower  # noqa: E4
 
 TARGET_RATIO_VS_ALS = 1.4
 SPLIT = ("leave-last-out: each user's chronologically last interaction (ties by file order) "
-         "is the test item; users with one interaction stay in train; all catalog items "
-         "ranked; items seen in train excluded")
+         "with an item new to them is the test item, later repeats dropped; users with no "
+         "new item after their first stay in train; all catalog items ranked; items seen in "
+         "train excluded")
 ALS_FACTORS = 64
 ALS_ITERATIONS = 15
 

@@ -39,26 +39,31 @@ def _chunks(queryset, fields: tuple[str, ...]) -> Iterator[list[tuple]]:
 
 def interaction_frame(*, weights: dict[str, float] | None = None) -> pd.DataFrame:
     """Every item interaction as user_id (the person's, for a linked alias), item_id,
-    timestamp (epoch seconds), weight, in time order (ties by arrival), built chunk by chunk into columnar arrays."""
+    timestamp and received_at (epoch seconds), weight, in time order (ties by arrival),
+    built chunk by chunk into columnar arrays."""
     weights = weights or settings.RECOMMENDER_EVENT_WEIGHTS
     queryset = (Event.objects.filter(type__in=list(weights), item__isnull=False)
                 .order_by("timestamp", "id"))
     frames = []
     # A linked anonymous id's events are its person's: one history, one user to train.
     queryset = queryset.annotate(person=person_user_id())
-    for rows in _chunks(queryset, ("person", "item__item_id", "timestamp", "type")):
-        users, items, stamps, types = zip(*rows)
+    for rows in _chunks(queryset, ("person", "item__item_id", "timestamp", "type",
+                                   "received_at")):
+        users, items, stamps, types, received = zip(*rows)
         frames.append(pd.DataFrame({
             "user_id": pd.Categorical(users),
             "item_id": pd.Categorical(items),
             "timestamp": np.fromiter((t.timestamp() for t in stamps), dtype=np.float64,
                                      count=len(stamps)),
             "weight": pd.Series(types).map(weights).to_numpy(dtype=np.float32),
+            "received_at": np.fromiter((t.timestamp() for t in received), dtype=np.float64,
+                                       count=len(received)),
         }))
     if not frames:
         return pd.DataFrame({"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object),
                              "timestamp": pd.Series(dtype=np.float64),
-                             "weight": pd.Series(dtype=np.float32)})
+                             "weight": pd.Series(dtype=np.float32),
+                             "received_at": pd.Series(dtype=np.float64)})
     frame = pd.concat(frames, ignore_index=True)
     frame["user_id"] = frame["user_id"].astype(str)
     frame["item_id"] = frame["item_id"].astype(str)
@@ -86,11 +91,12 @@ def scored_text(text: str, properties: object) -> str:
 def labelled_review_frame() -> pd.DataFrame:
     """Review and rating texts (headline first, as `scored_text`; a headline alone is a
     text) with their label source: an explicit `label` property when the import carried
-    one, else the rating (a half star label of its side, but 2.5 and 3.5, left out)."""
+    one, else the rating (a half star label of its side, but 2.5 and 3.5, left out), and
+    the event's primary key (`event_pk`), which never changes."""
     rows = (Event.objects.filter(HAS_SENTIMENT_TEXT, type__in=TEXT_EVENT_TYPES)
-            .order_by("id").values_list("text", "value", "properties"))
-    texts, labels = [], []
-    for text, value, properties in rows.iterator(chunk_size=CHUNK_ROWS):
+            .order_by("id").values_list("id", "text", "value", "properties"))
+    pks, texts, labels = [], [], []
+    for pk, text, value, properties in rows.iterator(chunk_size=CHUNK_ROWS):
         read = scored_text(text, properties)
         if not read.strip():  # a blank body, or a headline property that holds no text
             continue
@@ -106,7 +112,9 @@ def labelled_review_frame() -> pd.DataFrame:
         else:
             continue
         texts.append(read)
-    return pd.DataFrame({"text": pd.Series(texts, dtype=object),
+        pks.append(pk)
+    return pd.DataFrame({"event_pk": pd.Series(pks, dtype=np.int64),
+                         "text": pd.Series(texts, dtype=object),
                          "label": pd.Series(labels, dtype=object)})
 
 
@@ -177,6 +185,9 @@ def active_version(*, kind: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
 
 
-def data_window() -> tuple[datetime, datetime] | None:
-    bounds = Event.objects.aggregate(first=Min("timestamp"), last=Max("timestamp"))
+def data_window(*, event_types: list[str]) -> tuple[datetime, datetime] | None:
+    """The first and last time of the events of these types: what a version trained on,
+    read with its training data (not after training, when more may have arrived)."""
+    bounds = Event.objects.filter(type__in=event_types).aggregate(first=Min("timestamp"),
+                                                                  last=Max("timestamp"))
     return (bounds["first"], bounds["last"]) if bounds["first"] else None

@@ -4,13 +4,15 @@ active version on one holdout, store the artifact and register the version."""
 
 import logging
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 from django.conf import settings
 from django.utils import timezone
 
+from ingestion.models import TEXT_EVENT_TYPES
 from recommender import selectors
 from recommender.artifacts import ArtifactRefused, load_verified_model, save_artifact
 from recommender.models import ModelKind, ModelVersion
@@ -20,7 +22,10 @@ logger = logging.getLogger(__name__)
 
 MIN_RECOMMENDER_TEST_USERS = 5
 MIN_SENTIMENT_TEXTS = 20
-# Negative and positive reviews each, of the 20% holdout a new version is judged on.
+# Of each side (negative, positive): a fifth of them is held out to judge a new version
+# on, and at least 2 (with none held out, a model calling everything positive would beat
+# VADER; with one, a single review would decide what the shop serves).
+MIN_SENTIMENT_PER_SIDE = 8
 MIN_SENTIMENT_HOLDOUT_PER_SIDE = 2
 
 
@@ -42,10 +47,24 @@ def _load_active(kind: str):
         return active, None
 
 
+@dataclass
+class ActiveComparison:
+    """The new version against the active one on test data the active one never trained
+    on (`scope`: "the same holdout", or which test users); metrics stay None where there
+    was too little of it (`shortfall` says so), and then the new version is not promoted
+    over the active one."""
+
+    scope: str
+    model_metrics: dict | None = None
+    active_metrics: dict | None = None
+    shortfall: str = ""
+
+
 def train_recommender_version(reporter: JobReporter) -> ModelVersion:
     from recommender.ml.evaluation import evaluate, leave_last_out_split, popularity_scorer
     from recommender.ml.two_tower import TwoTowerConfig, train_two_tower
 
+    data_window = selectors.data_window(event_types=list(settings.RECOMMENDER_EVENT_WEIGHTS))
     interactions = selectors.interaction_frame()
     items = selectors.item_feature_frame()
     traits = selectors.user_trait_map()
@@ -54,8 +73,8 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
         reporter.record(data_counts={"interactions": 0, "users": 0, "items": int(len(items)),
                                      "test_users": 0})
         raise NotEnoughData("No item interactions stored yet; at least "
-                            f"{MIN_RECOMMENDER_TEST_USERS} users with two or more are "
-                            "needed to train and evaluate.")
+                            f"{MIN_RECOMMENDER_TEST_USERS} users with more than one item "
+                            "are needed to train and evaluate.")
     train, test = leave_last_out_split(interactions)
     counts = {"interactions": int(len(interactions)),
               "users": int(interactions["user_id"].nunique()) if len(interactions) else 0,
@@ -63,27 +82,51 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
     reporter.record(data_counts=counts)
     reporter.log(f"Data: {counts}")
     if counts["test_users"] < MIN_RECOMMENDER_TEST_USERS:
-        raise NotEnoughData(f"{counts['test_users']} users have two or more interactions; "
-                            f"at least {MIN_RECOMMENDER_TEST_USERS} are needed to train and "
-                            "evaluate.")
+        raise NotEnoughData(f"{counts['test_users']} users have interacted with more than "
+                            f"one item; at least {MIN_RECOMMENDER_TEST_USERS} are needed to "
+                            "train and evaluate.")
 
     config = TwoTowerConfig(embedding_dim=settings.RECOMMENDER_EMBEDDING_DIM)
     model, report = train_two_tower(train, items=items, user_traits=traits, config=config,
                                     on_epoch_end=reporter.on_epoch_end,
                                     should_stop=reporter.should_stop)
     catalog = np.asarray(items["item_id"].tolist(), dtype=object)
-    metrics = evaluate(model.scorer(catalog, user_traits=traits), train, test, catalog)
+    scorer = model.scorer(catalog, user_traits=traits)
+    metrics = evaluate(scorer, train, test, catalog)
     baseline = evaluate(popularity_scorer(train, catalog), train, test, catalog)
+    reporter.log(f"Holdout: model {metrics}, popularity {baseline}")
     active, active_model = _load_active(ModelKind.RECOMMENDER)
-    active_metrics = (evaluate(active_model.scorer(catalog, user_traits=traits), train, test,
-                               catalog)
-                      if active_model is not None else None)
-    reporter.log(f"Holdout: model {metrics}, popularity {baseline}, active {active_metrics}")
+    comparison = None
+    if active_model is not None:
+        unseen = _test_rows_received_after(interactions, test, active.created_at.timestamp())
+        comparison = ActiveComparison(
+            f"the {len(unseen)} test users whose held-out item came after it was trained")
+        if len(unseen) >= MIN_RECOMMENDER_TEST_USERS:
+            comparison.model_metrics = evaluate(scorer, train, unseen, catalog)
+            comparison.active_metrics = evaluate(
+                active_model.scorer(catalog, user_traits=traits), train, unseen, catalog)
+        else:
+            comparison.shortfall = f"at least {MIN_RECOMMENDER_TEST_USERS} are needed"
+        reporter.log(f"Against active {active.name} on {comparison.scope}: model "
+                     f"{comparison.model_metrics}, active {comparison.active_metrics}")
     return _store_version(
         reporter, kind=ModelKind.RECOMMENDER, model=model, metric="ndcg@10",
         metrics={**metrics, "training": _json_safe(report)}, baseline={"popularity": baseline},
-        baseline_score=baseline["ndcg@10"], active=active, active_metrics=active_metrics,
-        params=asdict(config), counts=counts)
+        baseline_score=baseline["ndcg@10"], active=active, comparison=comparison,
+        params=asdict(config), counts=counts, data_window=data_window)
+
+
+def _test_rows_received_after(interactions: pd.DataFrame, test: pd.DataFrame,
+                              moment: float) -> pd.DataFrame:
+    """The test rows none of whose user's interactions with that item arrived by `moment`
+    (epoch seconds): a version trained at `moment` has never seen them. Leave-last-out
+    holds out each user's last new item over all data, so without this most test rows of
+    a shop with few new events since are items the active version learnt as positives,
+    and no retrain would ever beat it."""
+    first_received = interactions.groupby(["user_id", "item_id"], sort=False,
+                                          observed=True)["received_at"].min()
+    pairs = pd.MultiIndex.from_frame(test[["user_id", "item_id"]])
+    return test[first_received.reindex(pairs).to_numpy() > moment]
 
 
 class TrainedCandidate(NamedTuple):
@@ -106,11 +149,12 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
         SentimentConfig,
         VaderBaseline,
         evaluate_sentiment,
+        keyed_split,
         sentiment_labels,
-        stratified_split,
         train_sentiment,
     )
 
+    data_window = selectors.data_window(event_types=list(TEXT_EVENT_TYPES))
     reviews = selectors.labelled_review_frame()
     texts = np.asarray(reviews["text"].tolist(), dtype=object)
     labels = sentiment_labels(reviews["label"].tolist())
@@ -119,20 +163,21 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
     counts["texts"] = int(len(texts))
     reporter.record(data_counts=counts)
     reporter.log(f"Data: {counts}")
-    if len(texts) < MIN_SENTIMENT_TEXTS or counts["negative"] < 2 or counts["positive"] < 2:
+    if len(texts) < MIN_SENTIMENT_TEXTS:
         raise NotEnoughData(f"{len(texts)} labelled texts ({counts['negative']} negative, "
                             f"{counts['positive']} positive); at least {MIN_SENTIMENT_TEXTS} "
-                            "with both sides present are needed. VADER keeps serving.")
-    train_texts, test_texts, train_labels, test_labels = stratified_split(texts, labels)
-    held_out = {side: int((test_labels == side).sum()) for side in ("negative", "positive")}
-    if min(held_out.values()) < MIN_SENTIMENT_HOLDOUT_PER_SIDE:
-        # With no negative review held out, a model that calls everything positive would
-        # beat VADER; with one, a single review would decide what the shop serves.
+                            "are needed. VADER keeps serving.")
+    if min(counts["negative"], counts["positive"]) < MIN_SENTIMENT_PER_SIDE:
         raise NotEnoughData(
-            f"{counts['negative']} negative and {counts['positive']} positive reviews leave "
-            f"{held_out['negative']} and {held_out['positive']} in the holdout; at least "
-            f"{MIN_SENTIMENT_HOLDOUT_PER_SIDE} of each are needed to compare a model with "
-            "VADER (about 8 reviews of the rarer side). VADER keeps serving.")
+            f"{counts['negative']} negative and {counts['positive']} positive reviews; at "
+            f"least {MIN_SENTIMENT_PER_SIDE} of each are needed to hold some out (at least "
+            f"{MIN_SENTIMENT_HOLDOUT_PER_SIDE}) and compare a model with VADER. VADER keeps "
+            "serving.")
+    # Each review's side is fixed by its event: a review the active version learnt from
+    # (on this same split of fewer reviews) is never in this holdout.
+    train_texts, test_texts, train_labels, test_labels = keyed_split(
+        texts, labels, reviews["event_pk"].to_numpy(),
+        min_test_per_label=MIN_SENTIMENT_HOLDOUT_PER_SIDE)
     # Both candidates where the encoder is installed: it knows English before it has seen
     # a review and wins for small shops; the n-gram model learns a large shop's own words
     # and can win there (benchmarks/README.md). The better on the validation slice of
@@ -166,33 +211,50 @@ def train_sentiment_version(reporter: JobReporter) -> ModelVersion:
     metrics = evaluate_sentiment(model, test_texts, test_labels)
     vader = evaluate_sentiment(VaderBaseline(), test_texts, test_labels)
     active, active_model = _load_active(ModelKind.SENTIMENT)
-    active_metrics = (evaluate_sentiment(active_model, test_texts, test_labels)
-                      if active_model is not None else None)
-    reporter.log(f"Holdout: model {metrics}, VADER {vader}, active {active_metrics}")
+    comparison = None
+    if active_model is not None:
+        comparison = ActiveComparison("the same holdout", model_metrics=metrics,
+                                      active_metrics=evaluate_sentiment(
+                                          active_model, test_texts, test_labels))
+    reporter.log(f"Holdout: model {metrics}, VADER {vader}, active "
+                 f"{comparison.active_metrics if comparison else None}")
     return _store_version(
         reporter, kind=ModelKind.SENTIMENT, model=model, metric="macro_f1",
         metrics={**metrics, "training": _json_safe(report)}, baseline={"vader": vader},
-        baseline_score=vader["macro_f1"], active=active, active_metrics=active_metrics,
-        params=asdict(config), counts=counts)
+        baseline_score=vader["macro_f1"], active=active, comparison=comparison,
+        params=asdict(config), counts=counts, data_window=data_window)
 
 
 def _store_version(reporter: JobReporter, *, kind: str, model, metric: str, metrics: dict,
                    baseline: dict, baseline_score: float, active: ModelVersion | None,
-                   active_metrics: dict | None, params: dict, counts: dict) -> ModelVersion:
+                   comparison: ActiveComparison | None, params: dict, counts: dict,
+                   data_window: tuple | None) -> ModelVersion:
+    """Registers the new version, promoted if it beats the baseline and, where an active
+    version could be loaded (`comparison`), the active one."""
     name = _version_name(kind, reporter.job.pk)
     directory, checksum = save_artifact(model, kind=kind, name=name)
     score = metrics[metric]
     beats_baseline = score > baseline_score
-    beats_active = active_metrics is None or score > active_metrics[metric]
-    reason = (f"{metric} {score:.4f} vs baseline {baseline_score:.4f}"
-              + (f", active {active.name} {active_metrics[metric]:.4f}"
-                 if active_metrics is not None else ", no active version to beat"))
-    if active is not None and active_metrics is not None:
-        baseline = {**baseline, "active": {"version": active.name, **_json_safe(active_metrics)}}
+    reason = f"{metric} {score:.4f} vs baseline {baseline_score:.4f}"
+    if comparison is None:
+        beats_active = True
+        reason += ", no active version to beat"
+    elif comparison.active_metrics is None:
+        beats_active = False
+        reason += (f", not compared with active {active.name}: only {comparison.scope}, "
+                   f"{comparison.shortfall}")
+    else:
+        new_score, active_score = (comparison.model_metrics[metric],
+                                   comparison.active_metrics[metric])
+        beats_active = new_score > active_score
+        reason += (f", {new_score:.4f} vs active {active.name} {active_score:.4f} "
+                   f"on {comparison.scope}")
+        baseline = {**baseline, "active": {"version": active.name, "compared": comparison.scope,
+                                           **_json_safe(comparison.active_metrics)}}
     version = register_version(
         kind=kind, name=name, artifact_path=str(directory), checksum=checksum,
         metrics=_json_safe(metrics), baseline_metrics=_json_safe(baseline),
-        params=_json_safe(params), data_counts=counts, data_window=selectors.data_window(),
+        params=_json_safe(params), data_counts=counts, data_window=data_window,
         promote_if=beats_baseline and beats_active, reason=reason, compared_with=active)
     reporter.record(metrics=version.metrics)
     return version

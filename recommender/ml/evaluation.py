@@ -1,10 +1,11 @@
 """Offline evaluation shared by training jobs and the benchmark (no Django, no TensorFlow).
 
-Protocol: leave-last-out. Each user's chronologically last interaction is held out; every
-catalog item is ranked for the user from the rest of their history; items the user already
-interacted with in the training part are excluded from the ranking. A held-out item that
-the user had also interacted with before (a repeat) therefore can never be hit: the
-protocol measures discovery of new items, which is what the recommendations are for.
+Protocol: leave-last-out. Each user's chronologically last interaction with an item new
+to them is held out, with whatever came after it (interactions with items they had met
+before, the held-out item's own cart or purchase among them): every catalog item is ranked
+for the user from the history before it; items of that history are excluded from the
+ranking. Recommendations are for discovering items, so a repeat (a purchase of an item
+viewed earlier), which could never be a hit, is never the test item.
 """
 
 from collections.abc import Callable, Sequence
@@ -23,15 +24,25 @@ METRIC_KEYS = ("hr@10", "ndcg@10", "recall@50", "coverage")
 
 def leave_last_out_split(interactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per user the last interaction (stable sort on timestamp, so ties go to the later
-    row) becomes the test row. Users with fewer than two interactions stay in train only."""
+    row) with an item not in their earlier interactions becomes the test row; the user's
+    later interactions (repeats of earlier items) are in neither part. Users whose every
+    interaction after the first is a repeat stay in train only."""
     order = chronological_order(interactions["user_id"], interactions["timestamp"])
-    sorted_users = np.asarray(interactions["user_id"].tolist(), dtype=object)[order]
-    is_last = np.append(sorted_users[1:] != sorted_users[:-1], True)
-    is_first = np.insert(sorted_users[1:] != sorted_users[:-1], 0, True)
-    test_positions = order[is_last & ~is_first]
+    user_codes = pd.factorize(interactions["user_id"])[0][order]
+    item_codes = pd.factorize(interactions["item_id"])[0][order]
+    is_first = np.insert(user_codes[1:] != user_codes[:-1], 0, True)
+    new_item = ~pd.DataFrame({"user": user_codes, "item": item_codes}).duplicated().to_numpy()
+    candidates = np.flatnonzero(new_item & ~is_first)
+    # Per user the sorted position of their test row, from which their rows leave training.
+    last_new = np.full(user_codes.max(initial=-1) + 1, -1, dtype=np.int64)
+    np.maximum.at(last_new, user_codes[candidates], candidates)
+    cut = np.where(last_new >= 0, last_new, len(order))
+    positions = np.arange(len(order))
     test_mask = np.zeros(len(interactions), dtype=bool)
-    test_mask[test_positions] = True
-    return interactions[~test_mask].copy(), interactions[test_mask].copy()
+    train_mask = np.zeros(len(interactions), dtype=bool)
+    test_mask[order[positions == cut[user_codes]]] = True
+    train_mask[order[positions < cut[user_codes]]] = True
+    return interactions[train_mask].copy(), interactions[test_mask].copy()
 
 
 def evaluate(score_fn: ScoreFn, train: pd.DataFrame, test: pd.DataFrame,

@@ -148,6 +148,38 @@ def stratified_split(texts: Sequence[str], labels: Sequence[Any], test_fraction:
             label_array[~test_mask], label_array[test_mask])
 
 
+def keyed_split(texts: Sequence[str], labels: Sequence[Any], keys: Sequence[int],
+                test_fraction: float = 0.2, min_test_per_label: int = 0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """As stratified_split, but a row's side follows from its integer key alone: it is a
+    test row when the key hashes below `test_fraction`, or when it is among the
+    `min_test_per_label` rows of its label hashing lowest. So rows added later never move
+    an earlier training row into the test part: a version retrained on grown data is
+    judged on rows the version trained before it never learnt from (its own test rows, and
+    rows new to both)."""
+    text_array = as_text_array(texts)
+    label_array = np.asarray(list(labels), dtype=object)
+    positions = _key_positions(keys)
+    if not len(text_array) == len(label_array) == len(positions):
+        raise ValueError("texts, labels and keys differ in length")
+    test_mask = positions < test_fraction
+    for value in set(label_array.tolist()):
+        members = np.flatnonzero(label_array == value)
+        test_mask[members[np.argsort(positions[members])[:min_test_per_label]]] = True
+    return (text_array[~test_mask], text_array[test_mask],
+            label_array[~test_mask], label_array[test_mask])
+
+
+def _key_positions(keys: Sequence[int]) -> np.ndarray:
+    """Each key's place in [0, 1), uniformly spread however the keys run (SplitMix64's
+    finaliser: consecutive ids land far apart)."""
+    mixed = np.asarray(keys, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    mixed = (mixed ^ (mixed >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    mixed = (mixed ^ (mixed >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    mixed ^= mixed >> np.uint64(31)
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
+
+
 @dataclass(frozen=True)
 class TrainingData:
     """Labelled texts split into a fit part and a validation part for early stopping and

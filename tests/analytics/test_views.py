@@ -131,7 +131,9 @@ def test_csv_download(pm_browser, activity):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]
-    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    # A byte order mark first, so Excel reads the file as UTF-8.
+    assert response.content.startswith("\ufeff".encode())
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert rows[0][:2] == ["Step", "Users"]
     assert rows[1][:2] == ["view", "3"]
     assert rows[3][:2] == ["purchase", "3"]
@@ -144,7 +146,7 @@ def test_the_funnels_category_breakdown_is_shown_when_asked_for(pm_browser, acti
 
     assert "By item category (every step" not in plain
     assert 'name="breakdown" value="category">' in plain  # the box that asks for it
-    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert rows[1] == ["books", "3", "3", "3", "1.0"]
 
 
@@ -155,14 +157,14 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted(pm_browser):
                  properties={"city": "Zürich"}, timestamp=timezone.now() - timedelta(hours=1))
 
     download = pm_browser.get(page_url("users") + "?user_id=%3Dcmd&format=csv&table=events")
-    rows = list(csv.reader(io.StringIO(download.content.decode())))
+    rows = list(csv.reader(io.StringIO(download.content.decode("utf-8-sig"))))
     header, event = rows[0], dict(zip(rows[0], rows[1]))
     assert header[:3] == ["Time", "Type", "Id"]
     assert (event["Id"], event["Item"], event["Text"]) == ("'=cmd", "'@SUM(A1)",
                                                           "'=HYPERLINK(\"x\")")
     assert event["Value"] == "-2.0"  # numbers are not formulas
     assert event["Properties"] == '{"city": "Zürich"}'
-    items_csv = pm_browser.get(page_url("items") + "?format=csv&table=items").content.decode()
+    items_csv = pm_browser.get(page_url("items") + "?format=csv&table=items").content.decode("utf-8-sig")
     assert "'-books" in items_csv
 
 
@@ -199,7 +201,7 @@ def test_user_timeline_page_looks_a_user_up_and_downloads_their_events(pm_browse
     assert "<canvas" in page
 
     download = pm_browser.get(page_url("users") + f"?user_id={user_id}&format=csv&table=events")
-    rows = list(csv.reader(io.StringIO(download.content.decode())))
+    rows = list(csv.reader(io.StringIO(download.content.decode("utf-8-sig"))))
     assert rows[0][:2] == ["Time", "Type"] and "purchase" in {row[1] for row in rows[1:]}
     assert download["Content-Disposition"].startswith('attachment; filename="users-events')
 
@@ -269,7 +271,7 @@ def test_paths_page_draws_a_sankey_of_the_steps_and_downloads_them(pm_browser, a
     assert "add_to_cart → purchase" in content
     rows = list(csv.reader(io.StringIO(pm_browser.get(
         page_url("paths") + "?event=add_to_cart&steps=2&format=csv&table=steps")
-        .content.decode())))
+        .content.decode("utf-8-sig"))))
     assert rows[0] == ["Step", "Event", "Persons", "Went on", "Dropped off", "Drop-off rate"]
     assert rows[1][:5] == ["0", "add_to_cart", "3", "3", "0"]
 

@@ -38,7 +38,7 @@ def test_ready_on_the_fallbacks_when_nothing_is_trained(anonymous, fresh_registr
     assert response.status_code == 200
     body = response.json()
     assert body["ready"] is True
-    assert body["checks"] == {"database": True, "broker": True}
+    assert body["checks"] == {"database": True, "migrations": True, "broker": True}
     assert body["models"]["recommender"]["serving"] == "popular"
     assert body["models"]["sentiment"]["serving"] == "vader"
 
@@ -52,7 +52,25 @@ def test_not_ready_quickly_when_the_broker_is_down(anonymous, fresh_registry, se
     assert time.monotonic() - started < 5
     assert response.status_code == 503
     assert response.json()["ready"] is False
-    assert response.json()["checks"] == {"database": True, "broker": False}
+    assert response.json()["checks"] == {"database": True, "migrations": True, "broker": False}
+
+
+def test_not_ready_until_every_migration_of_this_release_is_applied(anonymous,
+                                                                   fresh_registry):
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+    from django.db.migrations.recorder import MigrationRecorder
+
+    # As if this release's newest analytics migration had not been run yet.
+    newest = next(node for node in MigrationLoader(connection).graph.leaf_nodes()
+                  if node[0] == "analytics")
+    MigrationRecorder(connection).record_unapplied(*newest)
+
+    response = anonymous.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": True, "migrations": False,
+                                         "broker": True}
 
 
 def test_not_ready_when_the_active_artifact_is_corrupt(anonymous, fresh_registry):

@@ -59,8 +59,10 @@ def interactions_frame(seed: int = 7) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "weight"])
 
 
-def store_planted_data(*, seed: int = 7, event_type: str = "view") -> pd.DataFrame:
-    """Writes the planted items, users and events into the test database."""
+def store_planted_data(*, seed: int = 7, event_type: str = "view",
+                       received_at: datetime | None = None) -> pd.DataFrame:
+    """Writes the planted items, users and events into the test database, received when
+    they happened unless `received_at` is given."""
     from ingestion.models import EndUser, Event, Item
 
     items = items_frame()
@@ -74,7 +76,7 @@ def store_planted_data(*, seed: int = 7, event_type: str = "view") -> pd.DataFra
         Event(event_id=uuid.uuid4(), type=event_type, user_id=user_pks[row.user_id],
               item_id=item_pks[row.item_id],
               timestamp=datetime.fromtimestamp(row.timestamp, tz=UTC),
-              received_at=datetime.fromtimestamp(row.timestamp, tz=UTC))
+              received_at=received_at or datetime.fromtimestamp(row.timestamp, tz=UTC))
         for row in interactions.itertuples()])
     return interactions
 

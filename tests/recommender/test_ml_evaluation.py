@@ -129,3 +129,30 @@ def test_popularity_counts_train_interactions() -> None:
     train = interactions([("u1", "b", 1), ("u2", "b", 1), ("u2", "c", 2)])
     scores = popularity_scorer(train, CATALOG)(["u1", "u9"], [["b"], []])
     assert scores.tolist() == [[0, 2, 1, 0, 0]] * 2
+
+
+def test_leave_last_out_holds_out_the_last_new_item_and_drops_the_repeats_after_it() -> None:
+    # u1 viewed a, then b, carted and bought b, then viewed a again: the test item is b, and
+    # neither b's cart and purchase nor a's second view may teach a model what was held out.
+    frame = interactions([
+        ("u1", "a", 1), ("u1", "b", 2), ("u1", "b", 3), ("u1", "b", 4), ("u1", "a", 5),
+        ("u2", "c", 1), ("u2", "c", 2),
+        ("u3", "d", 1), ("u3", "e", 2),
+    ])
+    train, test = leave_last_out_split(frame)
+    assert dict(zip(test["user_id"], test["item_id"])) == {"u1": "b", "u3": "e"}
+    assert train.index.tolist() == [0, 5, 6, 7]
+
+
+def test_a_repeat_last_interaction_no_longer_counts_as_a_miss() -> None:
+    # A perfect model (it ranks each user's next new item first) scores every test user.
+    frame = interactions([("u1", "a", 1), ("u1", "b", 2), ("u1", "a", 3),
+                          ("u2", "c", 1), ("u2", "d", 2), ("u2", "c", 3)])
+    train, test = leave_last_out_split(frame)
+    next_new = {"u1": "b", "u2": "d"}
+
+    def oracle(user_ids, histories):
+        return np.array([[1.0 if item == next_new[user] else 0.0 for item in CATALOG]
+                         for user in user_ids])
+
+    assert evaluate(oracle, train, test, CATALOG)["hr@10"] == 1.0

@@ -25,6 +25,7 @@ from recommender.ml.sentiment import (
     evaluate_sentiment,
     fit_neutral_band,
     sentiment_labels,
+    keyed_split,
     stratified_split,
     train_sentiment,
 )
@@ -139,6 +140,35 @@ def test_stratified_split_keeps_proportions_and_tolerates_rare_values():
     assert len(train_texts) == 81 and set(train_texts) | set(test_texts) == set(texts)
     again = stratified_split(texts, ratings, 0.2, seed=7)
     assert again[1].tolist() == test_texts.tolist()
+
+
+def test_keyed_split_holds_out_a_fifth_and_never_moves_a_training_row_to_the_test_part():
+    ids = np.arange(1, 2001)
+    texts = [f"review {index}" for index in ids]
+    labels = ["positive"] * 1900 + ["negative"] * 100
+    _, test_texts, _, test_labels = keyed_split(texts, labels, ids)
+    assert 0.17 < len(test_texts) / len(texts) < 0.23
+    assert 8 <= (test_labels == "negative").sum() <= 35
+    # Half the reviews first, then all of them, in another order: the first split's
+    # training rows all stay training rows, and its test rows stay test rows.
+    first_train, first_test, _, _ = keyed_split(texts[:1000], labels[:1000], ids[:1000])
+    shuffled = np.random.default_rng(0).permutation(2000)
+    later_train, later_test, _, _ = keyed_split(np.asarray(texts)[shuffled],
+                                                np.asarray(labels)[shuffled], ids[shuffled])
+    assert set(first_train) <= set(later_train) and set(first_test) <= set(later_test)
+    assert set(later_test) == set(test_texts)
+
+
+def test_keyed_split_holds_out_the_minimum_of_every_label_and_stays_stable_as_it_grows():
+    ids = np.arange(100, 140)
+    labels = ["positive"] * 30 + ["negative"] * 10
+    texts = [f"{label} {index}" for label, index in zip(labels, ids)]
+    train_texts, test_texts, _, test_labels = keyed_split(texts, labels, ids,
+                                                          min_test_per_label=2)
+    assert (test_labels == "negative").sum() >= 2 and (test_labels == "positive").sum() >= 2
+    grown = keyed_split(texts + ["negative 500", "negative 501"], labels + ["negative"] * 2,
+                        np.append(ids, [500, 501]), min_test_per_label=2)
+    assert not set(grown[1]) & set(train_texts)
 
 
 def test_best_binary_threshold_separates_separable_scores():

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingestion.models import Item
+from ingestion.models import Event, Item
 from ingestion.selectors import person_of
 from ingestion.services import link_identities
 from recommender import selectors
@@ -100,6 +100,9 @@ def test_interaction_frame_is_in_time_order_with_weights():
     assert frame["user_id"].tolist() == ["u1", "u1"]
     assert frame["weight"].tolist() == [1.0, 4.0]
     assert frame["timestamp"].tolist() == [T0.timestamp(), (T0 + timedelta(minutes=5)).timestamp()]
+    assert frame["received_at"].tolist() == [
+        event.received_at.timestamp()
+        for event in Event.objects.filter(item__isnull=False).order_by("timestamp")]
 
 
 def test_labelled_review_frame_uses_labels_then_ratings():

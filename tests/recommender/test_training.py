@@ -3,11 +3,13 @@
 import json
 import random
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from ingestion.models import EndUser, Event, Item
 from recommender.ml.encoder import encoder_installed
@@ -63,9 +65,10 @@ def forced_evaluation(monkeypatch):
     model = trained_model()
     monkeypatch.setattr(two_tower, "train_two_tower",
                         lambda *args, **kwargs: (model, {"epochs_run": 1}))
-    outcomes: list[float] = []
+    outcomes = ForcedOutcomes()
 
-    def fake_evaluate(*args, **kwargs):
+    def fake_evaluate(score_fn, train, test, catalog):
+        outcomes.test_users.append(sorted(test["user_id"]))
         ndcg = outcomes.pop(0)
         return {"hr@10": ndcg, "ndcg@10": ndcg, "recall@50": ndcg, "coverage": 0.5}
 
@@ -73,15 +76,27 @@ def forced_evaluation(monkeypatch):
     return outcomes
 
 
+class ForcedOutcomes(list):
+    """The figures evaluate returns, in call order; test_users: the test users of each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.test_users: list[list[str]] = []
+
+
 @pytest.fixture
 def active_version(serving):
-    store_planted_data()
-    return register_model(trained_model(), name="rec-active", metrics={"ndcg@10": 0.5})
+    """An active version trained before any of the stored data arrived."""
+    version = register_model(trained_model(), name="rec-active", metrics={"ndcg@10": 0.5})
+    store_planted_data(received_at=timezone.now() + timedelta(seconds=1))
+    return version
 
 
 def test_a_version_that_does_not_beat_the_active_one_stays_candidate(active_version,
                                                                      forced_evaluation):
-    forced_evaluation.extend([0.40, 0.10, 0.50])  # model, popularity, active
+    # model and popularity on the holdout, then model and active on what the active
+    # version never saw (here the whole holdout)
+    forced_evaluation.extend([0.40, 0.10, 0.40, 0.50])
 
     result, _ = _train("recommender")
 
@@ -96,7 +111,7 @@ def test_a_version_that_does_not_beat_the_active_one_stays_candidate(active_vers
 
 def test_a_version_that_beats_the_active_one_and_popularity_is_promoted(active_version,
                                                                        forced_evaluation):
-    forced_evaluation.extend([0.60, 0.10, 0.50])
+    forced_evaluation.extend([0.60, 0.10, 0.60, 0.50])
 
     result, _ = _train("recommender")
 
@@ -117,11 +132,83 @@ def test_a_version_that_does_not_beat_popularity_stays_candidate(serving, forced
 
 
 def test_a_tie_with_the_active_version_does_not_promote(active_version, forced_evaluation):
-    forced_evaluation.extend([0.50, 0.10, 0.50])
+    forced_evaluation.extend([0.50, 0.10, 0.50, 0.50])
 
     result, _ = _train("recommender")
 
     assert ModelVersion.objects.get(name=result["model_version"]).status == "candidate"
+
+
+def test_the_active_version_is_compared_only_on_held_out_items_it_never_trained_on(
+        serving, forced_evaluation):
+    store_planted_data()
+    active = register_model(trained_model(), name="rec-active", metrics={"ndcg@10": 0.5})
+    # Since the active version was trained, six users met an item new to them (one of
+    # them through an anonymous id linked later: the item is still theirs) and one bought
+    # an item they had viewed before it was trained: that purchase is no test item.
+    later = timezone.now() + timedelta(seconds=1)
+    new_items = ["c1-i00", "c1-i01", "c1-i02", "c2-i00", "c2-i01", "c2-i02"]
+    users = [f"u0-0{n}" for n in range(6)]
+    for user, item in zip(users, new_items):
+        _store_event(user, item, at=datetime(2026, 6, 1, tzinfo=UTC), received_at=later)
+    first_item = Event.objects.filter(user__user_id="u3-00").order_by("timestamp").first()
+    _store_event("u3-00", first_item.item.item_id, at=datetime(2026, 6, 1, tzinfo=UTC),
+                 received_at=later, event_type="purchase")
+    forced_evaluation.extend([0.60, 0.10, 0.55, 0.50])
+
+    result, _ = _train("recommender")
+
+    assert forced_evaluation.test_users[2] == forced_evaluation.test_users[3] == users
+    assert len(forced_evaluation.test_users[0]) == 40  # the holdout: every user
+    new = ModelVersion.objects.get(name=result["model_version"])
+    assert new.status == ModelVersion.Status.ACTIVE
+    assert new.baseline_metrics["active"]["compared"] == (
+        "the 6 test users whose held-out item came after it was trained")
+    active.refresh_from_db()
+    assert active.status == ModelVersion.Status.RETIRED
+
+
+def test_a_version_is_not_promoted_over_one_it_cannot_be_compared_with_fairly(
+        serving, forced_evaluation):
+    # Trained on everything stored: every held-out item was one of its training positives,
+    # so beating it there would take luck, and losing would say nothing.
+    store_planted_data()
+    register_model(trained_model(), name="rec-active", metrics={"ndcg@10": 0.5})
+    forced_evaluation.extend([0.60, 0.10])  # model and popularity only
+
+    result, _ = _train("recommender")
+
+    new = ModelVersion.objects.get(name=result["model_version"])
+    assert new.status == ModelVersion.Status.CANDIDATE
+    assert not forced_evaluation
+    entry = ModelAuditEntry.objects.get(version=new, action="kept-candidate")
+    assert ("not compared with active rec-active: only the 0 test users whose held-out item "
+            "came after it was trained, at least 5 are needed") in entry.note
+
+
+def test_a_version_records_the_time_span_of_the_interactions_it_trained_on(
+        serving, forced_evaluation):
+    interactions = store_planted_data()
+    # Not an item interaction: later than all of them, and no part of the training data.
+    Event.objects.create(event_id=uuid.uuid4(), type="signup",
+                         user=EndUser.objects.get(user_id="u0-00"),
+                         timestamp=datetime(2026, 9, 1, tzinfo=UTC),
+                         received_at=datetime(2026, 9, 1, tzinfo=UTC))
+    forced_evaluation.extend([0.60, 0.10])
+
+    result, _ = _train("recommender")
+
+    version = ModelVersion.objects.get(name=result["model_version"])
+    assert (version.data_window_start.timestamp(), version.data_window_end.timestamp()) == (
+        interactions["timestamp"].min(), interactions["timestamp"].max())
+
+
+def _store_event(user_id: str, item_id: str, *, at: datetime, received_at: datetime,
+                 event_type: str = "view") -> None:
+    Event.objects.create(event_id=uuid.uuid4(), type=event_type,
+                         user=EndUser.objects.get(user_id=user_id),
+                         item=Item.objects.get(item_id=item_id), timestamp=at,
+                         received_at=received_at)
 
 
 def test_too_little_data_fails_the_job_with_a_reason(serving):
@@ -141,9 +228,9 @@ FILLER = ["the", "item", "arrived", "today", "my", "box", "shirt", "colour", "si
           "this", "order"]
 
 
-def _store_reviews(texts_and_ratings: list[tuple[str, int]]) -> None:
-    user = EndUser.objects.create(user_id="reviewer")
-    item = Item.objects.create(item_id="reviewed")
+def _store_reviews(texts_and_ratings: list[tuple[str, int]], user_id: str = "reviewer") -> None:
+    user = EndUser.objects.create(user_id=user_id)
+    item, _ = Item.objects.get_or_create(item_id="reviewed")
     start = datetime(2026, 1, 1, tzinfo=UTC)
     Event.objects.bulk_create([
         Event(event_id=uuid.uuid4(), type="review", user=user, item=item, text=text,
@@ -196,15 +283,15 @@ def test_a_shop_with_a_handful_of_reviews_keeps_vader(serving, client_app):
 
 
 def test_a_shop_with_too_few_negative_reviews_to_hold_out_keeps_vader(serving, client_app):
-    # 30 reviews, but 5 negative ones: the holdout would hold one.
-    _store_reviews([("Love it", 5)] * 25 + [("Hate it", 1)] * 5)
+    # 30 reviews, but 7 negative ones: a fifth of them would be one review.
+    _store_reviews([("Love it", 5)] * 23 + [("Hate it", 1)] * 7)
 
     with pytest.raises(CommandError):
         _train("sentiment")
 
     job = TrainingJob.objects.get()
     assert job.status == "failed"
-    assert "leave 1 and 5 in the holdout; at least 2 of each" in job.error
+    assert "7 negative and 23 positive reviews; at least 8 of each are needed" in job.error
     assert not ModelVersion.objects.exists()
     response = client_app.post("/api/v1/sentiment", {"texts": ["I love it"]}, format="json")
     assert response.json()["model_version"] == "vader"
@@ -228,6 +315,53 @@ def test_sentiment_that_beats_vader_becomes_active_and_serves(serving, client_ap
     scores = [r["score"] for r in body["results"]]
     assert min(scores[:5]) > max(scores[5:])
     assert [r["label"] for r in body["results"]].count("positive") >= 4
+
+
+def test_a_retrain_holds_out_no_review_the_version_before_it_learnt_from(serving,
+                                                                         monkeypatch):
+    monkeypatch.setattr("recommender.ml.encoder.encoder_installed", lambda: False)
+    seen = _record_sentiment_splits(monkeypatch)
+    _store_slang_reviews()
+    _train("sentiment")
+    rng = random.Random(9)
+    # ("again": no text of the first reviews repeats, so texts tell reviews apart)
+    _store_reviews([(_slang("zorp", rng) + " again", 4) for _ in range(60)]
+                   + [(_slang("blick", rng) + " again", 2) for _ in range(60)], user_id="second")
+
+    _train("sentiment")
+
+    (first_training, second_training), (first_holdout, second_holdout) = (
+        seen.trained, seen.holdouts)
+    assert ModelVersion.objects.filter(status="active").count() == 1  # compared with it
+    assert not second_holdout & first_training
+    assert first_training <= second_training and first_holdout <= second_holdout
+
+
+@dataclass
+class _Splits:
+    trained: list[set[str]] = field(default_factory=list)
+    holdouts: list[set[str]] = field(default_factory=list)
+
+
+def _record_sentiment_splits(monkeypatch) -> _Splits:
+    """Records the texts each job trains the n-gram model on, and those it judges it on."""
+    from recommender.ml import sentiment
+
+    seen = _Splits()
+    train, evaluate = sentiment.train_sentiment, sentiment.evaluate_sentiment
+
+    def recording_train(texts, labels, **kwargs):
+        seen.trained.append(set(texts))
+        return train(texts, labels, **kwargs)
+
+    def recording_evaluate(model, texts, labels):
+        if len(seen.holdouts) < len(seen.trained):  # the new version, before VADER
+            seen.holdouts.append(set(texts))
+        return evaluate(model, texts, labels)
+
+    monkeypatch.setattr(sentiment, "train_sentiment", recording_train)
+    monkeypatch.setattr(sentiment, "evaluate_sentiment", recording_evaluate)
+    return seen
 
 
 @pytest.mark.skipif(not encoder_installed(), reason="sentence encoder not installed")
