@@ -189,11 +189,17 @@ class SequenceExamples:
         gathered = self.item_codes[np.maximum(positions, 0)]
         return np.where(inside, gathered, PADDING_INDEX).astype(np.int32)
 
-    def last_per_user(self) -> np.ndarray:
-        """Index of each user's most recent interaction."""
-        ends = np.append(np.flatnonzero(self.user_keys[1:] != self.user_keys[:-1]),
-                         len(self.user_keys) - 1)
-        return ends.astype(np.int64)
+    def last_new_per_user(self) -> np.ndarray:
+        """Ascending indices of each user's last interaction with an item in the vocabulary
+        that is new to them (not their first interaction), for users who have one: what
+        leave-last-out holds out (recommender.ml.evaluation)."""
+        positions = np.arange(len(self.item_codes))
+        repeat = pd.DataFrame({"user": self.user_keys, "item": self.item_codes}).duplicated()
+        candidates = np.flatnonzero(~repeat.to_numpy() & (self.item_codes >= RESERVED_INDICES)
+                                    & (positions > self.segment_start))
+        last = np.full(self.user_keys.max(initial=-1) + 1, -1, dtype=np.int64)
+        np.maximum.at(last, self.user_keys[candidates], candidates)
+        return last[last >= 0]
 
 
 def sequence_examples(interactions: pd.DataFrame, user_encoder: Encoder,

@@ -435,14 +435,16 @@ class _BatchBuilder:
 
 def _validation_split(examples: SequenceExamples,
                       config: TwoTowerConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Holds out the last interaction of up to ``validation_users`` users having at least
-    two, mirroring the leave-last-out evaluation."""
-    last = examples.last_per_user()
-    eligible = last[last > examples.segment_start[last]]
+    """Holds out the last interaction with a new item of up to ``validation_users`` users,
+    mirroring the leave-last-out evaluation: those users' later interactions (repeats, such
+    as the held-out item's own purchase) are in neither part."""
+    eligible = examples.last_new_per_user()
     rng = np.random.default_rng(config.seed)
     count = min(config.validation_users, len(eligible))
     validation = np.sort(rng.choice(eligible, size=count, replace=False))
-    training = np.setdiff1d(np.arange(len(examples)), validation, assume_unique=True)
+    cut = np.full(examples.user_keys.max(initial=-1) + 1, len(examples), dtype=np.int64)
+    cut[examples.user_keys[validation]] = validation
+    training = np.flatnonzero(np.arange(len(examples)) < cut[examples.user_keys])
     return training, validation
 
 

@@ -101,9 +101,24 @@ def test_sequence_examples_histories_hold_only_earlier_items_of_the_same_user() 
     histories = examples.histories(np.arange(len(examples)), length=2)
     a, b, d = (items.encode_one(item) for item in "abd")
     assert histories.tolist() == [[0, 0], [0, a], [a, b], [0, 0], [0, a]]
-    assert examples.last_per_user().tolist() == [2, 4]
+    assert examples.last_new_per_user().tolist() == [2, 4]
     assert examples.distinct_user_ids.tolist() == ["u1", "u2"]
     assert d not in histories
+
+
+def test_the_last_new_item_per_user_skips_repeats_and_users_without_a_second_item() -> None:
+    # u1 viewed a and b, bought b, viewed a again; u2 only ever met c; u3 met d then e.
+    frame = interactions([("u1", "a", 1), ("u1", "b", 2), ("u1", "b", 3), ("u1", "a", 4),
+                          ("u2", "c", 1), ("u2", "c", 2), ("u3", "d", 1), ("u3", "e", 2)])
+    items = Encoder(build_vocabulary(frame["item_id"]))
+    examples = sequence_examples(frame, Encoder(build_vocabulary(frame["user_id"])), items)
+
+    held_out = examples.last_new_per_user()
+
+    assert [(examples.distinct_user_ids[examples.user_keys[i]],
+             items.vocabulary[examples.item_codes[i] - 2]) for i in held_out] == [
+        ("u1", "b"), ("u3", "e")]
+    assert held_out.tolist() == sorted(held_out.tolist())
 
 
 @pytest.mark.parametrize("length", [1, 5])

@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 
 import recommender.ml  # noqa: F401  (selects tf-keras before TensorFlow loads)
+from recommender.ml.data import Encoder, build_vocabulary, sequence_examples
 from recommender.ml.evaluation import evaluate, leave_last_out_split
 from recommender.ml.two_tower import (
     TrainingCancelled,
     TwoTowerConfig,
     TwoTowerModel,
+    _validation_split,
     keras_model_from,
     train_two_tower,
 )
@@ -114,6 +116,18 @@ def test_report_and_progress_hook(split) -> None:
     assert report["train_examples"] + report["validation_examples"] == 4 * 8 * 8
     assert report["examples_per_second"] > 0 and report["train_seconds"] > 0
     assert 1 <= report["best_epoch"] <= report["epochs_run"]
+
+
+def test_validation_holds_out_a_new_item_and_trains_on_nothing_after_it() -> None:
+    frame = pd.DataFrame({"user_id": ["u1"] * 4, "item_id": ["a", "b", "b", "a"],
+                          "timestamp": [1, 2, 3, 4], "weight": [1.0] * 4})
+    items = Encoder(build_vocabulary(frame["item_id"]))
+    examples = sequence_examples(frame, Encoder(build_vocabulary(frame["user_id"])), items)
+
+    training, validation = _validation_split(examples, TwoTowerConfig(validation_users=5))
+
+    # b's first view is held out; its purchase and the second view of a would teach it.
+    assert validation.tolist() == [1] and training.tolist() == [0]
 
 
 def test_model_exposes_normalised_item_embeddings(trained) -> None:
