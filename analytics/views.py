@@ -215,7 +215,7 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
         filename = slugify(f"{self.page}-{chosen['name']}{period}")
         response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
         # A byte order mark: without it Excel reads the file in the system's code page, so
-        # a name such as "Café" arrives as "CafÃ©"; every CSV reader takes it as UTF-8's.
+        # a name such as "Café" arrives as "CafÃ©"; spreadsheets and pandas skip it.
         response.write("\ufeff")
         writer = csv.writer(response)
         writer.writerow(chosen["columns"])

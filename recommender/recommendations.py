@@ -58,8 +58,10 @@ class _Caches:
     catalogs: dict[int, _CatalogView] = field(default_factory=dict)
     popular: tuple[float, list] = (float("-inf"), [])
     fingerprint: tuple[float, tuple] = (float("-inf"), ())
-    # Per person with more interactions than a request reads: (read at, every item).
-    interacted: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
+    # Per person with more interactions than a request reads, by their id and user rows:
+    # (read at, every item).
+    interacted: dict[tuple[str, tuple[int, ...]], tuple[float, frozenset[str]]] = field(
+        default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -296,17 +298,19 @@ def similar_to_item(*, item_id: str, k: int = 10) -> Recommendation:
 
 
 def _interacted_before(person: Person) -> frozenset[str]:
-    """Every item the person interacted with, read at most once a POPULAR_CACHE_SECONDS:
-    what came since is in the recent interactions each request reads."""
+    """Every item the person interacted with, read again once POPULAR_CACHE_SECONDS have
+    passed (what came since is in the recent interactions each request reads) or once
+    another id is linked to the person (its older items are not)."""
     now = time.monotonic()
-    read_at, items = _caches.interacted.get(person.user_id, (float("-inf"), frozenset()))
+    key = (person.user_id, person.user_pks)
+    read_at, items = _caches.interacted.get(key, (float("-inf"), frozenset()))
     if now - read_at >= POPULAR_CACHE_SECONDS:
         items = frozenset(selectors.interacted_items(person=person))
         with _caches.lock:
-            _caches.interacted.pop(person.user_id, None)
+            _caches.interacted.pop(key, None)
             if len(_caches.interacted) >= INTERACTED_CACHE_PERSONS:  # the longest kept goes
                 _caches.interacted.pop(next(iter(_caches.interacted)))
-            _caches.interacted[person.user_id] = (now, items)
+            _caches.interacted[key] = (now, items)
     return items
 
 

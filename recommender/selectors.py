@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connection
-from django.db.models import Case, FloatField, Max, Min, Sum, Value, When
+from django.db.models import Case, FloatField, Sum, Value, When
 from django.utils import timezone
 
 from config.db import fetch_prepared
@@ -91,12 +91,13 @@ def scored_text(text: str, properties: object) -> str:
 def labelled_review_frame() -> pd.DataFrame:
     """Review and rating texts (headline first, as `scored_text`; a headline alone is a
     text) with their label source: an explicit `label` property when the import carried
-    one, else the rating (a half star label of its side, but 2.5 and 3.5, left out), and
-    the event's primary key (`event_pk`), which never changes."""
+    one, else the rating (a half star label of its side, but 2.5 and 3.5, left out), the
+    event's primary key (`event_pk`), which never changes, and its time (`timestamp`,
+    epoch seconds)."""
     rows = (Event.objects.filter(HAS_SENTIMENT_TEXT, type__in=TEXT_EVENT_TYPES)
-            .order_by("id").values_list("id", "text", "value", "properties"))
-    pks, texts, labels = [], [], []
-    for pk, text, value, properties in rows.iterator(chunk_size=CHUNK_ROWS):
+            .order_by("id").values_list("id", "timestamp", "text", "value", "properties"))
+    pks, stamps, texts, labels = [], [], [], []
+    for pk, stamp, text, value, properties in rows.iterator(chunk_size=CHUNK_ROWS):
         read = scored_text(text, properties)
         if not read.strip():  # a blank body, or a headline property that holds no text
             continue
@@ -113,7 +114,9 @@ def labelled_review_frame() -> pd.DataFrame:
             continue
         texts.append(read)
         pks.append(pk)
+        stamps.append(stamp.timestamp())
     return pd.DataFrame({"event_pk": pd.Series(pks, dtype=np.int64),
+                         "timestamp": pd.Series(stamps, dtype=np.float64),
                          "text": pd.Series(texts, dtype=object),
                          "label": pd.Series(labels, dtype=object)})
 
@@ -183,11 +186,3 @@ def popular_items(*, days: int = 30, limit: int = 500,
 
 def active_version(*, kind: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
-
-
-def data_window(*, event_types: list[str]) -> tuple[datetime, datetime] | None:
-    """The first and last time of the events of these types: what a version trained on,
-    read with its training data (not after training, when more may have arrived)."""
-    bounds = Event.objects.filter(type__in=event_types).aggregate(first=Min("timestamp"),
-                                                                  last=Max("timestamp"))
-    return (bounds["first"], bounds["last"]) if bounds["first"] else None

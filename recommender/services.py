@@ -347,7 +347,7 @@ def register_version(*, kind: str, name: str, artifact_path: str, checksum: str,
                      data_window: tuple | None, promote_if: bool, reason: str,
                      compared_with: ModelVersion | None) -> ModelVersion:
     """Records a trained version; it becomes active only when `promote_if` (it beat the
-    active version, `compared_with`, and the baseline on the same holdout), otherwise it
+    active version, `compared_with`, and the baseline), otherwise it
     stays a candidate. It stays one too where the active version is no longer the one it
     was compared with (an admin promoted or rolled back while the job evaluated it against
     the version active then): that choice is not undone by a comparison against another

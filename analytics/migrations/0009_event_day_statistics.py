@@ -11,8 +11,7 @@ from raw events from 2.8 s to 1.5 s, but gave the overview's raw person-days a p
 plan that ran over 100 s (then stopped) instead of 4-9 s. The expression names the
 TIME_ZONE in force when this migration ran, as the ORM writes it; after TIME_ZONE changes
 the statistics match nothing (queries stay right, and as slow as before) until they are
-made again for the new zone: ``manage.py migrate analytics 0008`` then ``manage.py
-migrate``. SQLite needs none."""
+made again for the new zone: ``manage.py remake_day_statistics``. SQLite needs none."""
 
 from django.conf import settings
 from django.db import migrations

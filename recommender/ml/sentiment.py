@@ -45,7 +45,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,23 +149,23 @@ def stratified_split(texts: Sequence[str], labels: Sequence[Any], test_fraction:
 
 
 def keyed_split(texts: Sequence[str], labels: Sequence[Any], keys: Sequence[int],
-                test_fraction: float = 0.2, min_test_per_label: int = 0
+                test_fraction: float = 0.2, min_test: Mapping[Any, int] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """As stratified_split, but a row's side follows from its integer key alone: it is a
-    test row when the key hashes below `test_fraction`, or when it is among the
-    `min_test_per_label` rows of its label hashing lowest. So rows added later never move
-    an earlier training row into the test part: a version retrained on grown data is
-    judged on rows the version trained before it never learnt from (its own test rows, and
-    rows new to both)."""
+    """As stratified_split, but a row's side follows from its integer key: it is a test row
+    when the key hashes below `test_fraction`, or when it is among the `min_test[label]`
+    rows of its label hashing lowest. So rows added later never move an earlier training
+    row into the test part (they may move a row of the minimum out of it): a version
+    retrained on grown data is judged on rows the version trained before it never learnt
+    from. Deleting or relabelling a row of a minimum can bring the next-lowest into it."""
     text_array = as_text_array(texts)
     label_array = np.asarray(list(labels), dtype=object)
     positions = _key_positions(keys)
     if not len(text_array) == len(label_array) == len(positions):
         raise ValueError("texts, labels and keys differ in length")
     test_mask = positions < test_fraction
-    for value in set(label_array.tolist()):
+    for value, count in (min_test or {}).items():
         members = np.flatnonzero(label_array == value)
-        test_mask[members[np.argsort(positions[members])[:min_test_per_label]]] = True
+        test_mask[members[np.argsort(positions[members])[:count]]] = True
     return (text_array[~test_mask], text_array[test_mask],
             label_array[~test_mask], label_array[test_mask])
 

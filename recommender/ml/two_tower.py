@@ -70,7 +70,7 @@ class TwoTowerConfig:
     # multiplied by plateau_decay after each of them, to settle into the optimum.
     patience: int = 3
     plateau_decay: float = 0.5
-    # Each sampled user's last interaction is held out for early stopping.
+    # Each sampled user's last interaction with a new item is held out for early stopping.
     validation_users: int = 2000
     # Share of training examples whose user (item) id is replaced by the OOV id, so that
     # the OOV rows learn what an unknown user (new item) looks like.

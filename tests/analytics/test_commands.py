@@ -53,3 +53,22 @@ def test_since_rebuilds_the_days_from_that_date_and_leaves_earlier_ones():
 
     assert "Rebuilt 3 days" in output
     assert sorted(DailyEventRollup.objects.values_list("events", flat=True)) == [2, 1000]
+
+
+def test_remake_day_statistics_names_the_new_time_zone(settings):
+    from django.db import connection
+
+    settings.TIME_ZONE = "Europe/Paris"
+    out = StringIO()
+
+    call_command("remake_day_statistics", stdout=out)
+
+    if connection.vendor != "postgresql":
+        assert "only PostgreSQL keeps these statistics" in out.getvalue()
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT unnest(pg_get_statisticsobjdef_expressions(oid)) "
+                       "FROM pg_statistic_ext WHERE stxname = 'analytics_event_day'")
+        expressions = [expression for expression, in cursor.fetchall()]
+    assert len(expressions) == 1 and "Europe/Paris" in expressions[0]
+    assert "remade for Europe/Paris" in out.getvalue()

@@ -1,5 +1,6 @@
-"""/healthz says the process answers; /readyz whether it can serve: database, broker and
-each model kind's active version loaded (or its documented fallback)."""
+"""/healthz says the process answers; /readyz whether it can serve: database with every
+migration applied, broker and each model kind's active version loaded (or its documented
+fallback)."""
 
 import time
 import uuid

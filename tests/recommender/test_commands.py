@@ -51,6 +51,19 @@ def test_train_if_missing_trains_only_the_missing_kind(trainings):
     assert "recommender: a trained version exists; skipping." in out.getvalue()
 
 
+def test_train_if_missing_trains_a_kind_whose_only_versions_are_the_demos_past_ones(
+        trainings):
+    from recommender.services import store_past_impressions
+
+    # The demo's A/B test: two recommender versions named, none trained here.
+    store_past_impressions(impressions=[], version_names=["demo-a", "demo-b"], note="demo")
+    _version("sentiment", "sent-1", status="active")
+
+    call_command("train_if_missing", stdout=StringIO())
+
+    assert trainings == [("train", "recommender", True)]
+
+
 def test_train_if_missing_reports_a_failed_training_and_carries_on(monkeypatch):
     def failing(name, kind, **options):
         raise CommandError("Training failed.")

@@ -159,16 +159,20 @@ def test_keyed_split_holds_out_a_fifth_and_never_moves_a_training_row_to_the_tes
     assert set(later_test) == set(test_texts)
 
 
-def test_keyed_split_holds_out_the_minimum_of_every_label_and_stays_stable_as_it_grows():
-    ids = np.arange(100, 140)
-    labels = ["positive"] * 30 + ["negative"] * 10
+def test_keyed_split_holds_out_the_minimum_asked_of_a_label_and_stays_stable_as_it_grows():
+    ids = np.arange(100, 160)
+    labels = ["positive"] * 40 + ["negative"] * 10 + ["neutral"] * 10
     texts = [f"{label} {index}" for label, index in zip(labels, ids)]
-    train_texts, test_texts, _, test_labels = keyed_split(texts, labels, ids,
-                                                          min_test_per_label=2)
-    assert (test_labels == "negative").sum() >= 2 and (test_labels == "positive").sum() >= 2
-    grown = keyed_split(texts + ["negative 500", "negative 501"], labels + ["negative"] * 2,
-                        np.append(ids, [500, 501]), min_test_per_label=2)
-    assert not set(grown[1]) & set(train_texts)
+    at_least = {"negative": 4, "positive": 2}
+    train_texts, _, _, test_labels = keyed_split(texts, labels, ids, min_test=at_least)
+    assert (test_labels == "negative").sum() >= 4 and (test_labels == "positive").sum() >= 2
+    without = keyed_split(texts, labels, ids)[3]
+    assert (test_labels == "neutral").sum() == (without == "neutral").sum()  # none asked
+    for added in range(1, 30):
+        grown = keyed_split(texts + [f"negative {500 + n}" for n in range(added)],
+                            labels + ["negative"] * added,
+                            np.append(ids, np.arange(500, 500 + added)), min_test=at_least)
+        assert not set(grown[1]) & set(train_texts)
 
 
 def test_best_binary_threshold_separates_separable_scores():

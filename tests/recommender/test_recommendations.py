@@ -149,6 +149,37 @@ def test_an_item_bought_before_a_long_history_is_still_left_out(client_app, shop
     assert bought in {row["item_id"] for row in allowed["items"]}
 
 
+def test_an_id_linked_a_moment_ago_has_its_older_items_left_out_too(client_app, shop):
+    from datetime import UTC, datetime, timedelta
+
+    from ingestion.models import EndUser, Event
+    from ingestion.services import link_identities
+    from recommender.recommendations import RECENT_INTERACTIONS
+
+    # Before signing up the shopper bought an item as an anonymous visitor; since, one
+    # viewed item fills the history a request reads.
+    bought, viewed = item_id(0, 0), item_id(0, 1)
+    anonymous = EndUser.objects.create(user_id="anon-shopper")
+    shopper = EndUser.objects.create(user_id="signed-up")
+    items = dict(Item.objects.filter(item_id__in=[bought, viewed]).values_list("item_id", "pk"))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    Event.objects.bulk_create(
+        [Event(event_id=uuid.uuid4(), type="purchase", user=anonymous, item_id=items[bought],
+               timestamp=start, received_at=start)]
+        + [Event(event_id=uuid.uuid4(), type="view", user=shopper, item_id=items[viewed],
+                 timestamp=start + timedelta(minutes=n + 1), received_at=start)
+           for n in range(RECENT_INTERACTIONS)])
+    # Every available item but the excluded ones fits in one answer.
+    before = get_recommendations(client_app, user_id="signed-up", k=100)
+    assert bought in {row["item_id"] for row in before["items"]}
+
+    link_identities(links=[("anon-shopper", "signed-up")], linked_at=start)
+    after = get_recommendations(client_app, user_id="signed-up", k=100)
+
+    assert after["strategy"] == "two_tower"
+    assert bought not in {row["item_id"] for row in after["items"]}
+
+
 def test_the_model_reads_the_persons_traits_as_it_learned_them(client_app, shop,
                                                                 monkeypatch):
     from ingestion.models import EndUser

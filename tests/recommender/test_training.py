@@ -20,6 +20,7 @@ from tests.recommender.planted import (  # noqa: F401  (serving is a fixture)
     serving,
     store_planted_data,
     trained_model,
+    trained_sentiment_model,
 )
 
 pytestmark = pytest.mark.django_db
@@ -139,13 +140,25 @@ def test_a_tie_with_the_active_version_does_not_promote(active_version, forced_e
     assert ModelVersion.objects.get(name=result["model_version"]).status == "candidate"
 
 
+def test_the_score_against_the_active_version_is_the_one_on_what_it_never_saw(
+        active_version, forced_evaluation):
+    # Better than the active version on the whole holdout, worse where that is fair.
+    forced_evaluation.extend([0.60, 0.10, 0.45, 0.50])
+
+    result, _ = _train("recommender")
+
+    new = ModelVersion.objects.get(name=result["model_version"])
+    assert new.status == ModelVersion.Status.CANDIDATE
+    assert new.baseline_metrics["active"]["ndcg@10"] == 0.50
+    assert new.baseline_metrics["active"]["this_version"]["ndcg@10"] == 0.45
+
+
 def test_the_active_version_is_compared_only_on_held_out_items_it_never_trained_on(
         serving, forced_evaluation):
     store_planted_data()
     active = register_model(trained_model(), name="rec-active", metrics={"ndcg@10": 0.5})
-    # Since the active version was trained, six users met an item new to them (one of
-    # them through an anonymous id linked later: the item is still theirs) and one bought
-    # an item they had viewed before it was trained: that purchase is no test item.
+    # Since the active version was trained, six users met an item new to them, and one
+    # bought an item they had viewed before it was trained: that purchase is no test item.
     later = timezone.now() + timedelta(seconds=1)
     new_items = ["c1-i00", "c1-i01", "c1-i02", "c2-i00", "c2-i01", "c2-i02"]
     users = [f"u0-0{n}" for n in range(6)]
@@ -332,9 +345,25 @@ def test_a_retrain_holds_out_no_review_the_version_before_it_learnt_from(serving
 
     (first_training, second_training), (first_holdout, second_holdout) = (
         seen.trained, seen.holdouts)
-    assert ModelVersion.objects.filter(status="active").count() == 1  # compared with it
+    first, second = ModelVersion.objects.filter(kind="sentiment").order_by("created_at")
+    note = ModelAuditEntry.objects.filter(version=second).first().note
+    assert f"vs active {first.name}" in note and note.endswith("on the same holdout")
     assert not second_holdout & first_training
     assert first_training <= second_training and first_holdout <= second_holdout
+
+
+def test_an_active_version_from_before_holdouts_by_event_is_compared_with_a_caveat(
+        serving, monkeypatch):
+    monkeypatch.setattr("recommender.ml.encoder.encoder_installed", lambda: False)
+    register_model(trained_sentiment_model(), name="sentiment-old")  # params without it
+    _store_slang_reviews()
+
+    result, _ = _train("sentiment")
+
+    version = ModelVersion.objects.get(name=result["model_version"])
+    assert version.params["holdout"] == "by event"
+    assert ("the active version predates holdouts chosen by event: it may have trained on "
+            "part of it") in version.baseline_metrics["active"]["compared"]
 
 
 @dataclass

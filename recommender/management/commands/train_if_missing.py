@@ -9,7 +9,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         for kind in ModelKind.values:
-            if ModelVersion.objects.filter(kind=kind).exists():
+            # The demo's past versions (recommender.services.store_past_impressions) have
+            # no artifact: a shop with only those has nothing trained to serve.
+            if ModelVersion.objects.filter(kind=kind).exclude(artifact_path="").exists():
                 self.stdout.write(f"{kind}: a trained version exists; skipping.")
                 continue
             self.stdout.write(f"{kind}: training on the demo data (first start only)...")
