@@ -37,8 +37,8 @@ EVENT_SCHEMA = {
     # A body with "batch" is a batch (EVENT_BATCH_SCHEMA), never a single event.
     "not": {"required": ["batch"]},
     "description": "`user_id` is required (checked per event, as are the rules below). Rules beyond these types are checked per event and reported in the "
-                   "reply's `errors` (the other events are stored): `type` is 1-64 letters, "
-                   "digits, `_ . : $ -` or spaces; `item_id` is required for view, click, "
+                   "reply's `errors` (the other events are stored): `type` is 1-64 printable "
+                   "characters, no comma, no space at either end; `item_id` is required for view, click, "
                    "add_to_cart, purchase, rating and review; `timestamp` is ISO 8601 with a "
                    "UTC offset, at most 24 h ahead; a rating's or review's `value` is 1-5, a "
                    "purchase's is not negative; `properties` at most 8 KB as JSON; no other "

@@ -11,7 +11,7 @@ import binascii
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -37,9 +37,15 @@ SEGMENT_BODY_SCHEMA = {"type": "object", "properties": {"batch": {"type": "array
 
 def _raw_body(request) -> bytes:
     django_request = request._request
+    meta = django_request.META
+    if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and meta.get(
+            "wsgi.input_terminated"):
+        # Segment's Android and Kotlin libraries stream gzip without a Content-Length;
+        # Django reads such a body as empty, while the server (gunicorn) ends the raw
+        # input where the chunks end.
+        return bodies.read_limited(meta["wsgi.input"], declared_length=0)
     return bodies.read_limited(django_request,
-                               declared_length=int(django_request.META.get("CONTENT_LENGTH")
-                                                   or 0))
+                               declared_length=int(meta.get("CONTENT_LENGTH") or 0))
 
 
 def _payload(request, decode):
@@ -145,11 +151,21 @@ def _counts(result) -> dict:
             "rejected": result.rejected}
 
 
+class ThrottledRetryLater(exceptions.Throttled):
+    """Over the rate limit, answered as a server busy for a while: posthog-js retries a
+    batch on 5xx but drops one refused with 429 (PostHog's own capture never answers 429)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
 class PostHogCaptureApi(CorsMixin, APIView):
     authentication_classes = [PostHogKeyAuthentication]
     permission_classes = [CanSendEvents]
     throttle_classes = [EventRateThrottle]
     parser_classes: list = []
+
+    def throttled(self, request, wait):
+        raise ThrottledRetryLater(wait)
 
     @extend_schema(
         operation_id="posthog_capture",
@@ -182,6 +198,14 @@ class SegmentCaptureApi(CorsMixin, APIView):
     throttle_classes = [EventRateThrottle]
     parser_classes: list = []
     message_type: str | None = None  # None: /v1/batch
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # analytics-python before 2.4 reads a refusal's `message`; without one it retries a
+        # 400, 401 or 413 eleven times, holding up its queue, instead of dropping the batch.
+        if response.status_code >= 400 and isinstance(response.data, dict):
+            response.data["message"] = response.data.get("detail", "")
+        return response
 
     @extend_schema(
         operation_id="segment_capture",

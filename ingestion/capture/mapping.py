@@ -20,6 +20,8 @@ from typing import Any
 
 from django.conf import settings
 
+from ingestion.models import ITEM_EVENT_TYPES
+
 # Seconds or milliseconds since the epoch as digits (posthog-js's `_`), as PostHog reads
 # them; bounded, so a long run of digits is not a number to convert.
 _EPOCH_DIGITS = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,6})?")
@@ -28,6 +30,7 @@ CAPTURE_ID_NAMESPACE = uuid.UUID("6f0f2c52-61a4-4f6b-9c8e-3b7d2f0a9e11")
 PURCHASE = "purchase"
 VIEW = "view"
 REVIEW = "review"
+RATING = "rating"
 MAX_REJECT_PAYLOAD_CHARS = 2048
 
 
@@ -118,7 +121,11 @@ def _normalised_name(name: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _type_table(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    return {_normalised_name(name): kind for name, kind in items}
+    # Lodestar's own item event types stand for themselves (`capture("purchase",
+    # {"product_id": ...})`), unless the table maps the name elsewhere.
+    table = {_normalised_name(kind): kind for kind in ITEM_EVENT_TYPES}
+    table.update({_normalised_name(name): kind for name, kind in items})
+    return table
 
 
 def event_type_table() -> dict[str, str]:
@@ -263,6 +270,8 @@ def native_events(*, batch: CaptureBatch, index: int, message: Any, name: str,
     if kind == PURCHASE:
         event["value"] = _number(properties.get("revenue") or properties.get("total")
                                  or properties.get("price"))
+    elif kind == RATING:
+        event["value"] = _number(properties.get("rating"))
     elif kind == REVIEW:
         event["value"] = _number(properties.get("rating"))
         body = properties.get("review_body") or properties.get("text") or ""

@@ -28,7 +28,10 @@ urlpatterns = [
     path("array/<str:token>/config", PostHogRemoteConfigApi.as_view(schema=None),
          name="posthog-config"),
     path("v1/batch", SegmentCaptureApi.as_view(), name="segment-batch"),
-    path("v1/b", SegmentCaptureApi.as_view(schema=None)),
+    # analytics.js and Kotlin post to /v1/b; Ruby, Java and the older Android library to
+    # /v1/import (Java with a trailing slash).
+    *[path(alias, SegmentCaptureApi.as_view(schema=None))
+      for alias in ("v1/b", "v1/batch/", "v1/import", "v1/import/")],
     *[path(f"v1/{kind}", SegmentCaptureApi.as_view(message_type=kind, schema=None),
            name=f"segment-{kind}") for kind in SEGMENT_PATHS],
     *[path(f"v1/{short}", SegmentCaptureApi.as_view(message_type=kind, schema=None))

@@ -41,6 +41,19 @@ class TestEventIngest:
             (1, "value"), (2, "user_id"), (4, "item_id")]
         assert set(Event.objects.values_list("type", flat=True)) == {"view", "signup"}
 
+    def test_custom_event_names_as_people_write_them_and_what_a_dashboard_cannot_ask_for(
+            self, client_app):
+        names = ["Signed Up (Google)", "Viewed /pricing", "User's Cart Updated",
+                 "Newsletter Signup!", "Добавлено в корзину"]
+        refused = ["a,b", " padded", "x" * 65, "tab\there", ""]
+        batch = [event(type=name, item_id=None) for name in names + refused]
+
+        body = post(client_app, {"batch": batch}).json()
+
+        assert sorted(Event.objects.values_list("type", flat=True)) == sorted(names)
+        assert [(e["index"], e["field"]) for e in body["errors"]] == [
+            (index, "type") for index in range(len(names), len(batch))]
+
     def test_retry_with_same_event_id_stores_nothing_new(self, client_app):
         batch = [event(), event()]
         post(client_app, {"batch": batch})

@@ -3,6 +3,7 @@ calls the SDKs do send that the Python libraries do not exercise."""
 
 import base64
 import gzip
+import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -81,7 +82,7 @@ class TestPostHogBodies:
         assert response.status_code == 200
 
     def test_bad_events_are_counted_and_kept_as_the_keys_rejects_the_rest_stored(self, api_key):
-        events = [view(), "not an object", view(distinct_id=None), view(event="bad/name"),
+        events = [view(), "not an object", view(distinct_id=None), view(event="bad,name"),
                   view(event="Product Reviewed",
                        properties={"product_id": "sku-1", "rating": 9})]
         response = posthog_post(batch_body(api_key, events))
@@ -215,3 +216,58 @@ class TestSegmentBodies:
         truncated = gzip.compress(b'{"batch": []}')[:-4]
         assert client.post("/v1/batch", data=truncated, content_type="application/json",
                            HTTP_CONTENT_ENCODING="gzip").status_code == 400
+
+    def test_a_chunked_gzip_batch_without_a_length_is_read_whole(self, api_key):
+        # Segment's Kotlin library: gzip streamed in chunks to /v1/b, the key in the body.
+        # Django reads a body without Content-Length as empty; gunicorn ends the raw input
+        # where the chunks end (wsgi.input_terminated).
+        body = gzip.compress(json.dumps({"writeKey": api_key, "batch": [
+            {"type": "track", "userId": "u1", "event": "Product Added", "messageId": "k-1",
+             "properties": {"product_id": "sku-1"}}]}).encode())
+        response = APIClient().generic(
+            "POST", "/v1/b", data=body, content_type="text/plain",
+            CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked",
+            **{"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True})
+
+        assert response.status_code == 200, response.content
+        assert list(Event.objects.values_list("type", flat=True)) == ["add_to_cart"]
+
+    @pytest.mark.parametrize("path", ["/v1/import", "/v1/import/", "/v1/batch/"])
+    def test_the_batch_paths_of_the_ruby_java_and_android_libraries(self, api_key, path):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION="Basic "
+                           + base64.b64encode(f"{api_key}:".encode()).decode())
+        response = client.post(path, data=json.dumps({"batch": [
+            {"type": "track", "userId": "u1", "event": "signup", "messageId": "r-1"}]}),
+            content_type="application/json")
+        assert response.status_code == 200, response.content
+        assert Event.objects.filter(type="signup").count() == 1
+
+
+def test_sdk_events_named_as_lodestars_own_types_are_those_types(api_key):
+    response = posthog_post(batch_body(api_key, [
+        view(event="purchase", properties={"product_id": "sku-9", "price": 12.5}),
+        view(event="add_to_cart", properties={"product_id": "sku-9"}),
+        view(event="rating", properties={"product_id": "sku-9", "rating": 4})]))
+
+    assert response.json()["accepted"] == 3, response.content
+    assert sorted(Event.objects.values_list("type", "item__item_id", "value")) == [
+        ("add_to_cart", "sku-9", None), ("purchase", "sku-9", 12.5), ("rating", "sku-9", 4.0)]
+
+
+def test_posthog_over_its_rate_is_told_to_retry_later_and_segment_refusals_carry_a_message(
+        api_key, monkeypatch):
+    from ingestion.capture.apis import PostHogCaptureApi
+
+    (throttle,) = PostHogCaptureApi.throttle_classes
+    monkeypatch.setattr(throttle, "THROTTLE_RATES", {"events": "1/minute"})
+    first = posthog_post(batch_body(api_key, [view()]))
+    over = posthog_post(batch_body(api_key, [view()]))
+    assert first.status_code == 200
+    # posthog-js drops a batch refused with 429 and retries one refused with 503.
+    assert over.status_code == 503 and int(over["Retry-After"]) > 0
+    assert over.json()["code"] == "throttled"
+
+    refused = APIClient().post("/v1/batch", data="{}", content_type="application/json")
+    assert refused.status_code == 401
+    assert refused.json()["message"] == refused.json()["detail"]
