@@ -67,3 +67,13 @@ def statement_timeout_message() -> str:
     return (f"This analysis ran longer than {settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS:g} s "
             "and was stopped, so that it does not slow down the rest of Lodestar: choose a "
             "shorter date range or a filter.")
+
+
+def close_if_broken() -> None:
+    """Closes this thread's connection where an error left it unusable (a failover, a
+    connection the server or a network device dropped), so the next query opens a new one.
+    Outside a request or a task boundary nothing else does, and every later query on the
+    broken connection would fail too."""
+    if connection.connection is not None and connection.errors_occurred \
+            and not connection.is_usable():
+        connection.close()

@@ -62,6 +62,9 @@ def train_now(request):
     try:
         job = services.start_training_job(kind=kind, started_by=_actor(request))
     except services.JobAlreadyActive as error:
+        if error.job is None:
+            messages.error(request, str(error))
+            return redirect("ops:jobs")
         messages.error(request, format_html(
             'A {} job is already {}: <a href="{}">job #{}</a>. Wait for it to finish or '
             "cancel it before starting another.", kind, error.job.status,

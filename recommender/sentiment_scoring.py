@@ -36,12 +36,14 @@ def score_texts(*, texts: Sequence[str]) -> tuple[list[tuple[str, float]], str]:
     return scorer.predict(list(texts)), name
 
 
-@transaction.atomic
 def score_events(*, event_pks: Sequence[int]) -> int:
-    """Stores label, probability positive and version on the given events with text (or a
-    review headline); returns how many it looked at."""
-    events = list(Event.objects.filter(HAS_SENTIMENT_TEXT, pk__in=event_pks)
-                  .only("id", "text", "properties"))
+    """Stores label, probability positive and version on those of the given events with
+    text (or a review headline) that have none yet; returns how many it scored. Two runs
+    over the same events (a task delivered twice, the sweep beside the task queued for
+    them) store one score. The model runs outside the transaction: on SQLite a transaction
+    holds the database's only write lock, and scoring a batch takes seconds."""
+    unscored = Event.objects.filter(HAS_SENTIMENT_TEXT, pk__in=event_pks, sentiment_model="")
+    events = list(unscored.only("id", "text", "properties"))
     if not events:
         return 0
     scorer, name = current_scorer()
@@ -58,8 +60,11 @@ def score_events(*, event_pks: Sequence[int]) -> int:
             predictions = scorer.predict([texts[index] for index in readable])
             for index, (label, score) in zip(readable, predictions):
                 batch[index].sentiment_label, batch[index].sentiment_score = label, score
-    Event.objects.bulk_update(events, ["sentiment_label", "sentiment_score", "sentiment_model"],
-                              batch_size=SCORE_BATCH)
+    with transaction.atomic():
+        still_unscored = set(unscored.select_for_update().values_list("pk", flat=True))
+        events = [event for event in events if event.pk in still_unscored]
+        Event.objects.bulk_update(events, ["sentiment_label", "sentiment_score",
+                                           "sentiment_model"], batch_size=SCORE_BATCH)
     return len(events)
 
 

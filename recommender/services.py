@@ -17,7 +17,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from config.db import lock_until_commit
+from config.db import close_if_broken, lock_until_commit
 from recommender.artifacts import ArtifactRefused, artifact_directory, verify_artifact
 from recommender.ml.cancellation import TrainingCancelled
 from recommender.models import Impression, ModelAuditEntry, ModelKind, ModelVersion, TrainingJob
@@ -29,8 +29,9 @@ ACTIVE_JOB_STATUSES = (Status.QUEUED, Status.RUNNING)
 
 
 class JobAlreadyActive(Exception):
-    def __init__(self, job: TrainingJob):
-        super().__init__(f"A {job.kind} job (#{job.pk}) is already {job.status}.")
+    def __init__(self, job: TrainingJob | None):
+        super().__init__(f"A {job.kind} job (#{job.pk}) is already {job.status}." if job
+                         else "Another job of this kind was started at the same moment.")
         self.job = job
 
 
@@ -48,17 +49,22 @@ def start_training_job(*, kind: str, started_by: str, enqueue: bool = True) -> T
     task after commit. One active job per kind."""
     if kind not in ModelKind.values:
         raise ValueError(f"Unknown model kind {kind!r}")
-    try:
-        with transaction.atomic():
-            job = TrainingJob.objects.create(kind=kind, started_by=started_by)
-            if enqueue:
-                # robust: a broker outage must not turn a committed job into an error page;
-                # the job stays queued without a task id and recover_stale_jobs enqueues it.
-                transaction.on_commit(lambda: _enqueue(job), robust=True)
-    except IntegrityError:
-        raise JobAlreadyActive(TrainingJob.objects.filter(
-            kind=kind, status__in=ACTIVE_JOB_STATUSES).first()) from None
-    return job
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                job = TrainingJob.objects.create(kind=kind, started_by=started_by)
+                if enqueue:
+                    # robust: a broker outage must not turn a committed job into an error
+                    # page; the job stays queued without a task id and recover_stale_jobs
+                    # enqueues it.
+                    transaction.on_commit(lambda: _enqueue(job), robust=True)
+            return job
+        except IntegrityError:
+            active = TrainingJob.objects.filter(kind=kind, status__in=ACTIVE_JOB_STATUSES).first()
+            if active is not None:
+                raise JobAlreadyActive(active) from None
+            # The active job finished between the insert and the lookup: start again.
+    raise JobAlreadyActive(None)
 
 
 def _send(job: TrainingJob) -> str:
@@ -104,11 +110,31 @@ def request_cancel(*, job_id: int, actor: str) -> TrainingJob:
         job.finished_at = now
         job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Cancelled by {actor} before it started.\n"
         job.save(update_fields=["status", "finished_at", "log"])
+    elif job.status == Status.RUNNING and _heartbeat_stale(job, now=now):
+        # No worker is left to see the request: the job ends here.
+        job.status = Status.CANCELLED
+        job.finished_at = now
+        job.log += (f"[{now:%Y-%m-%d %H:%M:%S}] Cancelled by {actor}; its worker had "
+                    "stopped responding.\n")
+        job.save(update_fields=["status", "finished_at", "log"])
     elif job.status == Status.RUNNING:
         job.cancel_requested = True
         job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Cancel requested by {actor}.\n"
         job.save(update_fields=["cancel_requested", "log"])
     return job
+
+
+def _heartbeat_stale(job: TrainingJob, *, now: datetime) -> bool:
+    stale_before = now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
+    return job.heartbeat_at is None or job.heartbeat_at < stale_before
+
+
+def _cancel_abandoned(job: TrainingJob, *, now: datetime) -> None:
+    """A job asked to stop whose worker died before it could: cancelled, not run again."""
+    job.status = Status.CANCELLED
+    job.finished_at = now
+    job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Its worker stopped before the cancel; cancelled.\n"
+    job.save(update_fields=["status", "finished_at", "log"])
 
 
 def _claim(job_id: int) -> TrainingJob | None:
@@ -123,6 +149,9 @@ def _claim(job_id: int) -> TrainingJob | None:
         if job.status in TrainingJob.FINISHED:
             return None
         if job.status == Status.RUNNING and job.heartbeat_at and job.heartbeat_at > stale_before:
+            return None
+        if job.cancel_requested:
+            _cancel_abandoned(job, now=now)
             return None
         if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
             _fail_lost_job(job, now=now)
@@ -157,37 +186,50 @@ class JobReporter:
 
     def log(self, line: str) -> None:
         stamped = f"[{timezone.now():%Y-%m-%d %H:%M:%S}] {line}\n"
-        TrainingJob.objects.filter(pk=self.job.pk).update(
-            log=_appended_to_log(stamped), heartbeat_at=timezone.now())
+        self._write(log=_appended_to_log(stamped), heartbeat_at=timezone.now())
         logger.info("job %s: %s", self.job.pk, line)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         entry = {"epoch": epoch, **{k: round(float(v), 6) for k, v in logs.items()}}
         self.job.progress = [*self.job.progress, entry]
         self.job.heartbeat_at = timezone.now()
-        TrainingJob.objects.filter(pk=self.job.pk).update(
-            progress=self.job.progress, heartbeat_at=self.job.heartbeat_at)
+        self._write(progress=self.job.progress, heartbeat_at=self.job.heartbeat_at)
         self.log("epoch " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "epoch")
                  + f" ({entry['epoch']})")
+
+    def _write(self, **fields: Any) -> bool:
+        """Stores progress as it comes, as far as the database lets it: a connection lost
+        for a moment (a failover, a dropped idle connection) must not end hours of
+        training, and the next write reconnects."""
+        try:
+            TrainingJob.objects.filter(pk=self.job.pk).update(**fields)
+            return True
+        except DjangoDatabaseError:
+            logger.warning("Progress of job %s not stored", self.job.pk, exc_info=True)
+            close_if_broken()
+            return False
 
     @property
     def stop_requested(self) -> bool:
         """Whether should_stop has told the training loop to stop."""
         return self._cancelled
 
-    def should_stop(self) -> bool:
-        now = time.monotonic()
-        if not self._cancelled and now - self._last_check >= self.CHECK_EVERY_SECONDS:
-            self._last_check = now
-            TrainingJob.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now())
-            self._cancelled = TrainingJob.objects.filter(
-                pk=self.job.pk, cancel_requested=True).exists()
+    def should_stop(self, *, now: bool = False) -> bool:
+        """Whether the job was asked to stop, looked up every CHECK_EVERY_SECONDS (`now`:
+        at once, before a step that cannot be undone)."""
+        checked_at = time.monotonic()
+        if not self._cancelled and (now or checked_at - self._last_check
+                                    >= self.CHECK_EVERY_SECONDS):
+            self._last_check = checked_at
+            if self._write(heartbeat_at=timezone.now()):
+                self._cancelled = TrainingJob.objects.filter(
+                    pk=self.job.pk, cancel_requested=True).exists()
         return self._cancelled
 
     def record(self, **fields: Any) -> None:
         for name, value in fields.items():
             setattr(self.job, name, value)
-        TrainingJob.objects.filter(pk=self.job.pk).update(**fields)
+        self._write(**fields)
 
 
 class _Heartbeat:
@@ -244,6 +286,9 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
     except NotEnoughData as error:
         _finish(job, status=Status.FAILED, error=str(error), log=f"Not enough data: {error}")
     except Exception as error:
+        # What failed may have been the connection itself: the job's end is written on a
+        # new one, or it would stay "running" with nothing running it.
+        close_if_broken()
         if isinstance(error, TrainingCancelled) or reporter.stop_requested:
             # A training loop told to stop ends by raising; whichever exception it raises
             # (Keras may wrap what a callback raised), the job was cancelled, not failed.
@@ -262,10 +307,33 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
 
 def _finish(job: TrainingJob, *, status: str, log: str, error: str = "",
             model_version: ModelVersion | None = None) -> None:
+    """Ends this attempt of the job, unless recovery took the job from it meanwhile (its
+    heartbeat looked stale): the attempt that runs now is the one to end it."""
     now = timezone.now()
-    TrainingJob.objects.filter(pk=job.pk).update(
+    TrainingJob.objects.filter(pk=job.pk, status=Status.RUNNING, attempts=job.attempts).update(
         status=status, error=error, finished_at=now, heartbeat_at=now, model_version=model_version,
         log=_appended_to_log(f"[{now:%Y-%m-%d %H:%M:%S}] {log}\n"))
+
+
+def cancel_interrupted_job(*, job_id: int) -> None:
+    """`manage.py train --sync` stopped with Ctrl-C: no worker is left to end the job, and
+    a job left running would refuse every later one of its kind until recovery ran."""
+    now = timezone.now()
+    TrainingJob.objects.filter(pk=job_id, status=Status.RUNNING).update(
+        status=Status.CANCELLED, finished_at=now,
+        log=_appended_to_log(f"[{now:%Y-%m-%d %H:%M:%S}] Interrupted; cancelled.\n"))
+
+
+def fail_timed_out_job(*, job_id: int) -> None:
+    """The worker killed the job's task at the training time limit (the soft limit before
+    it did not end it): it fails here, rather than look like a lost worker to recovery and
+    run for another whole time limit."""
+    now = timezone.now()
+    TrainingJob.objects.filter(pk=job_id, status=Status.RUNNING).update(
+        status=Status.FAILED, finished_at=now,
+        error=f"Stopped at the training time limit ({settings.CELERY_TRAINING_TIME_LIMIT} s).",
+        log=_appended_to_log(f"[{now:%Y-%m-%d %H:%M:%S}] Stopped at the time limit; "
+                             "failed.\n"))
 
 
 def recover_stale_jobs() -> list[int]:
@@ -284,7 +352,9 @@ def recover_stale_jobs() -> list[int]:
             job = TrainingJob.objects.select_for_update().get(pk=job_id)
             if job.status != Status.RUNNING or job.heartbeat_at >= stale_before:
                 continue
-            if job.attempts < settings.TRAINING_MAX_ATTEMPTS:
+            if job.cancel_requested:
+                _cancel_abandoned(job, now=now)
+            elif job.attempts < settings.TRAINING_MAX_ATTEMPTS:
                 job.status = Status.QUEUED
                 job.celery_task_id = ""
                 job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Worker stopped responding; re-queued.\n"

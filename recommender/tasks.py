@@ -2,7 +2,8 @@
 
 from datetime import timedelta
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
 from celery.signals import worker_ready
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -11,19 +12,32 @@ from django.utils import timezone
 from recommender import services
 
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError)
+# Starting and claiming jobs retry for well over an hour (each wait drawn up to a bound
+# that doubles to five minutes): a database failover or a broker restart at 02:00 must
+# not skip the nightly retraining, nor leave a task taken and acknowledged with its job
+# never claimed.
+PATIENT = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max": 300,
+           "max_retries": 40}
 
 
-@shared_task(bind=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3,
-             time_limit=settings.CELERY_TRAINING_TIME_LIMIT,
-             soft_time_limit=settings.CELERY_TRAINING_TIME_LIMIT - 60)
+class TrainingTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # Called in the worker's main process when the hard time limit killed the task.
+        if isinstance(exc, TimeLimitExceeded) and args:
+            services.fail_timed_out_job(job_id=args[0])
+
+
+TRAINING = {**PATIENT, "base": TrainingTask, "time_limit": settings.CELERY_TRAINING_TIME_LIMIT,
+            "soft_time_limit": settings.CELERY_TRAINING_TIME_LIMIT - 60}
+
+
+@shared_task(bind=True, **TRAINING)
 def train_recommender(self, job_id: int) -> str | None:
     job = services.run_training_job(job_id=job_id)
     return job.status if job else None
 
 
-@shared_task(bind=True, autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3,
-             time_limit=settings.CELERY_TRAINING_TIME_LIMIT,
-             soft_time_limit=settings.CELERY_TRAINING_TIME_LIMIT - 60)
+@shared_task(bind=True, **TRAINING)
 def train_sentiment(self, job_id: int) -> str | None:
     job = services.run_training_job(job_id=job_id)
     return job.status if job else None
@@ -47,7 +61,7 @@ def score_missed_sentiment() -> int:
     return backfill_missing_scores(received_before=timezone.now() - grace)
 
 
-@shared_task(autoretry_for=TRANSIENT, retry_backoff=True, max_retries=3)
+@shared_task(**PATIENT)
 def start_scheduled_training(kind: str) -> int | None:
     """Beat's entry point: queue a job unless one of the kind is already active."""
     try:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from recommender import selectors
 from recommender.artifacts import ArtifactRefused, load_verified_model, save_artifact
+from recommender.ml.cancellation import TrainingCancelled
 from recommender.models import ModelKind, ModelVersion
 from recommender.services import JobReporter, NotEnoughData, register_version
 
@@ -238,7 +239,10 @@ def _store_version(reporter: JobReporter, *, kind: str, model, metric: str, metr
                    comparison: ActiveComparison | None, params: dict, counts: dict,
                    data_window: tuple | None) -> ModelVersion:
     """Registers the new version, promoted if it beats the baseline and, where an active
-    version could be loaded (`comparison`), the active one."""
+    version could be loaded (`comparison`), the active one. A cancel asked for during
+    the evaluation is honoured here, before anything is registered or promoted."""
+    if reporter.should_stop(now=True):
+        raise TrainingCancelled("Cancelled before the version was registered.")
     name = _version_name(kind, reporter.job.pk)
     directory, checksum = save_artifact(model, kind=kind, name=name)
     score = metrics[metric]

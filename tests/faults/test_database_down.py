@@ -140,3 +140,41 @@ def test_a_client_retrying_through_an_outage_stores_every_event_exactly_once(eve
     stored = list(map(str, Event.objects.values_list("event_id", flat=True)))
     assert len(stored) == len(sent) == 40 * 25
     assert sorted(stored) == sorted(sent)
+
+
+@pytest.mark.parametrize("cut_during", ["progress", "the pipeline's own query"])
+def test_a_training_job_whose_connection_is_cut_ends_with_its_own_error(monkeypatch,
+                                                                       cut_during):
+    """A failover or a dropped idle connection in the middle of a long training: a lost
+    progress line does not end it; an error of the pipeline's own is recorded as the
+    job's end on a new connection, instead of the job staying "running" with no worker."""
+    require_postgresql()
+    from django.db import connection
+
+    from recommender import services, training
+    from recommender.models import TrainingJob
+
+    def cut():
+        with admin_connection() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)",
+                          [connection.connection.info.backend_pid])
+
+    def pipeline(reporter):
+        cut()
+        if cut_during == "progress":
+            reporter.on_epoch_end(1, {"loss": 1.0})  # not stored; the training goes on
+            reporter.on_epoch_end(2, {"loss": 0.5})
+            raise ValueError("the pipeline's own error")
+        TrainingJob.objects.count()
+
+    monkeypatch.setitem(training.PIPELINES, "recommender", pipeline)
+    job = services.start_training_job(kind="recommender", started_by="test", enqueue=False)
+
+    finished = services.run_training_job(job_id=job.pk)
+
+    assert finished.status == TrainingJob.Status.FAILED
+    if cut_during == "progress":
+        assert finished.error.startswith("ValueError: the pipeline's own error")
+        assert [entry["epoch"] for entry in finished.progress] == [1, 2]
+    else:
+        assert finished.error.startswith("django.db.utils.OperationalError: terminating")

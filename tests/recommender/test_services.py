@@ -167,8 +167,8 @@ class TestRunTrainingJob:
         assert job.error == "2 users have two or more interactions"
 
 
-def stale_running_job(*, attempts: int) -> TrainingJob:
-    job = queued_job()
+def stale_running_job(*, attempts: int, kind: str = "recommender") -> TrainingJob:
+    job = queued_job(kind)
     long_ago = timezone.now() - timedelta(hours=1)
     TrainingJob.objects.filter(pk=job.pk).update(
         status=Status.RUNNING, attempts=attempts, started_at=long_ago, heartbeat_at=long_ago,
@@ -481,3 +481,114 @@ class TestPastImpressions:
             services.promote_version(version_id=old.pk, actor="admin:boss")
         with pytest.raises(services.RegistryActionRefused, match="No earlier"):
             services.roll_back(kind="recommender", actor="admin:boss")
+
+
+class TestJobsThroughFailures:
+    """What a database blip, a cancel at the wrong moment, the time limit or Ctrl-C leave."""
+
+    def test_progress_that_could_not_be_stored_does_not_end_the_training(
+            self, monkeypatch, model_store):
+        from django.db import OperationalError
+        from django.db.models.query import QuerySet
+
+        update = QuerySet.update
+        failures = ["server closed the connection unexpectedly"]
+
+        def update_failing_once(queryset, **fields):
+            if failures:
+                raise OperationalError(failures.pop())
+            return update(queryset, **fields)
+
+        def pipeline(reporter):
+            monkeypatch.setattr(QuerySet, "update", update_failing_once)
+            reporter.on_epoch_end(1, {"loss": 2.5})  # its write fails
+            reporter.on_epoch_end(2, {"loss": 1.5})
+            monkeypatch.setattr(QuerySet, "update", update)
+            return make_version(name="recommender-new")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert job.status == Status.SUCCEEDED
+        assert [entry["epoch"] for entry in job.progress] == [1, 2]
+
+    def test_cancelling_a_job_whose_worker_died_ends_it_at_once(self):
+        job = stale_running_job(attempts=1)
+
+        cancelled = services.request_cancel(job_id=job.pk, actor="admin:boss")
+
+        assert cancelled.status == Status.CANCELLED and cancelled.finished_at
+        assert "stopped responding" in cancelled.log
+
+    def test_recovery_and_a_redelivered_task_end_a_job_asked_to_stop(self, monkeypatch):
+        enqueued = []
+        monkeypatch.setattr(services, "_enqueue", lambda job: enqueued.append(job.pk))
+        recovered = stale_running_job(attempts=1)
+        redelivered = stale_running_job(attempts=1, kind="sentiment")
+        TrainingJob.objects.filter(pk__in=[recovered.pk, redelivered.pk]).update(
+            cancel_requested=True)
+
+        assert services.run_training_job(job_id=redelivered.pk) is None
+        services.recover_stale_jobs()
+
+        assert enqueued == []
+        for job in (recovered, redelivered):
+            job.refresh_from_db()
+            assert job.status == Status.CANCELLED and job.attempts == 1
+
+    def test_an_attempt_taken_over_by_recovery_does_not_end_the_job(self, monkeypatch,
+                                                                     model_store):
+        def pipeline(reporter):
+            # Recovery found this attempt's heartbeat stale and queued the job again.
+            TrainingJob.objects.filter(pk=reporter.job.pk).update(status=Status.QUEUED)
+            return make_version(name="recommender-late")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert job.status == Status.QUEUED and job.finished_at is None
+
+    def test_a_job_killed_at_the_time_limit_fails_instead_of_running_again(self):
+        from celery.exceptions import TimeLimitExceeded
+
+        from recommender import tasks
+
+        job = stale_running_job(attempts=1)
+        TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+
+        tasks.train_recommender.on_failure(TimeLimitExceeded(3600), "task-1", (job.pk,), {},
+                                           None)
+
+        job.refresh_from_db()
+        assert job.status == Status.FAILED and "time limit" in job.error
+        assert services.recover_stale_jobs() == []
+
+    def test_ctrl_c_in_a_sync_training_cancels_its_job(self, monkeypatch):
+        from django.core.management import call_command
+
+        def pipeline(reporter):
+            raise KeyboardInterrupt
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        with pytest.raises(KeyboardInterrupt):
+            call_command("train", "recommender", sync=True)
+
+        job = TrainingJob.objects.get()
+        assert job.status == Status.CANCELLED
+        assert services.start_training_job(kind="recommender", started_by="test",
+                                           enqueue=False)  # the next one may start
+
+    def test_a_job_started_as_the_active_one_finished_is_not_refused(self, monkeypatch):
+        from django.db import IntegrityError
+
+        create = TrainingJob.objects.create
+        collisions = [IntegrityError("one active job per kind")]
+
+        def create_colliding_once(**fields):
+            if collisions:
+                raise collisions.pop()  # an active job that finished before the lookup
+            return create(**fields)
+
+        monkeypatch.setattr(TrainingJob.objects, "create", create_colliding_once)
+
+        assert queued_job().status == Status.QUEUED

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from celery.signals import worker_ready
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from config.celery import app
@@ -73,3 +74,14 @@ def test_a_starting_worker_recovers_jobs_a_dead_worker_left(monkeypatch):
 
     job.refresh_from_db()
     assert job.status == Status.FAILED
+
+
+def test_starting_and_running_training_retry_through_an_hour_without_the_database():
+    # A failover or a broker restart at 02:00: the nightly start must not be skipped, nor a
+    # training task taken by a worker be acknowledged with its job never claimed.
+    for task in (tasks.start_scheduled_training, tasks.train_recommender,
+                 tasks.train_sentiment):
+        assert set(task.autoretry_for) >= {OperationalError, InterfaceError}
+        # Celery draws each wait between 0 and min(2**n, retry_backoff_max) seconds.
+        bounds = [min(2 ** n, task.retry_backoff_max) for n in range(task.max_retries)]
+        assert sum(bounds) / 2 >= 3600

@@ -140,6 +140,28 @@ def test_a_tie_with_the_active_version_does_not_promote(active_version, forced_e
     assert ModelVersion.objects.get(name=result["model_version"]).status == "candidate"
 
 
+def test_a_cancel_during_the_evaluation_registers_and_promotes_nothing(
+        serving, forced_evaluation, monkeypatch):
+    import recommender.ml.evaluation as evaluation
+    from recommender import services
+
+    store_planted_data()
+    forced_evaluation.extend([0.60, 0.10])
+    evaluate = evaluation.evaluate
+
+    def cancelled_meanwhile(*args, **kwargs):
+        services.request_cancel(job_id=TrainingJob.objects.get().pk, actor="admin:boss")
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", cancelled_meanwhile)
+
+    with pytest.raises(CommandError):
+        _train("recommender")
+
+    assert TrainingJob.objects.get().status == "cancelled"
+    assert not ModelVersion.objects.exists()
+
+
 def test_the_score_against_the_active_version_is_the_one_on_what_it_never_saw(
         active_version, forced_evaluation):
     # Better than the active version on the whole holdout, worse where that is fair.

@@ -3,7 +3,12 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from recommender.models import ModelKind
-from recommender.services import JobAlreadyActive, run_training_job, start_training_job
+from recommender.services import (
+    JobAlreadyActive,
+    cancel_interrupted_job,
+    run_training_job,
+    start_training_job,
+)
 
 
 class Command(BaseCommand):
@@ -18,7 +23,11 @@ class Command(BaseCommand):
         if sync:
             job = self._start(kind, started_by="cli --sync", enqueue=False)
             job_id = job.pk
-            job = run_training_job(job_id=job_id)
+            try:
+                job = run_training_job(job_id=job_id)
+            except KeyboardInterrupt:
+                cancel_interrupted_job(job_id=job_id)
+                raise
             if job is None:
                 raise CommandError(f"Job #{job_id} was taken by another worker or finished.")
             self.stdout.write(f"Job #{job.pk} {job.status}."
