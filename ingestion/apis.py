@@ -41,7 +41,7 @@ EVENT_SCHEMA = {
                    "characters, no comma, no space at either end; `item_id` is required for view, click, "
                    "add_to_cart, purchase, rating and review; `timestamp` is ISO 8601 with a "
                    "UTC offset, at most 24 h ahead; a rating's or review's `value` is 1-5, a "
-                   "purchase's is not negative; `properties` at most 8 KB as JSON; no other "
+                   "purchase's is not negative; `properties` at most 32 KB as JSON; no other "
                    "fields.",
     "properties": {
         "event_id": _text("UUID; the idempotency key (generated when absent)"),

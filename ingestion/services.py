@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 5000
 MAX_PROPERTIES_BYTES = 8 * 1024
+# An event's properties may be as large as Segment lets a whole message be: SDK events
+# carry what the SDKs add (posthog-js's autocapture element chains, page context).
+MAX_EVENT_PROPERTIES_BYTES = 32 * 1024
 MAX_ID_CHARS = 255
 # PostgreSQL's text and jsonb cannot hold the NUL character, nor UTF-8 a lone surrogate
 # (half of a UTF-16 pair, as JavaScript's string slicing leaves one).
@@ -186,7 +189,8 @@ def _value(raw: Any, event_type: str) -> float | None:
     return number
 
 
-def _properties(raw: Any, field_name: str = "properties") -> dict:
+def _properties(raw: Any, field_name: str = "properties", *,
+                max_bytes: int = MAX_PROPERTIES_BYTES) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -199,8 +203,8 @@ def _properties(raw: Any, field_name: str = "properties") -> dict:
         size = len(encoded.encode("utf-8"))
     except UnicodeEncodeError:
         raise RowRejected(field_name, SURROGATE_MESSAGE) from None
-    if size > MAX_PROPERTIES_BYTES:
-        raise RowRejected(field_name, "Must be at most 8 KB as JSON.")
+    if size > max_bytes:
+        raise RowRejected(field_name, f"Must be at most {max_bytes // 1024} KB as JSON.")
     # The encoder escapes a NUL as \u0000, which PostgreSQL's jsonb refuses: only then is
     # the object walked, to tell it from a backslash sent before "u0000".
     if "\\u0000" in encoded and _holds_nul(raw):
@@ -245,7 +249,7 @@ def parse_event(raw: Any, *, now: datetime) -> EventInput:
         timestamp=_timestamp(raw.get("timestamp"), now),
         value=_value(raw.get("value"), event_type),
         text=text,
-        properties=_properties(raw.get("properties")),
+        properties=_properties(raw.get("properties"), max_bytes=MAX_EVENT_PROPERTIES_BYTES),
         rec_id=_uuid(raw.get("rec_id"), "rec_id"),
     )
 

@@ -187,7 +187,15 @@ class PostHogCaptureApi(CorsMixin, APIView):
         sent_in_query = request.query_params.get("_")
         if parse_time(sent_in_query) is not None:
             sent_at = sent_in_query
-        batch = posthog.translate(messages, sent_at=sent_at, now=timezone.now())
+        now = timezone.now()
+        # The address the visitor's browser posted from: the first X-Forwarded-For entry
+        # behind a proxy. Only a cookieless visitor's own id depends on it.
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
+        visitor = posthog.cookieless_visitor_id(
+            key_id=request.auth.pk, address=forwarded or request.META.get("REMOTE_ADDR", ""),
+            user_agent=request.META.get("HTTP_USER_AGENT", ""), day=now.date().isoformat())
+        batch = posthog.translate(messages, sent_at=sent_at, now=now,
+                                  cookieless_visitor=visitor)
         result = ingest_capture(batch=batch, api_key=request.auth, protocol=posthog.PROTOCOL)
         return Response({"status": 1, **_counts(result)})
 

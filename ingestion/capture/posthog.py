@@ -3,10 +3,20 @@
 
 Identity: ``$identify`` links ``$anon_distinct_id`` to the event's ``distinct_id``;
 ``$create_alias`` links the event's ``distinct_id`` (the previous id) to ``alias``.
-``$set`` and ``$set_once`` in any event's properties become user traits."""
+``$set`` and ``$set_once`` in any event's properties become user traits.
 
+Cookieless mode (posthog-js's ``cookieless_mode``, for visitors who refused cookies) sends
+every visitor's events as ``$posthog_cookieless``; as PostHog's own server does, each is
+given an id of its own, a keyed hash of the day, the client app's key and the visitor's
+address and browser (``cookieless_visitor_id``), so a visitor is one user for a day and
+the first to sign in does not take over everyone's history."""
+
+import hashlib
+import hmac
 from datetime import datetime
 from typing import Any
+
+from django.conf import settings
 
 from ingestion.capture.mapping import (
     CaptureBatch,
@@ -23,6 +33,15 @@ PAGE_EVENTS = ("$pageview", "$screen")
 # Sent by the SDKs for PostHog itself; kept out of the stored properties (the token is the
 # client app's key).
 DROPPED_PROPERTIES = frozenset(("token", "api_key", "$set", "$set_once", "distinct_id"))
+COOKIELESS_ID = "$posthog_cookieless"
+
+
+def cookieless_visitor_id(*, key_id: Any, address: str, user_agent: str, day: str) -> str:
+    """The id a cookieless visitor's events are stored under: the same all day for one
+    address and browser, unguessable from them without SECRET_KEY, new each day."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), "\n".join(
+        ("cookieless", day, str(key_id), address, user_agent)).encode(), hashlib.sha256)
+    return f"cookieless-{digest.hexdigest()[:32]}"
 
 
 def messages_of(payload: Any) -> tuple[list, Any]:
@@ -53,7 +72,10 @@ def key_of(payload: Any, messages: list) -> str | None:
     return None
 
 
-def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
+def translate(messages: list, *, sent_at: Any, now: datetime,
+              cookieless_visitor: str | None = None) -> CaptureBatch:
+    """`cookieless_visitor`: the id of the visitor who sent the request, for its events
+    sent as COOKIELESS_ID (without one they are rejects)."""
     batch = CaptureBatch()
     types = event_type_table()
     sent_at = parse_time(sent_at)  # once per batch, not per message
@@ -72,8 +94,18 @@ def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
                          reason="The event has no distinct_id.")
             continue
         user_id = str(user_id).strip()
+        if user_id == COOKIELESS_ID:
+            if cookieless_visitor is None:
+                batch.reject(index, message, field_name="distinct_id",
+                             reason="A cookieless event without its visitor's request.")
+                continue
+            user_id = cookieless_visitor
         if name == "$identify" and properties.get("$anon_distinct_id"):
-            batch.links.append((str(properties["$anon_distinct_id"]), user_id))
+            anonymous = str(properties["$anon_distinct_id"])
+            if anonymous == COOKIELESS_ID:
+                anonymous = cookieless_visitor or anonymous
+            if anonymous != COOKIELESS_ID:
+                batch.links.append((anonymous, user_id))
         elif name == "$create_alias" and properties.get("alias"):
             batch.links.append((user_id, str(properties["alias"])))
         # The Python library sends $set beside the properties, posthog-js inside them.

@@ -49,8 +49,8 @@ ENDPOINTS = [
       for path in ("batch/", "batch", "capture/", "e/", "e", "i/v0/e/", "i/v0/e")],
     *[("segment capture", "post", f"/v1/{path}", {"type": "track", "userId": "u1",
                                                   "event": "signup"}, SENDS_KEY)
-      for path in ("batch", "b", "track", "identify", "page", "screen", "alias", "group",
-                   "t", "i", "p", "s", "a", "g")],
+      for path in ("batch", "b", "batch/", "import", "import/", "track", "identify", "page",
+                   "screen", "alias", "group", "t", "i", "p", "s", "a", "g")],
     ("posthog flags", "post", "/decide/", {}, EVERYONE),
     ("posthog flags", "post", "/flags/", {}, EVERYONE),
     ("posthog remote config", "get", "/array/any-key/config", None, EVERYONE),

@@ -54,6 +54,16 @@ class TestEventIngest:
         assert [(e["index"], e["field"]) for e in body["errors"]] == [
             (index, "type") for index in range(len(names), len(batch))]
 
+    def test_event_properties_up_to_segments_message_size_are_kept(self, client_app):
+        kept = event(properties={"$elements_chain": "div.flex.items-center;" * 900})  # 20 KB
+        too_large = event(properties={"blob": "x" * 33 * 1024})
+
+        body = post(client_app, {"batch": [kept, too_large]}).json()
+
+        assert body["accepted"] == 1
+        assert body["errors"][0]["field"] == "properties"
+        assert "32 KB" in body["errors"][0]["message"]
+
     def test_retry_with_same_event_id_stores_nothing_new(self, client_app):
         batch = [event(), event()]
         post(client_app, {"batch": batch})
@@ -90,7 +100,7 @@ class TestEventIngest:
     def test_limits_on_text_properties_and_unknown_fields(self, client_app):
         body = post(client_app, {"batch": [
             event(type="review", text="x" * 5001),
-            event(properties={"blob": "y" * 9000}),
+            event(properties={"blob": "y" * 33000}),
             event(colour="red"),
             event(event_id="not-a-uuid"),
         ]}).json()

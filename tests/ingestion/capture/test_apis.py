@@ -271,3 +271,29 @@ def test_posthog_over_its_rate_is_told_to_retry_later_and_segment_refusals_carry
     refused = APIClient().post("/v1/batch", data="{}", content_type="application/json")
     assert refused.status_code == 401
     assert refused.json()["message"] == refused.json()["detail"]
+
+
+def test_cookieless_visitors_are_users_of_their_own_and_signing_in_takes_only_ones_own(
+        api_key):
+    from ingestion.models import IdentityLink
+
+    def cookieless(address, agent, **event):
+        return posthog_post(batch_body(api_key, [view(
+            distinct_id="$posthog_cookieless",
+            properties={"product_id": "sku-1", "$cookieless_mode": True}, **event)]),
+            REMOTE_ADDR=address, HTTP_USER_AGENT=agent)
+
+    cookieless("203.0.113.5", "Firefox")
+    cookieless("203.0.113.5", "Firefox")
+    cookieless("198.51.100.7", "Safari")
+    posthog_post(batch_body(api_key, [view(
+        event="$identify", distinct_id="ann",
+        properties={"$anon_distinct_id": "$posthog_cookieless"})]),
+        REMOTE_ADDR="198.51.100.7", HTTP_USER_AGENT="Safari")
+
+    visitors = set(Event.objects.filter(type="view").values_list("user__user_id", flat=True))
+    assert len(visitors) == 2 and "$posthog_cookieless" not in visitors
+    assert all(visitor.startswith("cookieless-") for visitor in visitors)
+    (link,) = IdentityLink.objects.all()
+    assert link.person.user_id == "ann"
+    assert Event.objects.filter(type="view", user=link.alias).count() == 1  # Safari's view
