@@ -280,3 +280,29 @@ class PostHogRemoteConfigApi(CorsMixin, APIView):
                    description="No remote configuration (posthog-js on load).")
     def get(self, request, token: str):
         return Response({**_NO_REMOTE_CONFIG, "token": token})
+
+
+class SegmentSettingsApi(CorsMixin, APIView):
+    """``/v1/projects/<key>/settings``: what analytics.js (analytics-next) loads before it
+    sends anything, from Segment's CDN unless `cdnURL` points it here; it then posts to
+    this server's ``/v1``. An unknown key is a 404, as Segment's CDN answers."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @extend_schema(operation_id="segment_settings", responses={200: dict},
+                   description="analytics.js's settings for a write key (on load).")
+    def get(self, request, key: str):
+        try:
+            verify_api_key(key)
+        except exceptions.AuthenticationFailed:
+            raise exceptions.NotFound("No such write key.") from None
+        return Response({
+            "integrations": {"Segment.io": {"apiKey": key,
+                                            "apiHost": f"{request.get_host()}/v1",
+                                            "protocol": request.scheme}},
+            "plan": {}, "edgeFunction": {}, "analyticsNextEnabled": True,
+            "middlewareSettings": {}, "enabledMiddleware": {}, "remotePlugins": [],
+            # No usage metrics to Segment's servers.
+            "metrics": {"sampleRate": 0}})

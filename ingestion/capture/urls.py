@@ -11,6 +11,7 @@ from ingestion.capture.apis import (
     PostHogFlagsApi,
     PostHogRemoteConfigApi,
     SegmentCaptureApi,
+    SegmentSettingsApi,
 )
 
 app_name = "capture"
@@ -27,6 +28,8 @@ urlpatterns = [
     path("flags/", PostHogFlagsApi.as_view(schema=None), name="posthog-flags"),
     path("array/<str:token>/config", PostHogRemoteConfigApi.as_view(schema=None),
          name="posthog-config"),
+    path("v1/projects/<str:key>/settings", SegmentSettingsApi.as_view(schema=None),
+         name="segment-settings"),
     path("v1/batch", SegmentCaptureApi.as_view(), name="segment-batch"),
     # analytics.js and Kotlin post to /v1/b; Ruby, Java and the older Android library to
     # /v1/import (Java with a trailing slash).

@@ -54,6 +54,7 @@ ENDPOINTS = [
     ("posthog flags", "post", "/decide/", {}, EVERYONE),
     ("posthog flags", "post", "/flags/", {}, EVERYONE),
     ("posthog remote config", "get", "/array/any-key/config", None, EVERYONE),
+    ("segment settings", "get", "/v1/projects/{client_key}/settings", None, EVERYONE),
     ("ops jobs page", "get", "/ops/jobs/", None, {ADMIN}),
     ("ops models page", "get", "/ops/models/", None, {ADMIN}),
     ("ops analytics rollups", "get", "/ops/analytics/rollups/", None, {ADMIN}),
@@ -137,7 +138,7 @@ def outcome(response) -> str:
 def test_role_access(as_role, world, api_key, web_key, family, method, path, body, allowed,
                      role, django_capture_on_commit_callbacks):
     client = as_role(role)
-    url = path.format(**world)
+    url = path.format(**world, client_key=api_key)
     key = api_key if role == CLIENT_APP else web_key
     if role in SENDS_KEY and family == "posthog capture":
         body = {**body, "api_key": key}
@@ -176,7 +177,8 @@ TESTED_ELSEWHERE = {"logout/": "test_logging_out_ends_the_session"}
 
 def test_every_url_in_the_urlconf_has_an_access_decision(world):
     """A new endpoint fails here until a row above says who may call it."""
-    decided = {resolve(urlparse(path.format(**world)).path).route for _, _, path, _, _ in ENDPOINTS}
+    decided = {resolve(urlparse(path.format(**world, client_key="any-key")).path).route
+               for _, _, path, _, _ in ENDPOINTS}
     decided = {"admin/" if route.startswith("admin/") else route for route in decided}
     assert _routes(get_resolver().url_patterns) - decided - set(TESTED_ELSEWHERE) == set()
 

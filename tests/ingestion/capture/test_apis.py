@@ -297,3 +297,14 @@ def test_cookieless_visitors_are_users_of_their_own_and_signing_in_takes_only_on
     (link,) = IdentityLink.objects.all()
     assert link.person.user_id == "ann"
     assert Event.objects.filter(type="view", user=link.alias).count() == 1  # Safari's view
+
+
+def test_analytics_js_loads_settings_that_send_its_events_here(api_key):
+    response = APIClient().get(f"/v1/projects/{api_key}/settings",
+                               HTTP_ORIGIN="https://shop.example")
+
+    assert response.status_code == 200
+    segment_io = response.json()["integrations"]["Segment.io"]
+    assert segment_io == {"apiKey": api_key, "apiHost": "testserver/v1", "protocol": "http"}
+    assert response["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert APIClient().get("/v1/projects/not-a-key/settings").status_code == 404
