@@ -2,15 +2,18 @@
 candidate, or VADER while no trained model has beaten it."""
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from ingestion.models import HAS_SENTIMENT_TEXT, Event
 from recommender.models import ModelKind
 from recommender.selectors import scored_text
 from recommender.serving import serving_version
+
+logger = logging.getLogger(__name__)
 
 VADER_NAME = "vader"
 SCORE_BATCH = 512
@@ -83,7 +86,16 @@ def backfill_missing_scores(*, batch_size: int = 2000,
                    .values_list("pk", flat=True)[:batch_size])
         if not pks:
             return scored
-        done = score_events(event_pks=pks)
+        try:
+            done = score_events(event_pks=pks)
+        except DatabaseError:
+            raise  # transient: the task retries the whole sweep
+        except Exception:
+            # One batch the scorer cannot take must not keep every later review unscored
+            # (each sweep starts again from the lowest key): it is logged, and tried again
+            # by the next sweep.
+            logger.exception("Sentiment scoring of events %s-%s failed", pks[0], pks[-1])
+            done = 0
         scored += done
         last_pk = pks[-1]
         if on_batch is not None:

@@ -273,7 +273,10 @@ def native_events(*, batch: CaptureBatch, index: int, message: Any, name: str,
     elif kind == RATING:
         event["value"] = _number(properties.get("rating"))
     elif kind == REVIEW:
-        event["value"] = _number(properties.get("rating"))
+        rating = _number(properties.get("rating"))
+        # A rating off Lodestar's 1-5 scale (a 0-10 widget, a typo) would make the review
+        # a reject and its text lost to sentiment: the rating stays a property only.
+        event["value"] = rating if rating is not None and 1 <= rating <= 5 else None
         body = properties.get("review_body") or properties.get("text") or ""
         event["text"] = body if isinstance(body, str) else ""
     batch.add_event(index, message, event)

@@ -150,6 +150,25 @@ def test_a_review_scored_once_keeps_its_score_when_its_task_runs_again(sentiment
     assert (review.sentiment_model, review.sentiment_label) == ("vader", "neutral")
 
 
+def test_a_batch_the_scorer_fails_on_does_not_hold_up_the_reviews_after_it(serving,
+                                                                           monkeypatch):
+    from recommender import sentiment_scoring
+
+    events = [EventFactory(type="review", text=f"Review {n}", value=4) for n in range(4)]
+    score = sentiment_scoring.score_events
+
+    def failing_on_the_first(*, event_pks):
+        if events[0].pk in event_pks:
+            raise ValueError("the scorer cannot read this batch")
+        return score(event_pks=event_pks)
+
+    monkeypatch.setattr(sentiment_scoring, "score_events", failing_on_the_first)
+
+    assert backfill_missing_scores(batch_size=2) == 2
+
+    assert count_missing_scores() == 2  # the failed batch, for the next sweep
+
+
 def test_backfill_scores_only_missing_ones_in_batches(serving):
     scored = EventFactory(type="review", text="great", sentiment_label="negative",
                           sentiment_score=0.1, sentiment_model="sentiment-old")

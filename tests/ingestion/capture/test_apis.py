@@ -83,8 +83,7 @@ class TestPostHogBodies:
 
     def test_bad_events_are_counted_and_kept_as_the_keys_rejects_the_rest_stored(self, api_key):
         events = [view(), "not an object", view(distinct_id=None), view(event="bad,name"),
-                  view(event="Product Reviewed",
-                       properties={"product_id": "sku-1", "rating": 9})]
+                  view(event="rating", properties={"product_id": "sku-1", "rating": 9})]
         response = posthog_post(batch_body(api_key, events))
         assert response.status_code == 200
         assert response.json()["accepted"] == 1 and response.json()["rejected"] == 4
@@ -92,6 +91,16 @@ class TestPostHogBodies:
         rejects = CaptureReject.objects.order_by("field")
         assert [r.field for r in rejects] == ["distinct_id", "event", "type", "value"]
         assert {r.api_key.name for r in rejects} == {"test client"}
+
+    def test_a_review_rated_off_the_scale_keeps_its_text_without_the_rating(self, api_key):
+        response = posthog_post(batch_body(api_key, [view(
+            event="Product Reviewed",
+            properties={"product_id": "sku-1", "rating": 9, "review_body": "Runs small"})]))
+
+        assert response.json()["accepted"] == 1
+        review = Event.objects.get()
+        assert (review.type, review.text, review.value) == ("review", "Runs small", None)
+        assert review.properties["rating"] == 9
 
     def test_values_the_database_cannot_store_are_rejects_not_a_failed_batch(self, api_key):
         long_id = "x" * 256
