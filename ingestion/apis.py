@@ -38,7 +38,7 @@ EVENT_SCHEMA = {
     "not": {"required": ["batch"]},
     "description": "`user_id` is required (checked per event, as are the rules below). Rules beyond these types are checked per event and reported in the "
                    "reply's `errors` (the other events are stored): `type` is 1-64 printable "
-                   "characters, no comma, no space at either end; `item_id` is required for view, click, "
+                   "characters (spaces at either end trimmed), no comma; `item_id` is required for view, click, "
                    "add_to_cart, purchase, rating and review; `timestamp` is ISO 8601 with a "
                    "UTC offset, at most 24 h ahead; a rating's or review's `value` is 1-5, a "
                    "purchase's is not negative; `properties` at most 32 KB as JSON; no other "

@@ -60,9 +60,9 @@ EVENT_FIELDS = {"event_id", "type", "user_id", "item_id", "timestamp", "value", 
 def _is_event_type_name(name: Any) -> bool:
     """Names as the SDKs' users give them ("Signed Up (Google)", "Добавлено в корзину"),
     but such as the dashboards can ask for: their lists of event types are comma-separated
-    and trimmed."""
+    (and trimmed, as names are before they are checked)."""
     return (isinstance(name, str) and 0 < len(name) <= MAX_EVENT_TYPE_CHARS
-            and name.isprintable() and "," not in name and name == name.strip())
+            and name.isprintable() and "," not in name)
 
 
 class RowRejected(Exception):
@@ -230,9 +230,11 @@ def parse_event(raw: Any, *, now: datetime) -> EventInput:
     if unknown:
         raise RowRejected(sorted(unknown)[0], "Unknown field.")
     event_type = raw.get("type")
+    if isinstance(event_type, str):
+        event_type = event_type.strip()
     if not _is_event_type_name(event_type):
         raise RowRejected("type", f"Must be an event type name of 1 to {MAX_EVENT_TYPE_CHARS} "
-                                  "printable characters, without commas or spaces at its ends.")
+                                  "printable characters, without commas.")
     user_id = _external_id(raw.get("user_id"), "user_id", required=True)
     item_id = _external_id(raw.get("item_id"), "item_id", required=event_type in ITEM_EVENT_TYPES)
     text = raw.get("text") or ""

@@ -78,11 +78,14 @@ def train_now(request):
 @staff_required
 @permission_required("recommender.change_trainingjob", raise_exception=True)
 def cancel_job(request, job_id: int):
-    get_object_or_404(TrainingJob, pk=job_id)
+    before = get_object_or_404(TrainingJob, pk=job_id).status
     job = services.request_cancel(job_id=job_id, actor=_actor(request))
-    if job.status == TrainingJob.Status.CANCELLED:
+    if job.status == TrainingJob.Status.CANCELLED and before == TrainingJob.Status.RUNNING:
+        messages.success(request, f"Job #{job.pk} was cancelled; its worker had stopped "
+                                  "responding.")
+    elif job.status == TrainingJob.Status.CANCELLED and before == TrainingJob.Status.QUEUED:
         messages.success(request, f"Job #{job.pk} was cancelled before it started.")
-    elif job.cancel_requested:
+    elif job.status == TrainingJob.Status.RUNNING and job.cancel_requested:
         messages.success(request, f"Job #{job.pk} stops at its next batch.")
     else:
         messages.info(request, f"Job #{job.pk} had already {job.status}; nothing to cancel.")

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from django.db import DatabaseError, transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from ingestion.models import HAS_SENTIMENT_TEXT, Event
 from recommender.models import ModelKind
@@ -64,7 +64,10 @@ def score_events(*, event_pks: Sequence[int]) -> int:
             for index, (label, score) in zip(readable, predictions):
                 batch[index].sentiment_label, batch[index].sentiment_score = label, score
     with transaction.atomic():
-        still_unscored = set(unscored.select_for_update().values_list("pk", flat=True))
+        # Locked in key order: the sweep and a task locking the same rows take turns
+        # instead of deadlocking.
+        still_unscored = set(unscored.select_for_update().order_by("pk")
+                             .values_list("pk", flat=True))
         events = [event for event in events if event.pk in still_unscored]
         Event.objects.bulk_update(events, ["sentiment_label", "sentiment_score",
                                            "sentiment_model"], batch_size=SCORE_BATCH)
@@ -88,7 +91,7 @@ def backfill_missing_scores(*, batch_size: int = 2000,
             return scored
         try:
             done = score_events(event_pks=pks)
-        except DatabaseError:
+        except (OperationalError, InterfaceError):
             raise  # transient: the task retries the whole sweep
         except Exception:
             # One batch the scorer cannot take must not keep every later review unscored

@@ -2,6 +2,7 @@
 register, promote, roll back and A/B-split model versions; store the demo's A/B history."""
 
 import logging
+import math
 import threading
 import time
 import traceback
@@ -12,7 +13,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import Error as DjangoDatabaseError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -113,10 +114,11 @@ def request_cancel(*, job_id: int, actor: str) -> TrainingJob:
     elif job.status == Status.RUNNING and _heartbeat_stale(job, now=now):
         # No worker is left to see the request: the job ends here.
         job.status = Status.CANCELLED
+        job.cancel_requested = True
         job.finished_at = now
         job.log += (f"[{now:%Y-%m-%d %H:%M:%S}] Cancelled by {actor}; its worker had "
                     "stopped responding.\n")
-        job.save(update_fields=["status", "finished_at", "log"])
+        job.save(update_fields=["status", "cancel_requested", "finished_at", "log"])
     elif job.status == Status.RUNNING:
         job.cancel_requested = True
         job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Cancel requested by {actor}.\n"
@@ -190,7 +192,9 @@ class JobReporter:
         logger.info("job %s: %s", self.job.pk, line)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        entry = {"epoch": epoch, **{k: round(float(v), 6) for k, v in logs.items()}}
+        # A diverged loss is NaN, which PostgreSQL's jsonb refuses: it is stored as null.
+        entry = {"epoch": epoch, **{k: round(float(v), 6) if math.isfinite(float(v)) else None
+                                    for k, v in logs.items()}}
         self.job.progress = [*self.job.progress, entry]
         self.job.heartbeat_at = timezone.now()
         self._write(progress=self.job.progress, heartbeat_at=self.job.heartbeat_at)
@@ -198,13 +202,14 @@ class JobReporter:
                  + f" ({entry['epoch']})")
 
     def _write(self, **fields: Any) -> bool:
-        """Stores progress as it comes, as far as the database lets it: a connection lost
-        for a moment (a failover, a dropped idle connection) must not end hours of
-        training, and the next write reconnects."""
+        """Stores progress as it comes (on the job while this attempt holds it), as far as
+        the database lets it: a connection lost for a moment (a failover, a dropped idle
+        connection) must not end hours of training, and the next write reconnects."""
         try:
-            TrainingJob.objects.filter(pk=self.job.pk).update(**fields)
+            TrainingJob.objects.filter(pk=self.job.pk, attempts=self.job.attempts).update(
+                **fields)
             return True
-        except DjangoDatabaseError:
+        except (OperationalError, InterfaceError):
             logger.warning("Progress of job %s not stored", self.job.pk, exc_info=True)
             close_if_broken()
             return False
@@ -222,8 +227,11 @@ class JobReporter:
                                     >= self.CHECK_EVERY_SECONDS):
             self._last_check = checked_at
             if self._write(heartbeat_at=timezone.now()):
-                self._cancelled = TrainingJob.objects.filter(
-                    pk=self.job.pk, cancel_requested=True).exists()
+                # Stop when cancelled, and when the job is no longer this attempt's: it
+                # was cancelled or failed meanwhile, or a newer attempt claimed it.
+                self._cancelled = not TrainingJob.objects.filter(
+                    pk=self.job.pk, attempts=self.job.attempts,
+                    status__in=ACTIVE_JOB_STATUSES, cancel_requested=False).exists()
         return self._cancelled
 
     def record(self, **fields: Any) -> None:
@@ -307,29 +315,34 @@ def run_training_job(*, job_id: int) -> TrainingJob | None:
 
 def _finish(job: TrainingJob, *, status: str, log: str, error: str = "",
             model_version: ModelVersion | None = None) -> None:
-    """Ends this attempt of the job, unless recovery took the job from it meanwhile (its
-    heartbeat looked stale): the attempt that runs now is the one to end it."""
+    """Ends the job from this attempt, unless it ended meanwhile (cancelled while its
+    worker looked dead, failed at the time limit) or a newer attempt claimed it. Re-queued
+    by recovery and not yet claimed, it is still this attempt's to end."""
     now = timezone.now()
-    TrainingJob.objects.filter(pk=job.pk, status=Status.RUNNING, attempts=job.attempts).update(
+    TrainingJob.objects.filter(pk=job.pk, status__in=ACTIVE_JOB_STATUSES,
+                               attempts=job.attempts).update(
         status=status, error=error, finished_at=now, heartbeat_at=now, model_version=model_version,
         log=_appended_to_log(f"[{now:%Y-%m-%d %H:%M:%S}] {log}\n"))
 
 
 def cancel_interrupted_job(*, job_id: int) -> None:
     """`manage.py train --sync` stopped with Ctrl-C: no worker is left to end the job, and
-    a job left running would refuse every later one of its kind until recovery ran."""
+    a job left running would refuse every later one of its kind until recovery ran (which
+    would run it again)."""
+    close_if_broken()  # Ctrl-C may have cut a query short
     now = timezone.now()
     TrainingJob.objects.filter(pk=job_id, status=Status.RUNNING).update(
-        status=Status.CANCELLED, finished_at=now,
+        status=Status.CANCELLED, cancel_requested=True, finished_at=now,
         log=_appended_to_log(f"[{now:%Y-%m-%d %H:%M:%S}] Interrupted; cancelled.\n"))
 
 
-def fail_timed_out_job(*, job_id: int) -> None:
-    """The worker killed the job's task at the training time limit (the soft limit before
-    it did not end it): it fails here, rather than look like a lost worker to recovery and
-    run for another whole time limit."""
+def fail_timed_out_job(*, job_id: int, task_id: str) -> None:
+    """The worker killed the job's task `task_id` at the training time limit (the soft
+    limit before it did not end it): the job fails here, rather than look like a lost
+    worker to recovery and run for another whole time limit; unless recovery had sent the
+    job again (a new task id) while that task still ran."""
     now = timezone.now()
-    TrainingJob.objects.filter(pk=job_id, status=Status.RUNNING).update(
+    TrainingJob.objects.filter(pk=job_id, status=Status.RUNNING, celery_task_id=task_id).update(
         status=Status.FAILED, finished_at=now,
         error=f"Stopped at the training time limit ({settings.CELERY_TRAINING_TIME_LIMIT} s).",
         log=_appended_to_log(f"[{now:%Y-%m-%d %H:%M:%S}] Stopped at the time limit; "

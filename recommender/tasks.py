@@ -1,15 +1,18 @@
 """Thin Celery wrappers: take ids, call a service, retry what is transient."""
 
+import logging
 from datetime import timedelta
 
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from recommender import services
+
+logger = logging.getLogger(__name__)
 
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError)
 # Starting and claiming jobs retry for well over an hour (each wait drawn up to a bound
@@ -22,9 +25,14 @@ PATIENT = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max
 
 class TrainingTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        # Called in the worker's main process when the hard time limit killed the task.
+        # Called in the worker's main process when the hard time limit is reached, before
+        # the task's process is killed: an error raised here would spare the hung process.
         if isinstance(exc, TimeLimitExceeded) and args:
-            services.fail_timed_out_job(job_id=args[0])
+            try:
+                close_old_connections()  # the main process's may be hours old
+                services.fail_timed_out_job(job_id=args[0], task_id=task_id)
+            except Exception:
+                logger.exception("Job %s not marked failed at its time limit", args[0])
 
 
 TRAINING = {**PATIENT, "base": TrainingTask, "time_limit": settings.CELERY_TRAINING_TIME_LIMIT,

@@ -9,6 +9,7 @@ CORS preflights; no cookie is read, so any origin may send."""
 import base64
 import binascii
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -33,6 +34,18 @@ POSTHOG_BODY_SCHEMA = {"anyOf": [{"type": "object"}, {"type": "array"}],
                                       "or one event"}
 SEGMENT_BODY_SCHEMA = {"type": "object", "properties": {"batch": {"type": "array"}},
                        "description": "`{\"batch\": [...]}` (/v1/batch) or one message"}
+
+
+def client_address(meta: dict) -> str:
+    """The address the request came from: the connection's, or behind
+    TRUSTED_PROXY_COUNT proxies the X-Forwarded-For entry the outermost of them added
+    (entries left of it are the client's to write). Empty where it is not known."""
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if proxies:
+        forwarded = [entry.strip() for entry in meta.get("HTTP_X_FORWARDED_FOR", "").split(",")
+                     if entry.strip()]
+        return forwarded[-proxies] if len(forwarded) >= proxies else ""
+    return meta.get("REMOTE_ADDR", "")
 
 
 def _raw_body(request) -> bytes:
@@ -188,12 +201,11 @@ class PostHogCaptureApi(CorsMixin, APIView):
         if parse_time(sent_in_query) is not None:
             sent_at = sent_in_query
         now = timezone.now()
-        # The address the visitor's browser posted from: the first X-Forwarded-For entry
-        # behind a proxy. Only a cookieless visitor's own id depends on it.
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")[0].strip()
+        address = client_address(request.META)
         visitor = posthog.cookieless_visitor_id(
-            key_id=request.auth.pk, address=forwarded or request.META.get("REMOTE_ADDR", ""),
-            user_agent=request.META.get("HTTP_USER_AGENT", ""), day=now.date().isoformat())
+            key_id=request.auth.pk, address=address,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            day=now.date().isoformat()) if address else None
         batch = posthog.translate(messages, sent_at=sent_at, now=now,
                                   cookieless_visitor=visitor)
         result = ingest_capture(batch=batch, api_key=request.auth, protocol=posthog.PROTOCOL)

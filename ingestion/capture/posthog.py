@@ -8,7 +8,7 @@ Identity: ``$identify`` links ``$anon_distinct_id`` to the event's ``distinct_id
 Cookieless mode (posthog-js's ``cookieless_mode``, for visitors who refused cookies) sends
 every visitor's events as ``$posthog_cookieless``; as PostHog's own server does, each is
 given an id of its own, a keyed hash of the day, the client app's key and the visitor's
-address and browser (``cookieless_visitor_id``), so a visitor is one user for a day and
+address (apis.client_address) and browser (``cookieless_visitor_id``), so a visitor is one user for a day and
 the first to sign in does not take over everyone's history."""
 
 import hashlib
@@ -75,7 +75,8 @@ def key_of(payload: Any, messages: list) -> str | None:
 def translate(messages: list, *, sent_at: Any, now: datetime,
               cookieless_visitor: str | None = None) -> CaptureBatch:
     """`cookieless_visitor`: the id of the visitor who sent the request, for its events
-    sent as COOKIELESS_ID (without one they are rejects)."""
+    sent as COOKIELESS_ID (without one, where the visitor's address is not known, they
+    are rejects)."""
     batch = CaptureBatch()
     types = event_type_table()
     sent_at = parse_time(sent_at)  # once per batch, not per message
@@ -97,7 +98,7 @@ def translate(messages: list, *, sent_at: Any, now: datetime,
         if user_id == COOKIELESS_ID:
             if cookieless_visitor is None:
                 batch.reject(index, message, field_name="distinct_id",
-                             reason="A cookieless event without its visitor's request.")
+                             reason="A cookieless event whose visitor's address is unknown.")
                 continue
             user_id = cookieless_visitor
         if name == "$identify" and properties.get("$anon_distinct_id"):

@@ -44,13 +44,14 @@ class TestEventIngest:
     def test_custom_event_names_as_people_write_them_and_what_a_dashboard_cannot_ask_for(
             self, client_app):
         names = ["Signed Up (Google)", "Viewed /pricing", "User's Cart Updated",
-                 "Newsletter Signup!", "Добавлено в корзину"]
-        refused = ["a,b", " padded", "x" * 65, "tab\there", ""]
+                 "Newsletter Signup!", "Добавлено в корзину", " padded "]
+        refused = ["a,b", "x" * 65, "tab\there", "  "]
         batch = [event(type=name, item_id=None) for name in names + refused]
 
         body = post(client_app, {"batch": batch}).json()
 
-        assert sorted(Event.objects.values_list("type", flat=True)) == sorted(names)
+        assert sorted(Event.objects.values_list("type", flat=True)) == sorted(
+            name.strip() for name in names)
         assert [(e["index"], e["field"]) for e in body["errors"]] == [
             (index, "type") for index in range(len(names), len(batch))]
 

@@ -3,6 +3,7 @@
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from recommender import services
 from recommender.models import ModelAuditEntry, ModelVersion, TrainingJob
@@ -135,7 +136,8 @@ class TestJobs:
 
     def test_cancel_a_running_job_asks_the_worker_to_stop(self, staff):
         job = queued_job()
-        TrainingJob.objects.filter(pk=job.pk).update(status=Status.RUNNING)
+        TrainingJob.objects.filter(pk=job.pk).update(status=Status.RUNNING,
+                                                     heartbeat_at=timezone.now())
 
         staff.post(reverse("ops:cancel", args=[job.pk]))
 

@@ -536,18 +536,60 @@ class TestJobsThroughFailures:
             job.refresh_from_db()
             assert job.status == Status.CANCELLED and job.attempts == 1
 
-    def test_an_attempt_taken_over_by_recovery_does_not_end_the_job(self, monkeypatch,
-                                                                     model_store):
+    def test_an_attempt_re_queued_by_recovery_still_ends_the_job_it_finished(
+            self, monkeypatch, model_store):
         def pipeline(reporter):
-            # Recovery found this attempt's heartbeat stale and queued the job again.
+            # Recovery found this attempt's heartbeat stale and queued the job again; no
+            # worker has claimed it yet, and this attempt was alive after all.
             TrainingJob.objects.filter(pk=reporter.job.pk).update(status=Status.QUEUED)
+            assert not reporter.should_stop(now=True)
             return make_version(name="recommender-late")
 
         replace_pipeline(monkeypatch, "recommender", pipeline)
         job = services.run_training_job(job_id=queued_job().pk)
 
-        assert job.status == Status.QUEUED and job.finished_at is None
+        assert job.status == Status.SUCCEEDED and job.model_version.name == "recommender-late"
 
+    def test_an_attempt_a_newer_one_took_over_stops_and_leaves_the_job_to_it(
+            self, monkeypatch):
+        def pipeline(reporter):
+            TrainingJob.objects.filter(pk=reporter.job.pk).update(attempts=2)  # claimed anew
+            if reporter.should_stop(now=True):
+                raise TrainingCancelled()
+            raise AssertionError("never stopped")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert (job.status, job.attempts) == (Status.RUNNING, 2)
+
+    def test_a_cancelled_attempt_whose_worker_was_only_quiet_stops_at_its_next_check(
+            self, monkeypatch):
+        def pipeline(reporter):
+            long_ago = timezone.now() - timedelta(hours=1)
+            TrainingJob.objects.filter(pk=reporter.job.pk).update(heartbeat_at=long_ago)
+            services.request_cancel(job_id=reporter.job.pk, actor="admin:boss")
+            if reporter.should_stop(now=True):
+                raise TrainingCancelled()
+            raise AssertionError("never stopped")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert job.status == Status.CANCELLED and "stopped responding" in job.log
+
+    def test_progress_that_did_not_converge_is_stored(self, monkeypatch, model_store):
+        def pipeline(reporter):
+            reporter.on_epoch_end(1, {"loss": float("nan"), "val_auc": 0.5})
+            return make_version(name="recommender-nan")
+
+        replace_pipeline(monkeypatch, "recommender", pipeline)
+        job = services.run_training_job(job_id=queued_job().pk)
+
+        assert job.progress == [{"epoch": 1, "loss": None, "val_auc": 0.5}]
+
+    # The hook closes the worker's stale connections: outside a test transaction.
+    @pytest.mark.django_db(transaction=True)
     def test_a_job_killed_at_the_time_limit_fails_instead_of_running_again(self):
         from celery.exceptions import TimeLimitExceeded
 
@@ -556,8 +598,14 @@ class TestJobsThroughFailures:
         job = stale_running_job(attempts=1)
         TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
 
-        tasks.train_recommender.on_failure(TimeLimitExceeded(3600), "task-1", (job.pk,), {},
-                                           None)
+        # A task recovery has since replaced with another (a new task id) fails nothing.
+        tasks.train_recommender.on_failure(TimeLimitExceeded(3600), "replaced-task",
+                                           (job.pk,), {}, None)
+        job.refresh_from_db()
+        assert job.status == Status.RUNNING
+
+        tasks.train_recommender.on_failure(TimeLimitExceeded(3600), "dead-task", (job.pk,),
+                                           {}, None)
 
         job.refresh_from_db()
         assert job.status == Status.FAILED and "time limit" in job.error
