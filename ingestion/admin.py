@@ -77,9 +77,19 @@ class EventAdmin(DeletesEventsAdmin):
 
 @admin.register(IdentityLink)
 class IdentityLinkAdmin(admin.ModelAdmin):
+    """Links are made by identify and alias calls (services.link_identities, which keeps
+    every person at the end of one link); one typed here could point an alias at an alias
+    or at itself. Deleting a wrong link stays possible."""
+
     list_display = ("alias", "person", "linked_at")
     search_fields = ("alias__user_id", "person__user_id")
     raw_id_fields = ("alias", "person")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(CaptureReject)

@@ -40,7 +40,7 @@ EVENT_SCHEMA = {
                    "reply's `errors` (the other events are stored): `type` is 1-64 printable "
                    "characters (spaces at either end trimmed), no comma; `item_id` is required for view, click, "
                    "add_to_cart, purchase, rating and review; `timestamp` is ISO 8601 with a "
-                   "UTC offset, at most 24 h ahead; a rating's or review's `value` is 1-5, a "
+                   "UTC offset, from 1970, at most 24 h ahead; a rating's or review's `value` is 0.5-5, a "
                    "purchase's is not negative; `properties` at most 32 KB as JSON; no other "
                    "fields.",
     "properties": {
@@ -51,7 +51,7 @@ EVENT_SCHEMA = {
         "item_id": _ID,
         "timestamp": _text("ISO 8601 date-time with offset; default now"),
         "value": {"type": "number", "nullable": True,
-                  "description": "Rating 1-5, or purchase amount"},
+                  "description": "Rating 0.5-5 (half stars), or purchase amount"},
         "text": _text("Review text, at most 5,000 characters (checked per event); a "
                       "review's headline goes in `properties.review_title`, which sentiment "
                       "reads before the text (a review or rating is scored when it has text or a "

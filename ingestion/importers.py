@@ -37,6 +37,10 @@ from ingestion.services import (
 )
 
 DEFAULT_BATCH_SIZE = 5000
+# Python's csv refuses a cell over 131,072 characters as a malformed file, which would
+# stop an import at that line on every run: a long cell is read, and its row rejected
+# by the same limits as the API's (text, properties).
+csv.field_size_limit(16 * 1024 * 1024)
 
 # One namespace per source kind: the same key read from two kinds of file names two events.
 EVENT_FILE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:lodestar:import:events")
@@ -380,7 +384,7 @@ def _review_row(cells: dict[str, str], *, default_time: datetime,
         raise RowRejected("label", f"label must be one of {', '.join(REVIEW_LABELS)}, "
                                    f"not {label!r}.")
     if not rating and not label:
-        raise RowRejected("rating", "A review needs a rating (1-5) or a label.")
+        raise RowRejected("rating", "A review needs a rating (0.5-5) or a label.")
     catalog = {name: cells[name].strip() for name in ("title", "category")
                if name != headline_column and cells.get(name, "").strip()}
     event = {"event_id": event_id, "type": "review", "timestamp": timestamp,

@@ -3,6 +3,8 @@ import uuid
 from django.db import models
 
 ITEM_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "review")
+# A rating's or review's value: stars, halves included (MovieLens's ratings.csv has 0.5).
+LOWEST_RATING, HIGHEST_RATING = 0.5, 5.0
 TEXT_EVENT_TYPES = ("review", "rating")
 # A review's headline, where the shop has one (an event property; a reviews CSV's
 # `review_title` column): sentiment reads it before the text. Not `title`, which

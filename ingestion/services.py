@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -24,7 +24,9 @@ from config.db import lock_until_commit
 from ingestion.capture.mapping import (CaptureBatch, Reject, fits_a_text_column,
                                        payload_excerpt)
 from ingestion.models import (
+    HIGHEST_RATING,
     ITEM_EVENT_TYPES,
+    LOWEST_RATING,
     CaptureReject,
     EndUser,
     Event,
@@ -47,6 +49,7 @@ MAX_ID_CHARS = 255
 NUL_MESSAGE = "Must not contain a NUL character (\\u0000)."
 SURROGATE_MESSAGE = "Must be valid Unicode (it holds half of a UTF-16 surrogate pair)."
 MAX_FUTURE = timedelta(hours=24)
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_EVENT_TYPE_CHARS = 64
 # One encoder for every size check: json.dumps with options builds a new one per call.
 # allow_nan=False: NaN and Infinity are not JSON, and PostgreSQL's json refuses them.
@@ -164,15 +167,24 @@ def _timestamp(raw: Any, now: datetime) -> datetime:
         raise RowRejected("timestamp", "Must be an ISO 8601 date-time string.")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise RowRejected("timestamp", "Must include a UTC offset, e.g. 2026-01-31T12:00:00Z.")
+    # Compared in UTC: a year-1 time ahead of UTC is a date before year 1 there, which
+    # PostgreSQL stores and psycopg cannot read back (every page listing it would fail).
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or in_utc < EARLIEST_TIMESTAMP:
+        raise RowRejected("timestamp", f"Must be in {EARLIEST_TIMESTAMP.year} or later.")
     if parsed - now > MAX_FUTURE:
         raise RowRejected("timestamp", "Is more than 24 hours in the future.")
     return parsed
 
 
 def _value(raw: Any, event_type: str) -> float | None:
+    stars = f"from {LOWEST_RATING:g} to {HIGHEST_RATING:g}"
     if raw is None or raw == "":
         if event_type == "rating":
-            raise RowRejected("value", "A rating needs a value from 1 to 5.")
+            raise RowRejected("value", f"A rating needs a value {stars}.")
         return None
     if isinstance(raw, bool):
         raise RowRejected("value", "Must be a number.")
@@ -180,10 +192,12 @@ def _value(raw: Any, event_type: str) -> float | None:
         number = float(raw)
     except (TypeError, ValueError):
         raise RowRejected("value", "Must be a number.") from None
+    except OverflowError:  # an integer of hundreds of digits
+        raise RowRejected("value", "Must be a finite number.") from None
     if number != number or number in (float("inf"), float("-inf")):
         raise RowRejected("value", "Must be a finite number.")
-    if event_type in ("rating", "review") and not 1 <= number <= 5:
-        raise RowRejected("value", "A rating must be from 1 to 5.")
+    if event_type in ("rating", "review") and not LOWEST_RATING <= number <= HIGHEST_RATING:
+        raise RowRejected("value", f"A rating must be {stars}.")
     if event_type == "purchase" and number < 0:
         raise RowRejected("value", "A purchase amount cannot be negative.")
     return number
@@ -212,13 +226,26 @@ def _properties(raw: Any, field_name: str = "properties", *,
     return raw
 
 
+def _object(stored: Any) -> dict:
+    """Stored traits or attributes as an object: edited in the admin into anything else
+    (a list, a string), they are none, as readers take them (a merge would fail)."""
+    return stored if isinstance(stored, dict) else {}
+
+
 def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
+    """Walked with a stack of its own: JSON nested a few hundred levels deep is well
+    under the size limit and would exhaust Python's recursion."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return True
+        elif isinstance(current, dict):
+            pending.extend(current.keys())
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
     return False
 
 
@@ -529,6 +556,7 @@ def upsert_users(*, users: Sequence[Any]) -> BatchResult:
     """Creates end users or merges the traits sent into the ones stored."""
     result = BatchResult()
     parsed: dict[str, dict] = {}
+    rows_of: dict[str, list[int]] = {}
     for index, raw in enumerate(users):
         try:
             row = _parse_user(raw)
@@ -536,6 +564,7 @@ def upsert_users(*, users: Sequence[Any]) -> BatchResult:
             result.reject(index, error)
             continue
         parsed.setdefault(row["user_id"], {}).update(row["traits"])
+        rows_of.setdefault(row["user_id"], []).append(index)
     EndUser.objects.bulk_create([EndUser(user_id=uid) for uid in sorted(parsed)],
                                 ignore_conflicts=True)
     # Locked from read to write, so a concurrent request's traits are merged with these,
@@ -545,7 +574,15 @@ def upsert_users(*, users: Sequence[Any]) -> BatchResult:
     stored = {user.user_id: user for user in EndUser.objects.select_for_update()
               .filter(user_id__in=list(parsed)).order_by("user_id")}
     for user_id, traits in parsed.items():
-        stored[user_id].traits = {**stored[user_id].traits, **traits}
+        try:
+            # The merged traits are held to the limit too: past it, every later $set or
+            # identify from an SDK would be refused for this user.
+            stored[user_id].traits = _properties({**_object(stored[user_id].traits),
+                                                  **traits}, "traits")
+        except RowRejected as error:
+            for index in rows_of[user_id]:
+                result.reject(index, error)
+            del stored[user_id]
     if stored:
         EndUser.objects.bulk_update(list(stored.values()), ["traits"], batch_size=500)
     result.accepted = len(users) - result.rejected
@@ -617,8 +654,8 @@ def merge_catalog_fields(*, rows: dict[str, dict]) -> dict[str, int]:
     recategorised = []
     for pk, item_id, title, category, attributes in sorted(stored):
         row = rows[item_id]
-        new_attributes = ({**attributes, "price": row["price"]}
-                          if "price" in row and attributes.get("price") != row["price"]
+        new_attributes = ({**_object(attributes), "price": row["price"]}
+                          if "price" in row and _object(attributes).get("price") != row["price"]
                           else attributes)
         new = (row.get("title", title), row.get("category", category), new_attributes)
         if new != (title, category, attributes):
@@ -643,7 +680,7 @@ def merge_traits(*, traits: dict[str, dict], traits_once: dict[str, dict]) -> No
     # Locked from read to write, in user_id order, as in upsert_users.
     for user in (EndUser.objects.select_for_update().filter(user_id__in=user_ids)
                  .order_by("user_id")):
-        merged = {**traits_once.get(user.user_id, {}), **user.traits,
+        merged = {**traits_once.get(user.user_id, {}), **_object(user.traits),
                   **traits.get(user.user_id, {})}
         if merged == user.traits:
             continue

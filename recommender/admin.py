@@ -51,6 +51,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # A version serving users (active, or a candidate with a share) is rolled back or
+        # taken out of the split first: deleted, every answer logging it would fail.
+        if obj is not None and (obj.status == ModelVersion.Status.ACTIVE or obj.traffic_percent):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        # The bulk delete would not ask has_delete_permission about each version.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
     @admin.action(description="Promote the selected version to active", permissions=["change"])
     def promote(self, request, queryset):
         if queryset.count() != 1:

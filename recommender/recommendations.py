@@ -30,6 +30,7 @@ RECENT_INTERACTIONS = 500
 # Persons whose every interacted item a process keeps (_interacted_before): at 10M events
 # reading them took 6-118 ms for persons of 1,600-22,000 events.
 INTERACTED_CACHE_PERSONS = 1_000
+POPULAR_CACHE_CATEGORIES = 1_000
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class _CatalogView:
 @dataclass
 class _Caches:
     catalogs: dict[int, _CatalogView] = field(default_factory=dict)
-    popular: tuple[float, list] = (float("-inf"), [])
+    # By category (None: the whole catalog): (read at, items).
+    popular: dict[str | None, tuple[float, list]] = field(default_factory=dict)
     fingerprint: tuple[float, tuple] = (float("-inf"), ())
     # Per person with more interactions than a request reads, by their id and user rows:
     # (read at, every item).
@@ -107,11 +109,17 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
     return view
 
 
-def _popular() -> list[tuple[str, str, float]]:
-    fetched_at, items = _caches.popular
+def _popular(category: str | None = None) -> list[tuple[str, str, float]]:
+    """The shop's popular items, or a category's: the catalog-wide list's top 500 holds
+    few or none of a small category's items."""
+    fetched_at, items = _caches.popular.get(category, (float("-inf"), []))
     if time.monotonic() - fetched_at >= POPULAR_CACHE_SECONDS:
-        items = selectors.popular_items()
-        _caches.popular = (time.monotonic(), items)
+        items = selectors.popular_items(category=category)
+        with _caches.lock:
+            _caches.popular.pop(category, None)
+            if len(_caches.popular) >= POPULAR_CACHE_CATEGORIES:  # the longest kept goes
+                _caches.popular.pop(next(iter(_caches.popular)))
+            _caches.popular[category] = (time.monotonic(), items)
     return items
 
 
@@ -144,7 +152,9 @@ def _still_active(item_ids: list[str]) -> dict[str, dict]:
 
 def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
             loaded: LoadedVersion | None, strategy: str, endpoint: str,
-            log_impression: bool = True) -> Recommendation:
+            category: str | None = None, log_impression: bool = True) -> Recommendation:
+    """The first k of `ranked` still active (and still of `category`, where one is asked
+    for: the catalog view's categories may be seconds old), with the impression logged."""
     impression = Impression(user_id=user_id, model_version_id=loaded.version_id if loaded
                             else None, strategy=strategy, endpoint=endpoint,
                             created_at=timezone.now())
@@ -152,11 +162,12 @@ def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
     if log_impression and connection.vendor == "postgresql":
         # One round trip: the still-active check of the final candidates and the
         # impression insert in one statement (this runs on every request).
-        chosen = _choose_and_log(impression, [item for item, _ in ranked], k)
+        chosen = _choose_and_log(impression, [item for item, _ in ranked], k, category)
     else:
         details = _still_active([item for item, _ in ranked])
         chosen = [(item, details[item]["title"], details[item]["category"])
-                  for item, _ in ranked if item in details][:k]
+                  for item, _ in ranked if item in details
+                  and category in (None, details[item]["category"])][:k]
         if log_impression:
             impression.item_ids = [item for item, _, _ in chosen]
             _log_impression(impression)
@@ -166,10 +177,11 @@ def _answer(*, user_id: str, ranked: list[tuple[str, float]], k: int,
                           model_version=loaded.name if loaded else None, strategy=strategy)
 
 
-def _choose_and_log(impression: Impression, candidates: list[str],
-                    k: int) -> list[tuple[str, str, str]]:
-    """PostgreSQL: (item_id, title, category) of the first k candidates active right now,
-    in candidate order, and the impression of exactly those, in one prepared statement.
+def _choose_and_log(impression: Impression, candidates: list[str], k: int,
+                    category: str | None) -> list[tuple[str, str, str]]:
+    """PostgreSQL: (item_id, title, category) of the first k candidates active (and of
+    `category`, if given) right now, in candidate order, and the impression of exactly
+    those, in one prepared statement.
     In autocommit mode the statement also turns off ``synchronous_commit`` for its own
     implicit transaction, so the impression is committed without waiting for its WAL flush
     (see _log_impression)."""
@@ -190,12 +202,13 @@ def _choose_and_log(impression: Impression, candidates: list[str],
         f"i.{quote('category')} AS category, r.ord AS ord "
         f"FROM unnest(%s::varchar[]) WITH ORDINALITY AS r(item_id, ord) "
         f"JOIN {quote(Item._meta.db_table)} i ON i.{quote('item_id')} = r.item_id "
-        f"WHERE i.{quote('is_active')} ORDER BY r.ord LIMIT %s), "
+        f"WHERE i.{quote('is_active')} AND (%s::varchar IS NULL "
+        f"OR i.{quote('category')} = %s::varchar) ORDER BY r.ord LIMIT %s), "
         f"logged AS (INSERT INTO {quote(Impression._meta.db_table)} ({', '.join(columns)}) "
         f"SELECT COALESCE(jsonb_agg(item_id ORDER BY ord), '[]'::jsonb), {values} "
         f"FROM chosen{async_commit}) "
         f"SELECT item_id, title, category FROM chosen ORDER BY ord")
-    params = [candidates, k,
+    params = [candidates, category, category, k,
               *(f.get_db_prep_save(getattr(impression, f.attname), connection) for f in fields)]
     rows = fetch_prepared(statement, params)
     impression.item_ids = [item for item, _, _ in rows]
@@ -247,10 +260,10 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
             excluded |= _interacted_before(person)
     margin = k + 20  # room for items deactivated since the catalog view was built
     if loaded is None or not recent:
-        ranked = [(item, score) for item, item_category, score in _popular()
-                  if item not in excluded and (category is None or item_category == category)]
+        ranked = [(item, score) for item, _, score in _popular(category)
+                  if item not in excluded]
         return _answer(user_id=user_id, ranked=ranked[:margin], k=k, loaded=None,
-                       strategy="popular", endpoint="recommendations",
+                       strategy="popular", endpoint="recommendations", category=category,
                        log_impression=log_impression)
 
     model = loaded.model
@@ -264,7 +277,8 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
     top = _top_rows(scores, margin)
     ranked = [(str(model.item_ids[row]), float(scores[row])) for row in top]
     return _answer(user_id=user_id, ranked=ranked, k=k, loaded=loaded, strategy="two_tower",
-                   endpoint="recommendations", log_impression=log_impression)
+                   endpoint="recommendations", category=category,
+                   log_impression=log_impression)
 
 
 class UnknownItem(Exception):
@@ -291,10 +305,9 @@ def similar_to_item(*, item_id: str, k: int = 10) -> Recommendation:
             ranked = [(str(loaded.model.item_ids[r]), float(scores[r])) for r in top]
             return _answer(user_id="", ranked=ranked, k=k, loaded=loaded, strategy="two_tower",
                            endpoint="similar")
-    ranked = [(item, score) for item, item_category, score in _popular()
-              if item != item_id and item_category == category]
+    ranked = [(item, score) for item, _, score in _popular(category) if item != item_id]
     return _answer(user_id="", ranked=ranked[:margin], k=k, loaded=None, strategy="popular",
-                   endpoint="similar")
+                   endpoint="similar", category=category)
 
 
 def _interacted_before(person: Person) -> frozenset[str]:

@@ -161,27 +161,34 @@ def interacted_items(*, person: Person) -> set[str]:
         .values("item_id")).values_list("item_id", flat=True))
 
 
-def popular_items(*, days: int = 30, limit: int = 500,
+def popular_items(*, days: int = 30, limit: int = 500, category: str | None = None,
                   now: datetime | None = None) -> list[tuple[str, str, float]]:
-    """(item_id, category, score) of active items by type-weighted interactions in the last
-    `days`, falling back to all time, then to the newest items, for a quiet shop."""
+    """(item_id, category, score) of up to `limit` active items (of the category) by
+    type-weighted interactions in the last `days`, topped up with the most interacted
+    ever, then the newest items: a quiet shop's, or a small category's, list is as long as
+    its catalog allows."""
     now = now or timezone.now()
     weights = settings.RECOMMENDER_EVENT_WEIGHTS
     weighted = Sum(Case(*(When(type=name, then=Value(weight)) for name, weight in weights.items()),
                         default=Value(0.0), output_field=FloatField()))
+    items = Item.objects.filter(is_active=True)
+    if category is not None:
+        items = items.filter(category=category)
+    ranked: dict[str, tuple[str, str, float]] = {}
     for since in (now - timedelta(days=days), None):
-        queryset = Event.objects.filter(item__isnull=False, item__is_active=True,
-                                        type__in=list(weights))
+        queryset = Event.objects.filter(item__in=items, type__in=list(weights))
         if since is not None:
             queryset = queryset.filter(timestamp__gte=since)
-        ranked = list(queryset.values("item__item_id", "item__category")
-                      .annotate(score=weighted).order_by("-score", "item__item_id")
-                      .values_list("item__item_id", "item__category", "score")[:limit])
-        if ranked:
-            return ranked
-    return [(item, category, 0.0) for item, category in
-            Item.objects.filter(is_active=True).order_by("-created_at")
-            .values_list("item_id", "category")[:limit]]
+        for row in (queryset.values("item__item_id", "item__category").annotate(score=weighted)
+                    .order_by("-score", "item__item_id")
+                    .values_list("item__item_id", "item__category", "score")[:limit]):
+            ranked.setdefault(row[0], row)
+        if len(ranked) >= limit:
+            return list(ranked.values())[:limit]
+    for item, item_category in (items.exclude(item_id__in=list(ranked)).order_by("-created_at")
+                                .values_list("item_id", "category")[:limit - len(ranked)]):
+        ranked[item] = (item, item_category, 0.0)
+    return list(ranked.values())
 
 
 def active_version(*, kind: str) -> ModelVersion | None:

@@ -513,6 +513,9 @@ def set_traffic_split(*, version_id: int, percent: int, actor: str) -> ModelVers
     rest; 0 ends the test. One split at a time."""
     if not 0 <= percent <= 100:
         raise RegistryActionRefused("The share of users must be between 0 and 100 percent.")
+    # In turn with promotions, rollbacks and other splits: two splits at once could each
+    # leave a candidate with a share.
+    _lock_activations(ModelVersion.objects.values_list("kind", flat=True).get(pk=version_id))
     version = ModelVersion.objects.select_for_update().get(pk=version_id)
     if version.kind != ModelKind.RECOMMENDER and percent:
         # Texts are scored without a user (API calls, event backfills), so there is no

@@ -6,6 +6,7 @@ app_name = "recommender"
 
 urlpatterns = [
     path("recommendations", RecommendationsApi.as_view(), name="recommendations"),
-    path("items/<str:item_id>/similar", SimilarItemsApi.as_view(), name="similar-items"),
+    # <path:>: item ids may hold a slash (Shopify's "gid://shopify/Product/1").
+    path("items/<path:item_id>/similar", SimilarItemsApi.as_view(), name="similar-items"),
     path("sentiment", SentimentApi.as_view(), name="sentiment"),
 ]

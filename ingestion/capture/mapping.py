@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 
-from ingestion.models import ITEM_EVENT_TYPES
+from ingestion.models import HIGHEST_RATING, ITEM_EVENT_TYPES, LOWEST_RATING
 
 # Seconds or milliseconds since the epoch as digits (posthog-js's `_`), as PostHog reads
 # them; bounded, so a long run of digits is not a number to convert.
@@ -194,7 +194,7 @@ def _number(raw: Any) -> float | None:
         return None
     try:
         return float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # Overflow: hundreds of digits
         return None
 
 
@@ -274,9 +274,10 @@ def native_events(*, batch: CaptureBatch, index: int, message: Any, name: str,
         event["value"] = _number(properties.get("rating"))
     elif kind == REVIEW:
         rating = _number(properties.get("rating"))
-        # A rating off Lodestar's 1-5 scale (a 0-10 widget, a typo) would make the review
-        # a reject and its text lost to sentiment: the rating stays a property only.
-        event["value"] = rating if rating is not None and 1 <= rating <= 5 else None
+        # A rating off Lodestar's scale (a 0-10 widget, a typo) would make the review a
+        # reject and its text lost to sentiment: the rating stays a property only.
+        event["value"] = (rating if rating is not None
+                          and LOWEST_RATING <= rating <= HIGHEST_RATING else None)
         body = properties.get("review_body") or properties.get("text") or ""
         event["text"] = body if isinstance(body, str) else ""
     batch.add_event(index, message, event)

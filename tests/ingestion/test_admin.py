@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.admin import site
+from django.urls import reverse
 from django.utils import timezone
 
 from analytics.models import DailyEventRollup, UserDayRollup
@@ -72,3 +73,8 @@ def test_an_edited_event_leaves_its_old_day_and_user_with_the_next_update(rolled
     roll_up_new_events(now=NOW + timedelta(minutes=1))
     assert sorted(UserDayRollup.objects.values_list("user__user_id", "events")) == [
         ("ann", 1), ("bob", 1), ("bob", 1)]
+
+
+def test_identity_links_are_made_by_sdks_not_typed_in_the_admin(admin_client):
+    # A link typed here could point an alias at another alias, or at itself.
+    assert admin_client.get(reverse("admin:ingestion_identitylink_add")).status_code == 403

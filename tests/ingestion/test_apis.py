@@ -125,6 +125,24 @@ class TestEventIngest:
             "properties", "properties", "user_id", "text", "properties"]
         assert Event.objects.count() == 1
 
+    def test_values_python_reads_but_cannot_hold_are_that_events_reject(self, client_app):
+        # A year-1 time ahead of UTC is before year 1 in UTC (PostgreSQL stores it, and it
+        # could not be read back); 400 digits overflow a float; NUL 400 levels deep.
+        nested = "INNER"
+        for _ in range(400):
+            nested = {"k": nested}
+        body = json.dumps({"batch": [
+            event(), event(timestamp="0001-01-01T00:00:00+05:00"),
+            event(timestamp="1969-12-31T23:59:59Z"),
+            event(type="purchase", value=12345), event(properties=nested)]})
+        body = body.replace('"INNER"', '"a\\u0000"').replace("12345", "9" * 400)
+        response = client_app.post(URL, data=body, content_type="application/json")
+
+        assert response.status_code == 200, response.content
+        assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [
+            (1, "timestamp"), (2, "timestamp"), (3, "value"), (4, "properties")]
+        assert Event.objects.count() == 1
+
     def test_a_row_breaking_the_schemas_types_refuses_the_whole_batch(self, client_app):
         response = post(client_app, {"batch": [event(), event(properties=["not", "an", "object"]),
                                                event(value="seven")]})
@@ -286,6 +304,24 @@ class TestCatalogUpserts:
         refused = client_app.post("/api/v1/users", {"users": [
             {"user_id": "bad-traits", "traits": ["not", "a", "map"]}]}, format="json")
         assert (refused.status_code, refused.json()["attr"]) == (400, "users.0.traits")
+
+    def test_traits_merged_past_the_limit_are_refused_and_an_sdk_can_still_set_them(
+            self, client_app, api_key):
+        half = {"user_id": "u", "traits": {"a": "x" * 5000}}
+        other_half = {"user_id": "u", "traits": {"b": "y" * 5000}}
+        client_app.post("/api/v1/users", {"users": [half]}, format="json")
+
+        body = client_app.post("/api/v1/users", {"users": [other_half]}, format="json").json()
+
+        assert (body["accepted"], body["rejected"]) == (0, 1)
+        assert set(EndUser.objects.get(user_id="u").traits) == {"a"}
+        # An admin edited another user's traits into a list: an SDK's $set still lands.
+        EndUser.objects.create(user_id="edited", traits=["not", "an", "object"])
+        posthog = client_app.post("/batch/", {"api_key": api_key, "batch": [
+            {"event": "signup", "distinct_id": "edited", "properties": {"$set": {"plan": "pro"}}}]},
+            format="json")
+        assert posthog.status_code == 200
+        assert EndUser.objects.get(user_id="edited").traits == {"plan": "pro"}
 
     @pytest.mark.parametrize("path, key", [("/api/v1/items", "items"),
                                            ("/api/v1/users", "users")])

@@ -35,7 +35,7 @@ class TestImportEvents:
     def test_jsonl_stores_good_rows_and_reports_bad_ones_by_line(self):
         summary, errors = run("import_events", str(DATA / "events.jsonl"))
         assert summary == "imported 3, duplicates 0, rejected 3"
-        assert errors[0] == "line 4: value: A rating must be from 1 to 5."
+        assert errors[0] == "line 4: value: A rating must be from 0.5 to 5."
         assert errors[1].startswith("line 5: event: Is not valid JSON")
         assert errors[2] == "line 7: item_id: This field is required."
         purchase = Event.objects.get(type="purchase")
@@ -72,13 +72,24 @@ class TestImportEvents:
         with pytest.raises(CommandError, match="no such file"):
             run("import_events", str(tmp_path / "nope.jsonl"))
 
+    def test_a_cell_longer_than_pythons_csv_allows_is_that_rows_reject(self, tmp_path):
+        source = tmp_path / "events.csv"
+        source.write_text("type,user_id,item_id,timestamp,text\n"
+                          f"review,u1,sku-1,2026-01-31T12:00:00Z,{'x' * 200_000}\n"
+                          "view,u1,sku-1,2026-01-31T12:00:00Z,\n")
+
+        summary, errors = run("import_events", str(source))
+
+        assert summary == "imported 1, duplicates 0, rejected 1"
+        assert errors == ["line 2: text: Must be at most 5000 characters."]
+
 
 @pytest.mark.django_db
 class TestImportMovieLens:
     def test_u_data_rows_become_ratings_at_their_original_time(self):
         summary, errors = run("import_movielens", str(DATA / "u.data"))
         assert summary == "imported 3, duplicates 0, rejected 3"
-        assert errors == ["line 3: value: A rating must be from 1 to 5.",
+        assert errors == ["line 3: value: A rating must be from 0.5 to 5.",
                           "line 6: timestamp: Must be a unix time in seconds.",
                           "line 7: row: Has 3 fields; expected 4."]
         rating = Event.objects.get(user__user_id="196")
@@ -90,14 +101,14 @@ class TestImportMovieLens:
         summary, errors = run("import_movielens", str(DATA / "ml-100k.inter"))
         # 880606923.0 in the .inter file is the same instant as 880606923 in u.data.
         assert summary == "imported 0, duplicates 3, rejected 1"
-        assert errors == ["line 4: value: A rating must be from 1 to 5."]
+        assert errors == ["line 4: value: A rating must be from 0.5 to 5."]
 
-    def test_ratings_csv_is_detected(self):
+    def test_ratings_csv_is_detected_with_its_half_stars(self):
         summary, errors = run("import_movielens", str(DATA / "ratings.csv"))
-        assert summary == "imported 3, duplicates 0, rejected 1"
-        assert errors == ["line 4: value: A rating must be from 1 to 5."]
+        assert summary == "imported 4, duplicates 0, rejected 0"
+        assert errors == []
         assert sorted(Event.objects.values_list("item__item_id", "value")) == [
-            ("1", 4.0), ("3", 4.0), ("47", 5.0)]
+            ("1", 4.0), ("3", 4.0), ("47", 5.0), ("6", 0.5)]
 
     def test_rerun_stores_nothing_new(self):
         run("import_movielens", str(DATA / "u.data"))
@@ -118,7 +129,7 @@ class TestImportReviews:
     def test_reviews_are_stored_with_synthetic_authors_and_catalog_updates(self):
         summary, errors = run("import_reviews", str(DATA / "reviews.csv"))
         assert summary == "imported 3, duplicates 0, rejected 2"
-        assert errors == ["line 5: value: A rating must be from 1 to 5.",
+        assert errors == ["line 5: value: A rating must be from 0.5 to 5.",
                           "line 7: item_id: This field is required."]
         kettle = Item.objects.get(item_id="B001")
         assert (kettle.title, kettle.category) == ("Nordic Kettle", "Kitchen")

@@ -153,3 +153,16 @@ def test_punctuation_only_is_scored_by_the_lexicon_not_a_500(client_app, sentime
                                format="json")
     assert response.status_code == 200
     assert [r["scored_by"] for r in response.json()["results"]] == ["lexicon", "model"]
+
+
+def test_similar_items_of_an_id_holding_a_slash(client_app, serving):
+    from ingestion.models import Item
+
+    Item.objects.create(item_id="gid://shopify/Product/1", category="shirts")
+
+    response = client_app.get("/api/v1/items/gid%3A%2F%2Fshopify%2FProduct%2F1/similar")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["strategy"] == "popular"  # no model: the category's popular items
+    assert client_app.get("/api/v1/items/gid%3A%2F%2Fshopify%2FProduct%2F2/similar"
+                          ).status_code == 404

@@ -316,3 +316,24 @@ def test_a_view_only_staff_account_changes_nothing_from_the_ops_pages(client, na
     assert (job.status, version.status, version.traffic_percent) == ("queued", "candidate", 0)
     assert TrainingJob.objects.count() == 1
     assert client.get(reverse("ops:jobs")).status_code == 200  # it may still look
+
+
+def test_a_version_serving_users_cannot_be_deleted_in_the_admin(admin_client, model_store):
+    active = make_version(name="rec-active", status=ModelVersion.Status.ACTIVE)
+    split = make_version(name="rec-split")
+    ModelVersion.objects.filter(pk=split.pk).update(traffic_percent=10)
+    retired = make_version(name="rec-old", status=ModelVersion.Status.RETIRED)
+
+    def delete(version):
+        return admin_client.post(reverse("admin:recommender_modelversion_delete",
+                                         args=[version.pk]), {"post": "yes"})
+
+    assert delete(active).status_code == 403
+    assert delete(split).status_code == 403
+    delete(retired)
+
+    assert set(ModelVersion.objects.values_list("name", flat=True)) == {"rec-active",
+                                                                        "rec-split"}
+    changelist = admin_client.get(reverse("admin:recommender_modelversion_changelist"))
+    assert "delete_selected" not in dict(changelist.context["action_form"].fields["action"]
+                                         .choices)

@@ -346,3 +346,33 @@ def test_answer_outside_a_transaction_checks_activity_and_logs_in_one_statement(
                       strategy="popular", endpoint="recommendations")
     assert nothing.items == []
     assert Impression.objects.get(rec_id=nothing.rec_id).item_ids == []
+
+
+def test_a_new_visitor_on_a_category_page_gets_that_categorys_items(client_app, serving):
+    from ingestion.models import Item
+
+    # Only category "a" has been interacted with: the shop-wide popular list holds none
+    # of "b", which still has items to show.
+    for item_id, category in (("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")):
+        Item.objects.create(item_id=item_id, category=category)
+    client_app.post("/api/v1/events", {"batch": [
+        {"type": "view", "user_id": "regular", "item_id": "a1"},
+        {"type": "view", "user_id": "regular", "item_id": "a2"}]}, format="json")
+
+    body = get_recommendations(client_app, user_id="newcomer", k=5, category="b")
+
+    assert body["strategy"] == "popular"
+    assert sorted(item["item_id"] for item in body["items"]) == ["b1", "b2"]
+
+
+def test_an_item_moved_out_of_the_category_asked_for_is_not_served_in_it(serving):
+    from ingestion.models import Item
+    from recommender.recommendations import _answer
+
+    Item.objects.create(item_id="moved", category="shoes")  # was "shirts" a moment ago
+    Item.objects.create(item_id="stayed", category="shirts")
+
+    answer = _answer(user_id="u", ranked=[("moved", 0.9), ("stayed", 0.8)], k=5, loaded=None,
+                     strategy="popular", endpoint="recommendations", category="shirts")
+
+    assert [item["item_id"] for item in answer.items] == ["stayed"]

@@ -13,6 +13,14 @@ from tests.analytics.insights.builders import JANUARY, at, event, impressions, i
 pytestmark = pytest.mark.django_db
 
 
+def agresti_caffo(hits_a: int, total_a: int, hits_b: int, total_b: int) -> tuple[float, float]:
+    """The 95% interval of rate A - rate B with a hit and a miss added to each arm."""
+    rate_a, rate_b = (hits_a + 1) / (total_a + 2), (hits_b + 1) / (total_b + 2)
+    margin = 1.959964 * math.sqrt(rate_a * (1 - rate_a) / (total_a + 2)
+                                  + rate_b * (1 - rate_b) / (total_b + 2))
+    return rate_a - rate_b - margin, rate_a - rate_b + margin
+
+
 class TestRecommendations:
     @pytest.fixture
     def traffic(self):
@@ -75,19 +83,34 @@ class TestRecommendations:
             date_range=JANUARY)["comparison"]
 
         assert (comparison["version_a"], comparison["version_b"]) == ("v1", "v2")
-        margin = 1.959964 * math.sqrt(0.3 * 0.7 / 100 + 0.2 * 0.8 / 80)
+        low, high = agresti_caffo(30, 100, 16, 80)
         assert comparison["difference"] == pytest.approx(0.1)
-        assert comparison["ci_low"] == pytest.approx(0.1 - margin, abs=1e-6)
-        assert comparison["ci_high"] == pytest.approx(0.1 + margin, abs=1e-6)
+        assert (comparison["ci_low"], comparison["ci_high"]) == (pytest.approx(low),
+                                                                 pytest.approx(high))
         assert comparison["significant"] is False
         # Purchase rate: 1 of 100 (v1) against 0 of 80 (v2).
         purchases = comparison["purchase_rate_difference"]
         assert (comparison["purchase_rate_a"], comparison["purchase_rate_b"]) == (0.01, 0.0)
-        purchase_margin = 1.959964 * math.sqrt(0.01 * 0.99 / 100)
+        low, high = agresti_caffo(1, 100, 0, 80)
         assert purchases["difference"] == pytest.approx(0.01)
-        assert purchases["ci_low"] == pytest.approx(0.01 - purchase_margin, abs=1e-6)
-        assert purchases["ci_high"] == pytest.approx(0.01 + purchase_margin, abs=1e-6)
+        assert (purchases["ci_low"], purchases["ci_high"]) == (pytest.approx(low),
+                                                               pytest.approx(high))
         assert purchases["significant"] is False
+
+    def test_versions_are_compared_on_personalised_answers_alone(self, traffic):
+        v1, v2 = traffic
+        # Similar items are the active version's for every visitor, whatever their bucket:
+        # 200 of them, none clicked, would halve v1's CTR in the comparison.
+        Impression.objects.bulk_create(
+            Impression(user_id="someone", item_ids=["book"], model_version=v1,
+                       strategy="two_tower", endpoint="similar", created_at=at(10))
+            for _ in range(200))
+
+        result = recommendations.recommendation_performance(date_range=JANUARY)
+
+        assert result["comparison"]["ctr_a"] == 0.3
+        versions = {row["model_version"]: row for row in result["by_model_version"]}
+        assert versions["v1"]["impressions"] == 300  # every impression still listed
 
     def test_explicit_comparison_order(self, traffic):
         comparison = recommendations.recommendation_performance(
@@ -110,7 +133,14 @@ class TestRecommendations:
         result = recommendations.proportion_difference(hits_a=500, total_a=1000, hits_b=400,
                                                  total_b=1000)
         assert result["significant"] is True
-        assert result["ci_low"] == pytest.approx(0.1 - 1.959964 * math.sqrt(0.00049), abs=1e-6)
+        assert result["ci_low"] == pytest.approx(agresti_caffo(500, 1000, 400, 1000)[0])
+
+    def test_a_small_arm_without_clicks_is_not_called_worse(self):
+        # The plain interval had no width for an arm without hits: "significant".
+        result = recommendations.proportion_difference(hits_a=0, total_a=20, hits_b=30,
+                                                       total_b=1000)
+        assert result["ci_low"] < 0 < result["ci_high"]
+        assert result["significant"] is False
 
     def test_no_impressions(self):
         result = recommendations.recommendation_performance(date_range=JANUARY)
