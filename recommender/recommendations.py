@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max
@@ -31,6 +32,9 @@ RECENT_INTERACTIONS = 500
 # reading them took 6-118 ms for persons of 1,600-22,000 events.
 INTERACTED_CACHE_PERSONS = 1_000
 POPULAR_CACHE_CATEGORIES = 1_000
+# Items added since the model was trained that its view embeds: past this many, most of
+# the catalog is new to the model and it is due a retrain.
+MAX_NEW_ITEMS = 20_000
 
 
 @dataclass(frozen=True)
@@ -43,15 +47,34 @@ class Recommendation:
 
 @dataclass
 class _CatalogView:
-    """Category and availability of each row of one model's item matrix (rows by item id:
-    the model's ``row_by_item``)."""
+    """One model's rows of items, and after them the active items added to the catalog
+    since it was trained, embedded from their category and title (the model's
+    embed_new_items; its unknown-item row learnt what a new item looks like): without
+    them a product launched today reached no one with a history until a retrain was
+    promoted. Per row: its item id, category and availability."""
 
+    item_ids: np.ndarray  # object: the model's item_ids, then the new items'
+    row_by_item: dict[str, int]
+    # The new items' embeddings, rows after the model's (n_new, embedding_dim).
+    new_embeddings: np.ndarray
     categories: np.ndarray  # int32 code per row, into category_codes
     category_codes: dict[str, int]
     unavailable: np.ndarray
     # Every stored item's id by primary key, so a user's history is read without a join.
     item_id_by_pk: dict[int, str]
     fingerprint: tuple
+
+    def scores(self, model, embedding: np.ndarray) -> np.ndarray:
+        """Dot products of one query or item embedding with every row, float32."""
+        known = model.item_embeddings @ embedding
+        if not len(self.new_embeddings):
+            return known
+        return np.concatenate([known, self.new_embeddings @ embedding])
+
+    def embedding(self, model, row: int) -> np.ndarray:
+        known = len(model.item_ids)
+        return (model.item_embeddings[row] if row < known
+                else self.new_embeddings[row - known])
 
 
 @dataclass
@@ -87,11 +110,21 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
         return view
     stored: dict[str, tuple[str, bool]] = {}
     item_id_by_pk: dict[int, str] = {}
+    model = loaded.model
+    new_pks = []
     for pk, item_id, category, active in Item.objects.values_list(
             "pk", "item_id", "category", "is_active").iterator(chunk_size=20_000):
         stored[item_id] = (category, active)
         item_id_by_pk[pk] = item_id
-    ids = loaded.model.item_ids.tolist()
+        if active and item_id not in model.row_by_item and len(new_pks) < MAX_NEW_ITEMS:
+            new_pks.append(pk)
+    new_items = pd.DataFrame(list(Item.objects.filter(pk__in=new_pks).order_by("pk")
+                                  .values_list("item_id", "category", "title")),
+                             columns=["item_id", "category", "title"])
+    new_embeddings = (model.embed_new_items(new_items).astype(np.float32) if len(new_items)
+                      else np.zeros((0, model.item_embeddings.shape[1]), dtype=np.float32))
+    new_ids = new_items["item_id"].tolist()
+    ids = model.item_ids.tolist() + new_ids
     category_codes: dict[str, int] = {}
     # Integer codes, so a category filter is one vectorised comparison per request.
     categories = np.fromiter((category_codes.setdefault(stored.get(i, ("", False))[0],
@@ -99,9 +132,13 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
                              dtype=np.int32, count=len(ids))
     unavailable = np.fromiter((not stored.get(i, ("", False))[1] for i in ids), dtype=bool,
                               count=len(ids))
-    view = _CatalogView(categories=categories, category_codes=category_codes,
-                        unavailable=unavailable, item_id_by_pk=item_id_by_pk,
-                        fingerprint=fingerprint)
+    view = _CatalogView(item_ids=np.asarray(ids, dtype=object),
+                        row_by_item={**model.row_by_item,
+                                     **{item: len(model.item_ids) + position
+                                        for position, item in enumerate(new_ids)}},
+                        new_embeddings=new_embeddings, categories=categories,
+                        category_codes=category_codes, unavailable=unavailable,
+                        item_id_by_pk=item_id_by_pk, fingerprint=fingerprint)
     with _caches.lock:
         # Views of the active and the A/B candidate version, plus one just swapped out.
         recent = dict(list(_caches.catalogs.items())[-2:])
@@ -267,15 +304,15 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
                        log_impression=log_impression)
 
     model = loaded.model
-    scores = model.score_items(model.query_embeddings(
-        [person.user_id], [recent[-history_length:]], [person.traits]))[0]
+    scores = view.scores(model, model.query_embeddings(
+        [person.user_id], [recent[-history_length:]], [person.traits])[0])
     scores[view.unavailable] = -np.inf
     if category is not None:
         scores[view.categories != view.category_codes.get(category, -1)] = -np.inf
-    rows = [model.row_by_item[item] for item in excluded if item in model.row_by_item]
+    rows = [view.row_by_item[item] for item in excluded if item in view.row_by_item]
     scores[rows] = -np.inf
     top = _top_rows(scores, margin)
-    ranked = [(str(model.item_ids[row]), float(scores[row])) for row in top]
+    ranked = [(str(view.item_ids[row]), float(scores[row])) for row in top]
     return _answer(user_id=user_id, ranked=ranked, k=k, loaded=loaded, strategy="two_tower",
                    endpoint="recommendations", category=category,
                    log_impression=log_impression)
@@ -286,8 +323,9 @@ class UnknownItem(Exception):
 
 
 def similar_to_item(*, item_id: str, k: int = 10) -> Recommendation:
-    """Nearest items in the candidate tower's space; items of the same category by
-    popularity while no model is trained or for an item the model has not seen."""
+    """Nearest items in the candidate tower's space (an item added since the model was
+    trained is placed there by its category and title); items of the same category by
+    popularity while no model is trained, or for an inactive item the model has not seen."""
     category = Item.objects.filter(item_id=item_id).values_list("category", flat=True).first()
     if category is None:
         raise UnknownItem(item_id)
@@ -295,14 +333,13 @@ def similar_to_item(*, item_id: str, k: int = 10) -> Recommendation:
     margin = k + 20
     if loaded is not None:
         view = _catalog_view(loaded)
-        row = loaded.model.row_by_item.get(item_id)
+        row = view.row_by_item.get(item_id)
         if row is not None:
-            embeddings = loaded.model.item_embeddings
-            scores = embeddings @ embeddings[row]
+            scores = view.scores(loaded.model, view.embedding(loaded.model, row))
             scores[row] = -np.inf
             scores[view.unavailable] = -np.inf
             top = _top_rows(scores, margin)
-            ranked = [(str(loaded.model.item_ids[r]), float(scores[r])) for r in top]
+            ranked = [(str(view.item_ids[r]), float(scores[r])) for r in top]
             return _answer(user_id="", ranked=ranked, k=k, loaded=loaded, strategy="two_tower",
                            endpoint="similar")
     ranked = [(item, score) for item, _, score in _popular(category) if item != item_id]

@@ -296,9 +296,10 @@ def test_similar_items_fall_back_to_popular_in_category_without_a_model(client_a
     assert item_id(2, 3) not in {i["item_id"] for i in body["items"]}
 
 
-def test_similar_items_of_an_item_the_model_has_not_seen_fall_back(client_app, shop):
-    client_app.post("/api/v1/items", {"items": [{"item_id": "brand-new", "category": "cat1"}]},
-                    format="json")
+def test_similar_items_of_an_inactive_item_the_model_has_not_seen_fall_back(client_app, shop):
+    # (An active one is placed by its category and title: see the test below.)
+    client_app.post("/api/v1/items", {"items": [{"item_id": "brand-new", "category": "cat1",
+                                                 "is_active": False}]}, format="json")
 
     body = client_app.get("/api/v1/items/brand-new/similar", {"k": 3}).json()
 
@@ -376,3 +377,16 @@ def test_an_item_moved_out_of_the_category_asked_for_is_not_served_in_it(serving
                      strategy="popular", endpoint="recommendations", category="shirts")
 
     assert [item["item_id"] for item in answer.items] == ["stayed"]
+
+
+def test_an_item_added_after_training_is_recommended_and_has_neighbours(client_app, shop):
+    # Launched today, in cluster 0's category with its word in the title.
+    Item.objects.create(item_id="c0-new", category="cat0", title="garden thing new")
+
+    body = get_recommendations(client_app, user_id=USER, k=100)
+    similar = client_app.get("/api/v1/items/c0-new/similar", {"k": 5}).json()
+
+    assert body["strategy"] == "two_tower"
+    assert "c0-new" in {row["item_id"] for row in body["items"]}
+    assert similar["strategy"] == "two_tower"
+    assert sum(cluster_of(row["item_id"]) == 0 for row in similar["items"]) >= 4
