@@ -2,6 +2,7 @@
 planted taste clusters (trained once per test process, registered per test)."""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -28,6 +29,26 @@ def shop(serving):
     interactions = store_planted_data()
     version = register_model(trained_model(), name="rec-planted")
     return {"interactions": interactions, "version": version}
+
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _bought_then_viewed_at_length(*, buyer, viewer) -> tuple[str, str]:
+    """`buyer` bought cluster 0's first item; then `viewer` viewed its second more times
+    than a request reads of a history. Returns the two item ids."""
+    from ingestion.models import Event
+    from recommender.recommendations import RECENT_INTERACTIONS
+
+    bought, viewed = item_id(0, 0), item_id(0, 1)
+    items = dict(Item.objects.filter(item_id__in=[bought, viewed]).values_list("item_id", "pk"))
+    Event.objects.bulk_create(
+        [Event(event_id=uuid.uuid4(), type="purchase", user=buyer, item_id=items[bought],
+               timestamp=START, received_at=START)]
+        + [Event(event_id=uuid.uuid4(), type="view", user=viewer, item_id=items[viewed],
+                 timestamp=START + timedelta(minutes=n + 1), received_at=START)
+           for n in range(RECENT_INTERACTIONS)])
+    return bought, viewed
 
 
 def _history(shop, user=USER) -> list[str]:
@@ -122,23 +143,12 @@ def test_interacted_items_are_excluded_by_default_and_allowed_on_request(client_
 
 
 def test_an_item_bought_before_a_long_history_is_still_left_out(client_app, shop):
-    from datetime import UTC, datetime, timedelta
-
-    from ingestion.models import EndUser, Event
-    from recommender.recommendations import RECENT_INTERACTIONS
+    from ingestion.models import EndUser
 
     # A cluster-0 user bought one of the cluster's items long ago, then viewed one other
     # item more times than a request reads.
-    bought, viewed = item_id(0, 0), item_id(0, 1)
     shopper = EndUser.objects.create(user_id="heavy-user")
-    items = dict(Item.objects.filter(item_id__in=[bought, viewed]).values_list("item_id", "pk"))
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    Event.objects.bulk_create(
-        [Event(event_id=uuid.uuid4(), type="purchase", user=shopper, item_id=items[bought],
-               timestamp=start, received_at=start)]
-        + [Event(event_id=uuid.uuid4(), type="view", user=shopper, item_id=items[viewed],
-                 timestamp=start + timedelta(minutes=n + 1), received_at=start)
-           for n in range(RECENT_INTERACTIONS)])
+    bought, viewed = _bought_then_viewed_at_length(buyer=shopper, viewer=shopper)
 
     answer = get_recommendations(client_app, user_id="heavy-user", k=30)
     allowed = get_recommendations(client_app, user_id="heavy-user", k=30,
@@ -150,30 +160,19 @@ def test_an_item_bought_before_a_long_history_is_still_left_out(client_app, shop
 
 
 def test_an_id_linked_a_moment_ago_has_its_older_items_left_out_too(client_app, shop):
-    from datetime import UTC, datetime, timedelta
-
-    from ingestion.models import EndUser, Event
+    from ingestion.models import EndUser
     from ingestion.services import link_identities
-    from recommender.recommendations import RECENT_INTERACTIONS
 
     # Before signing up the shopper bought an item as an anonymous visitor; since, one
     # viewed item fills the history a request reads.
-    bought, viewed = item_id(0, 0), item_id(0, 1)
     anonymous = EndUser.objects.create(user_id="anon-shopper")
     shopper = EndUser.objects.create(user_id="signed-up")
-    items = dict(Item.objects.filter(item_id__in=[bought, viewed]).values_list("item_id", "pk"))
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    Event.objects.bulk_create(
-        [Event(event_id=uuid.uuid4(), type="purchase", user=anonymous, item_id=items[bought],
-               timestamp=start, received_at=start)]
-        + [Event(event_id=uuid.uuid4(), type="view", user=shopper, item_id=items[viewed],
-                 timestamp=start + timedelta(minutes=n + 1), received_at=start)
-           for n in range(RECENT_INTERACTIONS)])
+    bought, _ = _bought_then_viewed_at_length(buyer=anonymous, viewer=shopper)
     # Every available item but the excluded ones fits in one answer.
     before = get_recommendations(client_app, user_id="signed-up", k=100)
     assert bought in {row["item_id"] for row in before["items"]}
 
-    link_identities(links=[("anon-shopper", "signed-up")], linked_at=start)
+    link_identities(links=[("anon-shopper", "signed-up")], linked_at=START)
     after = get_recommendations(client_app, user_id="signed-up", k=100)
 
     assert after["strategy"] == "two_tower"
