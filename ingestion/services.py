@@ -171,8 +171,10 @@ def _timestamp(raw: Any, now: datetime) -> datetime:
     # PostgreSQL stores and psycopg cannot read back (every page listing it would fail).
     try:
         in_utc = parsed.astimezone(UTC)
-    except OverflowError:
+    except OverflowError:  # before year 1 or after 9999 in UTC
         in_utc = None
+    if in_utc is None and parsed.year > 1:
+        raise RowRejected("timestamp", "Is more than 24 hours in the future.")
     if in_utc is None or in_utc < EARLIEST_TIMESTAMP:
         raise RowRejected("timestamp", f"Must be in {EARLIEST_TIMESTAMP.year} or later.")
     if parsed - now > MAX_FUTURE:
@@ -585,6 +587,7 @@ def upsert_users(*, users: Sequence[Any]) -> BatchResult:
             del stored[user_id]
     if stored:
         EndUser.objects.bulk_update(list(stored.values()), ["traits"], batch_size=500)
+    result.errors.sort(key=lambda row_error: row_error.index)
     result.accepted = len(users) - result.rejected
     return result
 

@@ -5,6 +5,7 @@ next answer without retraining. Every answer is logged as an Impression whose re
 client apps send back with clicks and purchases for attribution.
 """
 
+import logging
 import threading
 import time
 import uuid
@@ -32,9 +33,11 @@ RECENT_INTERACTIONS = 500
 # reading them took 6-118 ms for persons of 1,600-22,000 events.
 INTERACTED_CACHE_PERSONS = 1_000
 POPULAR_CACHE_CATEGORIES = 1_000
-# Items added since the model was trained that its view embeds: past this many, most of
-# the catalog is new to the model and it is due a retrain.
+# Items added since the model was trained that its view embeds (the newest): a catalog
+# with more is overdue a retrain, and embedding them all would slow each view's build.
 MAX_NEW_ITEMS = 20_000
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,12 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
             "pk", "item_id", "category", "is_active").iterator(chunk_size=20_000):
         stored[item_id] = (category, active)
         item_id_by_pk[pk] = item_id
-        if active and item_id not in model.row_by_item and len(new_pks) < MAX_NEW_ITEMS:
+        if active and item_id not in model.row_by_item:
             new_pks.append(pk)
+    if len(new_pks) > MAX_NEW_ITEMS:
+        logger.warning("%d items are new to %s: the newest %d are recommended until a "
+                       "retrain", len(new_pks), loaded.name, MAX_NEW_ITEMS)
+        new_pks = sorted(new_pks)[-MAX_NEW_ITEMS:]
     new_items = pd.DataFrame(list(Item.objects.filter(pk__in=new_pks).order_by("pk")
                                   .values_list("item_id", "category", "title")),
                              columns=["item_id", "category", "title"])
@@ -148,9 +155,12 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
 
 def _popular(category: str | None = None) -> list[tuple[str, str, float]]:
     """The shop's popular items, or a category's: the catalog-wide list's top 500 holds
-    few or none of a small category's items."""
+    few or none of a small category's items. A category no item has is not looked up
+    (nor cached: clients may ask for any name)."""
     fetched_at, items = _caches.popular.get(category, (float("-inf"), []))
     if time.monotonic() - fetched_at >= POPULAR_CACHE_SECONDS:
+        if category is not None and not Item.objects.filter(category=category).exists():
+            return []
         items = selectors.popular_items(category=category)
         with _caches.lock:
             _caches.popular.pop(category, None)
@@ -325,7 +335,8 @@ class UnknownItem(Exception):
 def similar_to_item(*, item_id: str, k: int = 10) -> Recommendation:
     """Nearest items in the candidate tower's space (an item added since the model was
     trained is placed there by its category and title); items of the same category by
-    popularity while no model is trained, or for an inactive item the model has not seen."""
+    popularity while no model is trained, or for an item neither the model nor its view
+    holds (inactive, or past MAX_NEW_ITEMS)."""
     category = Item.objects.filter(item_id=item_id).values_list("category", flat=True).first()
     if category is None:
         raise UnknownItem(item_id)

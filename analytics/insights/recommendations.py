@@ -98,7 +98,9 @@ def proportion_difference(*, hits_a: int, total_a: int, hits_b: int,
     adjusted_b = (hits_b + 1) / (total_b + 2)
     margin = Z_95 * math.sqrt(adjusted_a * (1 - adjusted_a) / (total_a + 2)
                               + adjusted_b * (1 - adjusted_b) / (total_b + 2))
-    low, high = adjusted_a - adjusted_b - margin, adjusted_a - adjusted_b + margin
+    # (Around the adjusted difference; a difference of rates lies within [-1, 1].)
+    low = max(adjusted_a - adjusted_b - margin, -1.0)
+    high = min(adjusted_a - adjusted_b + margin, 1.0)
     return {"difference": hits_a / total_a - hits_b / total_b, "ci_low": low,
             "ci_high": high, "significant": low > 0 or high < 0}
 

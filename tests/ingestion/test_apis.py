@@ -134,13 +134,17 @@ class TestEventIngest:
         body = json.dumps({"batch": [
             event(), event(timestamp="0001-01-01T00:00:00+05:00"),
             event(timestamp="1969-12-31T23:59:59Z"),
-            event(type="purchase", value=12345), event(properties=nested)]})
+            event(type="purchase", value=12345), event(properties=nested),
+            event(timestamp="9999-12-31T23:00:00-05:00")]})
         body = body.replace('"INNER"', '"a\\u0000"').replace("12345", "9" * 400)
         response = client_app.post(URL, data=body, content_type="application/json")
 
         assert response.status_code == 200, response.content
-        assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [
-            (1, "timestamp"), (2, "timestamp"), (3, "value"), (4, "properties")]
+        errors = response.json()["errors"]
+        assert [(e["index"], e["field"]) for e in errors] == [
+            (1, "timestamp"), (2, "timestamp"), (3, "value"), (4, "properties"),
+            (5, "timestamp")]
+        assert "future" in errors[-1]["message"] and "1970" in errors[0]["message"]
         assert Event.objects.count() == 1
 
     def test_a_row_breaking_the_schemas_types_refuses_the_whole_batch(self, client_app):

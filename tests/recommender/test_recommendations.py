@@ -386,6 +386,10 @@ def test_an_item_added_after_training_is_recommended_and_has_neighbours(client_a
     similar = client_app.get("/api/v1/items/c0-new/similar", {"k": 5}).json()
 
     assert body["strategy"] == "two_tower"
-    assert "c0-new" in {row["item_id"] for row in body["items"]}
+    scores = {row["item_id"]: row["score"] for row in body["items"]}
+    other_clusters = sorted(score for item, score in scores.items()
+                            if item != "c0-new" and cluster_of(item) != 0)
+    # Ranked for this cluster-0 user as one of its cluster's items, above most others.
+    assert scores["c0-new"] > other_clusters[len(other_clusters) * 3 // 4]
     assert similar["strategy"] == "two_tower"
     assert sum(cluster_of(row["item_id"]) == 0 for row in similar["items"]) >= 4

@@ -18,7 +18,7 @@ def agresti_caffo(hits_a: int, total_a: int, hits_b: int, total_b: int) -> tuple
     rate_a, rate_b = (hits_a + 1) / (total_a + 2), (hits_b + 1) / (total_b + 2)
     margin = 1.959964 * math.sqrt(rate_a * (1 - rate_a) / (total_a + 2)
                                   + rate_b * (1 - rate_b) / (total_b + 2))
-    return rate_a - rate_b - margin, rate_a - rate_b + margin
+    return max(rate_a - rate_b - margin, -1.0), min(rate_a - rate_b + margin, 1.0)
 
 
 class TestRecommendations:
