@@ -4,7 +4,8 @@
 
 Every model is scored by ``recommender.ml.evaluation.evaluate`` on the same split: each
 user's last interaction with an item new to them is held out, all catalog items are
-ranked, items seen in train are excluded. The target is two-tower >= 1.4x ALS on both HR@10 and NDCG@10.
+ranked, items seen in train are excluded. The target is two-tower >= 1.4x ALS on both
+HR@10 and NDCG@10.
 """
 
 import os

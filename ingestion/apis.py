@@ -38,11 +38,11 @@ EVENT_SCHEMA = {
     "not": {"required": ["batch"]},
     "description": "`user_id` is required (checked per event, as are the rules below). Rules beyond these types are checked per event and reported in the "
                    "reply's `errors` (the other events are stored): `type` is 1-64 printable "
-                   "characters (spaces at either end trimmed), no comma; `item_id` is required for view, click, "
-                   "add_to_cart, purchase, rating and review; `timestamp` is ISO 8601 with a "
-                   "UTC offset, from 1970, at most 24 h ahead; a rating's or review's `value` is 0.5-5, a "
-                   "purchase's is not negative; `properties` at most 32 KB as JSON; no other "
-                   "fields.",
+                   "characters (spaces at either end trimmed), no comma; `item_id` is "
+                   "required for view, click, add_to_cart, purchase, rating and review; "
+                   "`timestamp` is ISO 8601 with a UTC offset, from 1970, at most 24 h ahead; "
+                   "a rating's or review's `value` is 0.5-5, a purchase's is not negative; "
+                   "`properties` at most 32 KB as JSON; no other fields.",
     "properties": {
         "event_id": _text("UUID; the idempotency key (generated when absent)"),
         "type": {"type": "string", "nullable": True, "description": "view, click, add_to_cart, purchase, "

@@ -164,7 +164,8 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted(pm_browser):
                                                           "'=HYPERLINK(\"x\")")
     assert event["Value"] == "-2.0"  # numbers are not formulas
     assert event["Properties"] == '{"city": "Zürich"}'
-    items_csv = pm_browser.get(page_url("items") + "?format=csv&table=items").content.decode("utf-8-sig")
+    items_csv = pm_browser.get(page_url("items") + "?format=csv&table=items"
+                               ).content.decode("utf-8-sig")
     assert "'-books" in items_csv
 
 
