@@ -214,7 +214,8 @@ class RecommendationsApi(AnalyticsApi):
             required=False, validators=[RegexValidator(COMPARE_PATTERN, message=(
                 "Give two model version names: versionA,versionB."))],
             help_text="Two different model version names, `versionA,versionB`; default the "
-                      "two with most impressions (a name never served shows none)")
+                      "two with most personalised impressions (a name never served shows "
+                      "none)")
 
         def validate_compare(self, value: str) -> tuple[str, str]:
             first, second = (name.strip() for name in value.split(","))
@@ -227,7 +228,9 @@ class RecommendationsApi(AnalyticsApi):
         responses={200: OpenApiTypes.OBJECT},
         description="Impressions, CTR (impressions followed by a click carrying their rec_id) "
                     "and purchase conversion per model version and strategy, with a 95% "
-                    "confidence interval on the CTR difference of two versions.")
+                    "confidence interval (Agresti-Caffo) on the CTR and purchase-rate "
+                    "differences of two versions' personalised recommendations (similar "
+                    "items, always the active version's, left out of the comparison).")
     def get(self, request):
         return Response(recommendations.recommendation_performance(**self.filters(request)))
 

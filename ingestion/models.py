@@ -75,7 +75,7 @@ class Event(models.Model):
     timestamp = models.DateTimeField()
     received_at = models.DateTimeField()
     value = models.FloatField(null=True, blank=True,
-                              help_text="Rating 1-5 for ratings and reviews, amount for purchases")
+                              help_text="Rating 0.5-5 for ratings and reviews, amount for purchases")
     text = models.TextField(blank=True, default="")
     properties = models.JSONField(default=dict, blank=True)
     rec_id = models.UUIDField(null=True, blank=True,

@@ -62,7 +62,7 @@ def score_event_sentiment(event_pks: list[int]) -> int:
 def score_missed_sentiment() -> int:
     """The periodic sweep: reviews whose scoring task never ran. Those received in the last
     SENTIMENT_SWEEP_GRACE_SECONDS are left to the task queued for them (a worker further
-    behind than that may score a review twice, with the same result)."""
+    behind than that may run the model on a review twice; its score is stored once)."""
     from recommender.sentiment_scoring import backfill_missing_scores
 
     grace = timedelta(seconds=settings.SENTIMENT_SWEEP_GRACE_SECONDS)

@@ -96,7 +96,7 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
                                     on_epoch_end=reporter.on_epoch_end,
                                     should_stop=reporter.should_stop)
     catalog = np.asarray(items["item_id"].tolist(), dtype=object)
-    scorer = model.scorer(catalog, user_traits=traits)
+    scorer = model.scorer(catalog, user_traits=traits, items=items)
     metrics = evaluate(scorer, train, test, catalog)
     baseline = evaluate(popularity_scorer(train, catalog), train, test, catalog)
     reporter.log(f"Holdout: model {metrics}, popularity {baseline}")
@@ -108,8 +108,10 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
             f"the {len(unseen)} test users whose held-out item came after it was trained")
         if len(unseen) >= MIN_RECOMMENDER_TEST_USERS:
             comparison.model_metrics = evaluate(scorer, train, unseen, catalog)
+            # Items added since it was trained scored as serving ranks them.
             comparison.active_metrics = evaluate(
-                active_model.scorer(catalog, user_traits=traits), train, unseen, catalog)
+                active_model.scorer(catalog, user_traits=traits, items=items), train,
+                unseen, catalog)
         else:
             comparison.shortfall = f"at least {MIN_RECOMMENDER_TEST_USERS} are needed"
         reporter.log(f"Against active {active.name} on {comparison.scope}: model "

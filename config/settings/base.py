@@ -160,8 +160,6 @@ API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
 INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=5 * 1024 * 1024)
 INGEST_MAX_BATCH = 1000
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
-# PostHog and Segment event names that become Lodestar's item event types (README's
-# mapping table); matched ignoring case, and spaces and underscores alike.
 # Proxies in front of the web processes that append the client's address to
 # X-Forwarded-For (a load balancer: 1). 0: the address is the connection's own, and a
 # client's X-Forwarded-For, which it may write as it likes, is ignored.
@@ -169,6 +167,8 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 if TRUSTED_PROXY_COUNT < 0:
     raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more")
 
+# PostHog and Segment event names that become Lodestar's item event types (README's
+# mapping table); matched ignoring case, and spaces and underscores alike.
 CAPTURE_EVENT_TYPES = env.dict("CAPTURE_EVENT_TYPES", default={
     "Product Viewed": "view",
     "Product Clicked": "click",

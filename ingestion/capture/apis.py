@@ -2,9 +2,10 @@
 
 Status codes are the ones the SDKs' retry logic keys off: 200 stored (per-event rejects
 included), 400 unreadable body, 401 missing or bad key, 413 over the size cap, 429 over the
-rate limit and 503 with ``Retry-After`` while the database is unavailable (both retried by
-the SDKs). Browser SDKs post from the shop's own origin, so every capture endpoint answers
-CORS preflights; no cookie is read, so any origin may send."""
+rate limit (503 with ``Retry-After`` on the PostHog endpoints: posthog-js drops a 429) and
+503 with ``Retry-After`` while the database is unavailable (both retried by the SDKs).
+Browser SDKs post from the shop's own origin, so every capture endpoint answers CORS
+preflights; no cookie is read, so any origin may send."""
 
 import base64
 import binascii

@@ -196,20 +196,35 @@ class TwoTowerModel:
 
     def scorer(self, item_ids: Sequence[str] | np.ndarray,
                user_traits: Mapping[str, Traits] | None = None,
+               items: pd.DataFrame | None = None,
                ) -> Callable[[Sequence[str], Sequence[Sequence[str]]], np.ndarray]:
         """A ``score_fn`` for ``evaluation.evaluate`` over the catalog ``item_ids``; catalog
-        items unknown to this model score -inf. ``user_traits``: as in training, so users
-        are scored with the traits the model learned them with."""
-        columns = pd.Index(self.item_ids.astype(object)).get_indexer(
-            np.asarray(item_ids, dtype=object))
+        items unknown to this model score -inf, or, given the catalog's ``items``
+        (item_id, category, title), by their category and title as serving ranks them
+        (``embed_new_items``): a version trained before an item existed is judged as it
+        serves. ``user_traits``: as in training, so users are scored with the traits the
+        model learned them with."""
+        item_ids = np.asarray(item_ids, dtype=object)
+        columns = pd.Index(self.item_ids.astype(object)).get_indexer(item_ids)
         known = columns >= 0
         traits = user_traits or {}
+        new_embeddings = None
+        if items is not None and not known.all():
+            described = items.drop_duplicates("item_id", keep="last").set_index("item_id")
+            unknown = pd.Index(item_ids[~known])
+            new_embeddings = self.embed_new_items(pd.DataFrame({
+                "item_id": unknown,
+                "category": described["category"].reindex(unknown).fillna("").to_numpy(),
+                "title": described["title"].reindex(unknown).fillna("").to_numpy()}))
 
         def score(user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> np.ndarray:
-            model_scores = self.score_items(self.query_embeddings(
-                user_ids, histories, [traits.get(user) for user in user_ids]))
+            queries = self.query_embeddings(user_ids, histories,
+                                            [traits.get(user) for user in user_ids])
+            model_scores = self.score_items(queries)
             aligned = np.full((len(user_ids), len(columns)), -np.inf, dtype=np.float32)
             aligned[:, known] = model_scores[:, columns[known]]
+            if new_embeddings is not None:
+                aligned[:, ~known] = queries @ new_embeddings.T
             return aligned
 
         return score

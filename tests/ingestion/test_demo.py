@@ -179,3 +179,14 @@ def test_a_shop_smaller_than_the_category_list_still_works():
     tiny = generate_demo_shop(users=3, items=2, days=2, seed=1, end=END)
     assert {e.item_id for e in tiny.events} - {None} <= {"sku-0001", "sku-0002"}
     assert count_by_type(tiny.events)["signup"] == 3
+
+
+@pytest.mark.django_db
+def test_seed_demo_refuses_a_window_starting_before_1970():
+    from django.core.management import CommandError, call_command
+
+    from ingestion.models import Event
+
+    with pytest.raises(CommandError, match="1970"):
+        call_command("seed_demo", "--end-date", "1970-02-01", "--days", "90")
+    assert not Event.objects.exists()

@@ -263,3 +263,23 @@ def test_should_stop_cancels_training(split) -> None:
     with pytest.raises(TrainingCancelled):
         train_two_tower(train, config=SMALL_CONFIG, should_stop=should_stop)
     assert len(polls) == 3
+
+
+def test_the_scorer_ranks_an_item_added_after_training_as_serving_does(trained, split) -> None:
+    model, _, _ = trained
+    train, _ = split
+    launched = pd.DataFrame({"item_id": ["launched-today"], "category": [GENRES[0]],
+                             "title": [f"{GENRES[0]} new"]})
+    items = pd.concat([catalog(), launched], ignore_index=True)
+    item_ids = items["item_id"].tolist()
+    user = train["user_id"].iloc[0]
+    history = train[train["user_id"] == user]["item_id"].tolist()
+
+    unknown = model.scorer(item_ids)([user], [history])
+    described = model.scorer(item_ids, items=items)([user], [history])
+
+    assert unknown[0, -1] == -np.inf  # without the catalog, never a hit
+    query = model.query_embeddings([user], [history])
+    assert described[0, -1] == pytest.approx(
+        float(query[0] @ model.embed_new_items(launched)[0]), abs=1e-5)
+    assert np.array_equal(described[0, :-1], unknown[0, :-1])

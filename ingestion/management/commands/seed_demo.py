@@ -13,6 +13,7 @@ from ingestion.demo import (
     window_end,
 )
 from ingestion.models import Event
+from ingestion.services import EARLIEST_TIMESTAMP
 from recommender.services import store_past_impressions
 
 
@@ -44,6 +45,9 @@ class Command(BaseCommand):
             return
         started = time.monotonic()
         end = window_end(end_date or timezone.now().date())
+        if end - timedelta(days=days) < EARLIEST_TIMESTAMP:
+            raise CommandError(f"The window must start in {EARLIEST_TIMESTAMP.year} or later, "
+                               "as events sent to the API must.")
         shop = generate_demo_shop(users=users, items=items, days=days, seed=seed, end=end)
         stored = store_demo_shop(shop=shop)
         shown = store_past_impressions(

@@ -5,7 +5,8 @@ from recommender.models import ModelKind, ModelVersion
 
 
 class Command(BaseCommand):
-    help = "Train each model kind in this process unless a version of it exists (make run)."
+    help = ("Train each model kind in this process unless a trained version of it exists "
+            "(make run).")
 
     def handle(self, *args, **options):
         for kind in ModelKind.values:
