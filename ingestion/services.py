@@ -652,26 +652,38 @@ def merge_catalog_fields(*, rows: dict[str, dict]) -> dict[str, int]:
     if missing:  # key order: racing batches queue, not deadlock
         Item.objects.bulk_create([Item(item_id=i) for i in missing], ignore_conflicts=True)
         stored += Item.objects.filter(item_id__in=missing).values_list(*columns)
-    now = timezone.now()
-    changed = []
-    recategorised = []
-    for pk, item_id, title, category, attributes in sorted(stored):
-        row = rows[item_id]
-        new_attributes = ({**_object(attributes), "price": row["price"]}
-                          if "price" in row and _object(attributes).get("price") != row["price"]
-                          else attributes)
-        new = (row.get("title", title), row.get("category", category), new_attributes)
-        if new != (title, category, attributes):
-            changed.append(Item(pk=pk, title=new[0], category=new[1], attributes=new[2],
-                                updated_at=now))
-            if new[1] != category:
-                recategorised.append(pk)
-    if changed:
-        Item.objects.bulk_update(changed, ["title", "category", "attributes", "updated_at"],
-                                 batch_size=500)
-    if recategorised:
-        item_categories_changed.send(sender=Item, item_pks=recategorised)
+    if any(_merged_catalog_row(rows[item_id], title, category, attributes)
+           != (title, category, attributes)
+           for _, item_id, title, category, attributes in stored):
+        # Written from a locked re-read (in key order, as upsert_items locks them): a
+        # concurrent /items upsert or admin edit since the read above is merged, not
+        # overwritten with what this batch read.
+        now = timezone.now()
+        changed, recategorised = [], []
+        for pk, item_id, title, category, attributes in (
+                Item.objects.select_for_update().filter(item_id__in=list(rows))
+                .order_by("item_id").values_list(*columns)):
+            new = _merged_catalog_row(rows[item_id], title, category, attributes)
+            if new != (title, category, attributes):
+                changed.append(Item(pk=pk, title=new[0], category=new[1], attributes=new[2],
+                                    updated_at=now))
+                if new[1] != category:
+                    recategorised.append(pk)
+        if changed:
+            Item.objects.bulk_update(changed, ["title", "category", "attributes", "updated_at"],
+                                     batch_size=500)
+        if recategorised:
+            item_categories_changed.send(sender=Item, item_pks=recategorised)
     return {item_id: pk for pk, item_id, *_ in stored}
+
+
+def _merged_catalog_row(row: dict, title: str, category: str,
+                        attributes: Any) -> tuple[str, str, Any]:
+    """(title, category, attributes) once an event's catalog fields are merged in."""
+    new_attributes = ({**_object(attributes), "price": row["price"]}
+                      if "price" in row and _object(attributes).get("price") != row["price"]
+                      else attributes)
+    return row.get("title", title), row.get("category", category), new_attributes
 
 
 @transaction.atomic

@@ -156,3 +156,30 @@ def test_only_new_events_sentiment_reads_are_announced_for_scoring(
 
     assert sorted(Event.objects.filter(pk__in=announced).values_list("type", flat=True)) == [
         "click", "review"]
+
+
+@pytest.mark.django_db
+def test_an_events_price_is_merged_into_the_item_as_it_is_when_written(monkeypatch):
+    """An /items upsert or admin edit between the batch's read of the item and its write
+    (here: during the comparison of the two) is kept, not overwritten with the read."""
+    from ingestion import services
+    from ingestion.models import Item
+
+    Item.objects.create(item_id="sku-1", category="shirts", attributes={"colour": "red"})
+    merge = services._merged_catalog_row
+    edits = ["recategorised meanwhile"]
+
+    def edited_meanwhile(row, title, category, attributes):
+        if edits:
+            edits.pop()
+            Item.objects.filter(item_id="sku-1").update(
+                category="tops", attributes={"colour": "red", "size": "M"})
+        return merge(row, title, category, attributes)
+
+    monkeypatch.setattr(services, "_merged_catalog_row", edited_meanwhile)
+
+    services.merge_catalog_fields(rows={"sku-1": {"price": 12.5}})
+
+    item = Item.objects.get(item_id="sku-1")
+    assert item.category == "tops"
+    assert item.attributes == {"colour": "red", "size": "M", "price": 12.5}
