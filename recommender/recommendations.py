@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,34 +51,18 @@ class Recommendation:
 
 @dataclass
 class _CatalogView:
-    """One model's rows of items, and after them the active items added to the catalog
-    since it was trained, embedded from their category and title (the model's
-    embed_new_items; its unknown-item row learnt what a new item looks like): without
-    them a product launched today reached no one with a history until a retrain was
-    promoted. Per row: its item id, category and availability."""
+    """The model a version serves with, and the category and availability of each of its
+    item rows. The model is the version's with the active items added to the catalog
+    since it was trained (TwoTowerModel.with_catalog): without them a product launched
+    today reached no one with a history until a retrain was promoted."""
 
-    item_ids: np.ndarray  # object: the model's item_ids, then the new items'
-    row_by_item: dict[str, int]
-    # The new items' embeddings, rows after the model's (n_new, embedding_dim).
-    new_embeddings: np.ndarray
+    model: Any  # recommender.ml.two_tower.TwoTowerModel
     categories: np.ndarray  # int32 code per row, into category_codes
     category_codes: dict[str, int]
     unavailable: np.ndarray
     # Every stored item's id by primary key, so a user's history is read without a join.
     item_id_by_pk: dict[int, str]
     fingerprint: tuple
-
-    def scores(self, model, embedding: np.ndarray) -> np.ndarray:
-        """Dot products of one query or item embedding with every row, float32."""
-        known = model.item_embeddings @ embedding
-        if not len(self.new_embeddings):
-            return known
-        return np.concatenate([known, self.new_embeddings @ embedding])
-
-    def embedding(self, model, row: int) -> np.ndarray:
-        known = len(model.item_ids)
-        return (model.item_embeddings[row] if row < known
-                else self.new_embeddings[row - known])
 
 
 @dataclass
@@ -113,25 +98,22 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
         return view
     stored: dict[str, tuple[str, bool]] = {}
     item_id_by_pk: dict[int, str] = {}
-    model = loaded.model
     new_pks = []
     for pk, item_id, category, active in Item.objects.values_list(
             "pk", "item_id", "category", "is_active").iterator(chunk_size=20_000):
         stored[item_id] = (category, active)
         item_id_by_pk[pk] = item_id
-        if active and item_id not in model.row_by_item:
+        if active and item_id not in loaded.model.row_by_item:
             new_pks.append(pk)
     if len(new_pks) > MAX_NEW_ITEMS:
         logger.warning("%d items are new to %s: the newest %d are recommended until a "
                        "retrain", len(new_pks), loaded.name, MAX_NEW_ITEMS)
         new_pks = sorted(new_pks)[-MAX_NEW_ITEMS:]
-    new_items = pd.DataFrame(list(Item.objects.filter(pk__in=new_pks).order_by("pk")
-                                  .values_list("item_id", "category", "title")),
-                             columns=["item_id", "category", "title"])
-    new_embeddings = (model.embed_new_items(new_items).astype(np.float32) if len(new_items)
-                      else np.zeros((0, model.item_embeddings.shape[1]), dtype=np.float32))
-    new_ids = new_items["item_id"].tolist()
-    ids = model.item_ids.tolist() + new_ids
+    model = loaded.model.with_catalog(pd.DataFrame(
+        list(Item.objects.filter(pk__in=new_pks).order_by("pk")
+             .values_list("item_id", "category", "title")),
+        columns=["item_id", "category", "title"])) if new_pks else loaded.model
+    ids = model.item_ids.tolist()
     category_codes: dict[str, int] = {}
     # Integer codes, so a category filter is one vectorised comparison per request.
     categories = np.fromiter((category_codes.setdefault(stored.get(i, ("", False))[0],
@@ -139,13 +121,9 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
                              dtype=np.int32, count=len(ids))
     unavailable = np.fromiter((not stored.get(i, ("", False))[1] for i in ids), dtype=bool,
                               count=len(ids))
-    view = _CatalogView(item_ids=np.asarray(ids, dtype=object),
-                        row_by_item={**model.row_by_item,
-                                     **{item: len(model.item_ids) + position
-                                        for position, item in enumerate(new_ids)}},
-                        new_embeddings=new_embeddings, categories=categories,
-                        category_codes=category_codes, unavailable=unavailable,
-                        item_id_by_pk=item_id_by_pk, fingerprint=fingerprint)
+    view = _CatalogView(model=model, categories=categories, category_codes=category_codes,
+                        unavailable=unavailable, item_id_by_pk=item_id_by_pk,
+                        fingerprint=fingerprint)
     with _caches.lock:
         # Views of the active and the A/B candidate version, plus one just swapped out.
         recent = dict(list(_caches.catalogs.items())[-2:])
@@ -162,12 +140,17 @@ def _popular(category: str | None = None) -> list[tuple[str, str, float]]:
         if category is not None and not Item.objects.filter(category=category).exists():
             return []
         items = selectors.popular_items(category=category)
-        with _caches.lock:
-            _caches.popular.pop(category, None)
-            if len(_caches.popular) >= POPULAR_CACHE_CATEGORIES:  # the longest kept goes
-                _caches.popular.pop(next(iter(_caches.popular)))
-            _caches.popular[category] = (time.monotonic(), items)
+        _remember(_caches.popular, category, items, keep=POPULAR_CACHE_CATEGORIES)
     return items
+
+
+def _remember(cache: dict, key, value, *, keep: int) -> None:
+    """Stores (now, value) under key, the entry kept longest going once `keep` are held."""
+    with _caches.lock:
+        cache.pop(key, None)
+        if len(cache) >= keep:
+            cache.pop(next(iter(cache)))
+        cache[key] = (time.monotonic(), value)
 
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
@@ -313,16 +296,16 @@ def recommend_for_user(*, user_id: str, k: int = 10, category: str | None = None
                        strategy="popular", endpoint="recommendations", category=category,
                        log_impression=log_impression)
 
-    model = loaded.model
-    scores = view.scores(model, model.query_embeddings(
-        [person.user_id], [recent[-history_length:]], [person.traits])[0])
+    model = view.model
+    scores = model.score_items(model.query_embeddings(
+        [person.user_id], [recent[-history_length:]], [person.traits]))[0]
     scores[view.unavailable] = -np.inf
     if category is not None:
         scores[view.categories != view.category_codes.get(category, -1)] = -np.inf
-    rows = [view.row_by_item[item] for item in excluded if item in view.row_by_item]
+    rows = [model.row_by_item[item] for item in excluded if item in model.row_by_item]
     scores[rows] = -np.inf
     top = _top_rows(scores, margin)
-    ranked = [(str(view.item_ids[row]), float(scores[row])) for row in top]
+    ranked = [(str(model.item_ids[row]), float(scores[row])) for row in top]
     return _answer(user_id=user_id, ranked=ranked, k=k, loaded=loaded, strategy="two_tower",
                    endpoint="recommendations", category=category,
                    log_impression=log_impression)
@@ -344,13 +327,14 @@ def similar_to_item(*, item_id: str, k: int = 10) -> Recommendation:
     margin = k + 20
     if loaded is not None:
         view = _catalog_view(loaded)
-        row = view.row_by_item.get(item_id)
+        row = view.model.row_by_item.get(item_id)
         if row is not None:
-            scores = view.scores(loaded.model, view.embedding(loaded.model, row))
+            embeddings = view.model.item_embeddings
+            scores = embeddings @ embeddings[row]
             scores[row] = -np.inf
             scores[view.unavailable] = -np.inf
             top = _top_rows(scores, margin)
-            ranked = [(str(view.item_ids[r]), float(scores[r])) for r in top]
+            ranked = [(str(view.model.item_ids[r]), float(scores[r])) for r in top]
             return _answer(user_id="", ranked=ranked, k=k, loaded=loaded, strategy="two_tower",
                            endpoint="similar")
     ranked = [(item, score) for item, _, score in _popular(category) if item != item_id]
@@ -367,11 +351,7 @@ def _interacted_before(person: Person) -> frozenset[str]:
     read_at, items = _caches.interacted.get(key, (float("-inf"), frozenset()))
     if now - read_at >= POPULAR_CACHE_SECONDS:
         items = frozenset(selectors.interacted_items(person=person))
-        with _caches.lock:
-            _caches.interacted.pop(key, None)
-            if len(_caches.interacted) >= INTERACTED_CACHE_PERSONS:  # the longest kept goes
-                _caches.interacted.pop(next(iter(_caches.interacted)))
-            _caches.interacted[key] = (now, items)
+        _remember(_caches.interacted, key, items, keep=INTERACTED_CACHE_PERSONS)
     return items
 
 

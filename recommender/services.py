@@ -113,12 +113,8 @@ def request_cancel(*, job_id: int, actor: str) -> TrainingJob:
         job.save(update_fields=["status", "finished_at", "log"])
     elif job.status == Status.RUNNING and _heartbeat_stale(job, now=now):
         # No worker is left to see the request: the job ends here.
-        job.status = Status.CANCELLED
-        job.cancel_requested = True
-        job.finished_at = now
-        job.log += (f"[{now:%Y-%m-%d %H:%M:%S}] Cancelled by {actor}; its worker had "
-                    "stopped responding.\n")
-        job.save(update_fields=["status", "cancel_requested", "finished_at", "log"])
+        _cancel_abandoned(job, now=now,
+                          line=f"Cancelled by {actor}; its worker had stopped responding.")
     elif job.status == Status.RUNNING:
         job.cancel_requested = True
         job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Cancel requested by {actor}.\n"
@@ -131,12 +127,15 @@ def _heartbeat_stale(job: TrainingJob, *, now: datetime) -> bool:
     return job.heartbeat_at is None or job.heartbeat_at < stale_before
 
 
-def _cancel_abandoned(job: TrainingJob, *, now: datetime) -> None:
-    """A job asked to stop whose worker died before it could: cancelled, not run again."""
+def _cancel_abandoned(job: TrainingJob, *, now: datetime,
+                      line: str = "Its worker stopped before the cancel; cancelled.") -> None:
+    """A job asked to stop whose worker died before it could: cancelled, not run again
+    (an attempt still alive after all stops at its next check)."""
     job.status = Status.CANCELLED
+    job.cancel_requested = True
     job.finished_at = now
-    job.log += f"[{now:%Y-%m-%d %H:%M:%S}] Its worker stopped before the cancel; cancelled.\n"
-    job.save(update_fields=["status", "finished_at", "log"])
+    job.log += f"[{now:%Y-%m-%d %H:%M:%S}] {line}\n"
+    job.save(update_fields=["status", "cancel_requested", "finished_at", "log"])
 
 
 def _claim(job_id: int) -> TrainingJob | None:
@@ -145,12 +144,11 @@ def _claim(job_id: int) -> TrainingJob | None:
     over, but only within TRAINING_MAX_ATTEMPTS: a job that kills its worker every time
     (out of memory, say) must end as failed instead of crashing workers forever."""
     now = timezone.now()
-    stale_before = now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
         if job.status in TrainingJob.FINISHED:
             return None
-        if job.status == Status.RUNNING and job.heartbeat_at and job.heartbeat_at > stale_before:
+        if job.status == Status.RUNNING and not _heartbeat_stale(job, now=now):
             return None
         if job.cancel_requested:
             _cancel_abandoned(job, now=now)

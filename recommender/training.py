@@ -96,7 +96,7 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
                                     on_epoch_end=reporter.on_epoch_end,
                                     should_stop=reporter.should_stop)
     catalog = np.asarray(items["item_id"].tolist(), dtype=object)
-    scorer = model.scorer(catalog, user_traits=traits, items=items)
+    scorer = model.scorer(catalog, user_traits=traits)
     metrics = evaluate(scorer, train, test, catalog)
     baseline = evaluate(popularity_scorer(train, catalog), train, test, catalog)
     reporter.log(f"Holdout: model {metrics}, popularity {baseline}")
@@ -110,7 +110,7 @@ def train_recommender_version(reporter: JobReporter) -> ModelVersion:
             comparison.model_metrics = evaluate(scorer, train, unseen, catalog)
             # Items added since it was trained scored as serving ranks them.
             comparison.active_metrics = evaluate(
-                active_model.scorer(catalog, user_traits=traits, items=items), train,
+                active_model.with_catalog(items).scorer(catalog, user_traits=traits), train,
                 unseen, catalog)
         else:
             comparison.shortfall = f"at least {MIN_RECOMMENDER_TEST_USERS} are needed"

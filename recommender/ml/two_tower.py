@@ -194,37 +194,40 @@ class TwoTowerModel:
         return _numpy_candidate_tower(self.weights, np.full_like(features["item"], OOV_INDEX),
                                       features["category"], features["title"])
 
+    def with_catalog(self, items: pd.DataFrame) -> "TwoTowerModel":
+        """This model with rows added for the catalog ``items`` (item_id, category, title)
+        it has none for, embedded by embed_new_items: items without interactions when it
+        was trained, or added to the catalog since (its unknown-item row learnt what a new
+        item looks like). Itself where it has a row for every one."""
+        catalog = items.drop_duplicates("item_id", keep="last")
+        ids = np.asarray(catalog["item_id"].astype(str).tolist(), dtype=object)
+        new = np.fromiter((item not in self.row_by_item for item in ids), dtype=bool,
+                          count=len(ids))
+        if not new.any():
+            return self
+        return TwoTowerModel(
+            config=self.config, vocabularies=self.vocabularies, weights=self.weights,
+            item_ids=np.concatenate([self.item_ids, ids[new].astype(str)]),
+            item_embeddings=np.concatenate([self.item_embeddings,
+                                            self.embed_new_items(catalog[new])]))
+
     def scorer(self, item_ids: Sequence[str] | np.ndarray,
                user_traits: Mapping[str, Traits] | None = None,
-               items: pd.DataFrame | None = None,
                ) -> Callable[[Sequence[str], Sequence[Sequence[str]]], np.ndarray]:
         """A ``score_fn`` for ``evaluation.evaluate`` over the catalog ``item_ids``; catalog
-        items unknown to this model score -inf, or, given the catalog's ``items``
-        (item_id, category, title), by their category and title as serving ranks them
-        (``embed_new_items``): a version trained before an item existed is judged as it
-        serves. ``user_traits``: as in training, so users are scored with the traits the
-        model learned them with."""
-        item_ids = np.asarray(item_ids, dtype=object)
-        columns = pd.Index(self.item_ids.astype(object)).get_indexer(item_ids)
+        items unknown to this model score -inf (``with_catalog`` first to score them as
+        serving does). ``user_traits``: as in training, so users are scored with the
+        traits the model learned them with."""
+        columns = pd.Index(self.item_ids.astype(object)).get_indexer(
+            np.asarray(item_ids, dtype=object))
         known = columns >= 0
         traits = user_traits or {}
-        new_embeddings = None
-        if items is not None and not known.all():
-            described = items.drop_duplicates("item_id", keep="last").set_index("item_id")
-            unknown = pd.Index(item_ids[~known])
-            new_embeddings = self.embed_new_items(pd.DataFrame({
-                "item_id": unknown,
-                "category": described["category"].reindex(unknown).fillna("").to_numpy(),
-                "title": described["title"].reindex(unknown).fillna("").to_numpy()}))
 
         def score(user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> np.ndarray:
-            queries = self.query_embeddings(user_ids, histories,
-                                            [traits.get(user) for user in user_ids])
-            model_scores = self.score_items(queries)
+            model_scores = self.score_items(self.query_embeddings(
+                user_ids, histories, [traits.get(user) for user in user_ids]))
             aligned = np.full((len(user_ids), len(columns)), -np.inf, dtype=np.float32)
             aligned[:, known] = model_scores[:, columns[known]]
-            if new_embeddings is not None:
-                aligned[:, ~known] = queries @ new_embeddings.T
             return aligned
 
         return score
@@ -688,18 +691,8 @@ def _extract_model(keras_model: "tf.keras.Model", vocab: _Vocabularies, tables: 
                                              tables.item_title[item_codes])
     model = TwoTowerModel(config=config, vocabularies=vocab, weights=weights, item_ids=item_ids,
                           item_embeddings=item_embeddings)
-    if items is not None and len(items):
-        # Catalog items without interactions get feature-only embeddings.
-        catalog = items.drop_duplicates("item_id", keep="last")
-        catalog_ids = np.asarray(catalog["item_id"].astype(str).tolist(), dtype=object)
-        new = vocab.items.encode(catalog_ids) == OOV_INDEX
-        if new.any():
-            model = TwoTowerModel(
-                config=config, vocabularies=vocab, weights=weights,
-                item_ids=np.concatenate([item_ids, catalog_ids[new].astype(str)]),
-                item_embeddings=np.concatenate([item_embeddings,
-                                                model.embed_new_items(catalog[new])]))
-    return model
+    # Catalog items without interactions get feature-only embeddings.
+    return model.with_catalog(items) if items is not None and len(items) else model
 
 
 def keras_model_from(model: TwoTowerModel) -> "tf.keras.Model":

@@ -276,7 +276,7 @@ def test_the_scorer_ranks_an_item_added_after_training_as_serving_does(trained, 
     history = train[train["user_id"] == user]["item_id"].tolist()
 
     unknown = model.scorer(item_ids)([user], [history])
-    described = model.scorer(item_ids, items=items)([user], [history])
+    described = model.with_catalog(items).scorer(item_ids)([user], [history])
 
     assert unknown[0, -1] == -np.inf  # without the catalog, never a hit
     query = model.query_embeddings([user], [history])
