@@ -75,6 +75,8 @@ class _Caches:
     # (read at, every item).
     interacted: dict[tuple[str, tuple[int, ...]], tuple[float, frozenset[str]]] = field(
         default_factory=dict)
+    # By version: held by the thread rebuilding its catalog view.
+    building: dict[int, threading.Lock] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -92,10 +94,35 @@ def _catalog_fingerprint() -> tuple:
 
 
 def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
-    fingerprint = _catalog_fingerprint()
-    view = _caches.catalogs.get(loaded.version_id)
-    if view is not None and view.fingerprint == fingerprint:
+    caches = _caches
+    view = caches.catalogs.get(loaded.version_id)
+    if view is not None and view.fingerprint == _catalog_fingerprint():
         return view
+    with caches.lock:
+        building = caches.building.setdefault(loaded.version_id, threading.Lock())
+    # One thread per process rebuilds a version's view (every item read, new items
+    # embedded: seconds for a large catalog); the others answer from the view it replaces,
+    # whose item categories and availability the answer's final statement checks again.
+    if not building.acquire(blocking=view is None):
+        return view
+    try:
+        view = caches.catalogs.get(loaded.version_id)
+        fingerprint = _catalog_fingerprint()
+        if view is not None and view.fingerprint == fingerprint:
+            return view
+        view = _build_catalog_view(loaded, fingerprint)
+        with caches.lock:
+            # Views of the active and the A/B candidate version, plus one just swapped out.
+            recent = dict(list(caches.catalogs.items())[-2:])
+            caches.catalogs = {**recent, loaded.version_id: view}
+            caches.building = {version_id: lock for version_id, lock in caches.building.items()
+                               if version_id in caches.catalogs or lock.locked()}
+        return view
+    finally:
+        building.release()
+
+
+def _build_catalog_view(loaded: LoadedVersion, fingerprint: tuple) -> _CatalogView:
     stored: dict[str, tuple[str, bool]] = {}
     item_id_by_pk: dict[int, str] = {}
     new_pks = []
@@ -121,14 +148,9 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
                              dtype=np.int32, count=len(ids))
     unavailable = np.fromiter((not stored.get(i, ("", False))[1] for i in ids), dtype=bool,
                               count=len(ids))
-    view = _CatalogView(model=model, categories=categories, category_codes=category_codes,
+    return _CatalogView(model=model, categories=categories, category_codes=category_codes,
                         unavailable=unavailable, item_id_by_pk=item_id_by_pk,
                         fingerprint=fingerprint)
-    with _caches.lock:
-        # Views of the active and the A/B candidate version, plus one just swapped out.
-        recent = dict(list(_caches.catalogs.items())[-2:])
-        _caches.catalogs = {**recent, loaded.version_id: view}
-    return view
 
 
 def _popular(category: str | None = None) -> list[tuple[str, str, float]]:

@@ -1,6 +1,7 @@
 """GET /api/v1/recommendations and /items/<id>/similar against a two-tower model trained on
 planted taste clusters (trained once per test process, registered per test)."""
 
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -393,3 +394,35 @@ def test_an_item_added_after_training_is_recommended_and_has_neighbours(client_a
     assert scores["c0-new"] > other_clusters[len(other_clusters) * 3 // 4]
     assert similar["strategy"] == "two_tower"
     assert sum(cluster_of(row["item_id"]) == 0 for row in similar["items"]) >= 4
+
+
+def test_requests_during_a_catalog_rebuild_answer_from_the_last_view(shop, settings,
+                                                                     monkeypatch):
+    from recommender import recommendations
+    from recommender.models import ModelKind
+    from recommender.serving import serving_version
+
+    loaded = serving_version(kind=ModelKind.RECOMMENDER)
+    last_view = recommendations._catalog_view(loaded)
+    Item.objects.create(item_id="c0-new", category="cat0", title="garden thing new")
+    settings.MODEL_REFRESH_SECONDS = 60
+    recommendations._caches.fingerprint = (float("-inf"), ())
+    model_class = type(loaded.model)
+    with_catalog = model_class.with_catalog
+    during_rebuild = {}
+
+    def slow_with_catalog(model, items):
+        if not during_rebuild:
+            # Another request arrives while this one embeds the new item.
+            request = threading.Thread(target=lambda: during_rebuild.update(
+                view=recommendations._catalog_view(loaded)))
+            request.start()
+            request.join(timeout=10)
+        return with_catalog(model, items)
+
+    monkeypatch.setattr(model_class, "with_catalog", slow_with_catalog)
+    rebuilt = recommendations._catalog_view(loaded)
+
+    assert during_rebuild["view"] is last_view
+    assert "c0-new" in rebuilt.model.row_by_item and "c0-new" not in last_view.model.row_by_item
+    assert recommendations._catalog_view(loaded) is rebuilt
