@@ -111,8 +111,9 @@ class OverviewApi(AnalyticsApi):
     @extend_schema(
         operation_id="analytics_overview", parameters=[InputSerializer],
         responses={200: OpenApiTypes.OBJECT},
-        description="DAU/WAU/MAU, stickiness (average DAU / MAU), and per day: active, new "
-                    "and returning users, events by type, purchases and revenue.")
+        description="DAU/WAU/MAU, stickiness (average DAU over MAU's 30 days / MAU), and "
+                    "per day: active, new and returning users, events by type, purchases and "
+                    "revenue.")
     def get(self, request):
         return Response(overview.overview(**self.filters(request)))
 
@@ -185,7 +186,8 @@ class ItemsApi(AnalyticsApi):
         responses={200: OpenApiTypes.OBJECT},
         description="Top items and categories (views, conversion = purchasers / viewers, "
                     "revenue, average rating, review sentiment shares) and trending items "
-                    "(view growth against the previous period of equal length).")
+                    "(view growth against the previous period of equal length; null for "
+                    "items without views before it).")
     def get(self, request):
         # One shared pass over the events serves all three lists.
         return Response(items.item_report(**self.filters(request)))

@@ -172,6 +172,10 @@ class DashboardView(LoginRequiredMixin, UserPassesTestMixin, View):
                                  for field, messages in serializer.errors.items()]
             return render(request, self.template_name, context, status=400)
         filters = serializer.validated_data
+        if filters.get("date_range"):
+            # The range shown, also where only one end was given (the other defaulted).
+            context["form_start"] = filters["date_range"].start.isoformat()
+            context["form_end"] = filters["date_range"].end.isoformat()
         try:
             content = self.build(filters)
         except DatabaseError as error:

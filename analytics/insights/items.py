@@ -268,8 +268,9 @@ def _top_categories(*, rows: list[dict[str, Any]], date_range: DateRange,
 
 
 def _trending(*, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Growth is (current - previous) / previous views, or the current count when there
-    were none before; ties on growth and views are broken by the external item id."""
+    """Growth is (current - previous) / previous views; items without views before have
+    none (a ratio of nothing: shown as new), ranked as if it were their view count. Ties on
+    growth and views are broken by the external item id."""
     details = {item.pk: item for item in Item.objects.filter(pk__in=[row["item"] for row in rows])
                .only("item_id", "title", "category")}
     ranked = sorted(
@@ -278,7 +279,8 @@ def _trending(*, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key=lambda ranking: (-ranking[0], -ranking[1]["views"], ranking[2].item_id))
     return [{"item_id": item.item_id, "title": item.title, "category": item.category,
              "current_views": row["views"], "previous_views": row["previous_views"],
-             "growth": round(growth, 4)} for growth, row, item in ranked]
+             "growth": round(growth, 4) if row["previous_views"] else None}
+            for growth, row, item in ranked]
 
 
 def item_report(*, date_range: DateRange, category: str | None = None,
@@ -317,7 +319,7 @@ def category_performance(*, date_range: DateRange, category: str | None = None,
 def trending_items(*, date_range: DateRange, category: str | None = None, limit: int = 10,
                    min_views: int = 3) -> list[dict[str, Any]]:
     """Items whose views grew most against the previous period of equal length; growth is
-    (current - previous) / previous, or the current count when there were no views before."""
+    (current - previous) / previous, None without views before (ranked by their count)."""
     rows = _item_rows(date_range=date_range, category=category, with_previous=True,
                       wanted=_Wanted(trending_limit=limit, min_views=min_views))
     return _trending(rows=rows["trending"])

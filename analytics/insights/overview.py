@@ -16,7 +16,8 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
     """Active users (DAU per day; WAU and MAU over the 7 and 30 days ending on the last day),
     new vs returning users per day (new = first seen that day, from EndUser.first_seen),
     events by type per day, purchases and revenue per day, and stickiness: the average DAU
-    over the range divided by MAU. Read from the rollups where built (sources.py)."""
+    over MAU's 30 days divided by MAU (over a longer range, the range's average DAU against
+    the last 30 days' persons passed 100%). Read from the rollups where built (sources.py)."""
     # One read of the range and the 30 days ending on its last day, whichever is longer.
     both = DateRange(start=min(date_range.start, date_range.end - timedelta(days=29)),
                      end=date_range.end)
@@ -99,12 +100,14 @@ def overview(*, date_range: DateRange, category: str | None = None) -> dict[str,
             "revenue": round(daily_revenue.get(day, 0.0), 2),
         })
     average_dau = sum(day["active_users"] for day in days) / len(days)
+    mau_days = [date_range.end - timedelta(days=offset) for offset in range(30)]
+    mau_average_dau = sum(daily_active.get(day, 0) for day in mau_days) / len(mau_days)
     return {
         "dau": active["dau"],
         "wau": active["wau"],
         "mau": active["mau"],
         "average_dau": round(average_dau, 2),
-        "stickiness": ratio(average_dau, active["mau"]),
+        "stickiness": ratio(mau_average_dau, active["mau"]),
         "active_users": active["active_users"],
         "events": sum(type_totals.values()),
         "events_by_type": dict(sorted(type_totals.items(), key=lambda kv: (-kv[1], kv[0]))),

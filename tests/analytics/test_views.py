@@ -181,6 +181,19 @@ def test_retention_heat_map_and_sentiment_reviews(pm_browser, activity):
     assert "<strong>Pages fell out</strong> <q>Awful binding</q>" in sentiment
 
 
+def test_sentiment_reviews_show_half_star_ratings_as_given(pm_browser):
+    scarf = ItemFactory()
+    for rating in (1.5, 1, 1):  # the page lists items with three reviews or more
+        EventFactory(user=EndUserFactory(), item=scarf, type="review", value=rating,
+                     text="Fell apart", sentiment_label="negative",
+                     sentiment_score=0.1 if rating == 1.5 else 0.2,
+                     timestamp=timezone.now() - timedelta(hours=1))
+
+    sentiment = pm_browser.get(page_url("sentiment")).content.decode()
+
+    assert "rated 1.5" in sentiment
+
+
 def test_recommendations_page_compares_versions(pm_browser, activity):
     ModelVersion.objects.create(kind="recommender", name="tt-2", artifact_path="b",
                                 checksum="d")
@@ -325,3 +338,11 @@ def test_a_page_past_the_statement_time_limit_says_to_narrow_the_question(
     assert "ran longer than 0.05 s and was stopped" in response.content.decode()
     settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS = 30
     assert pm_browser.get(page_url("overview")).status_code == 200
+
+
+def test_a_range_given_by_its_end_alone_shows_the_start_it_was_given(pm_browser):
+    page = pm_browser.get(page_url("overview") + "?end=2024-03-31").content.decode()
+
+    # The 30 days ending on the 31st; the form's start was today's 30 days before.
+    assert 'name="start" value="2024-03-02"' in page
+    assert 'name="end" value="2024-03-31"' in page

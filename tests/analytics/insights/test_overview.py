@@ -1,8 +1,11 @@
 """The overview on a hand-built event set."""
 
+from datetime import date
+
 import pytest
 
 from analytics.insights import overview
+from analytics.insights.common import DateRange
 from tests.analytics.insights.builders import JANUARY, at, event, item, user
 
 
@@ -32,7 +35,23 @@ class TestOverview:
         assert result["days"][0]["active_users"] == 0
         assert (result["dau"], result["wau"], result["mau"]) == (1, 2, 2)
         assert result["revenue"] == 25.5
-        assert result["stickiness"] == pytest.approx((1 + 2 + 1) / 31 / 2)
+        # MAU's 30 days (2-31 January): one person on the 20th and 31st, two on the 30th.
+        assert result["stickiness"] == pytest.approx((1 + 2 + 1) / 30 / 2)
+
+    def test_stickiness_over_a_long_range_compares_the_last_30_days_with_mau(self):
+        book = item("book")
+        regulars = [user(f"regular{n}", first_seen=at(1)) for n in range(10)]
+        for day in range(1, 32):
+            for regular in regulars:
+                event(regular, "view", at(day), book)
+        late = user("late", first_seen=at(30, month=3))
+        event(late, "view", at(31, month=3), book)
+
+        result = overview.overview(date_range=DateRange(start=date(2026, 1, 1),
+                                                        end=date(2026, 3, 31)))
+
+        assert result["mau"] == 1
+        assert result["stickiness"] == pytest.approx(1 / 30)
 
     def test_category_filter_keeps_only_its_items(self):
         book = item("book", "books")
