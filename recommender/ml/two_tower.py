@@ -6,7 +6,8 @@ items (learned per-position recency logits plus a content term, several heads) +
 embedding + category + mean title-token embedding, through a linear layer. The item id
 table is shared by the history and the candidate side. Both outputs are L2-normalised;
 training uses the in-batch softmax of ``tfrs.tasks.Retrieval`` with a temperature, the
-log-frequency sampling correction and removal of accidental hits.
+log-frequency sampling correction and removal of accidental hits (computed here in
+float32, so mixed precision on a GPU leaves the loss alone).
 
 TensorFlow is imported only by the training code: a web process loads a saved model and
 computes query embeddings with NumPy from the extracted weights, without TensorFlow.
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 ARTIFACT_FORMAT = "lodestar-two-tower/1"
 WEIGHTS_FILE = "weights.npz"
 METADATA_FILE = "metadata.json"
+# What tfrs.layers.loss.RemoveAccidentalHits adds to such a logit: float32's lowest / 100.
+ACCIDENTAL_HIT_LOGIT = float(np.finfo(np.float32).min) / 100
 
 EpochEndHook = Callable[[int, dict[str, float]], None]
 StopCheck = Callable[[], bool]
@@ -508,7 +511,7 @@ def train_two_tower(interactions: pd.DataFrame, *, items: pd.DataFrame | None = 
                                                     vocab.items.size), config)
 
     accelerator = configure_accelerator()
-    with accelerator.strategy.scope():
+    with accelerator.building():
         keras_model = _build_keras_model(_table_sizes(vocab), config)
         # XLA-compiled updates pay off on GPUs; on CPUs the compile time dominates.
         keras_model.compile(optimizer=tf.keras.optimizers.Adam(
@@ -716,6 +719,23 @@ def _build_keras_model(sizes: Mapping[str, int], config: TwoTowerConfig) -> "tf.
         # Under mixed precision layers emit float16; pooling and the outputs stay float32.
         return tf.cast(tensor, tf.float32)
 
+    def retrieval_loss(queries: tf.Tensor, candidates: tf.Tensor,
+                       features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """tfrs.tasks.Retrieval's loss (in-batch softmax with a temperature, the sampling
+        correction, accidental hits removed, weighted sum), always in float32: the task is
+        a Keras layer, so under mixed_float16 it cast the queries, and then its hit mask
+        and its sum, to float16 (a dtype error, or inf and NaN once cast)."""
+        scores = tf.matmul(queries, candidates, transpose_b=True) / config.temperature
+        scores -= tf.math.log(tf.clip_by_value(
+            tf.cast(features["sampling_probability"], tf.float32), 1e-6, 1.0))
+        labels = tf.eye(tf.shape(scores)[0], tf.shape(scores)[1])
+        ids = features["candidate_id"]
+        # Another row of the batch holding a query's own item is no negative of it.
+        accidental_hits = tf.cast(tf.equal(ids[:, None], ids[None, :]), tf.float32) - labels
+        scores += accidental_hits * ACCIDENTAL_HIT_LOGIT
+        return tf.reduce_sum(tf.cast(features["weight"], tf.float32)
+                             * tf.nn.softmax_cross_entropy_with_logits(labels, scores))
+
     def masked_mean(embeddings: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
         mask = tf.cast(tf.not_equal(codes, PADDING_INDEX), tf.float32)[..., None]
         return tf.reduce_sum(embeddings * mask, axis=-2) / tf.maximum(
@@ -741,8 +761,6 @@ def _build_keras_model(sizes: Mapping[str, int], config: TwoTowerConfig) -> "tf.
                                                       activation="relu", name="query_hidden")
             self.query_output = tf.keras.layers.Dense(dim, name="query_output")
             self.candidate_output = tf.keras.layers.Dense(dim, name="candidate_output")
-            self.task = tfrs.tasks.Retrieval(temperature=config.temperature,
-                                             remove_accidental_hits=True)
             self._build_variables()
 
         def _build_variables(self) -> None:
@@ -780,11 +798,8 @@ def _build_keras_model(sizes: Mapping[str, int], config: TwoTowerConfig) -> "tf.
 
         def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False
                          ) -> tf.Tensor:
-            return self.task(self.query_tower(features), self.candidate_tower(features),
-                             sample_weight=features["weight"],
-                             candidate_sampling_probability=features["sampling_probability"],
-                             candidate_ids=features["candidate_id"],
-                             compute_metrics=False)
+            return retrieval_loss(self.query_tower(features), self.candidate_tower(features),
+                                  features)
 
         def train_step(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
             # optimizer.minimize applies loss scaling when mixed precision wrapped it.

@@ -1,7 +1,7 @@
 """Where training runs: the CPU here; a visible GPU switches on memory growth and mixed
-precision, several GPUs a MirroredStrategy (TensorFlow's device discovery is faked)."""
+precision for the models built to train, several GPUs a MirroredStrategy (TensorFlow's
+device discovery is faked)."""
 
-import pytest
 
 from recommender.ml import accelerator as accelerator_module
 from recommender.ml.accelerator import configure_accelerator
@@ -11,37 +11,30 @@ from recommender.ml.accelerator import configure_accelerator
 tf = accelerator_module.tf
 
 
-@pytest.fixture
-def restore_policy():
-    yield
-    tf.keras.mixed_precision.set_global_policy("float32")
-
-
-def test_without_a_gpu_training_runs_on_the_cpu_in_float32(restore_policy):
+def test_without_a_gpu_training_runs_on_the_cpu_in_float32():
     chosen = configure_accelerator()
 
     assert (chosen.device, chosen.gpus, chosen.mixed_precision) == ("cpu", 0, False)
     assert chosen.replicas == 1
-    assert tf.keras.mixed_precision.global_policy().name == "float32"
+    with chosen.building():
+        assert tf.keras.layers.Dense(1).compute_dtype == "float32"
 
 
-def test_one_visible_gpu_gets_memory_growth_and_mixed_precision(monkeypatch, restore_policy):
-    fake_gpu = object()
-    grown = []
-    monkeypatch.setattr(tf.config, "list_physical_devices",
-                        lambda kind=None: [fake_gpu] if kind == "GPU" else [])
-    monkeypatch.setattr(tf.config.experimental, "set_memory_growth",
-                        lambda device, enabled: grown.append((device, enabled)))
+def test_one_visible_gpu_gets_memory_growth_and_mixed_precision_while_building(fake_gpu):
+    gpu, grown = fake_gpu
 
     chosen = configure_accelerator()
 
     assert (chosen.device, chosen.gpus, chosen.mixed_precision) == ("gpu", 1, True)
-    assert grown == [(fake_gpu, True)]
-    assert tf.keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert grown == [(gpu, True)]
+    with chosen.building():
+        assert tf.keras.layers.Dense(1).compute_dtype == "float16"
+    # Models made after (the float32 artifacts exported for serving) keep float32.
+    assert tf.keras.layers.Dense(1).compute_dtype == "float32"
     assert not isinstance(chosen.strategy, tf.distribute.MirroredStrategy)
 
 
-def test_several_gpus_train_with_a_mirrored_strategy(monkeypatch, restore_policy):
+def test_several_gpus_train_with_a_mirrored_strategy(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: ["gpu:0", "gpu:1"] if kind == "GPU" else [])
     monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda *args: None)

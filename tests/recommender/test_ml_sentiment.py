@@ -219,3 +219,26 @@ def test_a_text_with_no_ngram_is_scored_by_the_lexicon_and_says_so(trained):
         ["!!!", "lovely soft dress"])
     assert source == "lexicon" and known == "model"
     assert punctuation_score == pytest.approx(0.5)
+
+
+def test_a_review_with_no_ngram_does_not_spoil_training():
+    texts, ratings = planted_reviews(120, seed=6)
+    # A shop's "!!!" rated 5: no n-gram, so its mean embedding would be 0 / 0.
+    model, report = train_sentiment([*texts, "!!!", "...", "?!"], [*ratings, 5, 1, 4])
+
+    (_, _, source), = model.predict_with_source(["lovely soft dress"])
+    assert source == "model"
+    assert math.isfinite(report["selection_macro_f1"]) and report["selection_macro_f1"] > 0.8
+
+
+def test_on_a_gpu_the_model_trains_in_mixed_precision_and_is_served_in_float32(fake_gpu,
+                                                                               tmp_path):
+    texts, ratings = planted_reviews(120, seed=7)
+    model, report = train_sentiment(texts, ratings)
+    model.save(tmp_path / "sentiment")
+
+    assert (report["device"], report["mixed_precision"]) == ("gpu", True)
+    assert report["selection_macro_f1"] > 0.8
+    served = SentimentModel.load(tmp_path / "sentiment")
+    (_, score, source), = served.predict_with_source(["lovely soft dress"])
+    assert source == "model" and 0.0 <= score <= 1.0

@@ -283,3 +283,20 @@ def test_the_scorer_ranks_an_item_added_after_training_as_serving_does(trained, 
     assert described[0, -1] == pytest.approx(
         float(query[0] @ model.embed_new_items(launched)[0]), abs=1e-5)
     assert np.array_equal(described[0, :-1], unknown[0, :-1])
+
+
+def test_on_a_gpu_training_runs_in_mixed_precision_to_a_finite_model(split, fake_gpu) -> None:
+    import tensorflow as tf
+
+    train, test = split
+    config = TwoTowerConfig(**{**SMALL_CONFIG.__dict__, "validation_users": 8,
+                               "max_epochs": 2})
+    model, report = train_two_tower(train, items=catalog(), config=config)
+
+    assert (report["device"], report["mixed_precision"]) == ("gpu", True)
+    assert np.isfinite(report["final_loss"]) and np.isfinite(report["final_val_loss"])
+    assert np.isfinite(model.item_embeddings).all()
+    item_ids = catalog()["item_id"].tolist()
+    assert np.isfinite(model.scorer(item_ids)(["user-0-0"], [[item_id(0, 1)]])).all()
+    # Later models of the process (the numpy towers' Keras twin) compute in float32.
+    assert tf.keras.mixed_precision.global_policy().name == "float32"
