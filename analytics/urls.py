@@ -28,5 +28,6 @@ urlpatterns = [
     path("lifecycle", LifecycleApi.as_view(), name="lifecycle"),
     path("paths", PathsApi.as_view(), name="paths"),
     path("stickiness", StickinessApi.as_view(), name="stickiness"),
-    path("users/<str:user_id>/timeline", UserTimelineApi.as_view(), name="user-timeline"),
+    # <path:>: user ids may hold a slash (Shopify's gid://shopify/Customer/1).
+    path("users/<path:user_id>/timeline", UserTimelineApi.as_view(), name="user-timeline"),
 ]

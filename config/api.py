@@ -9,9 +9,10 @@ import io
 import logging
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
@@ -52,6 +53,8 @@ class SizeLimitedJSONParser(JSONParser):
             return super().parse(io.BytesIO(raw), media_type, parser_context)
         except exceptions.ParseError as error:
             raise exceptions.ParseError(f"Malformed JSON: {error.detail}") from error
+        except RecursionError:
+            raise exceptions.ParseError("Malformed JSON: nested too deeply.") from None
 
 
 class ClientAppRateThrottle(SimpleRateThrottle):
@@ -115,17 +118,47 @@ def _flatten(detail, attr=None) -> list[dict]:
     return [{"code": getattr(detail, "code", "invalid"), "detail": str(detail), "attr": attr}]
 
 
+def _error_body(*, status_code: int, code: str, detail: str, attr: str | None = None) -> dict:
+    error_type = "server_error" if status_code >= 500 else "client_error"
+    return {"type": error_type, "code": code, "detail": detail, "attr": attr,
+            "errors": [{"code": code, "detail": detail, "attr": attr}]}
+
+
 def error_response(*, status_code: int, code: str, detail: str, attr: str | None = None,
                    headers: dict | None = None) -> Response:
-    error_type = "server_error" if status_code >= 500 else "client_error"
-    body = {"type": error_type, "code": code, "detail": detail, "attr": attr,
-            "errors": [{"code": code, "detail": detail, "attr": attr}]}
-    return Response(body, status=status_code, headers=headers)
+    return Response(_error_body(status_code=status_code, code=code, detail=detail, attr=attr),
+                    status=status_code, headers=headers)
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 404 handler: an API path no view matches answers in the API's error shape
+    (a client parsing JSON got an HTML page), any other path Django's page."""
+    if _is_api(request):
+        return JsonResponse(_error_body(status_code=404, code="not_found",
+                                        detail="No such endpoint."), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's 500 handler, for errors outside the API views' own handler (middleware,
+    rendering): in the API's error shape on API paths."""
+    if _is_api(request):
+        return JsonResponse(_error_body(status_code=500, code="server_error",
+                                        detail="Internal server error."), status=500)
+    return defaults.server_error(request)
 
 
 def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         exc = RequestTooLarge(settings.INGEST_MAX_BODY_BYTES)
+    elif isinstance(exc, SuspiciousOperation):
+        # Django's refusals of a request's shape (over DATA_UPLOAD_MAX_NUMBER_FIELDS query
+        # parameters, say): the client's error, not a 500.
+        exc = exceptions.ParseError(str(exc) or "Malformed request.")
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -25,3 +25,6 @@ urlpatterns = [
     path("", include("ingestion.capture.urls")),
     path("", include("analytics.dashboard_urls")),
 ]
+
+handler404 = "config.api.not_found"
+handler500 = "config.api.server_error"

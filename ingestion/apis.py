@@ -51,7 +51,8 @@ EVENT_SCHEMA = {
         "item_id": _ID,
         "timestamp": _text("ISO 8601 date-time with offset; default now"),
         "value": {"type": "number", "nullable": True,
-                  "description": "Rating 0.5-5 (half stars), or purchase amount"},
+                  "description": "Rating 0.5-5 (half stars), or purchase amount; any value "
+                                 "from -1e15 to 1e15 (checked per event)"},
         "text": _text("Review text, at most 5,000 characters (checked per event); a "
                       "review's headline goes in `properties.review_title`, which sentiment "
                       "reads before the text (a review or rating is scored when it has text or a "
@@ -79,7 +80,8 @@ ITEM_SCHEMA = {
         "tags": {"type": "array", "nullable": True, "items": {"type": "string"}},
         "attributes": {"type": "object", "nullable": True},
         "is_active": {"type": "boolean", "nullable": True,
-                      "description": "false: never recommended"},
+                      "description": "false: never recommended; null keeps the stored value "
+                                     "(a new item is active)"},
     },
 }
 USER_SCHEMA = {

@@ -5,6 +5,10 @@ from django.db import models
 ITEM_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "review")
 # A rating's or review's value: stars, halves included (MovieLens's ratings.csv has 0.5).
 LOWEST_RATING, HIGHEST_RATING = 0.5, 5.0
+# Any event's value is at most this far from zero: revenue and value sums over millions of
+# events stay finite (two purchases of 1e308 summed to infinity, which broke every dashboard
+# and rollup covering their day), with room for any real amount or count.
+MAX_EVENT_VALUE = 1e15
 TEXT_EVENT_TYPES = ("review", "rating")
 # A review's headline, where the shop has one (an event property; a reviews CSV's
 # `review_title` column): sentiment reads it before the text. Not `title`, which

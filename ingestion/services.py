@@ -27,6 +27,7 @@ from ingestion.models import (
     HIGHEST_RATING,
     ITEM_EVENT_TYPES,
     LOWEST_RATING,
+    MAX_EVENT_VALUE,
     CaptureReject,
     EndUser,
     Event,
@@ -198,6 +199,8 @@ def _value(raw: Any, event_type: str) -> float | None:
         raise RowRejected("value", "Must be a finite number.") from None
     if number != number or number in (float("inf"), float("-inf")):
         raise RowRejected("value", "Must be a finite number.")
+    if abs(number) > MAX_EVENT_VALUE:
+        raise RowRejected("value", f"Must be from {-MAX_EVENT_VALUE:g} to {MAX_EVENT_VALUE:g}.")
     if event_type in ("rating", "review") and not LOWEST_RATING <= number <= HIGHEST_RATING:
         raise RowRejected("value", f"A rating must be {stars}.")
     if event_type == "purchase" and number < 0:
@@ -490,14 +493,16 @@ def _parse_item(raw: Any) -> dict:
                 raise RowRejected(name, f"Must be a string of at most {limit} characters.")
             parsed[name] = _storable_text(value, name)
     if "tags" in raw:
-        tags = raw["tags"]
+        tags = raw["tags"] if raw["tags"] is not None else []
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise RowRejected("tags", "Must be a list of strings.")
         parsed["tags"] = [_storable_text(tag, "tags") for tag in tags]
     if "attributes" in raw:
         parsed["attributes"] = (_properties(raw["attributes"], "attributes")
                                 if raw["attributes"] else {})
-    if "is_active" in raw:
+    # null as left out (the schema allows it): a client sending every optional field
+    # could otherwise upsert no item.
+    if raw.get("is_active") is not None:
         if not isinstance(raw["is_active"], bool):
             raise RowRejected("is_active", "Must be true or false.")
         parsed["is_active"] = raw["is_active"]

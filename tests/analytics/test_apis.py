@@ -200,6 +200,15 @@ def test_a_user_timeline_for_product_managers_only_and_404_for_an_unknown_id(pm_
     assert pm_client.get(url("users/u%00-42/timeline")).status_code == 404
 
 
+def test_the_timeline_of_a_user_id_holding_slashes(pm_client):
+    shopper = EndUserFactory(user_id="gid://shopify/Customer/1")
+    EventFactory(user=shopper, type="view")
+
+    body = pm_client.get(url("users/gid://shopify/Customer/1/timeline")).json()
+
+    assert body["user_id"] == "gid://shopify/Customer/1" and body["event_count"] == 1
+
+
 def test_paths_after_an_event_with_drop_off(pm_client):
     when = datetime(2026, 1, 5, 12, tzinfo=UTC)
     for name, kinds in (("ann", ["add_to_cart", "purchase"]), ("bob", ["add_to_cart"])):

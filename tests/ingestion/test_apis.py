@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from ingestion.models import EndUser, Event, Item
 
@@ -147,6 +148,20 @@ class TestEventIngest:
         assert "future" in errors[-1]["message"] and "1970" in errors[0]["message"]
         assert Event.objects.count() == 1
 
+    def test_a_value_too_large_to_sum_is_that_events_reject(self, client_app, pm_client):
+        now = timezone.now().isoformat()
+        body = {"batch": [event(type="purchase", value=1e308, timestamp=now),
+                          event(type="purchase", value=1e308, timestamp=now),
+                          event(type="signup", value=-1e300, timestamp=now),
+                          event(type="purchase", value=1e15, timestamp=now)]}
+        response = client_app.post(URL, body, format="json")
+
+        assert response.status_code == 200, response.content
+        assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [
+            (0, "value"), (1, "value"), (2, "value")]
+        overview = pm_client.get("/api/v1/analytics/overview")
+        assert overview.status_code == 200 and overview.json()["revenue"] == 1e15
+
     def test_a_row_breaking_the_schemas_types_refuses_the_whole_batch(self, client_app):
         response = post(client_app, {"batch": [event(), event(properties=["not", "an", "object"]),
                                                event(value="seven")]})
@@ -259,6 +274,18 @@ class TestCatalogUpserts:
         assert (lamp.title, lamp.category, lamp.tags, lamp.is_active) == (
             "Lamp", "home", ["light"], False)
         assert Item.objects.count() == 2
+
+    def test_nulls_the_schema_allows_are_accepted(self, client_app):
+        client_app.post("/api/v1/items", {"items": [
+            {"item_id": "a", "tags": ["light"], "is_active": False}]}, format="json")
+        body = client_app.post("/api/v1/items", {"items": [
+            {"item_id": "a", "title": None, "tags": None, "is_active": None},
+            {"item_id": "b", "tags": None, "is_active": None}]}, format="json").json()
+
+        assert body == {"accepted": 2, "rejected": 0, "errors": []}
+        lamp, new = Item.objects.get(item_id="a"), Item.objects.get(item_id="b")
+        assert (lamp.tags, lamp.is_active) == ([], False)
+        assert (new.tags, new.is_active) == ([], True)
 
     def test_item_row_errors_name_the_row_and_field(self, client_app):
         body = client_app.post("/api/v1/items", {"items": [
