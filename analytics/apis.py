@@ -260,8 +260,11 @@ class TrendsApi(AnalyticsApi):
             required=False, allow_blank=True, max_length=2 * PROPERTY_KEY_MAX_CHARS,
             validators=[RegexValidator(WHERE_PATTERN, message="Give key=value, e.g. plan=pro.")],
             help_text="`key=value`: keep only events whose properties[key], as text, is value")
-        compare = serializers.BooleanField(required=False, default=False,
-                                           help_text="Also the period of equal length before")
+        compare = serializers.BooleanField(
+            required=False, default=False,
+            help_text="Also the range before: by day the days of equal number just before; "
+                      "by week or month the same days as many weeks or months before as "
+                      "the range has periods, so each period has its counterpart")
 
         def validate_events(self, value: str) -> list[str]:
             return list(dict.fromkeys(name.strip() for name in value.split(",")))

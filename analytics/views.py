@@ -574,6 +574,16 @@ class TrendsView(DashboardView):
                      (row["total"] - row["previous_total"]) / row["previous_total"]
                      if row["previous_total"] else None]
                     for values, row in zip(rows, data["series"], strict=True)]
+        period_columns = [("Period", "text"), *[(name, number_kind) for name in names]]
+        period_rows = [[period, *[row["values"][index] for row in data["series"]]]
+                       for index, period in enumerate(data["periods"])]
+        if filters["compare"]:
+            # Each period beside its counterpart in the range compared (trends.compared_range).
+            period_columns += [("Previous period", "text"),
+                               *[(f"{name} (previous period)", number_kind) for name in names]]
+            period_rows = [[*values, data["previous_periods"][index],
+                            *[row["previous_values"][index] for row in data["series"]]]
+                           for index, values in enumerate(period_rows)]
         return {
             "suggestions": trends.filter_suggestions(),
             "cards": [],
@@ -583,9 +593,7 @@ class TrendsView(DashboardView):
             "tables": [
                 table(name="totals", title="Totals", columns=columns, rows=rows),
                 table(name="periods", title=f"Per {data['interval']}",
-                      columns=[("Period", "text"), *[(name, number_kind) for name in names]],
-                      rows=[[period, *[row["values"][index] for row in data["series"]]]
-                            for index, period in enumerate(data["periods"])]),
+                      columns=period_columns, rows=period_rows),
             ],
         }
 

@@ -59,8 +59,8 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
 
     Step 1 is each user's first event of that type in the range (from the rollups where
     they are built and the type has a bit in TYPE_BITS). Step k is the user's
-    earliest event of type k strictly after their step k-1 time and no later than the
-    first step time + window_days. With by_category every step must happen on an item of
+    earliest event of type k after their step k-1 time (or at it, for a type other than
+    step k-1's) and no later than the first step time + window_days. With by_category every step must happen on an item of
     the same category, and a user can count in several categories."""
     event_table = connection.ops.quote_name(Event._meta.db_table)
     item_table = connection.ops.quote_name(Item._meta.db_table)
@@ -118,6 +118,10 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
     # Bounds the later steps' scan to the (type, timestamp) index range they can fall in.
     latest_possible = date_range.end_before + timedelta(days=window_days)
     for index, step in enumerate(steps[1:], start=1):
+        # An event at the very time of the previous step follows it unless it is of the same
+        # type (an event is no step after itself): carts and purchases imported with
+        # second- or day-precision times often share one.
+        after = ">" if step == steps[index - 1] else ">="
         same_category = ""
         if join_items:
             same_category = (f"JOIN {item_table} i ON i.id = e.item_id AND "
@@ -129,7 +133,7 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
             f"p.deadline, {_sql_seconds_between('p.reached_at', 'MIN(e.timestamp)')} AS seconds "
             f"FROM step{index - 1} p JOIN ({event_table} e {link_join}) "
             f"ON {person} = p.user_id "
-            f"AND e.type = %s AND e.timestamp > p.reached_at AND e.timestamp <= p.deadline "
+            f"AND e.type = %s AND e.timestamp {after} p.reached_at AND e.timestamp <= p.deadline "
             f"AND e.timestamp >= %s AND e.timestamp < %s "
             f"{same_category} GROUP BY p.user_id, p.category, p.deadline, p.reached_at)")
         params += [step, connection.ops.adapt_datetimefield_value(date_range.start_at),

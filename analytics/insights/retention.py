@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Count, DateField
 from django.db.models.functions import Trunc
+from django.utils import timezone
 
 from analytics.insights import sources
 from analytics.insights.common import DateRange, Period, ratio
@@ -16,7 +17,7 @@ def retention(*, date_range: DateRange, period: Period = "week",
               category: str | None = None) -> dict[str, Any]:
     """Cohorts of users by the period of their first event ever (EndUser.first_seen) within
     the range; for each cohort the share active 0, 1, 2... periods later, up to the end of the
-    range. Weeks start on Monday. With a category, activity means events on its items and a
+    range or today, whichever is first. Weeks start on Monday. With a category, activity means events on its items and a
     cohort's size counts only users with such activity in the range. Read from the rollups
     where built (sources.py)."""
     period_of = sources.period_of(period)
@@ -47,8 +48,9 @@ def retention(*, date_range: DateRange, period: Period = "week",
         if active_period >= cohort:
             active[cohort][(active_period - cohort).days // step_days] = users
 
-    last_period = date_range.end - timedelta(
-        days=date_range.end.weekday() if period == "week" else 0)
+    # Periods that have not begun are left out, not shown as nobody coming back.
+    last_day = min(date_range.end, timezone.localdate())
+    last_period = last_day - timedelta(days=last_day.weekday() if period == "week" else 0)
     cohorts = []
     for cohort_start in sorted(sizes):
         size = sizes[cohort_start]

@@ -1,6 +1,7 @@
 """Trends: how often chosen events happened per day, week or month, optionally filtered
 and broken down by a property or by item category, next to the period before."""
 
+import calendar
 from collections import Counter
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -84,6 +85,30 @@ def period_starts(date_range: DateRange, interval: Interval) -> list[date]:
     return starts
 
 
+def compared_range(date_range: DateRange, interval: Interval) -> DateRange:
+    """The range a trend is compared with. By day: the days of equal number just before.
+    By week or month: the same days as many whole weeks or months before as the range has
+    periods, so each period lines up with one of the same shape (shifted by its own length,
+    a range not starting on a Monday put one week's days in both and left the lists of
+    periods one apart)."""
+    if interval == "day":
+        return date_range.previous()
+    periods = len(period_starts(date_range, interval))
+    if interval == "week":
+        shift = timedelta(days=7 * periods)
+        return DateRange(start=date_range.start - shift, end=date_range.end - shift)
+    return DateRange(start=_months_before(date_range.start, periods),
+                     end=_months_before(date_range.end, periods))
+
+
+def _months_before(day: date, months: int) -> date:
+    """The same day of the month ``months`` earlier; a month's last day maps to the last."""
+    year, month_index = divmod(day.year * 12 + day.month - 1 - months, 12)
+    last_day = calendar.monthrange(year, month_index + 1)[1]
+    is_last = day.day == calendar.monthrange(day.year, day.month)[1]
+    return date(year, month_index + 1, last_day if is_last else min(day.day, last_day))
+
+
 def trends(*, date_range: DateRange, event_types: list[str], measure: Measure = "count",
            interval: Interval = "day", category: str | None = None,
            property_filter: tuple[str, str] | None = None, breakdown: str | None = None,
@@ -96,12 +121,12 @@ def trends(*, date_range: DateRange, event_types: list[str], measure: Measure = 
     A key no event has is not an error: it filters everything out, or breaks down into
     "(none)". Only the MAX_BREAKDOWN_VALUES most frequent values (by events in the range)
     get their own series; the rest are one series "other". With ``compare``, every series
-    also carries ``previous``: the same measure over the period of equal length before.
+    also carries ``previous``: the same measure over compared_range, period by period.
     """
     starts = period_starts(date_range, interval)
     ranges = {"current": (date_range, starts)}
     if compare:
-        previous_range = date_range.previous()
+        previous_range = compared_range(date_range, interval)
         ranges["previous"] = (previous_range, period_starts(previous_range, interval))
     # Counts, sums and averages by type and category add up from per-day figures (the
     # rollups where built), and so do those by a property key the rollups count
@@ -242,11 +267,14 @@ def _figures_from_days(rows: list[DayRow], *, measure: Measure, interval: Interv
         figures[0] += count
         figures[1] += value_sum
         figures[2] += value_events
-    measured = {"count": lambda f: f[0], "sum": lambda f: f[1],
-                "average": lambda f: f[1] / f[2] if f[2] else 0}[measure]
+    measured = {"sum": lambda f: f[1], "average": lambda f: f[1] / f[2] if f[2] else 0
+                }.get(measure)
     # Rounded to 9 places first: sums added in another order (rolled-up days, or the events
     # at once) differ in their last bits, and an average of cents often ends in a half
     # cent (1.01 and 1.02: 1.015), which those bits would round either way.
+    if measure == "count":
+        return {key: {period: f[0] for period, f in by_period.items()}
+                for key, by_period in sums.items()}
     return {key: {period: round(round(float(measured(f)), 9), 2)
                   for period, f in by_period.items()}
             for key, by_period in sums.items()}
@@ -365,8 +393,8 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
                        measure: Measure, interval: Interval, breakdown: str | None
                        ) -> tuple[dict[str, Figures], dict[str, Figures], list[str] | None]:
     """Counts, sums or averages of every range, per period and (averages) over the whole
-    range, from one statement that sums the events per day: the previous range ends where
-    the current one starts, so one scan reads both, and a day is in one range and one
+    range, from one statement that sums the events per day from the previous range's start
+    to the current one's end: one scan reads both, and a day is in one range and one
     period. With a breakdown, that statement also keeps the values with most events in the
     current range (ties by name in the database's collation, as _top_breakdown_values
     ranks them) and folds the rest into OTHER, and the kept values come back ranked. A
@@ -418,8 +446,10 @@ def _counted_on_events(*, ranges: dict[str, DateRange], event_types: list[str],
             ranked[int(position)] = kept_bucket
         day = sources.as_date(day)
         # A day the database dates outside the ranges (its zone rules differing from
-        # Python's at the edge) is left out, as the ranges' own bounds leave it.
-        in_range = per_range.get("current" if day >= current.start else "previous")
+        # Python's at the edge), or between them (by week or month they need not meet), is
+        # left out, as the ranges' own bounds leave it.
+        in_range = next((per_range[name] for name, measured in ranges.items()
+                         if measured.start <= day <= measured.end), None)
         if in_range is not None:
             in_range.append((day, event_type, kept_bucket if breakdown else None, int(count),
                              float(value_sum or 0.0), int(value_events)))

@@ -276,6 +276,18 @@ def test_the_trends_form_applied_as_it_comes_with_empty_breakdown_and_filter(pm_
     assert "Events per day" in response.content.decode()
 
 
+def test_trends_per_period_download_holds_each_periods_counterpart_when_compared(pm_browser):
+    EventFactory(type="signup", item=None, timestamp=datetime(2026, 1, 7, 12, tzinfo=UTC))
+    EventFactory(type="signup", item=None, timestamp=datetime(2025, 12, 24, 12, tzinfo=UTC))
+
+    rows = list(csv.reader(io.StringIO(pm_browser.get(
+        page_url("trends") + "?events=signup&interval=week&compare=true&start=2026-01-07"
+        "&end=2026-01-13&format=csv&table=periods").content.decode("utf-8-sig"))))
+
+    assert rows == [["Period", "signup", "Previous period", "signup (previous period)"],
+                    ["2026-01-05", "1", "2025-12-22", "1"], ["2026-01-12", "0", "2025-12-29", "0"]]
+
+
 def test_paths_page_draws_a_sankey_of_the_steps_and_downloads_them(pm_browser, activity):
     response = pm_browser.get(page_url("paths") + "?event=add_to_cart&steps=2")
 

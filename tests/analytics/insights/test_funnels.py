@@ -60,6 +60,22 @@ class TestFunnel:
         assert steps[2]["median_seconds_from_previous"] == 23 * 3600
         assert steps[0]["median_seconds_from_previous"] is None
 
+    def test_steps_of_other_types_at_the_same_moment_follow_the_previous_one(self):
+        # Imported with second precision: the cart and the purchase share a time.
+        book = item("book", "books")
+        buyer, viewer = user("buyer"), user("viewer")
+        for kind in ("view", "add_to_cart", "purchase"):
+            event(buyer, kind, at(2, 10), book)
+        event(viewer, "view", at(3, 10), book)
+
+        same_type = funnels.funnel(date_range=JANUARY, steps=["view", "view"], window_days=7)
+        result = funnels.funnel(date_range=JANUARY,
+                                steps=["view", "add_to_cart", "purchase"], window_days=7)
+
+        assert [step["users"] for step in result["steps"]] == [2, 1, 1]
+        # A view is no second view of itself.
+        assert [step["users"] for step in same_type["steps"]] == [2, 0]
+
     def test_longer_window_lets_late_steps_in(self, shop):
         result = funnels.funnel(date_range=JANUARY,
                                   steps=["view", "add_to_cart", "purchase"], window_days=14)

@@ -1,8 +1,9 @@
 """Retention cohorts on a hand-built event set."""
 
-from datetime import date
+from datetime import date, datetime, time, timedelta
 
 import pytest
+from django.utils import timezone
 
 from analytics.insights import retention
 from analytics.insights.common import DateRange
@@ -46,6 +47,21 @@ class TestRetention:
         result = retention.retention(date_range=two_days, period="day")
 
         assert result["cohorts"][0]["retention"] == [1.0, 0.5]
+
+    def test_weeks_that_have_not_begun_are_left_out_not_shown_as_nobody_back(self):
+        today = timezone.localdate()
+        monday = today - timedelta(days=today.weekday())
+        newcomer = user("newcomer", first_seen=datetime.combine(
+            monday - timedelta(days=7), time(12), tzinfo=timezone.get_current_timezone()))
+        event(newcomer, "view", newcomer.first_seen)
+
+        result = retention.retention(
+            date_range=DateRange(start=monday - timedelta(days=7), end=today + timedelta(days=60)),
+            period="week")
+
+        # Last week's cohort, seen last week and this week so far: nothing after.
+        assert result["periods"] == 2
+        assert result["cohorts"][0]["active"] == [1, 0]
 
     def test_category_filter_counts_only_users_active_in_it(self):
         one_week = DateRange(start=date(2026, 1, 5), end=date(2026, 1, 18))

@@ -167,12 +167,14 @@ def test_compare_to_the_previous_period(searches):
     assert (row["total"], row["previous_total"]) == (3, 1)
 
 
-def test_compare_splits_a_week_that_both_ranges_share_at_their_boundary():
-    # Wednesday 7 to Tuesday 13 Jan; the period before runs Wednesday 31 Dec to Tuesday 6 Jan,
-    # so the week of Monday 5 Jan is in both. Filtered by a property, as events are counted
-    # where the per-day figures cannot answer.
+def test_compare_by_week_lines_each_week_up_with_the_same_days_weeks_before():
+    # Wednesday 7 to Tuesday 13 Jan: two weeks' periods, so the range compared is the same
+    # days two weeks before, Wednesday 24 to Tuesday 30 Dec. The days between (31 Dec to 6
+    # Jan) are in neither. Filtered by a property, as events are counted where the per-day
+    # figures cannot answer.
     ann = user("ann")
-    for moment in (at(6, 23, 59), at(7, 0, 0), at(12)):
+    for moment in (at(23, 23, 59, month=12, year=2025), at(24, 0, 0, month=12, year=2025),
+                   at(30, 12, month=12, year=2025), at(6, 23, 59), at(7, 0, 0), at(12)):
         event(ann, "search", moment, properties={"plan": "pro"})
 
     result = trends.trends(date_range=DateRange(start=date(2026, 1, 7), end=date(2026, 1, 13)),
@@ -181,8 +183,22 @@ def test_compare_splits_a_week_that_both_ranges_share_at_their_boundary():
 
     row = result["series"][0]
     assert (result["periods"], result["previous_periods"]) == (
-        ["2026-01-05", "2026-01-12"], ["2025-12-29", "2026-01-05"])
-    assert (row["values"], row["previous_values"]) == ([1, 1], [0, 1])
+        ["2026-01-05", "2026-01-12"], ["2025-12-22", "2025-12-29"])
+    assert (row["values"], row["previous_values"]) == ([1, 1], [1, 1])
+    assert (row["total"], row["previous_total"]) == (2, 2)
+
+
+@pytest.mark.parametrize("start, end, compared_start, compared_end", [
+    # A whole February: the whole of January, not its first 28 days.
+    (date(2026, 2, 1), date(2026, 2, 28), date(2026, 1, 1), date(2026, 1, 31)),
+    # Three months' periods: three months before.
+    (date(2026, 1, 15), date(2026, 3, 31), date(2025, 10, 15), date(2025, 12, 31)),
+    (date(2026, 3, 31), date(2026, 4, 29), date(2026, 1, 31), date(2026, 2, 28))])
+def test_compare_by_month_takes_the_same_days_whole_months_before(start, end, compared_start,
+                                                                   compared_end):
+    compared = trends.compared_range(DateRange(start=start, end=end), "month")
+
+    assert (compared.start, compared.end) == (compared_start, compared_end)
 
 
 @pytest.mark.parametrize("measure, folded_before", [("count", 3), ("users", 1), ("sum", 6.0)])
