@@ -16,4 +16,7 @@ def fake_gpu(monkeypatch) -> tuple:
                         lambda kind=None: [gpu] if kind == "GPU" else [])
     monkeypatch.setattr(tf.config.experimental, "set_memory_growth",
                         lambda device, enabled: grown.append((device, enabled)))
+    # An H100's: bfloat16 for the sentence encoder (recommender.ml.encoder).
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"compute_capability": (9, 0)})
     return gpu, grown

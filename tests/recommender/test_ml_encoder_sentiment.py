@@ -483,3 +483,17 @@ def test_a_fine_tuned_model_scores_nearly_the_same_quantized(fine_tuned):
 
     np.testing.assert_allclose(quantized.predict_positive_proba(texts),
                                on_tensorflow(fine_tuned).predict_positive_proba(texts), atol=0.03)
+
+
+def test_on_a_gpu_the_head_trains_under_mixed_precision_and_scores_in_float32(fake_gpu,
+                                                                             tmp_path: Path):
+    from recommender.ml.encoder_sentiment import load_sentiment_model, train_encoder_sentiment
+
+    model, report = train_encoder_sentiment(*labelled(TRAIN_POSITIVE, TRAIN_NEGATIVE))
+    model.save(tmp_path / "sentiment")
+
+    assert (report["device"], report["mixed_precision"]) == ("gpu", True)
+    scores = load_sentiment_model(tmp_path / "sentiment").predict_positive_proba(
+        TEST_POSITIVE + TEST_NEGATIVE)
+    assert np.isfinite(scores).all()
+    assert scores[:len(TEST_POSITIVE)].mean() > scores[len(TEST_POSITIVE):].mean()
