@@ -359,7 +359,9 @@ class RetentionView(DashboardView):
 
 def _item_columns() -> list[tuple[str, str]]:
     return [("Views", "int"), ("Viewers", "int"), ("Purchases", "int"),
-            ("Conversion", "percent"), ("Revenue", "money"), ("Avg rating", "float"),
+            # Buyers in the range over viewers in it (GA4's purchase-to-view rate): over 100%
+            # where people who viewed before the range bought in it, so named as it is.
+            ("Buyers / viewers", "percent"), ("Revenue", "money"), ("Avg rating", "float"),
             ("Reviews", "int"), ("Negative", "percent"), ("Positive", "percent")]
 
 
@@ -378,7 +380,7 @@ class ItemsView(DashboardView):
         report = items.item_report(**filters)
         item_rows, categories, trending = report["items"], report["categories"], report["trending"]
         top = item_rows[:10]
-        order_choices = {"views": "Views", "revenue": "Revenue", "conversion": "Conversion",
+        order_choices = {"views": "Views", "revenue": "Revenue", "conversion": "Buyers / viewers",
                          "average_rating": "Avg rating"}
         order_by = filters["order_by"]
         # The bars show what the items were ranked by: views and purchases, or that figure.
