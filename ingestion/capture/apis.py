@@ -10,7 +10,6 @@ preflights; no cookie is read, so any origin may send."""
 import base64
 import binascii
 
-from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -22,6 +21,7 @@ from rest_framework.views import APIView
 from accounts.authentication import verify_api_key
 from accounts.permissions import CanSendEvents
 from config.api import EventRateThrottle
+from config.client_address import client_address
 from config.request_shapes import require_shape
 from ingestion.capture import bodies, posthog, segment
 from ingestion.capture.mapping import parse_time
@@ -35,18 +35,6 @@ POSTHOG_BODY_SCHEMA = {"anyOf": [{"type": "object"}, {"type": "array"}],
                                       "or one event"}
 SEGMENT_BODY_SCHEMA = {"type": "object", "properties": {"batch": {"type": "array"}},
                        "description": "`{\"batch\": [...]}` (/v1/batch) or one message"}
-
-
-def client_address(meta: dict) -> str:
-    """The address the request came from: the connection's, or behind
-    TRUSTED_PROXY_COUNT proxies the X-Forwarded-For entry the outermost of them added
-    (entries left of it are the client's to write). Empty where it is not known."""
-    proxies = settings.TRUSTED_PROXY_COUNT
-    if proxies:
-        forwarded = [entry.strip() for entry in meta.get("HTTP_X_FORWARDED_FOR", "").split(",")
-                     if entry.strip()]
-        return forwarded[-proxies] if len(forwarded) >= proxies else ""
-    return meta.get("REMOTE_ADDR", "")
 
 
 def _raw_body(request) -> bytes:

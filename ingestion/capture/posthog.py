@@ -8,7 +8,7 @@ Identity: ``$identify`` links ``$anon_distinct_id`` to the event's ``distinct_id
 Cookieless mode (posthog-js's ``cookieless_mode``, for visitors who refused cookies) sends
 every visitor's events as ``$posthog_cookieless``; as PostHog's own server does, each is
 given an id of its own, a keyed hash of the day, the client app's key and the visitor's
-address (apis.client_address) and browser (``cookieless_visitor_id``), so a visitor is one
+address (config.client_address) and browser (``cookieless_visitor_id``), so a visitor is one
 user for a day and the first to sign in does not take over everyone's history."""
 
 import hashlib

@@ -209,3 +209,20 @@ def test_repeated_failed_logins_lock_the_username_even_with_the_right_password(p
     create_login(username="other", password="other-password-1", role="product_manager")
     assert browser.post("/login/", {"username": "other", "password": "other-password-1"}
                         ).status_code == 302
+
+
+@pytest.mark.django_db
+def test_behind_a_proxy_failed_logins_lock_a_username_from_that_client_only(pm_user, settings):
+    from django.test import Client
+
+    settings.TRUSTED_PROXY_COUNT = 1
+    # Every request reaches the web process from the proxy's address.
+    attacker = Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.7")
+    owner = Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="203.0.113.5")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        attacker.post("/login/", {"username": "pm", "password": "guess"})
+
+    assert attacker.post("/login/", {"username": "pm", "password": "pm-password-1"}
+                         ).status_code == 429
+    assert owner.post("/login/", {"username": "pm", "password": "pm-password-1"}
+                      ).status_code == 302
