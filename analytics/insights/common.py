@@ -94,7 +94,7 @@ def analytics_queries() -> Iterator[None]:
     # A read past the limit is stopped rather than left to hold a web thread and load the
     # database ingestion writes to.
     limit = settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS
-    with transaction.atomic():
+    with _read_transaction():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 if outermost:
@@ -110,6 +110,25 @@ def analytics_queries() -> Iterator[None]:
                 yield
         else:
             yield
+
+
+@contextmanager
+def _read_transaction() -> Iterator[None]:
+    """transaction.atomic, begun DEFERRED on SQLite: the IMMEDIATE mode its writers use
+    (config/settings) takes the database's one write lock at BEGIN, which a dashboard's
+    reads then held for their whole run, queueing every event stored meanwhile."""
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+    connection.ensure_connection()  # connecting sets the mode again
+    mode, connection.transaction_mode = connection.transaction_mode, None
+    try:
+        with transaction.atomic():
+            connection.transaction_mode = mode
+            yield
+    finally:
+        connection.transaction_mode = mode
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """The date range every insight reads, and the settings its reads run with."""
 
+import sqlite3
 import time
 from datetime import UTC, date, datetime
 
@@ -73,6 +74,18 @@ class TestSqliteStatementLimit:
             busy_statement(0.05)
         time.sleep(0.4)
         busy_statement(0.05)  # outside the analytics reads: a handler left would stop it
+
+    @pytest.mark.django_db(transaction=True)  # as in a request: the reads' own transaction
+    def test_dashboard_reads_leave_the_write_lock_to_writers(self):
+        writer = sqlite3.connect(connection.settings_dict["NAME"], timeout=0.2)
+        try:
+            with common.analytics_queries():
+                busy_statement(0.01)
+                writer.execute("BEGIN IMMEDIATE")  # "database is locked" if the reads held it
+                writer.execute("ROLLBACK")
+            assert connection.transaction_mode == "IMMEDIATE"  # the writers' mode is back
+        finally:
+            writer.close()
 
     def test_no_limit_where_it_is_zero(self, settings):
         settings.ANALYTICS_STATEMENT_TIMEOUT_SECONDS = 0
