@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: run test install migrate clean
 
 $(STAMP): pyproject.toml requirements-no-deps.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# A .venv made by another Python (a first run before PYTHON=python3.11) is made again.
+	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
+		|| { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m pip install --quiet --no-deps -r requirements-no-deps.txt
