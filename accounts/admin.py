@@ -10,3 +10,8 @@ class CaptureOnlyKeyAdmin(admin.ModelAdmin):
 
     list_display = ("api_key",)
     autocomplete_fields = ("api_key",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # The key is the row's primary key: changing it added a second mark and left the
+        # first key marked. Another key is marked by adding it.
+        return ("api_key",) if obj is not None else ()

@@ -16,6 +16,19 @@ class TrainingJobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # A queued or running job is cancelled first: deleted, its worker trained on (a
+        # second job of the kind could start beside it) and failed on the missing row.
+        if obj is not None and obj.status in services.ACTIVE_JOB_STATUSES:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        # The bulk delete would not ask has_delete_permission about each job.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
     def view_on_site(self, obj):
         # "View on site" opens the ops page with the job's live progress chart.
         return reverse("ops:job", args=[obj.pk])

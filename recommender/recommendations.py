@@ -23,7 +23,7 @@ from config.db import fetch_prepared
 from ingestion.models import Item
 from ingestion.selectors import Person, person_of
 from recommender import selectors
-from recommender.models import Impression, ModelKind
+from recommender.models import Impression, ModelKind, ModelVersion
 from recommender.serving import LoadedVersion, serving_version
 
 POPULAR_CACHE_SECONDS = 60.0
@@ -243,7 +243,8 @@ def _choose_and_log(impression: Impression, candidates: list[str], k: int,
     casts = ("uuid", "varchar", "bigint", "varchar", "varchar", "timestamptz")
     columns = [quote(Impression._meta.get_field("item_ids").column),
                *(quote(f.column) for f in fields)]
-    values = ", ".join(f"%s::{cast}" for cast in casts)
+    values = ", ".join(_existing_version_sql(f"%s::{cast}") if name == "model_version"
+                       else f"%s::{cast}" for name, cast in zip(names, casts, strict=True))
     # Inside the caller's transaction its durability is the caller's to choose. Otherwise
     # set_config(..., true) lasts until this statement's implicit transaction commits; HAVING
     # evaluates it exactly once (the aggregate has one row, even with nothing chosen).
@@ -267,6 +268,15 @@ def _choose_and_log(impression: Impression, candidates: list[str], k: int,
     return rows
 
 
+def _existing_version_sql(placeholder: str) -> str:
+    """The impression's version where it still exists, else NULL: a process answers from a
+    version until it has loaded the next, and an admin may delete a retired version before
+    then (every answer's insert then broke its foreign key: a 500 per request)."""
+    quote = connection.ops.quote_name
+    return (f"(SELECT {quote('id')} FROM {quote(ModelVersion._meta.db_table)} "
+            f"WHERE {quote('id')} = {placeholder})")
+
+
 def _log_impression(impression: Impression) -> Impression:
     """Stores the impression with a plain INSERT (no model save machinery: it runs on every
     request). PostgreSQL uses _choose_and_log instead, which also skips the WAL flush wait:
@@ -276,9 +286,10 @@ def _log_impression(impression: Impression) -> Impression:
              "created_at")
     fields = [Impression._meta.get_field(name) for name in names]
     quote = connection.ops.quote_name
+    values = ", ".join(_existing_version_sql("%s") if name == "model_version" else "%s"
+                       for name in names)
     sql = (f"INSERT INTO {quote(Impression._meta.db_table)} "
-           f"({', '.join(quote(f.column) for f in fields)}) "
-           f"VALUES ({', '.join(['%s'] * len(fields))})")
+           f"({', '.join(quote(f.column) for f in fields)}) VALUES ({values})")
     params = [f.get_db_prep_save(getattr(impression, f.attname), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

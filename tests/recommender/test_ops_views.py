@@ -337,3 +337,20 @@ def test_a_version_serving_users_cannot_be_deleted_in_the_admin(admin_client, mo
     changelist = admin_client.get(reverse("admin:recommender_modelversion_changelist"))
     assert "delete_selected" not in dict(changelist.context["action_form"].fields["action"]
                                          .choices)
+
+
+def test_a_queued_or_running_job_cannot_be_deleted_in_the_admin(admin_client):
+    queued = queued_job()
+    running = queued_job(kind="sentiment")
+    TrainingJob.objects.filter(pk=running.pk).update(status=TrainingJob.Status.RUNNING)
+    finished = TrainingJob.objects.create(kind="recommender", status=TrainingJob.Status.FAILED)
+
+    def delete(job):
+        return admin_client.post(reverse("admin:recommender_trainingjob_delete",
+                                         args=[job.pk]), {"post": "yes"})
+
+    assert delete(queued).status_code == 403
+    assert delete(running).status_code == 403
+    delete(finished)
+
+    assert set(TrainingJob.objects.values_list("pk", flat=True)) == {queued.pk, running.pk}

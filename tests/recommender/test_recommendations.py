@@ -426,3 +426,20 @@ def test_requests_during_a_catalog_rebuild_answer_from_the_last_view(shop, setti
     assert during_rebuild["view"] is last_view
     assert "c0-new" in rebuilt.model.row_by_item and "c0-new" not in last_view.model.row_by_item
     assert recommendations._catalog_view(loaded) is rebuilt
+
+
+def test_answers_go_on_when_the_version_a_process_serves_is_deleted(client_app, shop,
+                                                                     settings):
+    from recommender.models import ModelVersion
+    from recommender.serving import serving_version
+
+    # The process holds the version until its next look at the registry.
+    assert serving_version(kind="recommender").version_id == shop["version"].pk
+    settings.MODEL_REFRESH_SECONDS = 600
+    ModelVersion.objects.filter(pk=shop["version"].pk).delete()
+
+    response = client_app.get("/api/v1/recommendations", {"user_id": USER, "k": 5})
+
+    assert response.status_code == 200
+    impression = Impression.objects.get(rec_id=response.json()["rec_id"])
+    assert impression.model_version_id is None and len(impression.item_ids) == 5
