@@ -137,15 +137,27 @@ def mapped_type(event_name: str, table: dict[str, str]) -> str | None:
     return table.get(_normalised_name(event_name))
 
 
+# A message's own time: with one, a message without an id is told apart by its content.
+OWN_TIME_FIELDS = ("timestamp", "originalTimestamp")
+# What a resend of the same message changes: left out of the content an id is derived from.
+TRANSPORT_FIELDS = frozenset(("sentAt", "sent_at", "writeKey", "api_key", "token", "offset"))
+
+
 def event_uuid(raw_id: Any, *, protocol: str, message: Any) -> uuid.UUID:
-    """The SDK's own id where it is a UUID; a stable id derived from it (or, without one,
-    from the whole message) otherwise, so a retried message maps to the same event."""
+    """The SDK's own id where it is a UUID; a stable id derived from it otherwise, so a
+    retried message maps to the same event. Without an id, one derived from a message's
+    content where it carries its own time (less what a resend changes); a message with
+    neither is a new event each time it arrives: the same "logged_in" sent today and
+    tomorrow (PostHog's own curl example) was stored once, the second taken as a retry."""
     if isinstance(raw_id, str) and raw_id:
         try:
             return uuid.UUID(raw_id)
         except ValueError:
             return uuid.uuid5(CAPTURE_ID_NAMESPACE, f"{protocol}:{raw_id}")
-    canonical = json.dumps(message, sort_keys=True, default=str, separators=(",", ":"))
+    if not isinstance(message, dict) or not any(message.get(key) for key in OWN_TIME_FIELDS):
+        return uuid.uuid4()
+    content = {key: value for key, value in message.items() if key not in TRANSPORT_FIELDS}
+    canonical = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
     return uuid.uuid5(CAPTURE_ID_NAMESPACE, f"{protocol}:{canonical}")
 
 

@@ -154,6 +154,15 @@ class TestPostHogBodies:
         stored = Event.objects.get().timestamp
         assert before - timedelta(seconds=6) <= stored <= datetime.now(UTC)
 
+    def test_a_message_without_uuid_or_time_sent_twice_is_two_events(self, api_key):
+        # PostHog's curl example: no uuid, no timestamp; sent again the next day.
+        body = json.dumps({"api_key": api_key, "event": "logged_in",
+                           "distinct_id": "u1"}).encode()
+        assert posthog_post(body, path="/capture/").status_code == 200
+        assert posthog_post(body, path="/capture/").status_code == 200
+
+        assert Event.objects.filter(type="logged_in").count() == 2
+
     def test_a_body_python_cannot_read_as_json_is_a_400(self, api_key):
         digits = b"1" * 5000  # over Python's 4,300-digit limit for integers
         response = posthog_post(b'{"api_key": "' + api_key.encode() + b'", "batch": [' + digits
