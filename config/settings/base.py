@@ -90,8 +90,10 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: WAL lets readers run beside the single writer,
     # IMMEDIATE transactions queue writers instead of failing with "database is locked".
+    # synchronous=FULL: a commit is on disk before events are acknowledged (NORMAL's last
+    # commits can roll back at a power loss, after the client was told they were stored).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
          "transaction_mode": "IMMEDIATE", "timeout": 30}
     )
 else:

@@ -55,6 +55,17 @@ def test_rate_limits_are_shared_through_redis_when_there_is_one():
     assert result.stdout.split()[-1] == "RedisCache"
 
 
+def test_on_sqlite_a_commit_is_on_disk_before_it_is_acknowledged(tmp_path):
+    result = run_django(["-c", "import django; django.setup(); from django.db import connection; "
+                         "cursor = connection.cursor(); "
+                         "print(cursor.execute('PRAGMA journal_mode').fetchone()[0], "
+                         "cursor.execute('PRAGMA synchronous').fetchone()[0])"],
+                        SECRET_KEY=secrets.token_urlsafe(50), LODESTAR_VAR_DIR=str(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wal", "2"]  # 2: FULL, an fsync per commit
+
+
 def test_check_deploy_is_clean_with_a_long_secret_key():
     result = run_django(["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                         SECRET_KEY=secrets.token_urlsafe(64))
