@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 
-from ingestion.models import HIGHEST_RATING, ITEM_EVENT_TYPES, LOWEST_RATING
+from ingestion.models import HIGHEST_RATING, ITEM_EVENT_TYPES, LOWEST_RATING, MAX_EVENT_VALUE
 
 # Seconds or milliseconds since the epoch as digits (posthog-js's `_`), as PostHog reads
 # them; bounded, so a long run of digits is not a number to convert.
@@ -229,7 +229,8 @@ def catalog_row(properties: dict) -> dict:
     if isinstance(category, str) and category.strip() and fits_a_text_column(category):
         row["category"] = category.strip()[:255]
     price = _number(properties.get("price"))
-    if price is not None and price == price and abs(price) != float("inf"):
+    # A price a purchase would be refused for (negative, or past any amount) is left out too.
+    if price is not None and 0 <= price <= MAX_EVENT_VALUE:
         row["price"] = price
     return row
 

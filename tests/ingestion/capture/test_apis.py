@@ -92,6 +92,17 @@ class TestPostHogBodies:
         assert [r.field for r in rejects] == ["distinct_id", "event", "type", "value"]
         assert {r.api_key.name for r in rejects} == {"test client"}
 
+    def test_a_purchase_refused_for_its_price_leaves_the_price_out_of_the_catalog(self,
+                                                                                 api_key):
+        response = posthog_post(batch_body(api_key, [view(
+            event="Order Completed", properties={"order_id": "o1", "products": [
+                {"product_id": "p1", "name": "Scarf", "price": -5}]})]))
+
+        assert (response.json()["accepted"], response.json()["rejected"]) == (0, 1)
+        # What it could store, as for any refused event: the name, not the price.
+        scarf = Item.objects.get(item_id="p1")
+        assert scarf.title == "Scarf" and "price" not in scarf.attributes
+
     def test_a_review_rated_off_the_scale_keeps_its_text_without_the_rating(self, api_key):
         response = posthog_post(batch_body(api_key, [view(
             event="Product Reviewed",
