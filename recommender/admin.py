@@ -5,8 +5,26 @@ from recommender import services
 from recommender.models import Impression, ModelAuditEntry, ModelVersion, TrainingJob
 
 
+class DeletesOneAtATimeAdmin(admin.ModelAdmin):
+    """Rows deleted one at a time, and only those `deletable` allows: the bulk delete would
+    not ask has_delete_permission about each row."""
+
+    def deletable(self, obj) -> bool:
+        return True
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and not self.deletable(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
 @admin.register(TrainingJob)
-class TrainingJobAdmin(admin.ModelAdmin):
+class TrainingJobAdmin(DeletesOneAtATimeAdmin):
     list_display = ("id", "kind", "status", "started_by", "created_at", "started_at",
                     "finished_at", "model_version")
     list_filter = ("kind", "status")
@@ -16,18 +34,10 @@ class TrainingJobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def deletable(self, obj: TrainingJob) -> bool:
         # A queued or running job is cancelled first: deleted, its worker trained on (a
         # second job of the kind could start beside it) and failed on the missing row.
-        if obj is not None and obj.status in services.ACTIVE_JOB_STATUSES:
-            return False
-        return super().has_delete_permission(request, obj)
-
-    def get_actions(self, request):
-        # The bulk delete would not ask has_delete_permission about each job.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
+        return obj.status not in services.ACTIVE_JOB_STATUSES
 
     def view_on_site(self, obj):
         # "View on site" opens the ops page with the job's live progress chart.
@@ -52,7 +62,7 @@ class AuditInline(admin.TabularInline):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(DeletesOneAtATimeAdmin):
     list_display = ("name", "kind", "status", "traffic_percent", "created_at", "activated_at")
     list_filter = ("kind", "status")
     readonly_fields = ("name", "kind", "status", "metrics", "baseline_metrics", "params",
@@ -64,18 +74,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def deletable(self, obj: ModelVersion) -> bool:
         # A version serving users (active, or a candidate with a share) is rolled back or
-        # taken out of the split first: deleted, every answer logging it would fail.
-        if obj is not None and (obj.status == ModelVersion.Status.ACTIVE or obj.traffic_percent):
-            return False
-        return super().has_delete_permission(request, obj)
-
-    def get_actions(self, request):
-        # The bulk delete would not ask has_delete_permission about each version.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
+        # taken out of the split first.
+        return obj.status != ModelVersion.Status.ACTIVE and not obj.traffic_percent
 
     @admin.action(description="Promote the selected version to active", permissions=["change"])
     def promote(self, request, queryset):

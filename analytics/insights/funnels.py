@@ -60,8 +60,9 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
     Step 1 is each user's first event of that type in the range (from the rollups where
     they are built and the type has a bit in TYPE_BITS). Step k is the user's
     earliest event of type k after their step k-1 time (or at it, for a type other than
-    step k-1's) and no later than the first step time + window_days. With by_category every step must happen on an item of
-    the same category, and a user can count in several categories."""
+    step k-1's) and no later than the first step time + window_days. With by_category
+    every step must happen on an item of the same category, and a user can count in
+    several categories."""
     event_table = connection.ops.quote_name(Event._meta.db_table)
     item_table = connection.ops.quote_name(Item._meta.db_table)
     link_table = connection.ops.quote_name(IdentityLink._meta.db_table)

@@ -17,9 +17,9 @@ def retention(*, date_range: DateRange, period: Period = "week",
               category: str | None = None) -> dict[str, Any]:
     """Cohorts of users by the period of their first event ever (EndUser.first_seen) within
     the range; for each cohort the share active 0, 1, 2... periods later, up to the end of the
-    range or today, whichever is first. Weeks start on Monday. With a category, activity means events on its items and a
-    cohort's size counts only users with such activity in the range. Read from the rollups
-    where built (sources.py)."""
+    range or today, whichever is first. Weeks start on Monday. With a category, activity
+    means events on its items and a cohort's size counts only users with such activity in
+    the range. Read from the rollups where built (sources.py)."""
     period_of = sources.period_of(period)
     active_sql, active_params = sources.person_days(date_range=date_range, category=category)
     seen_sql, seen_params = sources.first_seen_days(date_range=date_range)

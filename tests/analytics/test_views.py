@@ -247,7 +247,8 @@ def test_the_items_chart_shows_what_the_items_were_ranked_by(pm_browser, activit
     assert [(dataset["label"], dataset["data"]) for dataset in by_revenue["datasets"]] == [
         ("Revenue", [28.5])]
     by_conversion = pm_browser.get(page_url("items") + "?order_by=conversion").context["charts"][0]
-    assert (by_conversion["title"], by_conversion["percent"]) == ("Top items by buyers / viewers", True)
+    assert (by_conversion["title"], by_conversion["percent"]) == (
+        "Top items by buyers / viewers", True)
     assert not by_revenue["percent"]
 
 
