@@ -153,7 +153,8 @@ class FunnelApi(AnalyticsApi):
         })},
         description="Users who did the steps in order: step 1 is a user's first event of "
                     "that type in the range; each later step counts when it happens after "
-                    "the user's previous step and within `window_days` of their first step. "
+                    "the user's previous step (or at its moment, for a type no earlier step "
+                    "has) and within `window_days` of their first step. "
                     "With `breakdown=category`, `breakdown` repeats the funnel per item "
                     "category; otherwise it is empty.")
     def get(self, request):

@@ -1,6 +1,8 @@
 """Which address a request came from, behind TRUSTED_PROXY_COUNT proxies: posthog-js's
 cookieless visitor ids and the login lockout (django-axes) both key on it."""
 
+import ipaddress
+
 from django.conf import settings
 from django.http import HttpRequest
 
@@ -19,5 +21,13 @@ def client_address(meta: dict) -> str:
 
 def login_address(request: HttpRequest) -> str | None:
     """django-axes' AXES_CLIENT_IP_CALLABLE. Behind a proxy the connection's address is the
-    proxy's, so five wrong passwords for a username from anywhere locked it out for all."""
-    return client_address(request.META) or None
+    proxy's, so five wrong passwords for a username from anywhere locked it out for all.
+    None where the entry is no address (a proxy's "ip:port", "unknown"): axes stores it in
+    an inet column on PostgreSQL, which would refuse it with a 500."""
+    address = client_address(request.META)
+    for candidate in (address, address.rpartition(":")[0].strip("[]")):
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            continue
+    return None

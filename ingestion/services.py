@@ -218,6 +218,8 @@ def _properties(raw: Any, field_name: str = "properties", *,
         encoded = _COMPACT_JSON.encode(raw)
     except ValueError:  # Python's json reads NaN, and 1e999 as infinity
         raise RowRejected(field_name, "Must not hold NaN or an infinite number.") from None
+    except RecursionError:  # parsed near the parser's limit, encoded deeper in the stack
+        raise RowRejected(field_name, "Is nested too deeply.") from None
     try:
         size = len(encoded.encode("utf-8"))
     except UnicodeEncodeError:

@@ -25,9 +25,9 @@ from recommender.models import Impression
 
 DEFAULT_RANGE_DAYS = 30
 MAX_RANGE_DAYS = 731
-# The days a range may cover: every insight also reads up to MAX_RANGE_DAYS before its
-# start (the previous period) and past its end (a week's or month's end), which must stay
-# within the dates Python and the databases represent.
+# The days a range may cover: an insight also reads before its start (the range compared
+# with: at most MAX_RANGE_DAYS, a month or a week more by month or week) and past its end (a
+# week's or month's end), which must stay within the dates Python and databases represent.
 EARLIEST_DAY = date(1900, 1, 1)
 LATEST_DAY = date(9998, 12, 31)
 SENTIMENT_LABELS = ("negative", "neutral", "positive")

@@ -119,10 +119,11 @@ def _funnel_rows(*, date_range: DateRange, steps: list[str], window_days: int,
     # Bounds the later steps' scan to the (type, timestamp) index range they can fall in.
     latest_possible = date_range.end_before + timedelta(days=window_days)
     for index, step in enumerate(steps[1:], start=1):
-        # An event at the very time of the previous step follows it unless it is of the same
-        # type (an event is no step after itself): carts and purchases imported with
-        # second- or day-precision times often share one.
-        after = ">" if step == steps[index - 1] else ">="
+        # An event at the very time of the previous step follows it unless its type is an
+        # earlier step's (an event is no step after itself: in view,cart,view the view of
+        # step 1 is no step 3): carts and purchases imported with second- or day-precision
+        # times often share one.
+        after = ">" if step in steps[:index] else ">="
         same_category = ""
         if join_items:
             same_category = (f"JOIN {item_table} i ON i.id = e.item_id AND "

@@ -54,7 +54,9 @@ def retention(*, date_range: DateRange, period: Period = "week",
     cohorts = []
     for cohort_start in sorted(sizes):
         size = sizes[cohort_start]
-        observable = (last_period - cohort_start).days // step_days + 1
+        # At least the cohort's own period: a first event up to a day ahead (a fast
+        # clock) can start a cohort after today.
+        observable = max((last_period - cohort_start).days // step_days + 1, 1)
         counts = [active[cohort_start].get(offset, 0) for offset in range(observable)]
         cohorts.append({
             "cohort": cohort_start,

@@ -143,10 +143,11 @@ OWN_TIME_FIELDS = ("timestamp", "originalTimestamp")
 TRANSPORT_FIELDS = frozenset(("sentAt", "sent_at", "writeKey", "api_key", "token", "offset"))
 
 
-def event_uuid(raw_id: Any, *, protocol: str, message: Any) -> uuid.UUID:
+def event_uuid(raw_id: Any, *, protocol: str, message: Any, user_id: str) -> uuid.UUID:
     """The SDK's own id where it is a UUID; a stable id derived from it otherwise, so a
     retried message maps to the same event. Without an id, one derived from a message's
-    content where it carries its own time (less what a resend changes); a message with
+    content and its user (resolved: posthog-js's cookieless visitors share one
+    distinct_id) where it carries its own time, less what a resend changes; a message with
     neither is a new event each time it arrives: the same "logged_in" sent today and
     tomorrow (PostHog's own curl example) was stored once, the second taken as a retry."""
     if isinstance(raw_id, str) and raw_id:
@@ -158,7 +159,7 @@ def event_uuid(raw_id: Any, *, protocol: str, message: Any) -> uuid.UUID:
         return uuid.uuid4()
     content = {key: value for key, value in message.items() if key not in TRANSPORT_FIELDS}
     canonical = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
-    return uuid.uuid5(CAPTURE_ID_NAMESPACE, f"{protocol}:{canonical}")
+    return uuid.uuid5(CAPTURE_ID_NAMESPACE, f"{protocol}:{user_id}:{canonical}")
 
 
 def parse_time(raw: Any) -> datetime | None:

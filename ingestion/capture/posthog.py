@@ -117,7 +117,8 @@ def translate(messages: list, *, sent_at: Any, now: datetime,
                 batch.set_traits(user_id, source["$set_once"], once=True)
         native_events(
             batch=batch, index=index, message=message, name=name,
-            event_id=event_uuid(message.get("uuid"), protocol=PROTOCOL, message=message),
+            event_id=event_uuid(message.get("uuid"), protocol=PROTOCOL, message=message,
+                                user_id=user_id),
             user_id=user_id,
             timestamp=corrected_timestamp(timestamp=message.get("timestamp"),
                                           sent_at=message.get("sent_at") or sent_at,

@@ -85,7 +85,8 @@ def translate(messages: list, *, sent_at: Any, now: datetime) -> CaptureBatch:
                 properties = {**properties, "name": message["name"]}
         native_events(
             batch=batch, index=index, message=message, name=name,
-            event_id=event_uuid(message.get("messageId"), protocol=PROTOCOL, message=message),
+            event_id=event_uuid(message.get("messageId"), protocol=PROTOCOL, message=message,
+                                user_id=who),
             user_id=who,
             timestamp=corrected_timestamp(timestamp=message.get("timestamp")
                                           or message.get("originalTimestamp"),

@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-from recommender.ml.accelerator import configure_accelerator, global_dtype_policy
+from recommender.ml.accelerator import configure_accelerator
 from recommender.ml.cancellation import TrainingCancelled
 from recommender.ml.lexicon import (  # noqa: F401  (part of this module's interface)
     NEGATIVE,
@@ -361,8 +361,8 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
     if len(np.unique(binary_targets)) < 2:
         raise ValueError("Sentiment training needs negative and positive texts with words, "
                          f"got {np.bincount(binary_targets.astype(int), minlength=2).tolist()}")
-    validation_binary = (validation_labels != NEUTRAL) & _has_ngrams(vectorizer,
-                                                                     validation_texts)
+    validation_worded = _has_ngrams(vectorizer, validation_texts)
+    validation_binary = (validation_labels != NEUTRAL) & validation_worded
     batch_size = config.batch_size or _derived_batch_size(len(binary_texts))
     steps_per_epoch = math.ceil(len(binary_texts) / batch_size)
     max_epochs = config.max_epochs or _derived_max_epochs(steps_per_epoch)
@@ -393,16 +393,16 @@ def train_sentiment(texts: Sequence[str], labels: Sequence[Any], *,
                              class_weight=balanced_class_weights(binary_targets),
                              callbacks=callbacks, verbose=0)
 
-    with global_dtype_policy("float32"):
-        # Always exported in float32: a mixed-precision artifact would run float16
-        # kernels when served from a CPU, which is slower there, not faster.
-        export_model = _build_end_to_end(vocabulary, sequence_length, config)
+    # Exported in float32 (built outside accelerator.building()): a mixed-precision
+    # artifact would run float16 kernels when served from a CPU, slower there, not faster.
+    export_model = _build_end_to_end(vocabulary, sequence_length, config)
     export_model.get_layer("classifier").set_weights(classifier.get_weights())
 
     provisional = SentimentModel(export_model, decision_threshold=0.5,
                                  negative_threshold=0.5, positive_threshold=0.5)
-    thresholds = choose_thresholds(provisional.predict_positive_proba(validation_texts),
-                                   validation_labels)
+    thresholds = choose_thresholds(
+        provisional.predict_positive_proba(validation_texts[validation_worded]),
+        validation_labels[validation_worded])
     model = SentimentModel(export_model, decision_threshold=thresholds.decision,
                            negative_threshold=thresholds.negative,
                            positive_threshold=thresholds.positive)

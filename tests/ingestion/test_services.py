@@ -183,3 +183,17 @@ def test_an_events_price_is_merged_into_the_item_as_it_is_when_written(monkeypat
     item = Item.objects.get(item_id="sku-1")
     assert item.category == "tops"
     assert item.attributes == {"colour": "red", "size": "M", "price": 12.5}
+
+
+@pytest.mark.django_db
+def test_properties_nested_past_what_python_encodes_are_that_events_reject():
+    import sys
+
+    nested: dict = {}
+    for _ in range(sys.getrecursionlimit() + 100):
+        nested = {"k": nested}
+
+    result = services.ingest_events(events=[{"type": "signup", "user_id": "u1",
+                                             "properties": nested}])
+
+    assert (result.accepted, [error.field for error in result.errors]) == (0, ["properties"])

@@ -75,6 +75,10 @@ class TestFunnel:
         assert [step["users"] for step in result["steps"]] == [2, 1, 1]
         # A view is no second view of itself.
         assert [step["users"] for step in same_type["steps"]] == [2, 0]
+        # Nor a later step after the cart at its moment: the buyer viewed once.
+        again = funnels.funnel(date_range=JANUARY, steps=["view", "add_to_cart", "view"],
+                               window_days=7)
+        assert [step["users"] for step in again["steps"]] == [2, 1, 0]
 
     def test_longer_window_lets_late_steps_in(self, shop):
         result = funnels.funnel(date_range=JANUARY,

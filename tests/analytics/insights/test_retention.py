@@ -63,6 +63,18 @@ class TestRetention:
         assert result["periods"] == 2
         assert result["cohorts"][0]["active"] == [1, 0]
 
+    def test_a_cohort_first_seen_ahead_of_today_keeps_its_own_period(self):
+        # A fast clock: the first event is stamped tomorrow (accepted up to a day ahead).
+        tomorrow = timezone.localdate() + timedelta(days=1)
+        early = user("early", first_seen=datetime.combine(
+            tomorrow, time(1), tzinfo=timezone.get_current_timezone()))
+        event(early, "view", early.first_seen)
+
+        result = retention.retention(date_range=DateRange(start=tomorrow, end=tomorrow),
+                                     period="day")
+
+        assert [(row["users"], row["active"]) for row in result["cohorts"]] == [(1, [1])]
+
     def test_category_filter_counts_only_users_active_in_it(self):
         one_week = DateRange(start=date(2026, 1, 5), end=date(2026, 1, 18))
         book, toy = item("book", "books"), item("toy")

@@ -26,18 +26,23 @@ def test_timestamp_alone_is_taken_as_sent_and_naive_is_utc():
 
 def test_ids_are_the_sdks_or_derived_stably():
     given = str(uuid.uuid4())
-    assert event_uuid(given, protocol="posthog", message={}) == uuid.UUID(given)
-    assert event_uuid("ajs-next-123", protocol="segment", message={}) == \
-        event_uuid("ajs-next-123", protocol="segment", message={"other": 1})
+    assert event_uuid(given, protocol="posthog", message={}, user_id="u") == uuid.UUID(given)
+    assert event_uuid("ajs-next-123", protocol="segment", message={}, user_id="u") == \
+        event_uuid("ajs-next-123", protocol="segment", message={"other": 1},
+                   user_id="u")
     timed = {"a": 1, "timestamp": "2026-01-05T10:00:00Z"}
     # A resend of a timed message: its transport fields changed, its content did not.
-    assert event_uuid(None, protocol="segment", message=timed) == \
-        event_uuid(None, protocol="segment", message={**timed, "sentAt": "2026-01-05T10:01Z"})
-    assert event_uuid(None, protocol="segment", message=timed) != \
-        event_uuid(None, protocol="segment", message={**timed, "a": 2})
+    assert event_uuid(None, protocol="segment", message=timed, user_id="u") == \
+        event_uuid(None, protocol="segment", message={**timed, "sentAt": "2026-01-05T10:01Z"},
+                   user_id="u")
+    assert event_uuid(None, protocol="segment", message=timed, user_id="u") != \
+        event_uuid(None, protocol="segment", message={**timed, "a": 2}, user_id="u")
+    # Two cookieless visitors' timed messages: the same content, other users.
+    assert event_uuid(None, protocol="posthog", message=timed, user_id="visitor-1") != \
+        event_uuid(None, protocol="posthog", message=timed, user_id="visitor-2")
     # Without a time, the same content sent twice is two events.
-    assert event_uuid(None, protocol="posthog", message={"event": "logged_in"}) != \
-        event_uuid(None, protocol="posthog", message={"event": "logged_in"})
+    assert event_uuid(None, protocol="posthog", message={"event": "logged_in"}, user_id="u") != \
+        event_uuid(None, protocol="posthog", message={"event": "logged_in"}, user_id="u")
 
 
 def test_posthog_identify_links_the_anonymous_id_and_pageview_with_product_is_a_view():
