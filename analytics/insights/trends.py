@@ -267,14 +267,13 @@ def _figures_from_days(rows: list[DayRow], *, measure: Measure, interval: Interv
         figures[0] += count
         figures[1] += value_sum
         figures[2] += value_events
-    measured = {"sum": lambda f: f[1], "average": lambda f: f[1] / f[2] if f[2] else 0
-                }.get(measure)
+    if measure == "count":  # whole numbers, as counted
+        return {key: {period: f[0] for period, f in by_period.items()}
+                for key, by_period in sums.items()}
+    measured = {"sum": lambda f: f[1], "average": lambda f: f[1] / f[2] if f[2] else 0}[measure]
     # Rounded to 9 places first: sums added in another order (rolled-up days, or the events
     # at once) differ in their last bits, and an average of cents often ends in a half
     # cent (1.01 and 1.02: 1.015), which those bits would round either way.
-    if measure == "count":
-        return {key: {period: f[0] for period, f in by_period.items()}
-                for key, by_period in sums.items()}
     return {key: {period: round(round(float(measured(f)), 9), 2)
                   for period, f in by_period.items()}
             for key, by_period in sums.items()}
