@@ -78,3 +78,18 @@ def test_an_edited_event_leaves_its_old_day_and_user_with_the_next_update(rolled
 def test_identity_links_are_made_by_sdks_not_typed_in_the_admin(admin_client):
     # A link typed here could point an alias at another alias, or at itself.
     assert admin_client.get(reverse("admin:ingestion_identitylink_add")).status_code == 403
+
+
+def test_the_delete_confirmation_counts_the_events_instead_of_listing_them(
+        client, admin_user, rolled_up_shop, django_assert_max_num_queries):
+    client.force_login(admin_user)
+    ann = EndUser.objects.get(user_id="ann")
+
+    with django_assert_max_num_queries(12):
+        page = client.get(f"/admin/ingestion/enduser/{ann.pk}/delete/")
+
+    assert page.status_code == 200
+    assert dict(page.context["model_count"]) == {"end users": 1, "events": 2}
+    # No row of its events is loaded to be listed (a link to each, before).
+    assert not any(f"/admin/ingestion/event/{pk}/change/" in page.content.decode()
+                   for pk in ann.events.values_list("pk", flat=True))
