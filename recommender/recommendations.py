@@ -75,7 +75,8 @@ class _Caches:
     # (read at, every item).
     interacted: dict[tuple[str, tuple[int, ...]], tuple[float, frozenset[str]]] = field(
         default_factory=dict)
-    # By version: held by the thread rebuilding its catalog view.
+    # By version (a lock per version a process ever served: a few): held by the thread
+    # rebuilding its catalog view.
     building: dict[int, threading.Lock] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -115,8 +116,6 @@ def _catalog_view(loaded: LoadedVersion) -> _CatalogView:
             # Views of the active and the A/B candidate version, plus one just swapped out.
             recent = dict(list(caches.catalogs.items())[-2:])
             caches.catalogs = {**recent, loaded.version_id: view}
-            caches.building = {version_id: lock for version_id, lock in caches.building.items()
-                               if version_id in caches.catalogs or lock.locked()}
         return view
     finally:
         building.release()
